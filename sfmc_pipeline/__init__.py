@@ -1,0 +1,1 @@
+"""SFMC Data Extensions -> validated parquet datasets -> segments -> Salesforce CRM."""

@@ -1,0 +1,1 @@
+"""Dagster assets, one module per stage: SFMC datasets, segments, CRM sync."""

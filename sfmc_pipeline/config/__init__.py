@@ -1,0 +1,18 @@
+"""The user's declarative pipeline config (``pipeline.yaml``): models and loader."""
+
+from sfmc_pipeline.config.loader import PipelineConfigError, load_pipeline_config
+from sfmc_pipeline.config.models import (
+    ColumnConfig,
+    DataExtensionConfig,
+    PipelineConfig,
+    SfmcType,
+)
+
+__all__ = [
+    "ColumnConfig",
+    "DataExtensionConfig",
+    "PipelineConfig",
+    "PipelineConfigError",
+    "SfmcType",
+    "load_pipeline_config",
+]

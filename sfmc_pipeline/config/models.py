@@ -1,0 +1,226 @@
+"""Pydantic models of ``pipeline.yaml``: which Data Extensions to ingest and how to type them.
+
+Every rule a config can break is checked here, at load time, with a message that says what to
+change. ``loader.py`` turns the errors into one report naming the file and the entry.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class SfmcType(str, Enum):
+    """Data Extension field types (SOAP ``DataExtensionFieldType``)."""
+
+    TEXT = "Text"
+    NUMBER = "Number"
+    DECIMAL = "Decimal"
+    DATE = "Date"
+    BOOLEAN = "Boolean"
+    EMAIL_ADDRESS = "EmailAddress"
+    PHONE = "Phone"
+    LOCALE = "Locale"
+
+    @property
+    def is_text(self) -> bool:
+        return self in TEXT_TYPES
+
+    @property
+    def is_numeric(self) -> bool:
+        return self in (SfmcType.NUMBER, SfmcType.DECIMAL)
+
+
+TEXT_TYPES = frozenset({SfmcType.TEXT, SfmcType.EMAIL_ADDRESS, SfmcType.PHONE, SfmcType.LOCALE})
+ORDERED_TYPES = frozenset({SfmcType.NUMBER, SfmcType.DECIMAL, SfmcType.DATE})
+TYPE_NAMES = ", ".join(t.value for t in SfmcType)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnConfig(_Strict):
+    """One Data Extension field."""
+
+    name: str = Field(description="Field name as in SFMC (matched case-insensitively).")
+    type: SfmcType = Field(description=f"SFMC field type: one of {TYPE_NAMES}.")
+    description: str = ""
+    nullable: bool = False
+    length: int | None = Field(default=None, description="Max length for text types (1-4000).")
+    precision: int | None = Field(default=None, description="Decimal: total digits (1-29).")
+    scale: int | None = Field(default=None, description="Decimal: digits after the point.")
+    allowed_values: list[str] | None = Field(default=None, description="Text: the only values allowed.")
+    min: float | None = Field(default=None, description="Number/Decimal: smallest allowed value.")
+    max: float | None = Field(default=None, description="Number/Decimal: largest allowed value.")
+    format: Literal["salesforce_id"] | None = Field(
+        default=None, description="Text: 'salesforce_id' checks a 15/18-character Salesforce Id."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(
+                f"column name {value!r} must start with a letter or '_' and hold only letters, "
+                "digits and '_'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _attributes_fit_type(self) -> ColumnConfig:
+        t = self.type
+        if self.length is not None:
+            if not t.is_text:
+                raise ValueError(f"'length' applies to text types only, not {t.value}; remove it")
+            if not 1 <= self.length <= 4000:
+                raise ValueError(f"'length' must be between 1 and 4000, got {self.length}")
+        if (self.precision is not None or self.scale is not None) and t is not SfmcType.DECIMAL:
+            raise ValueError(f"'precision'/'scale' apply to Decimal only, not {t.value}; remove them")
+        if t is SfmcType.DECIMAL:
+            if self.precision is None or self.scale is None:
+                raise ValueError("Decimal needs 'precision' and 'scale', e.g. precision: 18, scale: 2")
+            if not 1 <= self.precision <= 29 or not 0 <= self.scale <= self.precision:
+                raise ValueError(
+                    "Decimal needs 1 <= precision <= 29 and 0 <= scale <= precision, "
+                    f"got precision={self.precision}, scale={self.scale}"
+                )
+        if self.allowed_values is not None and not t.is_text:
+            raise ValueError(f"'allowed_values' applies to text types only, not {t.value}")
+        if self.allowed_values is not None and not self.allowed_values:
+            raise ValueError("'allowed_values' is empty: list at least one value or remove it")
+        if (self.min is not None or self.max is not None) and not t.is_numeric:
+            raise ValueError(f"'min'/'max' apply to Number and Decimal only, not {t.value}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is larger than 'max' ({self.max})")
+        if self.format == "salesforce_id" and t is not SfmcType.TEXT:
+            raise ValueError("format 'salesforce_id' applies to Text columns only")
+        return self
+
+
+class RowCheck(_Strict):
+    """A comparison between two columns of the same row, e.g. ``OfferClicks lte Clicks``."""
+
+    column: str
+    op: Literal["lt", "lte", "gt", "gte", "eq", "ne"]
+    other_column: str
+
+    def describe(self) -> str:
+        symbol = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "ne": "!="}[self.op]
+        return f"{self.column} {symbol} {self.other_column}"
+
+
+class DataExtensionConfig(_Strict):
+    """One Data Extension to ingest as a parquet dataset."""
+
+    key: str = Field(description="External key (CustomerKey) of the Data Extension, not its name.")
+    asset: str = Field(description="Dagster asset / dataset name (snake_case).")
+    description: str = ""
+    primary_key: list[str] = Field(default_factory=list)
+    columns: list[ColumnConfig] = Field(min_length=1)
+    row_checks: list[RowCheck] = Field(default_factory=list)
+    incremental_column: str | None = Field(
+        default=None, description="Date column for incremental reads (used by the sync schedule)."
+    )
+    quarantine_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Overrides settings.quarantine_threshold."
+    )
+
+    @field_validator("asset")
+    @classmethod
+    def _asset_is_snake_case(cls, value: str) -> str:
+        if not SNAKE_CASE.match(value):
+            raise ValueError(f"asset name {value!r} must be snake_case, e.g. 'campaign_engagement'")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key_not_blank(cls, value: str) -> str:
+        if not value.strip() or "/" in value:
+            raise ValueError("external key must be non-empty and must not contain '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> DataExtensionConfig:
+        by_lower: dict[str, str] = {}
+        for col in self.columns:
+            other = by_lower.setdefault(col.name.lower(), col.name)
+            if other != col.name or sum(c.name == col.name for c in self.columns) > 1:
+                raise ValueError(
+                    f"column {col.name!r} is listed twice (SFMC field names are case-insensitive); "
+                    "keep one"
+                )
+        names = {c.name: c for c in self.columns}
+        known = ", ".join(names)
+        for pk in self.primary_key:
+            if pk not in names:
+                raise ValueError(f"primary key {pk!r} is not among the columns ({known}); add it or fix the name")
+            if names[pk].nullable:
+                raise ValueError(f"primary key column {pk!r} cannot be nullable; set nullable: false")
+        if self.incremental_column is not None:
+            col = names.get(self.incremental_column)
+            if col is None or col.type is not SfmcType.DATE:
+                raise ValueError(
+                    f"incremental_column {self.incremental_column!r} must name a Date column ({known})"
+                )
+        for check in self.row_checks:
+            for name in (check.column, check.other_column):
+                if name not in names:
+                    raise ValueError(f"row check '{check.describe()}': {name!r} is not a column ({known})")
+            left, right = names[check.column].type, names[check.other_column].type
+            comparable = (left.is_numeric and right.is_numeric) or left == right
+            if not comparable or (check.op not in ("eq", "ne") and left not in ORDERED_TYPES):
+                raise ValueError(
+                    f"row check '{check.describe()}' compares {left.value} with {right.value}; "
+                    "use two Number/Decimal or two Date columns"
+                )
+        return self
+
+    def column(self, name: str) -> ColumnConfig:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"{self.key} has no column {name!r}")
+
+
+class PipelineSettings(_Strict):
+    quarantine_threshold: float = Field(
+        default=0.05, ge=0, le=1, description="Largest share of quarantined rows before a run fails."
+    )
+    page_size: int = Field(default=2500, ge=1, le=2500, description="SFMC rowset page size (max 2500).")
+
+
+class PipelineConfig(_Strict):
+    settings: PipelineSettings = Field(default_factory=PipelineSettings)
+    data_extensions: list[DataExtensionConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PipelineConfig:
+        for attr, what in (("asset", "asset name"), ("key", "external key")):
+            seen: set[str] = set()
+            for ext in self.data_extensions:
+                value = getattr(ext, attr)
+                if value in seen:
+                    raise ValueError(
+                        f"data_extensions: {what} {value!r} is used twice; each Data Extension "
+                        f"needs its own {what}"
+                    )
+                seen.add(value)
+        return self
+
+    def extension(self, asset: str) -> DataExtensionConfig:
+        for ext in self.data_extensions:
+            if ext.asset == asset:
+                return ext
+        raise KeyError(f"no data extension with asset name {asset!r}")
+
+    def threshold_for(self, ext: DataExtensionConfig) -> float:
+        if ext.quarantine_threshold is not None:
+            return ext.quarantine_threshold
+        return self.settings.quarantine_threshold

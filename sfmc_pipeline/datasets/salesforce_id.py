@@ -1,0 +1,64 @@
+"""Salesforce record Id format: 15-character case-sensitive ids and 18-character case-safe ids.
+
+An 18-character id is the 15-character id plus a 3-character checksum: each of the three
+5-character chunks gives 5 bits (1 where the character is an upper-case letter, first character
+= lowest bit), and each 5-bit number indexes ``CHECKSUM_ALPHABET``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_ID_CHARS = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Z0-5]{3})?$")
+_ALPHABET_BYTES = np.frombuffer(CHECKSUM_ALPHABET.encode("ascii"), dtype=np.uint8)
+_BIT_WEIGHTS = np.array([1, 2, 4, 8, 16], dtype=np.uint8)
+
+CONTACT_PREFIX = "003"
+LEAD_PREFIX = "00Q"
+
+
+def checksum(id15: str) -> str:
+    """The 3-character case-safe suffix for a 15-character id."""
+    if len(id15) != 15:
+        raise ValueError(f"expected a 15-character id, got {len(id15)} characters")
+    suffix = []
+    for start in range(0, 15, 5):
+        chunk = id15[start : start + 5]
+        bits = sum(1 << i for i, ch in enumerate(chunk) if "A" <= ch <= "Z")
+        suffix.append(CHECKSUM_ALPHABET[bits])
+    return "".join(suffix)
+
+
+def to_18(id15: str) -> str:
+    """The 18-character case-safe form of a 15-character id."""
+    return id15 + checksum(id15)
+
+
+def is_valid_id(value: str) -> bool:
+    """True for a well-formed 15-character id or an 18-character id with the right checksum."""
+    return bool(valid_id_mask(pd.Series([value], dtype="string")).iloc[0])
+
+
+def valid_id_mask(values: pd.Series) -> pd.Series:
+    """Vectorised ``is_valid_id`` over a string Series; nulls are reported as valid (nullability is
+    checked separately)."""
+    text = values.astype("string")
+    result = pd.Series(True, index=values.index, dtype=bool)
+    present = text.notna()
+    if not present.any():
+        return result
+    shaped = text[present].str.fullmatch(_ID_CHARS).fillna(False).astype(bool)
+    result.loc[shaped.index] = shaped
+    long_ids = text[present][shaped & (text[present].str.len() == 18)]
+    if len(long_ids):
+        raw = np.frombuffer("".join(long_ids.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 18)
+        upper = ((raw[:, :15] >= ord("A")) & (raw[:, :15] <= ord("Z"))).astype(np.uint8)
+        bits = (upper.reshape(-1, 3, 5) * _BIT_WEIGHTS).sum(axis=2)
+        expected = _ALPHABET_BYTES[bits]
+        ok = (expected == raw[:, 15:]).all(axis=1)
+        result.loc[long_ids.index] = ok
+    return result

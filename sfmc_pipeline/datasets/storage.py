@@ -1,0 +1,74 @@
+"""Where datasets, quarantines and state files live, and how they are written: atomically.
+
+A write goes to a temporary file in the target directory and is renamed over the target, so a
+crash never leaves a half-written dataset and a re-run replaces instead of appending twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success it replaces ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False, engine="pyarrow")
+    return target
+
+
+def write_json(data: Any, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    return target
+
+
+class DatasetStore:
+    """Paths under the storage directory: ``datasets/``, ``quarantine/``, ``state/``."""
+
+    def __init__(self, base_dir: str | Path):
+        self.base_dir = Path(base_dir)
+
+    def dataset_path(self, name: str) -> Path:
+        return self.base_dir / "datasets" / f"{name}.parquet"
+
+    def quarantine_path(self, name: str) -> Path:
+        return self.base_dir / "quarantine" / f"{name}.parquet"
+
+    def state_path(self, name: str) -> Path:
+        return self.base_dir / "state" / name
+
+    def write_dataset(self, name: str, frame: pd.DataFrame) -> Path:
+        return write_parquet(frame, self.dataset_path(name))
+
+    def write_quarantine(self, name: str, frame: pd.DataFrame) -> Path:
+        return write_parquet(frame, self.quarantine_path(name))
+
+    def read_dataset(self, name: str) -> pd.DataFrame:
+        path = self.dataset_path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Dataset {name!r} has not been materialized yet ({path} does not exist); "
+                f"materialize the asset {name!r} first."
+            )
+        return pd.read_parquet(path, engine="pyarrow")

@@ -1,0 +1,13 @@
+"""Jobs: what a user launches from the UI, a schedule or a sensor."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+PIPELINE_JOB_NAME = "sfmc_pipeline_job"
+
+sfmc_pipeline_job = dg.define_asset_job(
+    PIPELINE_JOB_NAME,
+    selection=dg.AssetSelection.all(),
+    description="The whole flow: SFMC Data Extensions -> validated datasets (-> segments -> CRM sync).",
+)

@@ -1,0 +1,1 @@
+"""The SFMC source: read Data Extension rows, from the REST API or the embedded sample data."""

@@ -1,0 +1,97 @@
+"""SFMC OAuth2 client-credentials token: requested once, cached with its expiry, renewed a margin
+before it expires or when a call answers 401.
+
+``expires_in`` is about 1080 s for a token that lives 20 minutes; the default margin of 60 s
+renews it at about 17 minutes. The token request carries no Authorization header and the secret
+travels only in the JSON body, never in a URL.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from sfmc_pipeline.transport import ApiError, HttpTransport, body_excerpt, normalize_base_url
+
+
+@dataclass(frozen=True)
+class SfmcToken:
+    access_token: str
+    rest_instance_url: str
+    expires_at: float  # on the provider's clock
+
+    def __repr__(self) -> str:  # never show the token itself
+        return f"SfmcToken(rest_instance_url={self.rest_instance_url!r}, expires_at={self.expires_at})"
+
+
+class SfmcAuth:
+    def __init__(
+        self,
+        transport: HttpTransport,
+        *,
+        client_id: str,
+        client_secret: str,
+        auth_base_uri: str,
+        account_id: str | None = None,
+        refresh_margin_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._transport = transport
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._account_id = account_id or None
+        self._token_url = normalize_base_url(auth_base_uri, setting="SFMC_AUTH_BASE_URI") + "v2/token"
+        self._margin = refresh_margin_seconds
+        self._clock = clock
+        self._token: SfmcToken | None = None
+        self.token_requests = 0
+        transport.redact.add(client_secret)
+
+    def token(self) -> SfmcToken:
+        if self._token is None or self._clock() >= self._token.expires_at - self._margin:
+            self._token = self._request_token()
+        return self._token
+
+    def invalidate(self) -> None:
+        self._token = None
+
+    def _request_token(self) -> SfmcToken:
+        body = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}
+        if self._account_id:
+            body["account_id"] = self._account_id
+        self.token_requests += 1
+        started = self._clock()
+        response = self._transport.request("POST", self._token_url, json=body)
+        if response.status_code != 200:
+            raise self._token_error(response)
+        try:
+            data = response.json()
+            access_token = data["access_token"]
+            expires_in = float(data.get("expires_in") or 1080)
+            rest = normalize_base_url(data["rest_instance_url"], setting="rest_instance_url (SFMC token response)")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError(f"SFMC token response is not what the API documents ({type(exc).__name__}: {exc})") from None
+        self._transport.redact.add(access_token)
+        return SfmcToken(access_token=access_token, rest_instance_url=rest, expires_at=started + expires_in)
+
+    def _token_error(self, response) -> ApiError:
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        code = data.get("error") if isinstance(data, dict) else None
+        detail = self._transport.redact(body_excerpt(response))
+        if code == "invalid_client" or response.status_code == 401:
+            bu = " and that SFMC_ACCOUNT_ID is a business unit (MID) the package can access" if self._account_id else ""
+            message = (
+                f"SFMC refused the client credentials (HTTP {response.status_code}{', ' + code if code else ''}){detail}. "
+                "Check SFMC_CLIENT_ID and SFMC_CLIENT_SECRET against Setup > Installed Packages > API Integration "
+                f"(a Server-to-Server integration), that SFMC_AUTH_BASE_URI is this tenant's auth base URI{bu}."
+            )
+        else:
+            message = (
+                f"SFMC token request failed (HTTP {response.status_code}){detail}. "
+                "Check SFMC_AUTH_BASE_URI and the installed package."
+            )
+        return ApiError(message, status=response.status_code, code=code)

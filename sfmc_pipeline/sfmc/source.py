@@ -1,0 +1,48 @@
+"""The source interface both implementations share, and the raw extract they return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pandas as pd
+
+from sfmc_pipeline.config.models import DataExtensionConfig
+
+
+@dataclass(frozen=True)
+class RawExtract:
+    """Rows as the source served them: every value a string (``""`` for null), columns renamed to
+    the configured names (SFMC lower-cases field names)."""
+
+    frame: pd.DataFrame
+    source: str  # human-readable: where the rows came from
+    api_calls: int = 0
+    unmapped_columns: list[str] = field(default_factory=list)  # served but not configured
+    missing_columns: list[str] = field(default_factory=list)  # configured but never served
+
+
+class DataExtensionSource(Protocol):
+    mode: str  # "sfmc" (REST API) or "embedded" (sample data shipped in data/)
+
+    def read(self, extension: DataExtensionConfig) -> RawExtract: ...
+
+
+def align_columns(
+    frame: pd.DataFrame, extension: DataExtensionConfig
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Rename served columns (any case) to the configured names, as strings.
+
+    Returns ``(frame, unmapped, missing)``: fields served but not configured are left out and
+    listed; configured fields never served are added as empty strings and listed.
+    """
+    by_lower = {c.name.lower(): c.name for c in extension.columns}
+    rename = {name: by_lower[name.lower()] for name in frame.columns if name.lower() in by_lower}
+    unmapped = sorted(name for name in frame.columns if name.lower() not in by_lower)
+    frame = frame.rename(columns=rename)
+    missing = [c.name for c in extension.columns if c.name not in frame.columns] if len(frame) else []
+    for name in by_lower.values():
+        if name not in frame.columns:
+            frame[name] = ""
+    frame = frame[[c.name for c in extension.columns]].fillna("").astype("string")
+    return frame, unmapped, missing
