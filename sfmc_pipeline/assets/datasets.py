@@ -69,7 +69,7 @@ def build_dataset_asset(extension: DataExtensionConfig, config: PipelineConfig) 
 
         result = validate_extract(extract.frame, extension)
         store = storage.get_store()
-        quarantine = result.quarantine.assign(_run_id=context.run_id)
+        quarantine = result.quarantine.assign(_run_id=context.run.run_id)
         quarantine_path = store.write_quarantine(extension.asset, quarantine)
         metadata = _metadata(mode, extract, result, threshold, quarantine_path)
 

@@ -107,12 +107,14 @@ def _number(values: pd.Series, column: ColumnConfig):
 
 
 def _decimal(values: pd.Series, column: ColumnConfig):
-    ok = values.str.match(_DECIMAL).fillna(True).astype(bool)
-    unsigned = values.str.lstrip("+-")
-    integer_digits = unsigned.str.split(".").str[0].str.lstrip("0").str.len()
-    fraction = unsigned.str.split(".").str[1].fillna("").str.rstrip("0")
-    fits = (integer_digits <= column.precision - column.scale) & (fraction.str.len() <= column.scale)
-    ok &= fits.fillna(True).astype(bool)
+    present = values.dropna()
+    parts = present.str.extract(r"^[+-]?0*(?P<int>\d*)(?:\.(?P<frac>\d*?)0*)?$")
+    ok = pd.Series(True, index=values.index)
+    ok[present.index] = (
+        present.str.match(_DECIMAL).fillna(False).astype(bool)
+        & (parts["int"].str.len().fillna(0) <= column.precision - column.scale).astype(bool)
+        & (parts["frac"].fillna("").str.len() <= column.scale).astype(bool)
+    )
     # Trailing zeros beyond the scale are harmless: "12.500" -> 12.50.
     trimmed = values.where(ok).str.replace(r"(\.\d*?)0+$", r"\1", regex=True).str.rstrip(".")
     arrow = pa.array(trimmed.astype(object).where(trimmed.notna(), None), type=pa.string())

@@ -118,7 +118,7 @@ def describe_failure(
         "salesforce_id": lambda: "not a Salesforce Id (15 characters, or 18 with a correct case-safe suffix)",
     }
     detail = words[kind]() if kind in words else f"failing the check {kind}"
-    return f"{col.name}: {value!r} is {detail}", f"{col.name}: {detail}"
+    return f"{col.name}: {str(value)!r} is {detail}", f"{col.name}: {detail}"
 
 
 def _bound(col: ColumnConfig, value: float):

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 @contextmanager
@@ -35,6 +37,15 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False, engine="pyarrow")
     return target
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals)."""
+    return pq.read_table(path).to_pandas(types_mapper=_keep_decimals)
+
+
+def _keep_decimals(arrow_type: pa.DataType):
+    return pd.ArrowDtype(arrow_type) if pa.types.is_decimal(arrow_type) else None
 
 
 def write_json(data: Any, target: Path) -> Path:
@@ -71,4 +82,4 @@ class DatasetStore:
                 f"Dataset {name!r} has not been materialized yet ({path} does not exist); "
                 f"materialize the asset {name!r} first."
             )
-        return pd.read_parquet(path, engine="pyarrow")
+        return read_parquet(path)

@@ -1,0 +1,39 @@
+"""Shared fixtures: the fake SFMC and Salesforce servers (real HTTP on 127.0.0.1), a fake clock,
+a recording sleep, and an isolated storage directory."""
+
+import pytest
+
+pytest_plugins = ["sfmc_pipeline_tests.fakes.fixtures", "sfmc_pipeline_tests.fakes.salesforce_fixtures"]
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (clients take ``clock=``)."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingSleep:
+    """Stands in for ``time.sleep``: records each wait instead of waiting."""
+
+    def __init__(self):
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture()
+def sleeps() -> RecordingSleep:
+    return RecordingSleep()

@@ -1,0 +1,1158 @@
+"""A stateful fake Salesforce org (Platform REST API) for real-HTTP tests.
+
+It imitates the contract written down in ``/work/shared/api-notes.md`` PART 2 (2.1-2.5, 2.7):
+
+* ``POST /services/oauth2/token``: OAuth 2.0 username-password flow (``grant_type=password``, password = password +
+  security token) and client-credentials flow. Success bodies have ``access_token, instance_url, id, token_type,
+  issued_at`` (epoch ms string) and ``signature``; no ``expires_in`` and no refresh token. Errors are HTTP 400 with
+  ``{"error": ..., "error_description": ...}``. Token calls do not count toward API usage.
+* ``/services/data/vNN.N/...`` needs ``Authorization: Bearer <token>``; otherwise 401
+  ``[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]``. Every other response there carries
+  ``Sforce-Limit-Info: api-usage=USED/LIMIT`` and each such request adds 1 to USED.
+* ``GET .../limits/``, ``GET .../sobjects/{Contact|Lead}/describe``,
+  ``PATCH .../composite/sobjects`` (update by Id, <= 200 records, positional results) and
+  ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}`` (upsert by external id, ``created`` flag).
+* Request-level errors are JSON arrays ``[{"message":..., "errorCode":...}]``; per-record errors are
+  ``{"statusCode":..., "message":..., "fields":[...]}`` inside a ``{"success": false, "errors": [...]}`` result
+  that has no ``id``.
+
+Fault injection: :meth:`FakeSalesforceServer.expire_sessions`, :meth:`~FakeSalesforceServer.fail_next`,
+:meth:`~FakeSalesforceServer.exceed_request_limit_after`, :meth:`~FakeSalesforceServer.lock_rows_next`,
+:meth:`~FakeSalesforceServer.drop_connection_next`.
+
+Only the standard library is used for serving (``ThreadingHTTPServer`` on ``127.0.0.1``, port 0). All state is
+guarded by one lock, so tests may drive it from several threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import socket
+import string
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, to_18
+
+__all__ = [
+    "FakeSalesforceServer",
+    "RecordedRequest",
+    "fake_id",
+    "MAX_COLLECTION_RECORDS",
+    "MAX_COLLECTION_CHUNKS",
+]
+
+MAX_COLLECTION_RECORDS = 200
+"""sObject Collections accept at most this many records per request."""
+
+MAX_COLLECTION_CHUNKS = 10
+"""sObject Collections process consecutive same-type records as one chunk; at most this many chunks per request."""
+
+_JSON_CT = "application/json;charset=UTF-8"
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Z0-5]{3})?$")
+_DATA_PATH = re.compile(r"^/services/data(?:/(?P<version>[^/]+)(?P<rest>/.*)?)?/?$")
+_VERSION = re.compile(r"^v(?P<major>\d{2})\.\d$")
+_EMAIL_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_EMAIL_LABEL}(?:\.{_EMAIL_LABEL})+$")
+_MIN_VERSION, _MAX_VERSION = 20, 67
+# Describe types whose values are strings limited by ``length``.
+_STRING_TYPES = frozenset(
+    {"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox", "encryptedstring"}
+)
+
+_INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+_NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+_LIMIT_EXCEEDED = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+_ROLLED_BACK = {
+    "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
+    "fields": [],
+}
+
+
+def fake_id(prefix: str, n: int) -> str:
+    """A deterministic, well-formed 18-character Salesforce id: ``prefix`` (e.g. ``"003"``) + a base-62 number.
+
+    Handy for seeding records: ``fake_id(CONTACT_PREFIX, 1)``. Ids created by the fake's upserts use a different
+    infix, so they never collide with ids made here.
+    """
+    return to_18(prefix + "Fk" + _base62(n, 10))
+
+
+def _base62(n: int, width: int) -> str:
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    digits = []
+    while n:
+        n, rem = divmod(n, 62)
+        digits.append(_BASE62[rem])
+    text = "".join(reversed(digits)) or "0"
+    if len(text) > width:
+        raise ValueError(f"{n} does not fit in {width} base-62 digits")
+    return text.rjust(width, "0")
+
+
+def _well_formed_id(value: Any) -> bool:
+    """Same rule as ``salesforce_id.is_valid_id`` (15 chars, or 18 with the right checksum), without pandas."""
+    if not isinstance(value, str) or not _ID_SHAPE.match(value):
+        return False
+    return len(value) == 15 or to_18(value[:15]) == value
+
+
+@dataclass
+class RecordedRequest:
+    """One HTTP request the fake received (recorded before any fault injection is applied)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: str
+    json: Any = None
+    status: int | None = None
+    """The HTTP status the fake answered with; ``None`` while in flight or when the connection was dropped."""
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """Case-insensitive request header lookup."""
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return default
+
+
+@dataclass
+class _Field:
+    name: str
+    label: str
+    type: str
+    length: int
+    updateable: bool
+    createable: bool
+    nillable: bool
+    custom: bool
+    external_id: bool
+    id_lookup: bool
+    extra_type_info: str | None
+    unique: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        byte_length = self.length * 3 if self.type in _STRING_TYPES else (18 if self.type == "id" else 0)
+        return {
+            "name": self.name,
+            "label": self.label,
+            "type": self.type,
+            "soapType": "tns:ID" if self.type == "id" else (
+                "xsd:string" if self.type in _STRING_TYPES else "xsd:anyType"
+            ),
+            "length": self.length,
+            "byteLength": byte_length,
+            "updateable": self.updateable,
+            "createable": self.createable,
+            "nillable": self.nillable,
+            "custom": self.custom,
+            "externalId": self.external_id,
+            "idLookup": self.id_lookup,
+            "unique": self.unique,
+            "extraTypeInfo": self.extra_type_info,
+            "filterable": not (self.type == "textarea" and self.length > 255),
+            "htmlFormatted": self.extra_type_info == "richtextarea",
+            "defaultedOnCreate": self.type == "id",
+            "calculated": False,
+        }
+
+
+@dataclass
+class _SObject:
+    name: str
+    label: str
+    label_plural: str
+    key_prefix: str
+    fields: dict[str, _Field] = field(default_factory=dict)  # lower-cased name -> field
+
+    def field(self, name: str) -> _Field | None:
+        return self.fields.get(name.lower())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "labelPlural": self.label_plural,
+            "keyPrefix": self.key_prefix,
+            "custom": False,
+            "createable": True,
+            "updateable": True,
+            "deletable": True,
+            "queryable": True,
+            "fields": [f.describe() for f in self.fields.values()],
+        }
+
+
+@dataclass
+class _Fault:
+    kind: str  # "fail" | "drop"
+    path_contains: str
+    times: int
+    status: int = 0
+    body: Any = None
+    headers: dict[str, str] | None = None
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+
+
+_DROP = object()
+
+
+def _json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
+    body = json.dumps(payload).encode("utf-8")
+    return _Response(status, body, [("Content-Type", _JSON_CT), *(headers or [])])
+
+
+def _record_error(code: str, message: str, fields: list[str] | None = None) -> dict[str, Any]:
+    return {"statusCode": code, "message": message, "fields": list(fields or [])}
+
+
+class _RequestError(Exception):
+    """A request-level (non-2xx) error with a Salesforce error-array body."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.body = [{"message": message, "errorCode": code}]
+
+
+def _standard_sobjects() -> dict[str, _SObject]:
+    def std(name, label, type_, length, *, nillable=True, updateable=True, extra=None, id_lookup=False):
+        return _Field(
+            name=name, label=label, type=type_, length=length, updateable=updateable, createable=updateable,
+            nillable=nillable, custom=False, external_id=False, id_lookup=id_lookup, extra_type_info=extra,
+        )
+
+    contact = _SObject("Contact", "Contact", "Contacts", CONTACT_PREFIX)
+    lead = _SObject("Lead", "Lead", "Leads", LEAD_PREFIX)
+    for sobject in (contact, lead):
+        id_field = std("Id", f"{sobject.label} ID", "id", 18, nillable=False, updateable=False, id_lookup=True)
+        sobject.fields["id"] = id_field
+        sobject.fields["lastname"] = std("LastName", "Last Name", "string", 80, nillable=False, extra="personname")
+        sobject.fields["firstname"] = std("FirstName", "First Name", "string", 40, extra="personname")
+        if sobject is lead:
+            sobject.fields["company"] = std("Company", "Company", "string", 255, nillable=False)
+        sobject.fields["email"] = std("Email", "Email", "email", 80, id_lookup=True)
+    return {"Contact": contact, "Lead": lead}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeSalesforce/1.0"
+    sys_version = ""
+    timeout = 30
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._track(self.connection, add=True)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.fake._track(self.connection, add=False)  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr request logging
+        return
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self) -> None:
+        fake: FakeSalesforceServer = self.server.fake  # type: ignore[attr-defined]
+        raw = self._read_body()
+        result = fake._dispatch(self.command, self.path, dict(self.headers.items()), raw)
+        if result is _DROP:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        assert isinstance(result, _Response)
+        self.send_response(result.status)
+        for key, value in result.headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(result.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(result.body)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Client disconnects are normal in fault-injection tests; keep stderr quiet but remember anything else.
+        self.fake._handler_errors.append(traceback.format_exc())  # type: ignore[attr-defined]
+
+
+class FakeSalesforceServer:
+    """A fake Salesforce org (login + Platform REST API) served on ``127.0.0.1:<random port>``.
+
+    ``base_url`` is both the login URL (``base_url + "/services/oauth2/token"``) and the ``instance_url``.
+    Contact and Lead are seeded with the standard fields ``Id, LastName, FirstName, Email`` (+ ``Company`` on Lead);
+    add custom fields with :meth:`add_field` and records with :meth:`add_record`.
+
+    Public state (read it after the HTTP calls under test have returned):
+
+    * ``records``: sobject -> 18-char Id -> field values (``{"Id": ..., "LastName": ..., ...}``, describe names).
+    * ``write_log``: every applied record write ``(sobject, Id, fields written)`` in order.
+    * ``requests``: every :class:`RecordedRequest`, token calls included.
+    * ``api_usage`` / ``daily_api_limit``: the numbers behind ``Sforce-Limit-Info``.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "fake-consumer-key",
+        client_secret: str = "fake-consumer-secret",
+        username: str = "user@example.com",
+        password: str = "pw",
+        security_token: str = "TOKEN123",
+        api_version: str = "66.0",
+        daily_api_limit: int = 15000,
+    ) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.username = username
+        self.password = password
+        self.security_token = security_token
+        self.api_version = api_version
+        self.daily_api_limit = daily_api_limit
+        self.api_usage = 0
+        self.records: dict[str, dict[str, dict[str, Any]]] = {"Contact": {}, "Lead": {}}
+        self.write_log: list[tuple[str, str, dict[str, Any]]] = []
+        self.requests: list[RecordedRequest] = []
+        self.deleted_ids: dict[str, set[str]] = {"Contact": set(), "Lead": set()}
+        self.issued_tokens: list[str] = []
+        self._sobjects = _standard_sobjects()
+        self._valid_tokens: set[str] = set()
+        self._faults: list[_Fault] = []
+        self._locks: dict[str, int] = {}
+        self._limit_countdown: int | None = None
+        self._limit_blocked = False
+        self._created_counter = 0
+        self._org_id = to_18("00D" + "Fk" + _base62(secrets.randbelow(62**10), 10))
+        self._user_id = to_18("005" + "Fk" + _base62(secrets.randbelow(62**10), 10))
+        self._lock = threading.RLock()
+        self._connections: set[socket.socket] = set()
+        self._handler_errors: list[str] = []
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeSalesforceServer:
+        """Bind 127.0.0.1 on a free port and serve in a background thread; sets ``base_url``. Returns self."""
+        if self._httpd is not None:
+            raise RuntimeError("server already started")
+        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        httpd.fake = self  # type: ignore[attr-defined]
+        self._httpd = httpd
+        host, port = httpd.server_address[:2]
+        self.base_url = f"http://{host}:{port}"
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-salesforce", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every open client connection and join the serving thread. Idempotent."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeSalesforceServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    # ------------------------------------------------------------------ convenience URLs
+
+    @property
+    def token_url(self) -> str:
+        """``base_url + "/services/oauth2/token"``."""
+        return f"{self.base_url}/services/oauth2/token"
+
+    @property
+    def api_url(self) -> str:
+        """``base_url + "/services/data/v{api_version}"`` (no trailing slash)."""
+        return f"{self.base_url}/services/data/v{self.api_version}"
+
+    @property
+    def handler_errors(self) -> list[str]:
+        """Tracebacks of unexpected exceptions inside the fake (each also answered 500 UNKNOWN_EXCEPTION)."""
+        return list(self._handler_errors)
+
+    # ------------------------------------------------------------------ schema and data seeding
+
+    def add_field(
+        self,
+        sobject: str,
+        name: str,
+        *,
+        type: str = "textarea",  # noqa: A002 - mirrors the describe property name
+        length: int = 32768,
+        updateable: bool = True,
+        extra_type_info: str | None = "plaintextarea",
+        custom: bool | None = None,
+        external_id: bool = False,
+        label: str | None = None,
+        nillable: bool = True,
+        unique: bool = False,
+    ) -> None:
+        """Add (or replace, matched case-insensitively) a field in ``sobject``'s describe.
+
+        ``custom`` defaults to ``name.endswith("__c")``; ``label`` defaults to the name without ``__c``.
+        ``extraTypeInfo`` is reported as given for ``textarea`` fields; for other types the default
+        ``"plaintextarea"`` is reported as ``null`` (pass another value to force it). ``external_id=True`` also makes
+        the field ``idLookup``. ``createable`` follows ``updateable``.
+        """
+        with self._lock:
+            obj = self._sobject(sobject)
+            if type != "textarea" and extra_type_info == "plaintextarea":
+                extra_type_info = None
+            is_custom = name.lower().endswith("__c") if custom is None else custom
+            default_label = name[:-3] if name.lower().endswith("__c") else name
+            obj.fields[name.lower()] = _Field(
+                name=name,
+                label=label or default_label,
+                type=type,
+                length=length,
+                updateable=updateable,
+                createable=updateable,
+                nillable=nillable,
+                custom=is_custom,
+                external_id=external_id,
+                id_lookup=external_id,
+                extra_type_info=extra_type_info,
+                unique=unique,
+            )
+
+    def remove_field(self, sobject: str, name: str) -> None:
+        """Remove a field (case-insensitive) from the describe; existing record values for it are dropped too."""
+        with self._lock:
+            obj = self._sobject(sobject)
+            removed = obj.fields.pop(name.lower(), None)
+            if removed is None:
+                raise KeyError(f"{sobject} has no field {name!r}")
+            for values in self.records[obj.name].values():
+                values.pop(removed.name, None)
+
+    def describe_fields(self, sobject: str) -> list[dict[str, Any]]:
+        """The ``fields`` array the describe endpoint would return for ``sobject`` (no HTTP, no usage)."""
+        with self._lock:
+            return [f.describe() for f in self._sobject(sobject).fields.values()]
+
+    def add_record(self, sobject: str, record_id: str, **fields: Any) -> None:
+        """Seed a record. ``record_id`` may be 15 or 18 characters and must carry the sobject's key prefix;
+        it is stored under its 18-character form. Field names are matched case-insensitively against the describe
+        (unknown names raise ``KeyError``) and stored under the describe name."""
+        with self._lock:
+            obj = self._sobject(sobject)
+            if not _well_formed_id(record_id) or not record_id.startswith(obj.key_prefix):
+                raise ValueError(f"{record_id!r} is not a well-formed {obj.name} id (prefix {obj.key_prefix})")
+            rid = to_18(record_id[:15])
+            values: dict[str, Any] = {"Id": rid}
+            for key, value in fields.items():
+                fdef = obj.field(key)
+                if fdef is None:
+                    raise KeyError(f"{obj.name} has no field {key!r}; add it with add_field first")
+                if fdef.name != "Id":
+                    values[fdef.name] = value
+            self.records[obj.name][rid] = values
+            self.deleted_ids[obj.name].discard(rid)
+
+    def delete_record(self, sobject: str, record_id: str) -> None:
+        """Move a record to the recycle bin: it stays in ``records`` (and in ``deleted_ids``), updates to it fail with
+        ENTITY_IS_DELETED, and upserts no longer match it."""
+        with self._lock:
+            obj = self._sobject(sobject)
+            rid = self._normalise_id(record_id)
+            if rid not in self.records[obj.name]:
+                raise KeyError(f"no {obj.name} record {record_id!r}")
+            self.deleted_ids[obj.name].add(rid)
+
+    def new_record_id(self, sobject: str) -> str:
+        """A fresh, unused, well-formed 18-character id with ``sobject``'s key prefix (not added to ``records``)."""
+        with self._lock:
+            return self._next_created_id(self._sobject(sobject))
+
+    # ------------------------------------------------------------------ sessions, limits and faults
+
+    def issue_token(self) -> str:
+        """A valid access token without an HTTP round trip (no request is recorded)."""
+        with self._lock:
+            return self._new_token()
+
+    def expire_sessions(self) -> None:
+        """Invalidate every access token issued so far: API calls using them get 401 INVALID_SESSION_ID."""
+        with self._lock:
+            self._valid_tokens.clear()
+
+    def set_api_usage(self, used: int) -> None:
+        """Set the current 24 h API usage count (the USED in ``Sforce-Limit-Info: api-usage=USED/LIMIT``).
+
+        Usage above ``daily_api_limit`` blocks API calls with 403 REQUEST_LIMIT_EXCEEDED, as a real org does."""
+        with self._lock:
+            self.api_usage = used
+
+    def fail_next(
+        self,
+        status: int,
+        *,
+        path_contains: str = "",
+        times: int = 1,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests whose path contains ``path_contains`` with ``status``.
+
+        Applies to any path (the token endpoint included) before authentication. ``body`` defaults to a Salesforce
+        error array for the status (503 SERVER_UNAVAILABLE, 403 REQUEST_LIMIT_EXCEEDED, 500 UNKNOWN_EXCEPTION, 401
+        INVALID_SESSION_ID, 404 NOT_FOUND, ...); a ``str``/``bytes`` body is sent raw as ``text/html`` (as an edge proxy
+        would), anything else as JSON. ``headers`` are added to the response. Rules are consumed first-in first-out.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.append(_Fault("fail", path_contains, times, status, body, dict(headers or {})))
+
+    def exceed_request_limit_after(self, n_requests: int) -> None:
+        """After ``n_requests`` more successful (2xx) API requests, every API request gets 403 REQUEST_LIMIT_EXCEEDED
+        ``TotalRequests Limit exceeded.`` until :meth:`reset_request_limit`. ``0`` blocks immediately."""
+        if n_requests < 0:
+            raise ValueError("n_requests must be >= 0")
+        with self._lock:
+            self._limit_countdown = n_requests
+            self._limit_blocked = n_requests == 0
+
+    def reset_request_limit(self) -> None:
+        """Lift the block set by :meth:`exceed_request_limit_after` (``api_usage`` is left as it is)."""
+        with self._lock:
+            self._limit_countdown = None
+            self._limit_blocked = False
+
+    def lock_rows_next(self, record_ids: list[str], times: int = 1) -> None:
+        """The next ``times`` writes to each of these records fail per record with UNABLE_TO_LOCK_ROW."""
+        with self._lock:
+            for record_id in record_ids:
+                rid = self._normalise_id(record_id)
+                self._locks[rid] = self._locks.get(rid, 0) + times
+
+    def drop_connection_next(self, *, path_contains: str = "", times: int = 1) -> None:
+        """Close the socket without any response for the next ``times`` requests whose path contains
+        ``path_contains`` (after reading the request body; nothing is applied and usage is not counted)."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.append(_Fault("drop", path_contains, times))
+
+    def api_requests(self, path_contains: str = "", method: str | None = None) -> list[RecordedRequest]:
+        """Recorded ``/services/data/...`` requests, optionally filtered by path substring and method."""
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if r.path.startswith("/services/data")
+                and path_contains in r.path
+                and (method is None or r.method == method)
+            ]
+
+    def token_requests(self) -> list[RecordedRequest]:
+        """Recorded ``/services/oauth2/token`` requests."""
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith("/services/oauth2/token")]
+
+    # ------------------------------------------------------------------ internals: helpers
+
+    def _sobject(self, name: str) -> _SObject:
+        obj = self._lookup_sobject(name)
+        if obj is None:
+            raise KeyError(f"unknown sobject {name!r} (this fake knows {sorted(self._sobjects)})")
+        return obj
+
+    def _lookup_sobject(self, name: Any) -> _SObject | None:
+        if not isinstance(name, str):
+            return None
+        for key, obj in self._sobjects.items():
+            if key.lower() == name.lower():
+                return obj
+        return None
+
+    @staticmethod
+    def _normalise_id(record_id: str) -> str:
+        if not _well_formed_id(record_id):
+            raise ValueError(f"{record_id!r} is not a well-formed Salesforce id")
+        return to_18(record_id[:15])
+
+    def _new_token(self) -> str:
+        alphabet = string.ascii_letters + string.digits + "._"
+        token = self._org_id[:15] + "!AR" + "".join(secrets.choice(alphabet) for _ in range(93))
+        self._valid_tokens.add(token)
+        self.issued_tokens.append(token)
+        return token
+
+    def _next_created_id(self, obj: _SObject) -> str:
+        while True:
+            self._created_counter += 1
+            rid = to_18(obj.key_prefix + "Up" + _base62(self._created_counter, 10))
+            if rid not in self.records[obj.name]:
+                return rid
+
+    def _limit_header(self) -> tuple[str, str]:
+        return ("Sforce-Limit-Info", f"api-usage={self.api_usage}/{self.daily_api_limit}")
+
+    @staticmethod
+    def _default_fault_body(status: int) -> Any:
+        if status == 503:
+            return [{"message": "Server unavailable", "errorCode": "SERVER_UNAVAILABLE"}]
+        if status == 403:
+            return _LIMIT_EXCEEDED
+        if status == 401:
+            return _INVALID_SESSION
+        if status == 404:
+            return _NOT_FOUND
+        if status == 400:
+            return [{"message": "Bad request", "errorCode": "INVALID_INPUT"}]
+        return [
+            {
+                "message": "An unexpected error occurred. Please include this ErrorId if you contact support: "
+                "1234567890-12345 (-1234567890)",
+                "errorCode": "UNKNOWN_EXCEPTION",
+            }
+        ]
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.path_contains in path:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    # ------------------------------------------------------------------ internals: dispatch
+
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Response | object:
+        parts = urlsplit(target)
+        path = parts.path
+        body_text = raw.decode("utf-8", errors="replace")
+        parsed_json: Any = None
+        if body_text:
+            try:
+                parsed_json = json.loads(body_text)
+            except ValueError:
+                parsed_json = None
+        recorded = RecordedRequest(
+            method=method,
+            path=path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers=headers,
+            body=body_text,
+            json=parsed_json,
+        )
+        with self._lock:
+            self.requests.append(recorded)
+            try:
+                result = self._route(method, path, headers, body_text, recorded)
+            except Exception:  # pragma: no cover - a bug in the fake; make it visible
+                self._handler_errors.append(traceback.format_exc())
+                result = _json_response(500, self._default_fault_body(500))
+            if isinstance(result, _Response):
+                recorded.status = result.status
+            return result
+
+    def _route(
+        self, method: str, path: str, headers: dict[str, str], body: str, recorded: RecordedRequest
+    ) -> _Response | object:
+        is_api = path.startswith("/services/data/") and path.rstrip("/") != "/services/data"
+        fault = self._take_fault(path)
+        if fault is not None and fault.kind == "drop":
+            return _DROP
+        if fault is not None:
+            extra = list((fault.headers or {}).items())
+            if is_api and fault.status != 401:
+                self.api_usage += 1
+                extra.append(self._limit_header())
+            payload = self._default_fault_body(fault.status) if fault.body is None else fault.body
+            if isinstance(payload, (str, bytes)):
+                data = payload.encode("utf-8") if isinstance(payload, str) else payload
+                ctype = [("Content-Type", "text/html;charset=UTF-8")] if not any(
+                    k.lower() == "content-type" for k, _ in extra
+                ) else []
+                return _Response(fault.status, data, ctype + extra)
+            return _json_response(fault.status, payload, extra)
+
+        if path.rstrip("/") == "/services/oauth2/token":
+            return self._handle_token(method, headers, body)
+        if path.rstrip("/") == "/services/data":
+            return self._handle_versions(method)
+        if not is_api:
+            return _json_response(404, _NOT_FOUND)
+
+        # ---- authenticated API call
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() not in ("bearer", "oauth") or token.strip() not in self._valid_tokens:
+            return _json_response(401, _INVALID_SESSION, [("WWW-Authenticate", 'Token realm="fake-salesforce"')])
+        self.api_usage += 1
+        limit_header = [self._limit_header()]
+        if self._limit_blocked or self.api_usage > self.daily_api_limit:
+            return _json_response(403, _LIMIT_EXCEEDED, limit_header)
+
+        match = _DATA_PATH.match(path)
+        version_match = _VERSION.match(match.group("version") or "") if match else None
+        if not version_match or not (_MIN_VERSION <= int(version_match.group("major")) <= _MAX_VERSION):
+            return _json_response(404, _NOT_FOUND, limit_header)
+        version = match.group("version")
+        rest = (match.group("rest") or "").rstrip("/")
+        try:
+            status, payload = self._handle_api(method, version, rest, body)
+        except _RequestError as err:
+            status, payload = err.status, err.body
+        if 200 <= status < 300 and self._limit_countdown is not None:
+            self._limit_countdown -= 1
+            if self._limit_countdown <= 0:
+                self._limit_blocked = True
+        return _json_response(status, payload, limit_header)
+
+    def _handle_versions(self, method: str) -> _Response:
+        if method not in ("GET", "HEAD"):
+            return _json_response(405, self._method_not_allowed(method, "GET,HEAD"))
+        versions = [
+            {"label": f"v{v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+            for v in range(_MIN_VERSION, _MAX_VERSION + 1)
+        ]
+        return _json_response(200, versions)
+
+    @staticmethod
+    def _method_not_allowed(method: str, allowed: str) -> list[dict[str, str]]:
+        message = f"HTTP Method '{method}' not allowed. Allowed are {allowed}"
+        return [{"errorCode": "METHOD_NOT_ALLOWED", "message": message}]
+
+    # ------------------------------------------------------------------ internals: OAuth
+
+    def _handle_token(self, method: str, headers: dict[str, str], body: str) -> _Response:
+        no_store = [("Cache-Control", "no-cache,must-revalidate,max-age=0,no-store,private")]
+        if method != "POST":
+            return _json_response(
+                400, {"error": "invalid_request", "error_description": "must use HTTP POST"}, no_store
+            )
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        form = parse_qs(body, keep_blank_values=True) if "application/x-www-form-urlencoded" in ctype.lower() else {}
+        params = {k: v[0] for k, v in form.items()}
+
+        def error(code: str, description: str) -> _Response:
+            return _json_response(400, {"error": code, "error_description": description}, no_store)
+
+        grant = params.get("grant_type")
+        if grant not in ("password", "client_credentials"):
+            return error("unsupported_grant_type", "grant type not supported")
+        if params.get("client_id") != self.client_id:
+            return error("invalid_client_id", "client identifier invalid")
+        if params.get("client_secret") != self.client_secret:
+            return error("invalid_client", "invalid client credentials")
+        if grant == "password" and (
+            params.get("username") != self.username or params.get("password") != self.password + self.security_token
+        ):
+            return error("invalid_grant", "authentication failure")
+
+        token = self._new_token()
+        issued_at = str(int(time.time() * 1000))
+        identity = f"{self.base_url}/id/{self._org_id}/{self._user_id}"
+        signature = base64.b64encode(
+            hmac.new(self.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256).digest()
+        ).decode()
+        payload: dict[str, Any] = {
+            "access_token": token,
+            "instance_url": self.base_url,
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+            "signature": signature,
+        }
+        if grant == "client_credentials":
+            payload["scope"] = "api"
+        return _json_response(200, payload, no_store)
+
+    # ------------------------------------------------------------------ internals: REST resources
+
+    def _handle_api(self, method: str, version: str, rest: str, body: str) -> tuple[int, Any]:
+        segments = [s for s in rest.split("/") if s]
+        if not segments:
+            self._require(method, "GET")
+            prefix = f"/services/data/{version}"
+            return 200, {
+                "limits": f"{prefix}/limits",
+                "sobjects": f"{prefix}/sobjects",
+                "composite": f"{prefix}/composite",
+            }
+        if segments == ["limits"]:
+            self._require(method, "GET")
+            return 200, self._limits_payload()
+        if segments == ["sobjects"]:
+            self._require(method, "GET")
+            return 200, {
+                "encoding": "UTF-8",
+                "maxBatchSize": MAX_COLLECTION_RECORDS,
+                "sobjects": [
+                    {"name": o.name, "label": o.label, "keyPrefix": o.key_prefix, "custom": False, "updateable": True}
+                    for o in self._sobjects.values()
+                ],
+            }
+        if len(segments) == 3 and segments[0] == "sobjects" and segments[2] == "describe":
+            self._require(method, "GET")
+            obj = self._lookup_sobject(segments[1])
+            if obj is None:
+                return 404, _NOT_FOUND
+            return 200, obj.describe()
+        if segments[:2] == ["composite", "sobjects"] and len(segments) in (2, 4):
+            self._require(method, "PATCH")
+            if len(segments) == 2:
+                return 200, self._collection_update(body)
+            return 200, self._collection_upsert(segments[2], segments[3], body)
+        return 404, _NOT_FOUND
+
+    def _require(self, method: str, allowed: str) -> None:
+        if method != allowed:
+            raise _RequestError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are {allowed}")
+
+    def _limits_payload(self) -> dict[str, Any]:
+        remaining = max(self.daily_api_limit - self.api_usage, 0)
+        return {
+            "DailyApiRequests": {"Max": self.daily_api_limit, "Remaining": remaining},
+            "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+            "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+            "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
+            "DataStorageMB": {"Max": 5, "Remaining": 5},
+        }
+
+    # ------------------------------------------------------------------ internals: sObject Collections
+
+    @staticmethod
+    def _parse_collection(body: str) -> tuple[bool, list[dict[str, Any]]]:
+        if not body.strip():
+            raise _RequestError(400, "JSON_PARSER_ERROR", "No content to map due to end-of-input at [line:1, column:0]")
+        try:
+            doc = json.loads(body)
+        except json.JSONDecodeError as exc:
+            if exc.pos < len(exc.doc):
+                ch = exc.doc[exc.pos]
+                message = (
+                    f"Unexpected character ('{ch}' (code {ord(ch)})): expected a valid value (number, String, array, "
+                    f"object, 'true', 'false' or 'null') at [line:{exc.lineno}, column:{exc.colno}]"
+                )
+            else:
+                message = f"Unexpected end-of-input at [line:{exc.lineno}, column:{exc.colno}]"
+            raise _RequestError(400, "JSON_PARSER_ERROR", message) from None
+        if not isinstance(doc, dict):
+            raise _RequestError(
+                400, "JSON_PARSER_ERROR", "Cannot deserialize instance of SObjectCollection out of START_ARRAY token"
+            )
+        all_or_none = doc.get("allOrNone", False)
+        if not isinstance(all_or_none, bool):
+            raise _RequestError(400, "JSON_PARSER_ERROR", "Cannot deserialize value of type `boolean` for allOrNone")
+        records = doc.get("records")
+        if records is None:
+            raise _RequestError(400, "MISSING_ARGUMENT", "Required parameter 'records' is missing")
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise _RequestError(
+                400,
+                "JSON_PARSER_ERROR",
+                "Cannot deserialize instance of SObject list: records must be an array of objects",
+            )
+        if len(records) > MAX_COLLECTION_RECORDS:
+            raise _RequestError(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                f"record limit reached. cannot submit more than {MAX_COLLECTION_RECORDS} records into this call",
+            )
+        for index, record in enumerate(records):
+            attributes = record.get("attributes")
+            sobject_type = attributes.get("type") if isinstance(attributes, dict) else None
+            if not isinstance(sobject_type, str) or not sobject_type:
+                raise _RequestError(
+                    400, "INVALID_TYPE", f"No SObject type found in the attributes of the record at index {index}"
+                )
+            for value in record.values():
+                if isinstance(value, (list, dict)) and value is not attributes:
+                    raise _RequestError(
+                        400, "JSON_PARSER_ERROR", "Cannot deserialize instance of string out of START_ARRAY token"
+                    )
+        return all_or_none, records
+
+    def _field_checks(
+        self, obj: _SObject, values: dict[str, Any], *, creating: bool, skip: frozenset[str] = frozenset()
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | dict[str, Any]:
+        """Resolve field names; return (normalised values, []) or an error dict for the first name problem."""
+        resolved: dict[str, Any] = {}
+        for key, value in values.items():
+            fdef = obj.field(key)
+            if fdef is None:
+                return _record_error("INVALID_FIELD", f"No such column '{key}' on sobject of type {obj.name}", [])
+            allowed = fdef.createable if creating else fdef.updateable
+            if not allowed and fdef.name not in skip:
+                return _record_error(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {fdef.name}. Please check the security settings of this "
+                    "field and verify that it is read/write for your profile or permission set.",
+                    [fdef.name],
+                )
+            if isinstance(value, bool) and fdef.type in _STRING_TYPES:
+                value = "true" if value else "false"
+            elif isinstance(value, (int, float)) and fdef.type in _STRING_TYPES:
+                value = str(value)
+            resolved[fdef.name] = value
+        return resolved, []
+
+    @staticmethod
+    def _value_checks(obj: _SObject, values: dict[str, Any], *, creating: bool) -> dict[str, Any] | None:
+        for name, value in values.items():
+            fdef = obj.field(name)
+            assert fdef is not None
+            if fdef.type in _STRING_TYPES and isinstance(value, str) and fdef.length and len(value) > fdef.length:
+                shown = value if len(value) <= 255 else value[:252] + "..."
+                return _record_error(
+                    "STRING_TOO_LONG",
+                    f"{fdef.label}: data value too large: {shown} (max length={fdef.length})",
+                    [fdef.name],
+                )
+        for name, value in values.items():
+            fdef = obj.field(name)
+            assert fdef is not None
+            if fdef.type == "email" and isinstance(value, str) and value != "" and not _EMAIL.match(value):
+                return _record_error(
+                    "INVALID_EMAIL_ADDRESS", f"{fdef.label}: invalid email address: {value}", [fdef.name]
+                )
+        if creating:
+            missing = [
+                f.name
+                for f in obj.fields.values()
+                if not f.nillable and f.createable and f.type != "id" and values.get(f.name) in (None, "")
+            ]
+        else:
+            missing = [name for name, value in values.items() if value in (None, "") and not obj.field(name).nillable]
+        if missing:
+            message = f"Required fields are missing: [{', '.join(missing)}]"
+            return _record_error("REQUIRED_FIELD_MISSING", message, missing)
+        return None
+
+    def _lock_check(self, rid: str) -> dict[str, Any] | None:
+        if self._locks.get(rid, 0) > 0:
+            self._locks[rid] -= 1
+            if self._locks[rid] == 0:
+                del self._locks[rid]
+            return _record_error(
+                "UNABLE_TO_LOCK_ROW", f"unable to obtain exclusive access to this record or 1 records: {rid}", []
+            )
+        return None
+
+    def _collection_update(self, body: str) -> list[dict[str, Any]]:
+        all_or_none, records = self._parse_collection(body)
+        objects: list[_SObject] = []
+        for record in records:
+            obj = self._lookup_sobject(record["attributes"]["type"])
+            if obj is None:
+                raise _RequestError(
+                    400, "INVALID_TYPE", f"sObject type '{record['attributes']['type']}' is not supported."
+                )
+            objects.append(obj)
+        chunks = sum(1 for i, obj in enumerate(objects) if i == 0 or objects[i - 1] is not obj)
+        if chunks > MAX_COLLECTION_CHUNKS:
+            raise _RequestError(
+                400,
+                "INVALID_BATCH_REQUEST",
+                f"Cannot have more than {MAX_COLLECTION_CHUNKS} chunks in a single operation. "
+                "Please rearrange the data to reduce chunking.",
+            )
+
+        outcomes: list[tuple[str, _SObject, str, dict[str, Any]] | dict[str, Any]] = []
+        for record, obj in zip(records, objects):
+            outcomes.append(self._check_update(obj, record))
+        return self._commit(outcomes, all_or_none, upsert=False)
+
+    def _check_update(self, obj: _SObject, record: dict[str, Any]):
+        id_keys = [k for k in record if k.lower() == "id"]
+        raw_id = record[id_keys[0]] if id_keys else None
+        if raw_id in (None, ""):
+            return _record_error("MISSING_ARGUMENT", "Id not specified in an update call", [])
+        if not _well_formed_id(raw_id) or not raw_id.startswith(obj.key_prefix):
+            return _record_error("MALFORMED_ID", f"{obj.label} ID: id value of incorrect type: {raw_id}", ["Id"])
+        rid = to_18(raw_id[:15])
+        values = {k: v for k, v in record.items() if k != "attributes" and k not in id_keys}
+        checked = self._field_checks(obj, values, creating=False)
+        if isinstance(checked, dict):
+            return checked
+        resolved = checked[0]
+        if rid not in self.records[obj.name]:
+            return _record_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+        if rid in self.deleted_ids[obj.name]:
+            return _record_error("ENTITY_IS_DELETED", "entity is deleted", [])
+        problem = self._value_checks(obj, resolved, creating=False) or self._lock_check(rid)
+        if problem:
+            return problem
+        return ("updated", obj, rid, resolved)
+
+    def _collection_upsert(self, sobject_name: str, ext_field_name: str, body: str) -> list[dict[str, Any]]:
+        obj = self._lookup_sobject(sobject_name)
+        if obj is None:
+            raise _RequestError(404, "NOT_FOUND", "The requested resource does not exist")
+        ext = obj.field(ext_field_name)
+        if ext is None:
+            raise _RequestError(
+                400,
+                "INVALID_FIELD",
+                f"Provided external ID field does not exist or is not accessible: {ext_field_name}",
+            )
+        if not ext.external_id:
+            raise _RequestError(
+                400, "INVALID_FIELD", f"Field {ext.name} is not an External ID or indexed field for {obj.name}"
+            )
+        all_or_none, records = self._parse_collection(body)
+        for record in records:
+            if self._lookup_sobject(record["attributes"]["type"]) is not obj:
+                raise _RequestError(
+                    400,
+                    "INVALID_TYPE",
+                    f"All records in an upsert request must be of the type in the URI ({obj.name}); "
+                    f"got {record['attributes']['type']}",
+                )
+
+        def ext_key(value: Any) -> str:
+            return str(value).lower() if ext.type in _STRING_TYPES else str(value)
+
+        keys: list[str | None] = []
+        for record in records:
+            value = next((v for k, v in record.items() if k.lower() == ext.name.lower()), None)
+            keys.append(None if value in (None, "") else ext_key(value))
+        seen: dict[str, int] = {}
+        for key in keys:
+            if key is not None:
+                seen[key] = seen.get(key, 0) + 1
+
+        outcomes = []
+        for record, key in zip(records, keys):
+            outcomes.append(self._check_upsert(obj, ext, record, key, seen, ext_key))
+        return self._commit(outcomes, all_or_none, upsert=True)
+
+    def _check_upsert(self, obj: _SObject, ext: _Field, record: dict[str, Any], key, seen, ext_key):
+        if any(k.lower() == "id" for k in record):
+            return _record_error(
+                "INVALID_FIELD", "Record Id is not supported as the key of an upsert by external id", ["Id"]
+            )
+        if key is None:
+            return _record_error("MISSING_ARGUMENT", f"{ext.name} not specified", [])
+        values = {k: v for k, v in record.items() if k != "attributes"}
+        if seen[key] > 1:
+            shown = next(v for k, v in values.items() if k.lower() == ext.name.lower())
+            return _record_error("DUPLICATE_VALUE", f"Duplicate external id specified: {shown}", [ext.name])
+        matches = [
+            rid
+            for rid, existing in self.records[obj.name].items()
+            if rid not in self.deleted_ids[obj.name]
+            and existing.get(ext.name) not in (None, "")
+            and ext_key(existing[ext.name]) == key
+        ]
+        if len(matches) > 1:
+            return _record_error(
+                "DUPLICATE_EXTERNAL_ID",
+                f"{ext.label}: more than one record found for external id field: [{', '.join(matches)}]",
+                [ext.name],
+            )
+        creating = not matches
+        checked = self._field_checks(obj, values, creating=creating, skip=frozenset({ext.name}))
+        if isinstance(checked, dict):
+            return checked
+        resolved = checked[0]
+        problem = self._value_checks(obj, resolved, creating=creating)
+        if problem:
+            return problem
+        if creating:
+            return ("created", obj, None, resolved)
+        problem = self._lock_check(matches[0])
+        if problem:
+            return problem
+        return ("updated", obj, matches[0], resolved)
+
+    def _commit(self, outcomes: list, all_or_none: bool, *, upsert: bool) -> list[dict[str, Any]]:
+        failed = any(isinstance(o, dict) for o in outcomes)
+        results: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            if isinstance(outcome, dict):
+                results.append({"success": False, "errors": [outcome]})
+                continue
+            if all_or_none and failed:
+                results.append({"success": False, "errors": [dict(_ROLLED_BACK)]})
+                continue
+            action, obj, rid, values = outcome
+            if action == "created":
+                rid = self._next_created_id(obj)
+                self.records[obj.name][rid] = {"Id": rid, **values}
+            else:
+                self.records[obj.name][rid].update(values)
+            self.write_log.append((obj.name, rid, dict(values)))
+            result: dict[str, Any] = {"id": rid, "success": True, "errors": []}
+            if upsert:
+                result["created"] = action == "created"
+            results.append(result)
+        return results

@@ -1,0 +1,266 @@
+"""Contract tests for the fake Salesforce org (``sfmc_pipeline_tests/fakes/salesforce_server.py``).
+
+They pin, over real HTTP with plain ``requests``, the parts of the Salesforce Platform REST API contract
+(``api-notes.md`` PART 2: 2.1 auth, 2.2 sObject Collections update/upsert, 2.3 errors, 2.4 limits, 2.5 describe,
+2.7 Contact/Lead fields) that our Salesforce client relies on:
+
+* OAuth token: password flow (password + security token) and client-credentials flow; 400 ``invalid_grant``;
+  no ``expires_in``/refresh token; token calls are not API usage.
+* Describe of Contact/Lead with a custom Long Text Area field.
+* ``PATCH composite/sobjects``: 200 with positional per-record results (failures carry no ``id``), ``allOrNone``
+  rollback, more than 200 records -> 400.
+* 401 ``INVALID_SESSION_ID`` after session expiry, ``Sforce-Limit-Info`` on every API response,
+  403 ``REQUEST_LIMIT_EXCEEDED``.
+* ``PATCH composite/sobjects/{SObject}/{ExternalIdField}`` upsert with ``created`` true/false.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id
+from sfmc_pipeline_tests.fakes.salesforce_fixtures import fake_salesforce  # noqa: F401 - pytest fixture
+from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
+
+SEG = "crm_2_seg__c"
+
+
+def _login(server: FakeSalesforceServer) -> dict[str, str]:
+    response = requests.post(
+        server.token_url,
+        data={
+            "grant_type": "password",
+            "client_id": server.client_id,
+            "client_secret": server.client_secret,
+            "username": server.username,
+            "password": server.password + server.security_token,
+        },
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def _update(server, headers, records, all_or_none=False) -> requests.Response:
+    return requests.patch(
+        f"{server.api_url}/composite/sobjects",
+        json={"allOrNone": all_or_none, "records": records},
+        headers=headers,
+        timeout=5,
+    )
+
+
+def test_login_flows_and_invalid_grant(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    token = requests.post(
+        sf.token_url,
+        data={"grant_type": "password", "client_id": "fake-consumer-key", "client_secret": "fake-consumer-secret",
+              "username": "user@example.com", "password": "pwTOKEN123"},
+        timeout=5,
+    )
+    assert token.status_code == 200
+    body = token.json()
+    assert {"access_token", "instance_url", "id", "token_type", "issued_at", "signature"} <= body.keys()
+    assert "expires_in" not in body and "refresh_token" not in body
+    assert body["instance_url"] == sf.base_url and body["token_type"] == "Bearer"
+    assert body["access_token"].startswith("00D") and "!" in body["access_token"]
+    assert body["issued_at"].isdigit() and len(body["issued_at"]) == 13  # epoch milliseconds as a string
+    assert "Sforce-Limit-Info" not in token.headers
+
+    cc = requests.post(
+        sf.token_url,
+        data={"grant_type": "client_credentials", "client_id": sf.client_id, "client_secret": sf.client_secret},
+        timeout=5,
+    )
+    assert cc.status_code == 200 and cc.json()["access_token"] != body["access_token"]
+
+    no_token = requests.post(
+        sf.token_url,
+        data={"grant_type": "password", "client_id": sf.client_id, "client_secret": sf.client_secret,
+              "username": sf.username, "password": sf.password},  # security token not appended
+        timeout=5,
+    )
+    assert no_token.status_code == 400
+    assert no_token.json() == {"error": "invalid_grant", "error_description": "authentication failure"}
+    bad_client = requests.post(
+        sf.token_url, data={"grant_type": "client_credentials", "client_id": "nope", "client_secret": "x"}, timeout=5
+    )
+    assert (bad_client.status_code, bad_client.json()["error"]) == (400, "invalid_client_id")
+    assert sf.api_usage == 0  # token calls are not API requests
+
+
+def test_describe_and_limit_header(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG, length=131072)
+    sf.set_api_usage(10017)
+    headers = _login(sf)
+
+    response = requests.get(f"{sf.api_url}/sobjects/Contact/describe", headers=headers, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Sforce-Limit-Info"] == "api-usage=10018/15000"
+    fields = {f["name"]: f for f in response.json()["fields"]}
+    assert {"Id", "LastName", "FirstName", "Email", SEG} <= fields.keys()
+    assert fields[SEG]["type"] == "textarea" and fields[SEG]["length"] == 131072
+    assert fields[SEG]["extraTypeInfo"] == "plaintextarea"
+    assert fields[SEG]["updateable"] and fields[SEG]["custom"]
+    assert fields["LastName"]["nillable"] is False and fields["LastName"]["length"] == 80
+    assert fields["Id"]["updateable"] is False and fields["Id"]["idLookup"] is True
+
+    lead = requests.get(f"{sf.api_url}/sobjects/Lead/describe", headers=headers, timeout=5).json()
+    company = next(f for f in lead["fields"] if f["name"] == "Company")
+    assert company["nillable"] is False and not any(f["name"] == SEG for f in lead["fields"])
+
+    missing = requests.get(f"{sf.api_url}/sobjects/Nope/describe", headers=headers, timeout=5)
+    assert missing.status_code == 404 and missing.json()[0]["errorCode"] == "NOT_FOUND"
+    assert missing.headers["Sforce-Limit-Info"] == "api-usage=10020/15000"
+
+    limits = requests.get(f"{sf.api_url}/limits/", headers=headers, timeout=5).json()
+    assert limits["DailyApiRequests"] == {"Max": 15000, "Remaining": 15000 - 10021}
+
+
+def test_collections_update_partial_failure_positional_results(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG, length=10)
+    sf.add_field("Lead", SEG, length=10)
+    c1, c2, gone = (fake_id(CONTACT_PREFIX, n) for n in (1, 2, 3))
+    lead = fake_id(LEAD_PREFIX, 1)
+    for cid in (c1, c2, gone):
+        sf.add_record("Contact", cid, LastName="Doe")
+    sf.add_record("Lead", lead, LastName="Roe", Company="Acme")
+    sf.delete_record("Contact", gone)
+    unknown = fake_id(CONTACT_PREFIX, 99)
+
+    records = [
+        {"attributes": {"type": "Contact"}, "id": c1, SEG: "A"},
+        {"attributes": {"type": "Contact"}, "id": lead, SEG: "B"},  # Lead id sent as a Contact
+        {"attributes": {"type": "Contact"}, "id": c2, SEG: "X" * 11},
+        {"attributes": {"type": "Contact"}, "id": unknown, SEG: "C"},
+        {"attributes": {"type": "Contact"}, "id": gone, SEG: "D"},
+        {"attributes": {"type": "Contact"}, "id": c2, "Email": "not-an-email"},
+        {"attributes": {"type": "Contact"}, "id": c2, "crm_2_seg": "E"},
+        {"attributes": {"type": "Lead"}, "id": lead[:15], "CRM_2_SEG__C": "F"},  # 15-char id, other case
+    ]
+    response = _update(sf, _login(sf), records)
+    assert response.status_code == 200
+    results = response.json()
+    assert len(results) == len(records)
+    assert results[0] == {"id": c1, "success": True, "errors": []}
+    assert results[7] == {"id": lead, "success": True, "errors": []}
+    codes = [r["errors"][0]["statusCode"] if not r["success"] else None for r in results]
+    assert codes == [None, "MALFORMED_ID", "STRING_TOO_LONG", "INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED",
+                     "INVALID_EMAIL_ADDRESS", "INVALID_FIELD", None]
+    assert all("id" not in r for r in results if not r["success"])
+    assert results[1]["errors"][0]["message"] == f"Contact ID: id value of incorrect type: {lead}"
+    assert results[2]["errors"][0]["fields"] == [SEG] and "(max length=10)" in results[2]["errors"][0]["message"]
+    assert sf.records["Contact"][c1][SEG] == "A" and SEG not in sf.records["Contact"][c2]
+    assert sf.records["Lead"][lead][SEG] == "F"
+    assert sf.write_log == [("Contact", c1, {SEG: "A"}), ("Lead", lead, {SEG: "F"})]
+
+
+def test_all_or_none_rollback_and_locked_row(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG)
+    c1, c2 = fake_id(CONTACT_PREFIX, 1), fake_id(CONTACT_PREFIX, 2)
+    sf.add_record("Contact", c1, LastName="Doe")
+    sf.add_record("Contact", c2, LastName="Roe")
+    sf.lock_rows_next([c2])
+    headers = _login(sf)
+    records = [{"attributes": {"type": "Contact"}, "id": c1, SEG: "A"},
+               {"attributes": {"type": "Contact"}, "id": c2, SEG: "B"}]
+
+    results = _update(sf, headers, records, all_or_none=True).json()
+    assert results[0] == {"success": False, "errors": [{
+        "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
+        "fields": []}]}
+    assert results[1]["errors"][0]["statusCode"] == "UNABLE_TO_LOCK_ROW"
+    assert sf.write_log == []
+
+    retry = _update(sf, headers, records, all_or_none=True).json()  # the lock was transient
+    assert [r["success"] for r in retry] == [True, True]
+    blank = _update(sf, headers, [{"attributes": {"type": "Contact"}, "id": c1, "LastName": ""}]).json()
+    assert blank[0]["errors"] == [{"statusCode": "REQUIRED_FIELD_MISSING",
+                                   "message": "Required fields are missing: [LastName]", "fields": ["LastName"]}]
+
+
+def test_request_level_400s(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    headers = _login(sf)
+    too_many = [{"attributes": {"type": "Contact"}, "id": fake_id(CONTACT_PREFIX, n)} for n in range(201)]
+    response = _update(sf, headers, too_many)
+    assert response.status_code == 400
+    assert response.json()[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+    assert sf.write_log == []
+
+    broken = requests.patch(f"{sf.api_url}/composite/sobjects", data='{"records": [x]}',
+                            headers={**headers, "Content-Type": "application/json"}, timeout=5)
+    assert broken.status_code == 400 and broken.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
+    untyped = _update(sf, headers, [{"id": fake_id(CONTACT_PREFIX, 1)}])
+    assert untyped.status_code == 400 and isinstance(untyped.json(), list)
+    assert "Sforce-Limit-Info" in untyped.headers
+
+
+def test_expired_session_gets_401_until_relogin(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    headers = _login(sf)
+    assert requests.get(f"{sf.api_url}/limits/", headers=headers, timeout=5).status_code == 200
+    sf.expire_sessions()
+
+    expired = requests.get(f"{sf.api_url}/limits/", headers=headers, timeout=5)
+    assert expired.status_code == 401
+    assert expired.json() == [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+    assert "Sforce-Limit-Info" not in expired.headers
+    anonymous = requests.get(f"{sf.api_url}/limits/", timeout=5)
+    assert anonymous.status_code == 401
+    assert sf.api_usage == 1  # 401s are not counted
+
+    assert requests.get(f"{sf.api_url}/limits/", headers=_login(sf), timeout=5).status_code == 200
+
+
+def test_request_limit_exceeded(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    headers = _login(sf)
+    sf.exceed_request_limit_after(1)
+    assert requests.get(f"{sf.api_url}/limits/", headers=headers, timeout=5).status_code == 200
+
+    blocked = requests.get(f"{sf.api_url}/sobjects/Contact/describe", headers=headers, timeout=5)
+    assert blocked.status_code == 403
+    assert blocked.json() == [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    assert blocked.headers["Sforce-Limit-Info"].startswith("api-usage=")
+    assert "Retry-After" not in blocked.headers
+    sf.reset_request_limit()
+    assert requests.get(f"{sf.api_url}/sobjects/Contact/describe", headers=headers, timeout=5).status_code == 200
+
+    sf.fail_next(503, path_contains="/composite/")
+    unavailable = _update(sf, headers, [])
+    assert unavailable.status_code == 503 and unavailable.json()[0]["errorCode"] == "SERVER_UNAVAILABLE"
+
+
+def test_upsert_created_and_updated(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", "Ext_Id__c", type="string", length=64, external_id=True)
+    sf.add_field("Contact", SEG)
+    existing = fake_id(CONTACT_PREFIX, 1)
+    sf.add_record("Contact", existing, LastName="Doe", Ext_Id__c="E-1")
+    headers = _login(sf)
+    url = f"{sf.api_url}/composite/sobjects/Contact/Ext_Id__c"
+    body = {"allOrNone": False, "records": [
+        {"attributes": {"type": "Contact"}, "Ext_Id__c": "E-1", SEG: "A"},
+        {"attributes": {"type": "Contact"}, "Ext_Id__c": "E-2", "LastName": "New", SEG: "B"},
+        {"attributes": {"type": "Contact"}, "Ext_Id__c": "E-3", SEG: "C"},  # create without LastName
+    ]}
+    results = requests.patch(url, json=body, headers=headers, timeout=5).json()
+
+    assert results[0] == {"id": existing, "success": True, "errors": [], "created": False}
+    assert results[1]["success"] and results[1]["created"] is True
+    new_id = results[1]["id"]
+    assert is_valid_id(new_id) and len(new_id) == 18 and new_id.startswith(CONTACT_PREFIX)
+    assert results[2]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING" and "id" not in results[2]
+    assert sf.records["Contact"][existing][SEG] == "A"
+    assert sf.records["Contact"][new_id] == {"Id": new_id, "Ext_Id__c": "E-2", "LastName": "New", SEG: "B"}
+
+    not_external = requests.patch(f"{sf.api_url}/composite/sobjects/Contact/{SEG}", json=body, headers=headers,
+                                  timeout=5)
+    assert not_external.status_code == 400 and not_external.json()[0]["errorCode"] == "INVALID_FIELD"
+    wrong_type = {"records": [{"attributes": {"type": "Lead"}, "Ext_Id__c": "E-9"}]}
+    assert requests.patch(url, json=wrong_type, headers=headers, timeout=5).status_code == 400

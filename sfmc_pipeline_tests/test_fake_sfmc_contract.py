@@ -1,0 +1,204 @@
+"""Contract tests for the fake SFMC server (sfmc_pipeline_tests/fakes/sfmc_server.py).
+
+They pin the SFMC behaviour our client relies on, as described in /work/shared/api-notes.md PART 1:
+- 1.1 OAuth2 client-credentials token: JSON body, response shape (Bearer, expires_in, rest_instance_url ending in "/"),
+  invalid_client / unsupported_grant_type errors, and tokens dying 20 min (expires_in + 120 s) after issue;
+- 1.2 Data Extension rowset read: 1-based $page/$pageSize, `count` = total rows, relative `links.next` without the
+  "/data" prefix (absent on the last page), token continuation of a snapshot, lower-cased field names, every value a
+  string (dates as "M/D/YYYY h:mm:ss AM|PM"), keys/values split by primary key;
+- 1.4 SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit.
+Plain `requests` over real HTTP, no sleeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+import requests
+
+from sfmc_pipeline_tests.fakes.sfmc_server import FakeSfmcServer
+
+CREDS = {"grant_type": "client_credentials", "client_id": "fake-client-id", "client_secret": "fake-client-secret"}
+
+
+@pytest.fixture
+def sfmc():
+    with FakeSfmcServer() as server:
+        yield server
+    assert server.errors == []
+
+
+def get_token(server: FakeSfmcServer, **extra) -> dict:
+    resp = requests.post(server.auth_base_uri + "v2/token", json={**CREDS, **extra}, timeout=5)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def bearer(token: dict) -> dict:
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+def test_token_shape_and_errors():
+    with FakeSfmcServer(account_id="12345", scopes=("data_extensions_read", "data_extensions_write")) as server:
+        url = server.auth_base_uri + "v2/token"
+        ok = requests.post(url, json=CREDS, timeout=5)
+        assert ok.status_code == 200
+        assert ok.headers["Content-Type"].startswith("application/json")
+        body = ok.json()
+        assert set(body) == {"access_token", "token_type", "expires_in", "scope", "rest_instance_url", "soap_instance_url"}
+        assert body["token_type"] == "Bearer" and body["expires_in"] == 1080
+        assert body["scope"] == "data_extensions_read data_extensions_write"
+        assert body["rest_instance_url"] == server.rest_base_uri and body["rest_instance_url"].endswith("/")
+        assert 90 <= len(body["access_token"]) <= 512
+
+        bad_secret = requests.post(url, json={**CREDS, "client_secret": "nope"}, timeout=5)
+        assert bad_secret.status_code == 401
+        assert bad_secret.json() == {
+            "error": "invalid_client",
+            "error_description": "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages.",
+            "error_uri": "https://developer.salesforce.com/docs",
+        }
+        bad_grant = requests.post(url, json={**CREDS, "grant_type": "password"}, timeout=5)
+        assert bad_grant.status_code == 400 and bad_grant.json()["error"] == "unsupported_grant_type"
+        form = requests.post(url, data=CREDS, timeout=5)  # form-encoded instead of JSON
+        assert form.status_code == 400
+        wrong_mid = requests.post(url, json={**CREDS, "account_id": "999"}, timeout=5)
+        assert wrong_mid.status_code == 401 and wrong_mid.json()["error"] == "invalid_client"
+        assert requests.post(url, json={**CREDS, "account_id": 12345}, timeout=5).status_code == 200
+        assert get_token(server, scope="")["scope"] == ""  # empty scope string -> no scopes
+
+        recorded = server.token_requests()
+        assert len(recorded) == 7 and recorded[0].json == CREDS and recorded[0].method == "POST"
+        assert "authorization" not in recorded[0].headers
+        assert recorded[0].headers["content-type"] == "application/json"
+
+
+def test_three_pages_via_relative_next_links_with_total_count(sfmc):
+    rows = [{"Id": f"id{i}", "Email": f"u{i}@x.org"} for i in range(5)]
+    sfmc.add_data_extension("My_DE", rows, primary_key=["Id"])
+    token = get_token(sfmc)
+    rest = token["rest_instance_url"]
+    with requests.Session() as session:
+        session.headers.update(bearer(token))
+        page = session.get(rest + "data/v1/customobjectdata/key/My_DE/rowset", params={"$pageSize": 2}, timeout=5).json()
+        sfmc.add_data_extension("My_DE", [{"Id": "new", "Email": "changed"}], primary_key=["Id"])  # snapshot unaffected
+        pages = [page]
+        while "next" in page["links"]:
+            nxt = page["links"]["next"]
+            assert nxt.startswith("/v1/customobjectdata/token/") and "$pageSize=2" in nxt
+            page = session.get(rest + "data" + nxt, timeout=5).json()
+            pages.append(page)
+    assert [p["page"] for p in pages] == [1, 2, 3]
+    assert [p["count"] for p in pages] == [5, 5, 5]
+    assert [len(p["items"]) for p in pages] == [2, 2, 1]
+    assert all(p["pageSize"] == 2 and p["top"] == 0 and p["customObjectKey"] == "My_DE" for p in pages)
+    assert len({p["requestToken"] for p in pages}) == 1
+    assert "previous" not in pages[0]["links"] and "previous" in pages[2]["links"]
+    assert [it["keys"]["id"] for p in pages for it in p["items"]] == [f"id{i}" for i in range(5)]
+    req = sfmc.rowset_requests()
+    assert [r.query.get("$page") for r in req] == [None, "2", "3"] and req[0].query["$pageSize"] == "2"
+
+    # past the last page: 200, empty items, no next link; default page size is 2500
+    past = requests.get(rest + "data" + pages[2]["links"]["self"].replace("$page=3", "$page=4"), headers=bearer(token),
+                        timeout=5).json()
+    assert past["items"] == [] and "next" not in past["links"] and past["count"] == 5
+    fresh = requests.get(rest + "data/v1/customobjectdata/key/My_DE/rowset", headers=bearer(token), timeout=5).json()
+    assert fresh["pageSize"] == 2500 and fresh["count"] == 1 and set(fresh["links"]) == {"self"}
+
+
+def test_lowercased_names_and_string_values(sfmc):
+    sfmc.add_data_extension(
+        "Typed_DE",
+        [{"SubscriberKey": "K1", "FirstName": " Ann ", "OptIn": True, "Ferias": False, "Age": 42,
+          "Score": Decimal("12.50"), "Ratio": 0.25, "Phone": None,
+          "JoinedAt": dt.datetime(2024, 11, 3, 13, 5, 9), "BirthDate": dt.date(2024, 6, 23)}],
+        primary_key=["SubscriberKey"],
+    )
+    sfmc.add_data_extension("NoPk_DE", [{"EmailAddress": "a@b.c", "Midnight": dt.datetime(2024, 1, 5, 0, 7, 0)}])
+    token = get_token(sfmc)
+    get = lambda key: requests.get(f"{sfmc.rest_base_uri}data/v1/customobjectdata/key/{key}/rowset",  # noqa: E731
+                                   headers=bearer(token), timeout=5).json()["items"]
+    assert get("Typed_DE") == [{
+        "keys": {"subscriberkey": "K1"},
+        "values": {"firstname": " Ann ", "optin": "True", "ferias": "False", "age": "42", "score": "12.50",
+                   "ratio": "0.25", "phone": "", "joinedat": "11/3/2024 1:05:09 PM", "birthdate": "6/23/2024 12:00:00 AM"},
+    }]
+    assert get("NoPk_DE") == [{"keys": {}, "values": {"emailaddress": "a@b.c", "midnight": "1/5/2024 12:07:00 AM"}}]
+
+
+def test_token_expiry_revocation_and_scope(sfmc):
+    sfmc.add_data_extension("DE", [{"A": 1}])
+    url = sfmc.rowset_url("DE")
+    token = get_token(sfmc)
+    sfmc.advance_clock(1080 + 119)  # expires_in says 18 min, the token really lives 20 min
+    assert requests.get(url, headers=bearer(token), timeout=5).status_code == 200
+    sfmc.advance_clock(1)
+    expired = requests.get(url, headers=bearer(token), timeout=5)
+    assert expired.status_code == 401
+    assert expired.json() == {"message": "Not Authorized", "errorcode": 0,
+                              "documentation": "https://developer.salesforce.com/docs/marketing/marketing-cloud/guide/error-handling.html"}
+    assert requests.get(url, timeout=5).status_code == 401  # no Authorization header at all
+    fresh = get_token(sfmc)
+    assert requests.get(url, headers=bearer(fresh), timeout=5).status_code == 200
+    sfmc.revoke_tokens()
+    assert requests.get(url, headers=bearer(fresh), timeout=5).status_code == 401
+    no_scope = requests.get(url, headers=bearer(get_token(sfmc, scope="email_read")), timeout=5)
+    assert no_scope.status_code == 403 and no_scope.json()["errorcode"] == 20002
+
+
+def test_fault_injection_429_5xx_and_dropped_connection(sfmc):
+    sfmc.add_data_extension("DE", [{"A": 1}])
+    token = get_token(sfmc)
+    url = sfmc.rowset_url("DE")
+    sfmc.fail_next(429, path_contains="/rowset", headers={"Retry-After": "3"})
+    sfmc.fail_next(503, path_contains="/rowset")
+    limited = requests.get(url, headers=bearer(token), timeout=5)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "3"
+    assert limited.json()["errorcode"] == 50100 and limited.json()["retryAfter"] == 3
+    unavailable = requests.get(url, headers=bearer(token), timeout=5)
+    assert unavailable.status_code == 503 and unavailable.json()["message"] == "Internal Server Error"
+    assert requests.get(url, headers=bearer(token), timeout=5).status_code == 200
+
+    sfmc.fail_next(429, path_contains="/v2/token")
+    throttled = requests.post(sfmc.token_url, json=CREDS, timeout=5)
+    assert throttled.status_code == 429 and "Retry-After" not in throttled.headers
+
+    sfmc.drop_connection_next(path_contains="/rowset")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, headers=bearer(token), timeout=5)
+    assert requests.get(url, headers=bearer(token), timeout=5).status_code == 200
+    assert [r.status for r in sfmc.rowset_requests()] == [429, 503, 200, None, 200]
+    assert sfmc.pending_faults == 0
+
+
+def test_unknown_key_bad_paging_params_and_unknown_paths(sfmc):
+    token = get_token(sfmc)
+    missing = requests.get(sfmc.rowset_url("Nope"), headers=bearer(token), timeout=5)
+    assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("application/json")
+    assert missing.json()["errorcode"] == 10000 and set(missing.json()) == {"message", "errorcode", "documentation"}
+    sfmc.add_data_extension("DE", [{"A": 1}])
+    for params in ({"$page": "0"}, {"$page": "x"}, {"$pageSize": "-5"}):
+        bad = requests.get(sfmc.rowset_url("DE"), params=params, headers=bearer(token), timeout=5)
+        assert bad.status_code == 400 and bad.json()["errorcode"] == 10001
+    unknown_token = requests.get(f"{sfmc.rest_base_uri}data/v1/customobjectdata/token/abc/rowset?$page=2",
+                                 headers=bearer(token), timeout=5)
+    assert unknown_token.status_code == 404
+    for path in ("data/v1/customobjectdata", "/data/v1/customobjectdata/key/DE/rowset"):  # bare path; double slash
+        assert requests.get(sfmc.rest_base_uri + path, headers=bearer(token), timeout=5).status_code == 404
+
+
+def test_page_size_cap_and_clean_stop_with_keepalive_connections():
+    server = FakeSfmcServer(max_page_size=3).start()
+    server.add_data_extension("DE", [{"N": i} for i in range(7)])
+    session = requests.Session()
+    token = get_token(server)
+    first = session.get(server.rowset_url("DE"), params={"$pageSize": 100}, headers=bearer(token), timeout=5).json()
+    assert first["pageSize"] == 3 and len(first["items"]) == 3 and first["links"]["next"].endswith("$page=2&$pageSize=3")
+    assert any(t.name.startswith("fake-sfmc-conn-") for t in threading.enumerate())  # keep-alive handler alive
+    server.stop()  # must not hang on the session's idle keep-alive connection
+    leftovers = [t for t in threading.enumerate() if t.name.startswith("fake-sfmc-")]
+    assert leftovers == []  # serve thread and per-connection handler threads are all joined
+    session.close()
