@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import sys
 import unicodedata
@@ -662,6 +663,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv(path, columns, rows)
         print(f"{display_path(path)}: {len(rows)} rows written, {n_invalid} deliberately invalid"
               f", {n_orphans} orphan rows, {path.stat().st_size:,} bytes")
+    # The evaluation date the embedded default uses, so the sample's relative dates stay meaningful.
+    manifest = args.out / "sample.json"
+    manifest.write_text(json.dumps({"anchor_date": args.anchor_date.isoformat(), "seed": args.seed}, indent=2) + "\n")
+    print(f"{display_path(manifest)}: anchor date {args.anchor_date.isoformat()}")
     return 0
 
 

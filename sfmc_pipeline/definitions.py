@@ -11,6 +11,7 @@ import dagster as dg
 
 from sfmc_pipeline import settings
 from sfmc_pipeline.assets.datasets import build_dataset_assets
+from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.config import PipelineConfig, load_pipeline_config
 from sfmc_pipeline.jobs import sfmc_pipeline_job
 from sfmc_pipeline.resources.sfmc import SfmcResource
@@ -33,7 +34,7 @@ def build_resources() -> dict:
 
 def build_definitions(config: PipelineConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*build_dataset_assets(config)],
+        assets=[*build_dataset_assets(config), *build_segment_assets(config)],
         jobs=[sfmc_pipeline_job],
         resources=build_resources(),
     )

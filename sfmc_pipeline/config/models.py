@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Literal
+from datetime import date
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -189,6 +190,46 @@ class DataExtensionConfig(_Strict):
         raise KeyError(f"{self.key} has no column {name!r}")
 
 
+class ProfilesConfig(_Strict):
+    """Which dataset holds the profiles segments are made of, and the key related rows join on."""
+
+    dataset: str = Field(default="contacts", description="Asset name of the profile dataset.")
+    key: str = Field(default="SubscriberKey", description="Profile key column; related datasets join on it.")
+
+
+class EvaluationConfig(_Strict):
+    as_of: date | None = Field(
+        default=None,
+        description="Evaluation date (YYYY-MM-DD). Run config and SFMC_PIPELINE_AS_OF override it; "
+        "default: the sample data's anchor date in embedded mode, else today's UTC date.",
+    )
+
+
+class SegmentConfig(_Strict):
+    """An audience: a name, a description and a declarative rule over the profile datasets."""
+
+    name: str
+    description: str = ""
+    rule: Any
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_snake_case(cls, value: str) -> str:
+        if not SNAKE_CASE.match(value):
+            raise ValueError(f"segment name {value!r} must be snake_case, e.g. 'new_customer'")
+        return value
+
+    @field_validator("rule", mode="before")
+    @classmethod
+    def _rule_shape(cls, value: Any):
+        from sfmc_pipeline.segments.rules import RuleError, parse_rule
+
+        try:
+            return parse_rule(value)
+        except RuleError as exc:
+            raise ValueError(f"at {exc.path}: {exc.message}") from None
+
+
 class PipelineSettings(_Strict):
     quarantine_threshold: float = Field(
         default=0.05, ge=0, le=1, description="Largest share of quarantined rows before a run fails."
@@ -199,6 +240,9 @@ class PipelineSettings(_Strict):
 class PipelineConfig(_Strict):
     settings: PipelineSettings = Field(default_factory=PipelineSettings)
     data_extensions: list[DataExtensionConfig] = Field(min_length=1)
+    profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    segments: list[SegmentConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
@@ -212,13 +256,47 @@ class PipelineConfig(_Strict):
                         f"needs its own {what}"
                     )
                 seen.add(value)
+        self._check_segments()
         return self
+
+    def _check_segments(self) -> None:
+        from sfmc_pipeline.segments.rules import RuleError, check_rule
+
+        datasets = {ext.asset: ext for ext in self.data_extensions}
+        profile = datasets.get(self.profiles.dataset)
+        if profile is None:
+            raise ValueError(
+                f"profiles > dataset: unknown dataset {self.profiles.dataset!r}; use one of {', '.join(datasets)}"
+            )
+        if profile.primary_key != [self.profiles.key]:
+            raise ValueError(
+                f"profiles > key: {self.profiles.key!r} must be the primary key of {profile.asset!r} "
+                f"(its primary_key is {profile.primary_key}); one row per profile"
+            )
+        problems, seen = [], set()
+        for i, segment in enumerate(self.segments):
+            where = f"segments[{i}] ({segment.name})"
+            if segment.name in seen:
+                problems.append(f"{where}: segment name {segment.name!r} is used twice; names must be unique")
+            seen.add(segment.name)
+            try:
+                check_rule(segment.rule, profile, datasets, self.profiles.key)
+            except RuleError as exc:
+                problems.append(f"{where} > {exc}")
+        if problems:
+            raise ValueError("\n  - ".join(problems))
 
     def extension(self, asset: str) -> DataExtensionConfig:
         for ext in self.data_extensions:
             if ext.asset == asset:
                 return ext
         raise KeyError(f"no data extension with asset name {asset!r}")
+
+    def segment(self, name: str) -> SegmentConfig:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        raise KeyError(f"no segment named {name!r}")
 
     def threshold_for(self, ext: DataExtensionConfig) -> float:
         if ext.quarantine_threshold is not None:

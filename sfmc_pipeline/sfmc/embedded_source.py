@@ -6,6 +6,8 @@ every value a string). They go through exactly the same typing and validation as
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,13 @@ class EmbeddedSampleSource:
 
     def __init__(self, sample_dir: str | Path):
         self.sample_dir = Path(sample_dir)
+
+    def anchor_date(self) -> dt.date | None:
+        """The date the sample's relative dates were generated from (``sample.json``), if known."""
+        manifest = self.sample_dir / "sample.json"
+        if not manifest.is_file():
+            return None
+        return dt.date.fromisoformat(json.loads(manifest.read_text(encoding="utf-8"))["anchor_date"])
 
     def read(self, extension: DataExtensionConfig) -> RawExtract:
         path = self.sample_dir / f"{extension.key}.csv"

@@ -1,0 +1,206 @@
+"""Segment assets: who is in each segment now (``segment_memberships``) and how that changed
+since the last successful evaluation (``segment_statuses``: realized / existing / exited)."""
+
+import datetime as dt
+import json
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.datasets.storage import DatasetStore, write_json
+from sfmc_pipeline.metadata import markdown_table
+from sfmc_pipeline.resources.sfmc import SfmcResource
+from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.segments.evaluate import SegmentEvaluator
+from sfmc_pipeline.segments.evaluation_date import resolve_as_of
+from sfmc_pipeline.segments.rules import AllOf, AnyOf, HasRelated, Not, Rule
+from sfmc_pipeline.segments.state import SegmentStateStore
+from sfmc_pipeline.segments.statuses import compute_statuses, status_counts
+from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
+
+GROUP = "segments"
+MEMBERSHIPS = "segment_memberships"
+STATUSES = "segment_statuses"
+
+
+class SegmentRunConfig(dg.Config):
+    as_of: Optional[str] = Field(
+        default=None, description="Evaluation date YYYY-MM-DD (overrides SFMC_PIPELINE_AS_OF and the config)."
+    )
+
+
+def related_datasets(rule: Rule) -> set[str]:
+    if isinstance(rule, (AllOf, AnyOf)):
+        return set().union(*(related_datasets(r) for r in rule.rules))
+    if isinstance(rule, Not):
+        return related_datasets(rule.rule)
+    if isinstance(rule, HasRelated):
+        return {rule.dataset}
+    return set()
+
+
+def membership_meta_path(store: DatasetStore):
+    return store.dataset_path(MEMBERSHIPS).with_suffix(".json")
+
+
+def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
+    profile_asset = pipeline.profiles.dataset
+    key = pipeline.profiles.key
+    used = sorted(set().union(*(related_datasets(s.rule) for s in pipeline.segments)) if pipeline.segments else set())
+    names = [s.name for s in pipeline.segments]
+
+    @dg.asset(
+        name=MEMBERSHIPS,
+        group_name=GROUP,
+        kinds={"pandas", "parquet"},
+        deps=[dg.AssetKey(profile_asset), *(dg.AssetKey(d) for d in used)],
+        description=(
+            "One row per (profile, segment) that qualifies at this evaluation: the declarative rules "
+            "in the pipeline config evaluated on the valid rows of the datasets."
+        ),
+        metadata={"segments": ", ".join(names) or "(none)"},
+    )
+    def segment_memberships(
+        context: dg.AssetExecutionContext, config: SegmentRunConfig, sfmc: SfmcResource, storage: StorageResource
+    ) -> dg.MaterializeResult:
+        anchor = EmbeddedSampleSource(sfmc.sample_dir).anchor_date() if sfmc.mode == "embedded" else None
+        try:
+            as_of, as_of_source = resolve_as_of(
+                run_config=config.as_of, configured=pipeline.evaluation.as_of, sample_anchor=anchor
+            )
+        except ValueError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        store = storage.get_store()
+        evaluator = SegmentEvaluator(
+            store.read_dataset(profile_asset),
+            {name: store.read_dataset(name) for name in used},
+            key=key,
+            as_of=as_of,
+        )
+        members = evaluator.members((s.name, s.rule) for s in pipeline.segments)
+        path = store.write_dataset(MEMBERSHIPS, members)
+        write_json(
+            {"as_of": as_of.isoformat(), "as_of_source": as_of_source, "run_id": context.run.run_id},
+            membership_meta_path(store),
+        )
+        sizes = members.groupby("segment").size().reindex(names, fill_value=0)
+        orphans = {name: evaluator.orphans(name) for name in used}
+        context.log.info(f"Evaluated {len(names)} segments on {evaluator.profile_count} profiles as of {as_of}")
+        return dg.MaterializeResult(
+            metadata={
+                "as_of": as_of.isoformat(),
+                "as_of_source": as_of_source,
+                "profiles": evaluator.profile_count,
+                "memberships": len(members),
+                **{f"members.{name}": int(n) for name, n in sizes.items()},
+                **{f"orphans.{name}": n for name, n in orphans.items()},
+                "summary": dg.MetadataValue.md(
+                    markdown_table(sizes.rename("members").rename_axis("segment").reset_index(), max_rows=50)
+                    + "\n\nOrphan related rows (key not a valid profile, ignored): "
+                    + (", ".join(f"{k}: {v}" for k, v in orphans.items()) or "none")
+                ),
+                "dataset_path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": len(members),
+            }
+        )
+
+    @dg.asset(
+        name=STATUSES,
+        group_name=GROUP,
+        kinds={"pandas", "parquet"},
+        deps=[dg.AssetKey(MEMBERSHIPS)],
+        description=(
+            "One row per (profile, segment) with its status against the last successful evaluation: "
+            "realized (entered), existing (still in), exited (left since). This is what the CRM sync writes."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "statuses_consistent",
+                asset=STATUSES,
+                blocking=True,
+                description="One status per (profile, segment); exited only for previous members; "
+                "realized/existing exactly the current members.",
+            ),
+            dg.AssetCheckSpec(
+                "members_are_valid_profiles",
+                asset=STATUSES,
+                blocking=True,
+                description=f"Every current member is a valid row of {profile_asset!r}.",
+            ),
+        ],
+    )
+    def segment_statuses(context: dg.AssetExecutionContext, storage: StorageResource):
+        store = storage.get_store()
+        members = store.read_dataset(MEMBERSHIPS)
+        meta = json.loads(membership_meta_path(store).read_text(encoding="utf-8"))
+        as_of = dt.date.fromisoformat(meta["as_of"])
+        state = SegmentStateStore(store)
+        baseline, is_repeat = state.baseline_for(as_of, members)
+        previous = state.members(baseline)
+        statuses = compute_statuses(members, previous).assign(as_of=pd.Timestamp(as_of))
+        checks = [
+            _consistency_check(statuses, members, previous),
+            _valid_profiles_check(members, store.read_dataset(profile_asset)[key]),
+        ]
+        if not all(c.passed for c in checks):
+            yield from checks
+            raise dg.Failure("Segment statuses failed a consistency check; the evaluation was not committed.")
+        path = store.write_dataset(STATUSES, statuses)
+        state.commit(as_of, meta["run_id"], members)  # only now does this evaluation become "previous"
+        counts = status_counts(statuses, names)
+        if is_repeat:
+            context.log.info(f"Repeat of the evaluation as of {as_of} on unchanged data: same statuses as before")
+        yield dg.MaterializeResult(
+            metadata={
+                "as_of": as_of.isoformat(),
+                "baseline_as_of": baseline.as_of if baseline else "(none: first evaluation)",
+                "baseline_run_id": baseline.run_id if baseline else "",
+                "repeat_of_latest_evaluation": is_repeat,
+                **{f"{status}.total": int(counts[status].sum()) for status in counts.columns},
+                **{
+                    f"{status}.{segment}": int(counts.loc[segment, status])
+                    for segment in counts.index
+                    for status in counts.columns
+                },
+                "summary": dg.MetadataValue.md(markdown_table(counts.rename_axis("segment").reset_index(), max_rows=50)),
+                "dataset_path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": len(statuses),
+            },
+            check_results=checks,
+        )
+
+    return [segment_memberships, segment_statuses]
+
+
+def _consistency_check(statuses: pd.DataFrame, members: pd.DataFrame, previous: pd.DataFrame | None) -> dg.AssetCheckResult:
+    pairs = ["SubscriberKey", "segment"]
+    duplicated = int(statuses.duplicated(pairs).sum())
+    current = set(map(tuple, members[pairs].itertuples(index=False)))
+    before = set(map(tuple, previous[pairs].itertuples(index=False))) if previous is not None else set()
+    by_status = {s: set(map(tuple, g[pairs].itertuples(index=False))) for s, g in statuses.groupby("status")}
+    in_now = by_status.get("realized", set()) | by_status.get("existing", set())
+    exited = by_status.get("exited", set())
+    problems = {
+        "duplicate (profile, segment) rows": duplicated,
+        "current members without realized/existing": len(current - in_now),
+        "realized/existing that are not current members": len(in_now - current),
+        "exited that were not previous members": len(exited - before),
+        "exited that are still members": len(exited & current),
+    }
+    return dg.AssetCheckResult(
+        check_name="statuses_consistent",
+        passed=not any(problems.values()),
+        metadata={name: count for name, count in problems.items()},
+    )
+
+
+def _valid_profiles_check(members: pd.DataFrame, profile_keys: pd.Series) -> dg.AssetCheckResult:
+    unknown = members.loc[~members["SubscriberKey"].isin(profile_keys), "SubscriberKey"]
+    return dg.AssetCheckResult(
+        check_name="members_are_valid_profiles",
+        passed=unknown.empty,
+        metadata={"unknown_members": len(unknown), "sample": ", ".join(unknown.head(5))},
+    )

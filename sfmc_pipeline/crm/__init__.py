@@ -1,0 +1,1 @@
+"""The CRM sink: write segment statuses and mapped attributes to Salesforce Contacts or Leads."""

@@ -1,0 +1,436 @@
+"""Salesforce Platform REST client: OAuth login, describe, and sObject Collections update/upsert.
+
+Contract (see shared/api-notes.md PART 2):
+
+* Login is lazy, on the first API call: ``POST {base}services/oauth2/token``, form-encoded, with the
+  username-password flow (password + security token appended) when a username and password are
+  given, else the client-credentials flow. The token call carries no Authorization header and the
+  secrets travel only in the form body, never in a URL. The response has no ``expires_in``: the
+  session lives until Salesforce answers 401 ``INVALID_SESSION_ID``; then the client logs in again
+  once and resends the request once.
+* API calls go to the ``instance_url`` of the token response with ``Authorization: Bearer``.
+  Request-level errors are JSON arrays ``[{"message", "errorCode", "fields"}]``; a 403
+  ``REQUEST_LIMIT_EXCEEDED`` means the org's API allocation is used up and becomes
+  :class:`RequestLimitExceeded`. 429, 5xx and connection errors are retried by ``HttpTransport``
+  (every call here is idempotent: PATCH by Id or external id, GET).
+* ``PATCH composite/sobjects`` (update) and ``composite/sobjects/{SObject}/{ExternalIdField}``
+  (upsert) take at most 200 records and answer 200 with one result per record, in request order;
+  per-record failures are data (``RecordResult``), not exceptions.
+* Every API response's ``Sforce-Limit-Info: api-usage=USED/LIMIT`` is recorded in ``api_usage``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, Describe, FieldInfo, RecordResult
+from sfmc_pipeline.transport import (
+    ApiError,
+    ConfigurationError,
+    HttpTransport,
+    Redactor,
+    RetrySettings,
+    body_excerpt,
+    normalize_base_url,
+)
+
+DEFAULT_API_VERSION = "66.0"  # Spring '26
+MY_DOMAIN_SUFFIX = ".my.salesforce.com"
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_PREFIX = re.compile(rf"^{_LABEL}$")
+_MY_DOMAIN_HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*{re.escape(MY_DOMAIN_SUFFIX)}$")
+_API_VERSION = re.compile(r"^\d{2}\.\d$")
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_API_USAGE = re.compile(r"(?:^|[\s,;])api-usage=(\d+)/(\d+)")
+
+
+class RequestLimitExceeded(ApiError):
+    """403 REQUEST_LIMIT_EXCEEDED: the org's API allocation (daily or concurrent) is used up; stop and resume later."""
+
+
+def salesforce_base_url(*, domain: str | None, login_url: str | None) -> str:
+    """The login base URL (``https://host/``) from exactly one of the two settings.
+
+    ``domain`` (SALESFORCE_DOMAIN) is the My Domain prefix, e.g. ``d5i000000isb4eak-dev-ed`` for
+    ``https://d5i000000isb4eak-dev-ed.my.salesforce.com/``; a pasted ``*.my.salesforce.com`` host
+    or ``https://`` URL is accepted too. ``login_url`` (SALESFORCE_LOGIN_URL) is a full base URL,
+    for sandboxes, other login hosts, or ``http://127.0.0.1:PORT`` in tests.
+    """
+    domain = (domain or "").strip() or None
+    login_url = (login_url or "").strip() or None
+    if (domain is None) == (login_url is None):
+        given = "both are set" if domain else "neither is set"
+        raise ConfigurationError(
+            f"Set exactly one of SALESFORCE_DOMAIN (the My Domain prefix, e.g. 'd5i000000isb4eak-dev-ed' for "
+            f"d5i000000isb4eak-dev-ed.my.salesforce.com) or SALESFORCE_LOGIN_URL (a full base URL such as "
+            f"https://test.salesforce.com/); {given}."
+        )
+    if login_url is not None:
+        return normalize_base_url(login_url, setting="SALESFORCE_LOGIN_URL")
+    return f"https://{_my_domain_host(domain)}/"
+
+
+def _my_domain_host(domain: str) -> str:
+    shown = domain[:80]
+    usage = (
+        "SALESFORCE_DOMAIN must be the My Domain prefix (e.g. 'd5i000000isb4eak-dev-ed' for "
+        "d5i000000isb4eak-dev-ed.my.salesforce.com) or that *.my.salesforce.com host"
+    )
+    text = domain
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme.lower() != "https":
+            raise ConfigurationError(f"{usage}; a URL must use https://, got {parts.scheme}://")
+        if parts.username or parts.password or parts.port or parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise ConfigurationError(f"{usage}, without credentials, port, path or query; got {shown!r}.")
+        text = parts.netloc
+    elif text.endswith("/") and "/" not in text.rstrip("/"):
+        text = text.rstrip("/")  # a pasted host with its trailing slash
+    host = text.lower()
+    if "." not in host:
+        if not _PREFIX.match(host):
+            raise ConfigurationError(
+                f"{usage}: letters, digits and hyphens only, no spaces or slashes; got {shown!r}."
+            )
+        return host + MY_DOMAIN_SUFFIX
+    if _MY_DOMAIN_HOST.match(host):
+        return host
+    if host.endswith(".force.com"):
+        raise ConfigurationError(
+            f"{usage}; {shown!r} looks like a Lightning or Visualforce host: use the part before the first dot "
+            "(the same prefix as in <prefix>.my.salesforce.com)."
+        )
+    raise ConfigurationError(
+        f"{usage}; got {shown!r}. For another login host (login.salesforce.com, test.salesforce.com, a sandbox "
+        "URL) set SALESFORCE_LOGIN_URL instead."
+    )
+
+
+class SalesforceClient:
+    """Implements ``sfmc_pipeline.crm.records.CrmTarget`` against a Salesforce org's REST API."""
+
+    mode = "salesforce"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        username: str | None = None,
+        password: str | None = None,
+        security_token: str | None = None,
+        api_version: str = DEFAULT_API_VERSION,
+        timeout_seconds: float = 30.0,
+        retry: RetrySettings | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.base_url = normalize_base_url(base_url, setting="SALESFORCE_LOGIN_URL")
+        if not client_id or not client_secret:
+            missing = " and ".join(
+                name
+                for name, value in (("SALESFORCE_CLIENT_ID", client_id), ("SALESFORCE_CLIENT_SECRET", client_secret))
+                if not value
+            )
+            raise ConfigurationError(
+                f"{missing} not set: both are the connected app's consumer key and consumer secret."
+            )
+        if bool(username) != bool(password):
+            missing = "SALESFORCE_PASSWORD" if username else "SALESFORCE_USERNAME"
+            raise ConfigurationError(
+                f"{missing} is not set: the username-password flow needs both SALESFORCE_USERNAME and "
+                "SALESFORCE_PASSWORD; leave both unset to use the client-credentials flow."
+            )
+        if security_token and not username:
+            raise ConfigurationError(
+                "SALESFORCE_SECURITY_TOKEN is set but SALESFORCE_USERNAME and SALESFORCE_PASSWORD are not: the "
+                "security token is only used by the username-password flow."
+            )
+        version = (api_version or "").strip()
+        version = version[1:] if version[:1] in ("v", "V") else version
+        if not _API_VERSION.match(version):
+            raise ConfigurationError(f"Salesforce API version must look like '66.0', got {api_version!r}.")
+        self.api_version = version
+        self.flow = "password" if username else "client_credentials"
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._username = username or None
+        self._password_and_token = (password or "") + (security_token or "")
+        self.transport = HttpTransport(
+            "Salesforce",
+            timeout_seconds=timeout_seconds,
+            retry=retry,
+            redactor=Redactor([client_secret, password, security_token, self._password_and_token]),
+            sleep=sleep,
+        )
+        self.instance_url: str | None = None
+        self.logins = 0  # token requests made (successful or not)
+        self._access_token: str | None = None
+        self._api_usage: ApiUsage | None = None
+
+    def __repr__(self) -> str:  # never show a secret
+        return f"SalesforceClient(base_url={self.base_url!r}, flow={self.flow!r}, api_version={self.api_version!r})"
+
+    def __enter__(self) -> SalesforceClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # ------------------------------------------------------------------ CrmTarget
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        """The latest ``Sforce-Limit-Info`` reading (rolling 24 h usage of the whole org)."""
+        return self._api_usage
+
+    @property
+    def api_requests(self) -> int:
+        """HTTP requests sent so far, token requests and retries included."""
+        return self.transport.stats.requests
+
+    def describe(self, sobject: str) -> Describe:
+        name = _api_name(sobject, "sobject")
+        response = self._api("GET", f"sobjects/{name}/describe", what=f"describe of {name}")
+        data = _json(response, dict, f"describe of {name}", self.transport.redact)
+        fields = data.get("fields")
+        if not isinstance(fields, list):
+            raise ApiError(f"Salesforce describe of {name} has no 'fields' list; the response is not a describe result.")
+        infos = [FieldInfo.from_describe(f) for f in fields if isinstance(f, Mapping) and f.get("name")]
+        return Describe(sobject=data.get("name") or name, fields={info.name: info for info in infos})
+
+    def update(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        """Update records by Id (``allOrNone`` false); one result per record, in order."""
+        return self._collection("composite/sobjects", records, what="update")
+
+    def upsert(
+        self, sobject: str, external_id_field: str, records: Sequence[Mapping[str, Any]]
+    ) -> list[RecordResult]:
+        """Upsert ``sobject`` records keyed by ``external_id_field``; results carry ``created``."""
+        name = _api_name(sobject, "sobject")
+        field = _api_name(external_id_field, "external_id_field")
+        return self._collection(f"composite/sobjects/{name}/{field}", records, what=f"upsert of {name} by {field}")
+
+    def limits(self) -> dict:
+        """``GET limits/``: ``{"DailyApiRequests": {"Max": N, "Remaining": M}, ...}``."""
+        response = self._api("GET", "limits/", what="limits request")
+        return _json(response, dict, "limits request", self.transport.redact)
+
+    # ------------------------------------------------------------------ internals: API calls
+
+    def _collection(self, path: str, records: Sequence[Mapping[str, Any]], *, what: str) -> list[RecordResult]:
+        records = list(records)
+        if len(records) > MAX_RECORDS_PER_REQUEST:
+            raise ValueError(
+                f"Salesforce sObject Collections take at most {MAX_RECORDS_PER_REQUEST} records per request, "
+                f"got {len(records)}; split them into batches."
+            )
+        if not records:
+            return []
+        body = {"allOrNone": False, "records": [dict(r) for r in records]}
+        response = self._api("PATCH", path, what=what, json=body)
+        items = _json(response, list, what, self.transport.redact)
+        if len(items) != len(records):
+            raise ApiError(
+                f"Salesforce {what} returned {len(items)} results for {len(records)} records; results are matched "
+                "by position, so none of them can be trusted. The records may or may not have been written."
+            )
+        if not all(isinstance(item, Mapping) for item in items):
+            raise ApiError(f"Salesforce {what} returned a result that is not an object; cannot read the results.")
+        return [RecordResult.from_api(item) for item in items]
+
+    def _api(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
+        """Send an authenticated API request; re-login once on 401; raise ``ApiError`` for non-2xx."""
+        for attempt in (1, 2):
+            if self._access_token is None:
+                self._login()
+            url = f"{self.instance_url}services/data/v{self.api_version}/{path}"
+            response = self.transport.request(
+                method, url, headers={"Authorization": f"Bearer {self._access_token}"}, **kwargs
+            )
+            self._record_limit_info(response)
+            if response.status_code == 401 and attempt == 1:
+                self._access_token = None  # expired or revoked: one fresh login, one more try
+                continue
+            break
+        if 200 <= response.status_code < 300:
+            return response
+        raise self._api_error(response, what)
+
+    def _record_limit_info(self, response: requests.Response) -> None:
+        match = _API_USAGE.search(response.headers.get("Sforce-Limit-Info") or "")
+        if match:
+            self._api_usage = ApiUsage(used=int(match.group(1)), limit=int(match.group(2)))
+
+    def _api_error(self, response: requests.Response, what: str) -> ApiError:
+        status = response.status_code
+        code, detail = _error_detail(response, self.transport.redact)
+        shown = f"HTTP {status}" + (f" {detail}" if detail else "").rstrip(".")
+        if status == 401:
+            return ApiError(
+                f"Salesforce {what} was refused with {shown} even right after a fresh login. Check that the "
+                "connected app's OAuth scopes include 'Manage user data via APIs (api)', that the user (for the "
+                "client-credentials flow: the app's Run As user) has the 'API Enabled' permission, and that the org "
+                "does not end sessions from this IP address.",
+                status=status,
+                code=code,
+            )
+        if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
+            usage = f" (API usage {self._api_usage.used}/{self._api_usage.limit})" if self._api_usage else ""
+            return RequestLimitExceeded(
+                f"Salesforce {what} was refused because the org's API request limit is used up{usage} ({shown}). "
+                "Stop and "
+                "resume later: the daily allocation is counted over a rolling 24 hours for the whole org, and the "
+                "concurrent long-running request limit clears as running requests finish.",
+                status=status,
+                code=code,
+            )
+        if status == 403:
+            hint = (
+                " The user needs the 'API Enabled' permission and access to the object and fields "
+                "(profile, permission sets, field-level security)."
+            )
+        elif status == 404 and what.startswith("describe of "):
+            hint = (
+                f" The object {what[len('describe of '):]!r} does not exist or is not accessible to this user; "
+                "check the object name (e.g. Contact or Lead) and the user's object permissions."
+            )
+        elif status == 404:
+            hint = " The resource does not exist; check the object and field names and the API version."
+        else:
+            hint = ""
+        return ApiError(f"Salesforce {what} failed with {shown}.{hint}", status=status, code=code)
+
+    # ------------------------------------------------------------------ internals: login
+
+    def _login(self) -> None:
+        form = {"grant_type": self.flow, "client_id": self._client_id, "client_secret": self._client_secret}
+        if self.flow == "password":
+            form["username"] = self._username or ""
+            form["password"] = self._password_and_token
+        self.logins += 1
+        response = self.transport.request("POST", f"{self.base_url}services/oauth2/token", data=form)
+        if response.status_code != 200:
+            raise self._login_error(response)
+        try:
+            data = response.json()
+            access_token = data["access_token"]
+            if not isinstance(access_token, str) or not access_token:
+                raise ValueError("empty access_token")
+            self.transport.redact.add(access_token)
+            instance_url = normalize_base_url(data["instance_url"], setting="instance_url (Salesforce token response)")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError(
+                f"Salesforce token response is not what the API documents ({type(exc).__name__}: "
+                f"{self.transport.redact(str(exc))})"
+            ) from None
+        self._access_token = access_token
+        self.instance_url = instance_url
+
+    def _login_error(self, response: requests.Response) -> ApiError:
+        status = response.status_code
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not data.get("error"):
+            return ApiError(
+                f"Salesforce login failed with HTTP {status}{self.transport.redact(body_excerpt(response))}. Check "
+                "SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL: it must be the org's My Domain or login host.",
+                status=status,
+            )
+        code = str(data.get("error"))
+        description = str(data.get("error_description") or "")
+        said = self.transport.redact(f"{code}: {description}" if description else code)
+        prefix = f"Salesforce refused the login ({self.flow} flow, HTTP {status}, {said})."
+        cc_user = (
+            " For the client-credentials flow the app must have 'Enable Client Credentials Flow' on and a Run As "
+            "user set."
+        )
+        retryable = False
+        if code == "invalid_grant" and self.flow == "password":
+            advice = (
+                " Check SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN (the token is appended "
+                "to the password; a password change or reset issues a new token). The user may also be locked out, "
+                "or the org or profile restricts trusted IP ranges (\"The client's IP address is unauthorized for "
+                "this account\"): allow this machine's IP address or relax IP restrictions for the connected app."
+            )
+        elif code == "invalid_grant":
+            advice = cc_user + " Check that the Run As user is active and allowed to log in from this IP address."
+        elif code in ("invalid_client_id", "invalid_client", "invalid_client_credentials"):
+            advice = (
+                " Check SALESFORCE_CLIENT_ID (the connected app's consumer key) and SALESFORCE_CLIENT_SECRET (its "
+                "consumer secret), that the connected app belongs to this org and that changes to it have had "
+                "time (up to 10 minutes) to take effect."
+            ) + (cc_user if self.flow == "client_credentials" else "")
+        elif code == "unsupported_grant_type":
+            advice = (
+                " The org or connected app does not allow this OAuth flow."
+                + (
+                    " Username-password flows may be blocked (Setup > OAuth and OpenID Connect Settings); "
+                    "Salesforce is deprecating it, so prefer the client-credentials flow (leave SALESFORCE_USERNAME "
+                    "and SALESFORCE_PASSWORD unset)."
+                    if self.flow == "password"
+                    else cc_user
+                )
+            )
+        elif code in ("inactive_user", "inactive_org"):
+            advice = " The user or org is inactive; an administrator must reactivate it."
+        elif code == "rate_limit_exceeded":
+            advice = " Too many logins in a short time; run again later."
+            retryable = True
+        else:
+            advice = (
+                " Check SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET and SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL"
+                + (", SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN." if self.flow == "password" else ".")
+            )
+        return ApiError(self.transport.redact(prefix + advice), retryable=retryable, status=status, code=code)
+
+
+def _api_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _API_NAME.match(value):
+        raise ValueError(f"{what} must be a Salesforce API name such as 'Contact' or 'Ext_Id__c', got {value!r}")
+    return quote(value, safe="")
+
+
+def _json(response: requests.Response, kind: type, what: str, redact: Callable[[str], str]) -> Any:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, kind):
+        raise ApiError(
+            f"Salesforce {what} answered HTTP {response.status_code} without the expected JSON "
+            f"{'array' if kind is list else 'object'}{redact(body_excerpt(response))}."
+        )
+    return data
+
+
+def _error_detail(response: requests.Response, redact: Callable[[str], str]) -> tuple[str | None, str]:
+    """``(first errorCode, "CODE: message; CODE2: message2")`` from a Salesforce error array."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        data = [data]
+    if isinstance(data, list):
+        errors = [e for e in data if isinstance(e, Mapping) and (e.get("errorCode") or e.get("message"))]
+        if errors:
+            parts = []
+            for e in errors[:5]:
+                text = f"{e.get('errorCode') or 'UNKNOWN'}: {e.get('message') or ''}".strip()
+                if e.get("fields"):
+                    text += f" (fields: {', '.join(map(str, e['fields']))})"
+                parts.append(text)
+            return (errors[0].get("errorCode") or None), redact("; ".join(parts))[:500]
+    return None, redact(body_excerpt(response)).strip()

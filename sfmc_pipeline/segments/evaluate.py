@@ -1,0 +1,142 @@
+"""Evaluate segment rules on the datasets, vectorised: every rule becomes a boolean mask over the
+profiles (or, inside ``has_related``, over the related rows); no per-row Python.
+
+Semantics (see rules.py for the grammar):
+- A comparison on a null value is false (so ``not`` of it is true); ``is_null`` tests nulls.
+- Dates compare on UTC calendar days. ``within_last_days N``: ``as_of - N <= day <= as_of``;
+  ``older_than_days N``: ``day < as_of - N``.
+- ``has_related``: at least one row of the related dataset whose join key is the profile's key
+  and which matches ``where``. Related rows whose key is not a valid profile are orphans: they
+  never match and are counted (``orphans``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule
+
+_OPS = {
+    "eq": lambda s, v: s == v,
+    "ne": lambda s, v: s != v,
+    "gt": lambda s, v: s > v,
+    "gte": lambda s, v: s >= v,
+    "lt": lambda s, v: s < v,
+    "lte": lambda s, v: s <= v,
+}
+
+MEMBERSHIP_COLUMNS = ["SubscriberKey", "segment"]
+
+
+def utc_days(series: pd.Series) -> np.ndarray:
+    """``datetime64[D]`` UTC calendar days of a datetime column (NaT stays NaT)."""
+    values = series
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return pd.to_datetime(values).to_numpy(dtype="datetime64[D]")
+
+
+class SegmentEvaluator:
+    def __init__(self, profiles: pd.DataFrame, related: Mapping[str, pd.DataFrame], *, key: str, as_of: dt.date):
+        self.profiles = profiles.reset_index(drop=True)
+        self.related = dict(related)
+        self.key = key
+        self.as_of = np.datetime64(as_of, "D")
+        self._profile_index = pd.Index(self.profiles[key].astype("string"))
+        if not self._profile_index.is_unique:
+            raise ValueError(f"profile key {key!r} is not unique in the profile dataset")
+        self._codes: dict[str, np.ndarray] = {}
+
+    @property
+    def profile_count(self) -> int:
+        return len(self.profiles)
+
+    def codes(self, dataset: str) -> np.ndarray:
+        """Position of each related row's profile (``-1`` for an orphan), computed once per dataset."""
+        if dataset not in self._codes:
+            keys = self.related[dataset][self.key].astype("string")
+            self._codes[dataset] = self._profile_index.get_indexer(keys)
+        return self._codes[dataset]
+
+    def orphans(self, dataset: str) -> int:
+        return int((self.codes(dataset) < 0).sum())
+
+    def evaluate(self, rule: Rule) -> np.ndarray:
+        """Boolean mask over the profiles."""
+        return self._mask(rule, self.profiles)
+
+    def members(self, segments: Iterable[tuple[str, Rule]]) -> pd.DataFrame:
+        """``SubscriberKey, segment`` for every profile in every segment, sorted."""
+        keys = self.profiles[self.key].astype("string").to_numpy()
+        parts = []
+        for name, rule in segments:
+            selected = np.sort(keys[self.evaluate(rule)])
+            parts.append(pd.DataFrame({"SubscriberKey": selected, "segment": name}))
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype="string") for c in MEMBERSHIP_COLUMNS})
+        return pd.concat(parts, ignore_index=True).astype("string")
+
+    def _mask(self, rule: Rule, frame: pd.DataFrame) -> np.ndarray:
+        if isinstance(rule, AllOf):
+            out = np.ones(len(frame), dtype=bool)
+            for sub in rule.rules:
+                out &= self._mask(sub, frame)
+            return out
+        if isinstance(rule, AnyOf):
+            out = np.zeros(len(frame), dtype=bool)
+            for sub in rule.rules:
+                out |= self._mask(sub, frame)
+            return out
+        if isinstance(rule, Not):
+            return ~self._mask(rule.rule, frame)
+        if isinstance(rule, HasRelated):
+            return self._has_related(rule)
+        return self._compare(rule, frame[rule.column])
+
+    def _compare(self, rule: Compare, column: pd.Series) -> np.ndarray:
+        op, value = rule.op, rule.value
+        if op == "is_null":
+            return column.isna().to_numpy()
+        if op == "not_null":
+            return column.notna().to_numpy()
+        if op in ("within_last_days", "older_than_days"):
+            days = utc_days(column)
+            start = self.as_of - np.timedelta64(int(value), "D")
+            if op == "within_last_days":
+                return (days >= start) & (days <= self.as_of)
+            return days < start
+        if pd.api.types.is_datetime64_any_dtype(column.dtype):
+            days = utc_days(column)
+            target = [np.datetime64(dt.date.fromisoformat(str(v)), "D") for v in (value if isinstance(value, list) else [value])]
+            if op in ("in", "not_in"):
+                hit = np.isin(days, target) & ~np.isnat(days)
+                return hit if op == "in" else ~np.isnat(days) & ~hit
+            return _OPS[op](days, target[0]) & ~np.isnat(days)
+        if op in ("in", "not_in"):
+            hit = column.isin(value).fillna(False).to_numpy(dtype=bool)
+            return hit if op == "in" else column.notna().to_numpy() & ~hit
+        return _OPS[op](column, value).fillna(False).to_numpy(dtype=bool)
+
+    def _has_related(self, rule: HasRelated) -> np.ndarray:
+        frame = self.related[rule.dataset]
+        codes = self.codes(rule.dataset)
+        matching = codes >= 0
+        if rule.where is not None:
+            matching &= self._mask(rule.where, frame)
+        hit = np.zeros(self.profile_count, dtype=bool)
+        if rule.latest_is_after is None:
+            hit[codes[matching]] = True
+            return hit
+        related_days = utc_days(frame[rule.latest_is_after.column])[matching]
+        owners = codes[matching]
+        dated = ~np.isnat(related_days)
+        latest = pd.Series(related_days[dated]).groupby(owners[dated]).max()
+        profile_days = utc_days(self.profiles[rule.latest_is_after.profile_column])[latest.index.to_numpy()]
+        latest_days = latest.to_numpy(dtype="datetime64[D]")
+        after = np.isnat(profile_days) | (profile_days < latest_days)
+        hit[latest.index.to_numpy()[after]] = True
+        return hit

@@ -1,0 +1,82 @@
+"""The previous successful evaluation, persisted with the datasets (``state/segments/``).
+
+``evaluations.json`` names the latest committed evaluation and the one before it; each points
+to a members parquet file. It is replaced atomically after a successful evaluation, so a
+failed run never advances it. Statuses are computed against the latest evaluation, except when
+a run repeats it exactly (same ``as_of``, same members): then against the one before, so
+re-running an evaluation on unchanged data yields the same statuses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet, write_json, write_parquet
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    as_of: str
+    run_id: str
+    fingerprint: str
+    members_file: str
+    committed_at: str
+
+
+def fingerprint(as_of: dt.date, members: pd.DataFrame) -> str:
+    ordered = members[["SubscriberKey", "segment"]].sort_values(["segment", "SubscriberKey"], ignore_index=True)
+    digest = hashlib.sha256(as_of.isoformat().encode())
+    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+class SegmentStateStore:
+    def __init__(self, store: DatasetStore):
+        self.dir = store.state_path("segments")
+        self.index_path = self.dir / "evaluations.json"
+
+    def load(self) -> tuple[Evaluation | None, Evaluation | None]:
+        """``(latest, previous)`` committed evaluations."""
+        if not self.index_path.exists():
+            return None, None
+        data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        return tuple(Evaluation(**data[k]) if data.get(k) else None for k in ("latest", "previous"))  # type: ignore[return-value]
+
+    def baseline_for(self, as_of: dt.date, members: pd.DataFrame) -> tuple[Evaluation | None, bool]:
+        """``(baseline evaluation, is_repeat)`` for an evaluation of ``members`` at ``as_of``."""
+        latest, previous = self.load()
+        if latest is not None and latest.as_of == as_of.isoformat() and latest.fingerprint == fingerprint(as_of, members):
+            return previous, True
+        return latest, False
+
+    def members(self, evaluation: Evaluation | None) -> pd.DataFrame | None:
+        if evaluation is None:
+            return None
+        return read_parquet(self.dir / evaluation.members_file)
+
+    def commit(self, as_of: dt.date, run_id: str, members: pd.DataFrame) -> Evaluation:
+        """Record ``members`` as the latest successful evaluation (the old latest becomes previous).
+        A repeat of the latest evaluation changes nothing."""
+        latest, previous = self.load()
+        fp = fingerprint(as_of, members)
+        if latest is not None and latest.as_of == as_of.isoformat() and latest.fingerprint == fp:
+            return latest
+        evaluation = Evaluation(
+            as_of=as_of.isoformat(),
+            run_id=run_id,
+            fingerprint=fp,
+            members_file=f"members-{run_id}.parquet",
+            committed_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        write_parquet(members[["SubscriberKey", "segment"]], self.dir / evaluation.members_file)
+        write_json({"latest": asdict(evaluation), "previous": asdict(latest) if latest else None}, self.index_path)
+        keep = {evaluation.members_file} | ({latest.members_file} if latest else set())
+        for stale in self.dir.glob("members-*.parquet"):
+            if stale.name not in keep:
+                stale.unlink()
+        return evaluation
