@@ -311,19 +311,16 @@ class LocalCrmTarget:
         well_formed = _well_formed(raw_ids)
 
         results: list[RecordResult] = []
-        writes: list[tuple[str, str, dict[str, str | None]]] = []
-        for record, sobject, raw_id, ok_shape in zip(records, types, raw_ids, well_formed):
-            values = {k: v for k, v in record.items() if k != "attributes" and k.lower() != "id"}
-            result = self._check_update(sobject, fields[sobject], raw_id, ok_shape, values)
-            if isinstance(result, RecordResult):
-                results.append(result)
-            else:
-                record_id, resolved = result
-                writes.append((sobject, record_id, resolved))
-                results.append(RecordResult(success=True, id=record_id))
-        with self._transaction() as cur:
-            for sobject, record_id, resolved in writes:
-                _write(cur, sobject, record_id, resolved)
+        with self._transaction() as cur:  # checks and writes see one consistent state
+            for record, sobject, raw_id, ok_shape in zip(records, types, raw_ids, well_formed):
+                values = {k: v for k, v in record.items() if k != "attributes" and k.lower() != "id"}
+                result = self._check_update(sobject, fields[sobject], raw_id, ok_shape, values)
+                if isinstance(result, RecordResult):
+                    results.append(result)
+                else:
+                    record_id, resolved = result
+                    _write(cur, sobject, record_id, resolved)
+                    results.append(RecordResult(success=True, id=record_id))
         return results
 
     def upsert(
@@ -349,26 +346,22 @@ class LocalCrmTarget:
         for key in keys:
             if key is not None:
                 key_counts[key] = key_counts.get(key, 0) + 1
-        existing = self._external_id_index(name, ext)
-
         results: list[RecordResult] = []
-        writes: list[tuple[int, str | None, dict[str, str | None]]] = []  # (result index, id or None, values)
-        for record, key in zip(records, keys):
-            values = {k: v for k, v in record.items() if k != "attributes"}
-            result = self._check_upsert(name, fields, ext, values, key, key_counts, existing)
-            if isinstance(result, RecordResult):
-                results.append(result)
-            else:
-                writes.append((len(results), *result))
-                results.append(RecordResult(success=True))  # placeholder until the id is known
-        with self._transaction() as cur:
-            for index, record_id, resolved in writes:
+        with self._transaction() as cur:  # checks and writes see one consistent state
+            existing = self._external_id_index(name, ext)  # keys are distinct, so writes can't change a match
+            for record, key in zip(records, keys):
+                values = {k: v for k, v in record.items() if k != "attributes"}
+                result = self._check_upsert(name, fields, ext, values, key, key_counts, existing)
+                if isinstance(result, RecordResult):
+                    results.append(result)
+                    continue
+                record_id, resolved = result
                 created = record_id is None
                 if created:
                     record_id = self._new_id(cur, name)
                     cur.execute(f"INSERT INTO {_q(name)} (\"Id\") VALUES (?)", (record_id,))
                 _write(cur, name, record_id, resolved)
-                results[index] = RecordResult(success=True, id=record_id, created=created)
+                results.append(RecordResult(success=True, id=record_id, created=created))
         return results
 
     # ------------------------------------------------------------------ inspection

@@ -87,7 +87,8 @@ def _my_domain_host(domain: str) -> str:
         parts = urlsplit(text)
         if parts.scheme.lower() != "https":
             raise ConfigurationError(f"{usage}; a URL must use https://, got {parts.scheme}://")
-        if parts.username or parts.password or parts.port or parts.query or parts.fragment or parts.path not in ("", "/"):
+        extra = parts.username or parts.password or parts.port or parts.query or parts.fragment
+        if extra or parts.path not in ("", "/"):
             raise ConfigurationError(f"{usage}, without credentials, port, path or query; got {shown!r}.")
         text = parts.netloc
     elif text.endswith("/") and "/" not in text.rstrip("/"):
@@ -204,7 +205,7 @@ class SalesforceClient:
         data = _json(response, dict, f"describe of {name}", self.transport.redact)
         fields = data.get("fields")
         if not isinstance(fields, list):
-            raise ApiError(f"Salesforce describe of {name} has no 'fields' list; the response is not a describe result.")
+            raise ApiError(f"Salesforce describe of {name} has no 'fields' list; it is not a describe result.")
         infos = [FieldInfo.from_describe(f) for f in fields if isinstance(f, Mapping) and f.get("name")]
         return Describe(sobject=data.get("name") or name, fields={info.name: info for info in infos})
 
@@ -391,7 +392,11 @@ class SalesforceClient:
         else:
             advice = (
                 " Check SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET and SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL"
-                + (", SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN." if self.flow == "password" else ".")
+                + (
+                    ", SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN."
+                    if self.flow == "password"
+                    else "."
+                )
             )
         return ApiError(self.transport.redact(prefix + advice), retryable=retryable, status=status, code=code)
 

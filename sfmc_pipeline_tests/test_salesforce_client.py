@@ -1,0 +1,408 @@
+"""Contract: the Salesforce REST client, over real HTTP against the fake Salesforce org, logs in
+lazily with the username-password flow (password + security token, form-encoded, no bearer header,
+no secret in a URL) or the client-credentials flow; fails a refused login with a message naming the
+settings to check and holding no secret; re-logs in once on 401 INVALID_SESSION_ID; updates and
+upserts up to 200 records per sObject Collections call and returns per-record failures as positional
+results while the other records are written; retries 5xx (without really sleeping); turns 403
+REQUEST_LIMIT_EXCEEDED into ``RequestLimitExceeded``; and records ``Sforce-Limit-Info``.
+``salesforce_base_url`` turns SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL into one https base URL."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+
+from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, RecordError, RecordResult
+from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded, SalesforceClient, salesforce_base_url
+from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX
+from sfmc_pipeline.transport import ApiError, ConfigurationError, RetrySettings
+from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
+
+SEG = "crm_2_seg__c"
+EXT = "Ext_Id__c"
+
+
+@pytest.fixture()
+def client_for(fake_salesforce: FakeSalesforceServer, sleeps):
+    clients: list[SalesforceClient] = []
+
+    def make(**overrides) -> SalesforceClient:
+        kwargs = dict(
+            base_url=fake_salesforce.base_url,
+            client_id=fake_salesforce.client_id,
+            client_secret=fake_salesforce.client_secret,
+            username=fake_salesforce.username,
+            password=fake_salesforce.password,
+            security_token=fake_salesforce.security_token,
+            sleep=sleeps,
+            retry=RetrySettings(max_retries=3, backoff_seconds=0.5),
+        )
+        kwargs.update(overrides)
+        client = SalesforceClient(**kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture()
+def seeded(fake_salesforce: FakeSalesforceServer) -> list[str]:
+    """Three Contacts with a 10-character segment field."""
+    fake_salesforce.add_field("Contact", SEG, length=10)
+    ids = [fake_id(CONTACT_PREFIX, n) for n in (1, 2, 3)]
+    for cid in ids:
+        fake_salesforce.add_record("Contact", cid, LastName="Doe")
+    return ids
+
+
+def _contact(record_id: str, **values) -> dict:
+    return {"attributes": {"type": "Contact"}, "id": record_id, **values}
+
+
+def _no_secret_in_urls(fake: FakeSalesforceServer, *secrets: str) -> None:
+    for request in fake.requests:
+        for secret in secrets:
+            assert secret not in request.path
+            assert all(secret not in v for values in request.query.values() for v in values)
+
+
+# ---------------------------------------------------------------------------------------------- login
+
+
+def test_password_flow_login_is_lazy_and_form_encoded(fake_salesforce, client_for, seeded):
+    client = client_for()
+    assert client.flow == "password" and client.mode == "salesforce" and client.api_version == "66.0"
+    assert fake_salesforce.requests == [] and client.instance_url is None  # nothing sent before the first call
+    client.describe("Contact")
+    client.describe("Lead")
+    tokens = fake_salesforce.token_requests()
+    assert len(tokens) == 1
+    token = tokens[0]
+    assert token.method == "POST" and token.path == "/services/oauth2/token" and not token.query
+    assert "application/x-www-form-urlencoded" in token.header("Content-Type")
+    assert token.header("Authorization") is None
+    assert {k: v[0] for k, v in parse_qs(token.body).items()} == {
+        "grant_type": "password",
+        "client_id": fake_salesforce.client_id,
+        "client_secret": fake_salesforce.client_secret,
+        "username": fake_salesforce.username,
+        "password": fake_salesforce.password + fake_salesforce.security_token,  # token appended
+    }
+    assert client.instance_url == fake_salesforce.base_url + "/"
+    api = fake_salesforce.api_requests()
+    assert [r.path for r in api] == ["/services/data/v66.0/sobjects/Contact/describe",
+                                     "/services/data/v66.0/sobjects/Lead/describe"]
+    assert all(r.header("Authorization") == f"Bearer {fake_salesforce.issued_tokens[0]}" for r in api)
+    _no_secret_in_urls(fake_salesforce, fake_salesforce.client_secret, fake_salesforce.security_token,
+                       fake_salesforce.issued_tokens[0])
+    assert client.api_requests == 3  # one token call + two describes
+
+
+def test_client_credentials_flow(fake_salesforce, client_for):
+    client = client_for(username=None, password=None, security_token=None)
+    assert client.flow == "client_credentials"
+    assert client.limits()["DailyApiRequests"]["Max"] == 15000
+    (token,) = fake_salesforce.token_requests()
+    assert token.header("Authorization") is None
+    assert {k: v[0] for k, v in parse_qs(token.body).items()} == {
+        "grant_type": "client_credentials",
+        "client_id": fake_salesforce.client_id,
+        "client_secret": fake_salesforce.client_secret,
+    }
+    assert fake_salesforce.api_requests("/limits")[0].path == "/services/data/v66.0/limits/"
+
+
+def test_security_token_may_be_empty(client_for, fake_salesforce):
+    fake_salesforce.security_token = ""
+    client_for(security_token=None).limits()
+    assert "password=pw&" in fake_salesforce.token_requests()[0].body + "&"
+
+
+def test_wrong_password_names_the_settings_and_hides_every_secret(fake_salesforce, client_for):
+    wrong_password = "wrong-password-123"
+    with pytest.raises(ApiError) as info:
+        client_for(password=wrong_password).describe("Contact")
+    message = str(info.value)
+    assert "invalid_grant" in message
+    for setting in ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN"):
+        assert setting in message
+    assert "locked out" in message and "The client's IP address is unauthorized for this account" in message
+    for secret in (wrong_password, fake_salesforce.security_token, fake_salesforce.client_secret):
+        assert secret not in message
+    assert not info.value.retryable and info.value.status == 400 and info.value.code == "invalid_grant"
+    assert fake_salesforce.api_requests() == []  # no API call without a session
+
+
+def test_wrong_client_id_names_the_connected_app_settings(fake_salesforce, client_for, sleeps):
+    with pytest.raises(ApiError) as info:
+        client_for(client_id="not-the-consumer-key").describe("Contact")
+    message = str(info.value)
+    assert "invalid_client_id" in message
+    assert "SALESFORCE_CLIENT_ID" in message and "SALESFORCE_CLIENT_SECRET" in message and "connected app" in message
+    for secret in (fake_salesforce.password, fake_salesforce.security_token, fake_salesforce.client_secret,
+                   fake_salesforce.password + fake_salesforce.security_token):
+        assert secret not in message
+    assert not info.value.retryable and sleeps.calls == []  # a refused login is not retried
+
+
+def test_client_credentials_refusal_mentions_the_run_as_user(fake_salesforce, client_for):
+    with pytest.raises(ApiError, match="Run As user") as info:
+        client_for(username=None, password=None, security_token=None, client_secret="wrong-secret-xyz").limits()
+    assert "SALESFORCE_CLIENT_SECRET" in str(info.value) and "wrong-secret-xyz" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, setting",
+    [
+        (dict(client_secret=""), "SALESFORCE_CLIENT_SECRET"),
+        (dict(password=None), "SALESFORCE_PASSWORD"),  # a username without a password
+        (dict(username=None, password=None), "SALESFORCE_SECURITY_TOKEN"),  # token without the password flow
+        (dict(api_version="66"), "API version"),
+        (dict(base_url="http://example.my.salesforce.com"), "SALESFORCE_LOGIN_URL"),  # plain http off loopback
+    ],
+)
+def test_unusable_settings_are_refused_before_any_call(client_for, fake_salesforce, overrides, setting):
+    with pytest.raises(ConfigurationError, match=setting):
+        client_for(**overrides)
+    assert fake_salesforce.requests == []
+
+
+# ---------------------------------------------------------------------------------------------- describe
+
+
+def test_describe_maps_fields(fake_salesforce, client_for):
+    fake_salesforce.add_field("Contact", SEG, length=131072)
+    describe = client_for().describe("Contact")
+    assert describe.sobject == "Contact"
+    seg = describe.find("CRM_2_SEG__C")
+    assert seg is not None and seg.name == SEG
+    assert (seg.type, seg.length, seg.extra_type_info, seg.updateable, seg.custom) == (
+        "textarea", 131072, "plaintextarea", True, True)
+    assert describe.fields["LastName"].nillable is False and describe.fields["Id"].id_lookup
+
+
+def test_describe_of_an_unknown_object_says_so(client_for):
+    with pytest.raises(ApiError, match="does not exist or is not accessible") as info:
+        client_for().describe("Nope")
+    assert info.value.status == 404 and info.value.code == "NOT_FOUND" and not info.value.retryable
+
+
+# ---------------------------------------------------------------------------------------------- update / upsert
+
+
+def test_update_partial_failure_gives_positional_results(fake_salesforce, client_for, seeded):
+    c1, c2, c3 = seeded
+    lead = fake_id(LEAD_PREFIX, 1)
+    results = client_for().update([
+        _contact(c1, **{SEG: "A"}),
+        _contact(lead, **{SEG: "B"}),  # a Lead id sent as a Contact -> MALFORMED_ID
+        _contact(c3, **{SEG: "X" * 11}),  # longer than the field -> STRING_TOO_LONG
+    ])
+    assert len(results) == 3
+    assert results[0] == RecordResult(success=True, id=c1)
+    assert results[1].success is False and results[1].id is None
+    assert results[1].errors == (
+        RecordError("MALFORMED_ID", f"Contact ID: id value of incorrect type: {lead}", ("Id",)),
+    )
+    assert results[2].error_code == "STRING_TOO_LONG" and results[2].errors[0].fields == (SEG,)
+    assert "max length=10" in results[2].errors[0].message
+    assert fake_salesforce.records["Contact"][c1][SEG] == "A"
+    assert SEG not in fake_salesforce.records["Contact"][c3]
+    assert fake_salesforce.write_log == [("Contact", c1, {SEG: "A"})]
+    (call,) = fake_salesforce.api_requests("/composite/sobjects", method="PATCH")
+    assert call.path == "/services/data/v66.0/composite/sobjects" and call.json["allOrNone"] is False
+
+
+def test_update_writes_the_good_records_around_failures(fake_salesforce, client_for, seeded):
+    c1, c2, c3 = seeded
+    results = client_for().update([
+        _contact(c1, **{SEG: "one"}),
+        _contact("003notanid", **{SEG: "two"}),
+        _contact(c2, **{SEG: "far too long"}),
+        _contact(c3, **{SEG: "three"}),
+    ])
+    assert [r.error_code for r in results] == [None, "MALFORMED_ID", "STRING_TOO_LONG", None]
+    assert [r.id for r in results] == [c1, None, None, c3]
+    assert {cid: rec.get(SEG) for cid, rec in fake_salesforce.records["Contact"].items()} == {
+        c1: "one", c2: None, c3: "three"}
+
+
+def test_more_than_200_records_is_refused_without_a_call(fake_salesforce, client_for):
+    records = [_contact(fake_id(CONTACT_PREFIX, n), LastName="x") for n in range(MAX_RECORDS_PER_REQUEST + 1)]
+    client = client_for()
+    with pytest.raises(ValueError, match="at most 200"):
+        client.update(records)
+    with pytest.raises(ValueError, match="at most 200"):
+        client.upsert("Contact", EXT, records)
+    assert fake_salesforce.requests == []
+    assert client.update([]) == [] and fake_salesforce.requests == []
+
+
+def test_upsert_reports_created_and_updated(fake_salesforce, client_for):
+    fake_salesforce.add_field("Contact", EXT, type="string", length=40, external_id=True)
+    existing = fake_id(CONTACT_PREFIX, 7)
+    fake_salesforce.add_record("Contact", existing, LastName="Old", **{EXT: "k-1"})
+    results = client_for().upsert("Contact", EXT, [
+        {"attributes": {"type": "Contact"}, EXT: "k-1", "FirstName": "Ann"},
+        {"attributes": {"type": "Contact"}, EXT: "k-2", "LastName": "New"},
+        {"attributes": {"type": "Contact"}, EXT: "k-3"},  # creating without LastName
+    ])
+    assert results[0] == RecordResult(success=True, id=existing, created=False)
+    assert results[1].success and results[1].created is True
+    assert fake_salesforce.records["Contact"][results[1].id][EXT] == "k-2"
+    assert results[2].error_code == "REQUIRED_FIELD_MISSING" and results[2].errors[0].fields == ("LastName",)
+    assert fake_salesforce.records["Contact"][existing]["FirstName"] == "Ann"
+    (call,) = fake_salesforce.api_requests("/composite/sobjects")
+    assert call.path == f"/services/data/v66.0/composite/sobjects/Contact/{EXT}"
+
+
+def test_upsert_refuses_names_that_are_not_api_names(client_for):
+    with pytest.raises(ValueError, match="API name"):
+        client_for().upsert("Contact", "Ext Id/../x", [])
+
+
+def test_result_count_mismatch_is_an_error(fake_salesforce, client_for, seeded):
+    fake_salesforce.fail_next(200, path_contains="/composite/sobjects", body=[{"id": seeded[0], "success": True}])
+    with pytest.raises(ApiError, match="1 results for 2 records"):
+        client_for().update([_contact(seeded[0], **{SEG: "a"}), _contact(seeded[1], **{SEG: "b"})])
+
+
+# ---------------------------------------------------------------------------- sessions, retries, limits
+
+
+def test_expired_session_logs_in_again_once_and_goes_on(fake_salesforce, client_for, seeded):
+    client = client_for()
+    client.update([_contact(seeded[0], **{SEG: "first"})])
+    fake_salesforce.expire_sessions()  # e.g. 2 hours idle, or another process logged out
+    results = client.update([_contact(seeded[1], **{SEG: "second"})])
+    assert results[0].success
+    assert len(fake_salesforce.token_requests()) == 2
+    assert [r.status for r in fake_salesforce.api_requests()] == [200, 401, 200]
+    second, retried = fake_salesforce.api_requests()[1:]
+    assert second.json == retried.json  # the same request, resent
+    assert retried.header("Authorization") == f"Bearer {fake_salesforce.issued_tokens[1]}"
+    assert fake_salesforce.records["Contact"][seeded[1]][SEG] == "second"
+
+
+def test_a_second_401_fails_with_a_clear_message(fake_salesforce, client_for):
+    fake_salesforce.fail_next(401, path_contains="/services/data", times=2)
+    with pytest.raises(ApiError, match="even right after a fresh login") as info:
+        client_for().limits()
+    assert not info.value.retryable and info.value.status == 401 and info.value.code == "INVALID_SESSION_ID"
+    assert len(fake_salesforce.token_requests()) == 2 and len(fake_salesforce.api_requests()) == 2
+
+
+def test_503_is_retried_with_backoff(fake_salesforce, client_for, seeded, sleeps):
+    fake_salesforce.fail_next(503, path_contains="/composite/sobjects", times=2)
+    fake_salesforce.drop_connection_next(path_contains="/oauth2/token")
+    results = client_for().update([_contact(seeded[0], **{SEG: "ok"})])
+    assert results[0].success
+    assert sleeps.calls == [0.5, 0.5, 1.0]  # token: one retry; update: two retries, doubling
+    assert fake_salesforce.write_log == [("Contact", seeded[0], {SEG: "ok"})]
+
+
+def test_retries_exhausted_is_a_retryable_error(fake_salesforce, client_for, sleeps):
+    fake_salesforce.fail_next(503, path_contains="/limits", times=10)
+    with pytest.raises(ApiError, match=r"failed after 4 attempt\(s\): HTTP 503") as info:
+        client_for().limits()
+    assert info.value.retryable and sleeps.calls == [0.5, 1.0, 2.0]
+
+
+def test_request_limit_exceeded_stops_the_run(fake_salesforce, client_for, seeded, sleeps):
+    client = client_for()
+    fake_salesforce.exceed_request_limit_after(1)
+    client.update([_contact(seeded[0], **{SEG: "a"})])
+    with pytest.raises(RequestLimitExceeded, match="resume later") as info:
+        client.update([_contact(seeded[1], **{SEG: "b"})])
+    assert isinstance(info.value, ApiError)
+    assert (info.value.status, info.value.code, info.value.retryable) == (403, "REQUEST_LIMIT_EXCEEDED", False)
+    assert "TotalRequests Limit exceeded" in str(info.value)
+    assert sleeps.calls == []
+
+
+def test_other_4xx_carry_salesforce_error_code(fake_salesforce, client_for):
+    fake_salesforce.fail_next(
+        400, path_contains="/composite/sobjects",
+        body=[{"message": "Unexpected character", "errorCode": "JSON_PARSER_ERROR", "fields": []}],
+    )
+    with pytest.raises(ApiError, match="HTTP 400 JSON_PARSER_ERROR: Unexpected character") as info:
+        client_for().update([_contact(fake_id(CONTACT_PREFIX, 1), LastName="x")])
+    assert info.value.code == "JSON_PARSER_ERROR" and not info.value.retryable
+    fake_salesforce.fail_next(
+        403, path_contains="/limits", body=[{"message": "no", "errorCode": "API_DISABLED_FOR_ORG"}]
+    )
+    with pytest.raises(ApiError, match="API Enabled") as info:
+        client_for().limits()
+    assert not isinstance(info.value, RequestLimitExceeded) and info.value.code == "API_DISABLED_FOR_ORG"
+
+
+def test_limit_info_header_is_parsed(fake_salesforce, client_for):
+    fake_salesforce.set_api_usage(10017)
+    client = client_for()
+    assert client.api_usage is None
+    client.describe("Contact")
+    assert client.api_usage == ApiUsage(used=10018, limit=15000)
+    client.limits()
+    assert client.api_usage == ApiUsage(used=10019, limit=15000)
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("api-usage=25/15000", ApiUsage(25, 15000)),
+        ("api-usage=25/15000, per-app-api-usage=17/250(appName=sample-app)", ApiUsage(25, 15000)),  # older format
+        ("per-app-api-usage=17/250(appName=sample-app)", None),  # no org usage: keep the previous reading
+    ],
+)
+def test_limit_info_formats(header, expected):
+    client = SalesforceClient(base_url="https://acme.my.salesforce.com", client_id="id", client_secret="secret")
+    response = requests.Response()
+    response.headers["Sforce-Limit-Info"] = header
+    client._record_limit_info(response)
+    assert client.api_usage == expected
+    client.close()
+
+
+# ---------------------------------------------------------------------------------------------- base URL
+
+
+@pytest.mark.parametrize(
+    "domain, login_url, expected",
+    [
+        ("d5i000000isb4eak-dev-ed", None, "https://d5i000000isb4eak-dev-ed.my.salesforce.com/"),  # My Domain prefix
+        ("  Acme-Corp ", "", "https://acme-corp.my.salesforce.com/"),  # blanks and case; empty login URL = unset
+        ("acme.my.salesforce.com", None, "https://acme.my.salesforce.com/"),  # pasted host
+        ("acme.my.salesforce.com/", None, "https://acme.my.salesforce.com/"),  # pasted host with slash
+        ("https://acme.my.salesforce.com", None, "https://acme.my.salesforce.com/"),  # pasted URL
+        ("https://acme--uat.sandbox.my.salesforce.com/", None, "https://acme--uat.sandbox.my.salesforce.com/"),
+        (None, "https://test.salesforce.com", "https://test.salesforce.com/"),  # sandbox login URL
+        ("", "http://127.0.0.1:8080", "http://127.0.0.1:8080/"),  # tests may use plain http on loopback
+    ],
+)
+def test_salesforce_base_url(domain, login_url, expected):
+    assert salesforce_base_url(domain=domain, login_url=login_url) == expected
+
+
+@pytest.mark.parametrize(
+    "domain, login_url, setting",
+    [
+        ("acme", "https://test.salesforce.com", "SALESFORCE_DOMAIN.*SALESFORCE_LOGIN_URL"),  # both
+        (None, None, "SALESFORCE_DOMAIN.*SALESFORCE_LOGIN_URL"),  # neither
+        ("  ", "", "SALESFORCE_DOMAIN.*SALESFORCE_LOGIN_URL"),  # blank counts as unset
+        ("my domain", None, "SALESFORCE_DOMAIN"),  # a space
+        ("acme/other", None, "SALESFORCE_DOMAIN"),  # a slash
+        ("acme_corp!", None, "SALESFORCE_DOMAIN"),  # odd characters
+        ("http://acme.my.salesforce.com", None, "SALESFORCE_DOMAIN"),  # insecure
+        ("https://acme.my.salesforce.com/services/oauth2/token", None, "SALESFORCE_DOMAIN"),  # a path
+        ("login.salesforce.com", None, "SALESFORCE_LOGIN_URL instead"),  # not a My Domain host
+        ("acme.lightning.force.com", None, "Lightning"),  # the UI host
+        (None, "http://acme.my.salesforce.com", "SALESFORCE_LOGIN_URL"),  # insecure login URL
+    ],
+)
+def test_salesforce_base_url_refusals(domain, login_url, setting):
+    with pytest.raises(ConfigurationError, match=setting):
+        salesforce_base_url(domain=domain, login_url=login_url)

@@ -1,0 +1,132 @@
+"""Contract: statuses are computed against the last successful evaluation (realized / existing /
+exited; exited once; re-entry is realized again), persisted with the datasets so they survive
+restarts; a failed run does not advance the baseline; re-running an evaluation on unchanged
+data yields the same statuses; the segment assets wire it up end to end with metadata."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from sfmc_pipeline.assets.datasets import build_dataset_assets
+from sfmc_pipeline.assets.segments import build_segment_assets
+from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.resources.sfmc import SfmcResource
+from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.segments.state import SegmentStateStore
+from sfmc_pipeline.segments.statuses import compute_statuses
+from sfmc_pipeline_tests.segment_fixtures import CONFIG
+
+D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (1, 2, 3, 4))
+
+
+def _members(*pairs: tuple[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(pairs or [], columns=["SubscriberKey", "segment"], dtype="string")
+
+
+def _statuses(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    return {(k, s): st for k, s, st in frame[["SubscriberKey", "segment", "status"]].itertuples(index=False)}
+
+
+def _evaluate(state: SegmentStateStore, as_of: dt.date, members: pd.DataFrame, run_id: str, commit=True):
+    baseline, _ = state.baseline_for(as_of, members)
+    statuses = compute_statuses(members, state.members(baseline))
+    if commit:
+        state.commit(as_of, run_id, members)
+    return _statuses(statuses)
+
+
+def test_transitions_over_evaluations(tmp_path):
+    state = SegmentStateStore(DatasetStore(tmp_path))
+    # 1st: a and b enter (first evaluation: everything is realized)
+    assert _evaluate(state, D1, _members(("a", "s"), ("b", "s")), "r1") == {("a", "s"): "realized", ("b", "s"): "realized"}
+    # 2nd: a stays, b exits, c enters
+    assert _evaluate(state, D2, _members(("a", "s"), ("c", "s")), "r2") == {
+        ("a", "s"): "existing", ("b", "s"): "exited", ("c", "s"): "realized"}
+    # 3rd: b stays out (no row), a exits, c stays
+    assert _evaluate(state, D3, _members(("c", "s")), "r3") == {("a", "s"): "exited", ("c", "s"): "existing"}
+    # 4th: a re-enters: realized again
+    assert _evaluate(state, D4, _members(("a", "s"), ("c", "s")), "r4") == {
+        ("a", "s"): "realized", ("c", "s"): "existing"}
+
+
+def test_segments_are_tracked_independently():
+    statuses = compute_statuses(_members(("a", "s1"), ("a", "s2")), _members(("a", "s1"), ("a", "s3")))
+    assert _statuses(statuses) == {("a", "s1"): "existing", ("a", "s2"): "realized", ("a", "s3"): "exited"}
+
+
+def test_a_failed_run_does_not_advance_the_baseline(tmp_path):
+    state = SegmentStateStore(DatasetStore(tmp_path))
+    _evaluate(state, D1, _members(("a", "s")), "r1")
+    # a run that computed statuses but failed before committing
+    assert _evaluate(state, D2, _members(("b", "s")), "r2-failed", commit=False) == {
+        ("a", "s"): "exited", ("b", "s"): "realized"}
+    # the retry is compared with the last *successful* evaluation, so it sees the same changes
+    assert _evaluate(state, D2, _members(("b", "s")), "r2") == {("a", "s"): "exited", ("b", "s"): "realized"}
+
+
+def test_rerun_of_the_same_evaluation_yields_the_same_statuses_and_survives_restarts(tmp_path):
+    first = _evaluate(SegmentStateStore(DatasetStore(tmp_path)), D1, _members(("a", "s")), "r1")
+    second = _evaluate(SegmentStateStore(DatasetStore(tmp_path)), D2, _members(("a", "s"), ("b", "s")), "r2")
+    again = _evaluate(SegmentStateStore(DatasetStore(tmp_path)), D2, _members(("a", "s"), ("b", "s")), "r2-again")
+    assert first == {("a", "s"): "realized"}
+    assert second == again == {("a", "s"): "existing", ("b", "s"): "realized"}
+    latest, previous = SegmentStateStore(DatasetStore(tmp_path)).load()
+    assert (latest.run_id, previous.run_id) == ("r2", "r1")  # the repeat did not become a new baseline
+    # same date, changed data: compared with the latest evaluation (intra-day runs)
+    assert _evaluate(SegmentStateStore(DatasetStore(tmp_path)), D2, _members(("b", "s")), "r3") == {
+        ("a", "s"): "exited", ("b", "s"): "existing"}
+    assert len(list((tmp_path / "state" / "segments").glob("members-*.parquet"))) == 2  # old files cleaned up
+
+
+def _materialize(tmp_path, as_of=None, sample_dir=None):
+    assets = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG)]
+    run_config = {"ops": {"segment_memberships": {"config": {"as_of": as_of}}}} if as_of else None
+    return dg.materialize(
+        assets,
+        resources={"sfmc": SfmcResource(**({"sample_dir": sample_dir} if sample_dir else {})),
+                   "storage": StorageResource(base_dir=str(tmp_path))},
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def _metadata(result, asset):
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset])
+    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+def test_end_to_end_on_the_embedded_default(tmp_path):
+    first = _materialize(tmp_path)
+    assert first.success
+    members = _metadata(first, "segment_memberships")
+    assert members["as_of"] == "2026-11-20" and "anchor" in members["as_of_source"]
+    for segment in CONFIG.segments:
+        assert members[f"members.{segment.name}"] > 0, segment.name  # the sample exercises every segment
+    assert members["orphans.campaign_engagement"] > 0 and members["orphans.activities"] > 0
+    statuses = _metadata(first, "segment_statuses")
+    assert statuses["realized.total"] == members["memberships"] and statuses["existing.total"] == 0
+    assert "| segment | members | realized | existing | exited |" in statuses["summary"]
+    checks = [e.event_specific_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+              and e.event_specific_data.asset_key.path == ["segment_statuses"]]
+    assert {c.check_name for c in checks} == {"statuses_consistent", "members_are_valid_profiles"}
+    assert all(c.passed for c in checks)
+
+    # a later evaluation date: windows move, so some members exit and others stay
+    later = _materialize(tmp_path, as_of="2026-12-05")
+    assert later.success
+    statuses = _metadata(later, "segment_statuses")
+    assert statuses["baseline_as_of"] == "2026-11-20"
+    assert statuses["existing.total"] > 0 and statuses["exited.total"] > 0
+    assert statuses["exited.visited_no_purchase"] > 0  # nobody visited in the 7 days before 2026-12-05
+    stored = DatasetStore(tmp_path).read_dataset("segment_statuses")
+    assert {"existing", "exited"} <= set(stored["status"])
+
+
+def test_bad_as_of_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFMC_PIPELINE_AS_OF", "20/11/2026")
+    result = _materialize(tmp_path)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "SFMC_PIPELINE_AS_OF '20/11/2026' is not a date; use YYYY-MM-DD" in failure.event_specific_data.error.message
