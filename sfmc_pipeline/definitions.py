@@ -10,10 +10,12 @@ from __future__ import annotations
 import dagster as dg
 
 from sfmc_pipeline import settings
+from sfmc_pipeline.assets.crm import build_crm_assets
 from sfmc_pipeline.assets.datasets import build_dataset_assets
 from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.config import PipelineConfig, load_pipeline_config
 from sfmc_pipeline.jobs import sfmc_pipeline_job
+from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
 
@@ -26,6 +28,15 @@ def build_resources() -> dict:
             auth_base_uri=settings.env_if_set("SFMC_AUTH_BASE_URI"),
             account_id=settings.env_if_set("SFMC_ACCOUNT_ID"),
         ),
+        "salesforce": SalesforceResource(
+            domain=settings.env_if_set("SALESFORCE_DOMAIN"),
+            login_url=settings.env_if_set("SALESFORCE_LOGIN_URL"),
+            client_id=settings.env_if_set("SALESFORCE_CLIENT_ID"),
+            client_secret=settings.env_if_set("SALESFORCE_CLIENT_SECRET"),
+            username=settings.env_if_set("SALESFORCE_USERNAME"),
+            password=settings.env_if_set("SALESFORCE_PASSWORD"),
+            security_token=settings.env_if_set("SALESFORCE_SECURITY_TOKEN"),
+        ),
         "storage": StorageResource(
             base_dir=settings.env_or_default(settings.STORAGE_ENV, str(settings.DEFAULT_STORAGE_DIR))
         ),
@@ -34,7 +45,7 @@ def build_resources() -> dict:
 
 def build_definitions(config: PipelineConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*build_dataset_assets(config), *build_segment_assets(config)],
+        assets=[*build_dataset_assets(config), *build_segment_assets(config), *build_crm_assets(config)],
         jobs=[sfmc_pipeline_job],
         resources=build_resources(),
     )

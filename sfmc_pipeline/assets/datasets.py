@@ -20,9 +20,11 @@ from sfmc_pipeline.transport import ApiError, ConfigurationError
 
 GROUP = "sfmc_datasets"
 VALIDATION_CHECK = "validation"
-# Whole-step retries for transient API trouble, on top of each request's own retries
-# (5 per request with backoff): a failing call is tried at most 3 x 6 times in a run.
-API_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL)
+# Whole-step retries, only for transient API trouble that outlasted each request's own retries
+# (5 per request with backoff): a failing call is tried at most 3 x 6 times in a run. Bad
+# credentials, bad config or bad data fail at once instead of being retried.
+TRANSIENT_RETRIES = 2
+TRANSIENT_RETRY_WAIT = 60
 
 
 def build_dataset_assets(config: PipelineConfig) -> list[dg.AssetsDefinition]:
@@ -53,7 +55,6 @@ def build_dataset_asset(extension: DataExtensionConfig, config: PipelineConfig) 
                 ),
             )
         ],
-        retry_policy=API_RETRY_POLICY,
     )
     def _dataset(context: dg.AssetExecutionContext, sfmc: SfmcResource, storage: StorageResource):
         try:
@@ -63,7 +64,7 @@ def build_dataset_asset(extension: DataExtensionConfig, config: PipelineConfig) 
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         except ApiError as exc:
             if exc.retryable:
-                raise
+                raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT) from exc
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(f"{extension.key}: {len(extract.frame)} rows read from {extract.source} (mode {mode})")
 

@@ -230,6 +230,94 @@ class SegmentConfig(_Strict):
             raise ValueError(f"at {exc.path}: {exc.message}") from None
 
 
+SALESFORCE_OBJECTS = ("Contact", "Lead")
+DEFAULT_ATTRIBUTES = {
+    "Contact": {"LastName": "LastName", "FirstName": "FirstName", "Email": "Email"},
+    "Lead": {"LastName": "LastName", "Company": "Company", "Email": "Email"},
+}
+MAX_STATUS_FIELDS_PER_OBJECT = 25
+API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class ExternalIdConfig(_Strict):
+    field: str = Field(description="Salesforce external-id field, e.g. SFMC_Subscriber_Key__c.")
+    column: str = Field(description="Profile dataset column holding its value.")
+
+
+class DestinationConfig(_Strict):
+    """A Salesforce object that receives segment statuses and mapped attributes."""
+
+    name: str = Field(description="snake_case; the sync asset is salesforce/<name>.")
+    object: Literal["Contact", "Lead"]
+    identity_column: str = Field(default="SubscriberKey", description="Profile column holding the Salesforce Id.")
+    attributes: dict[str, str] | None = Field(
+        default=None, description="Dataset column -> Salesforce field; default per object (Contact/Lead)."
+    )
+    segments: dict[str, str] = Field(
+        default_factory=dict, description="Segment -> Mapping ID (the custom Long Text Area field)."
+    )
+    operation: Literal["update", "upsert"] = Field(
+        default="update", description="update existing records by Id (default; never creates) or upsert."
+    )
+    external_id: ExternalIdConfig | None = Field(default=None, description="Required for upsert.")
+    truncate_long_values: bool = Field(default=False, description="Cut over-long strings instead of rejecting.")
+
+    @field_validator("name")
+    @classmethod
+    def _snake(cls, value: str) -> str:
+        if not SNAKE_CASE.match(value):
+            raise ValueError(f"destination name {value!r} must be snake_case, e.g. 'contacts'")
+        return value
+
+    @field_validator("segments")
+    @classmethod
+    def _mapping_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for segment, field in value.items():
+            if " " in field:
+                raise ValueError(
+                    f"Mapping ID {field!r} for segment {segment!r} contains spaces; Salesforce field names "
+                    f"cannot: use {field.strip().replace(' ', '_')!r}"
+                )
+            if not API_NAME.match(field):
+                raise ValueError(
+                    f"Mapping ID {field!r} for segment {segment!r} is not a Salesforce field API name "
+                    "(letters, digits and '_', starting with a letter)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _operation(self) -> DestinationConfig:
+        if self.operation == "upsert" and self.external_id is None:
+            raise ValueError("operation 'upsert' needs external_id: {field: <External Id field>, column: <dataset column>}")
+        if self.operation == "update" and self.external_id is not None:
+            raise ValueError("external_id is only used with operation: upsert; remove it or set operation: upsert")
+        return self
+
+    @property
+    def attribute_map(self) -> dict[str, str]:
+        return dict(self.attributes) if self.attributes is not None else dict(DEFAULT_ATTRIBUTES[self.object])
+
+    @property
+    def status_fields(self) -> dict[str, list[str]]:
+        """Mapping ID -> the segments it holds (sorted)."""
+        fields: dict[str, list[str]] = {}
+        for segment, field in self.segments.items():
+            fields.setdefault(field, []).append(segment)
+        return {field: sorted(segs) for field, segs in fields.items()}
+
+
+class SyncSettings(_Strict):
+    api_version: str = Field(default="66.0", description="Salesforce REST API version (Spring '26).")
+    batch_size: int = Field(default=200, ge=1, le=200, description="Records per sObject Collections request.")
+    usage_threshold: float = Field(
+        default=0.8, gt=0, le=1, description="Stop when daily API usage (Sforce-Limit-Info) reaches this share."
+    )
+    failure_threshold: float = Field(
+        default=0.05, ge=0, le=1, description="Failed share of sent records above which the sync check errors."
+    )
+    lock_retries: int = Field(default=2, ge=0, le=10, description="Re-sends of UNABLE_TO_LOCK_ROW records per run.")
+
+
 class PipelineSettings(_Strict):
     quarantine_threshold: float = Field(
         default=0.05, ge=0, le=1, description="Largest share of quarantined rows before a run fails."
@@ -243,6 +331,8 @@ class PipelineConfig(_Strict):
     profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     segments: list[SegmentConfig] = Field(default_factory=list)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
@@ -283,8 +373,44 @@ class PipelineConfig(_Strict):
                 check_rule(segment.rule, profile, datasets, self.profiles.key)
             except RuleError as exc:
                 problems.append(f"{where} > {exc}")
+        problems += self._destination_problems(profile)
         if problems:
             raise ValueError("\n  - ".join(problems))
+
+    def _destination_problems(self, profile: DataExtensionConfig) -> list[str]:
+        problems: list[str] = []
+        columns = {c.name for c in profile.columns}
+        segments = {s.name for s in self.segments}
+        names: set[str] = set()
+        fields_per_object: dict[str, set[str]] = {}
+        for i, dest in enumerate(self.destinations):
+            where = f"destinations[{i}] ({dest.name})"
+            if dest.name in names:
+                problems.append(f"{where}: destination name {dest.name!r} is used twice")
+            names.add(dest.name)
+            needed = [("identity_column", dest.identity_column), *(("attributes", c) for c in dest.attribute_map)]
+            if dest.external_id:
+                needed.append(("external_id > column", dest.external_id.column))
+            for setting, column in needed:
+                if column not in columns:
+                    problems.append(
+                        f"{where} > {setting}: {profile.asset!r} has no column {column!r} "
+                        f"(columns: {', '.join(sorted(columns))})"
+                    )
+            for segment in dest.segments:
+                if segment not in segments:
+                    problems.append(
+                        f"{where} > segments: unknown segment {segment!r}; defined segments: {', '.join(sorted(segments))}"
+                    )
+            fields_per_object.setdefault(dest.object, set()).update(f.lower() for f in dest.status_fields)
+        for obj, fields in fields_per_object.items():
+            if len(fields) > MAX_STATUS_FIELDS_PER_OBJECT:
+                problems.append(
+                    f"destinations: {len(fields)} distinct status fields map to {obj}, above Salesforce's limit of "
+                    f"{MAX_STATUS_FIELDS_PER_OBJECT} active segment mappings per object ({', '.join(sorted(fields))}); "
+                    "let segments share a field or map fewer segments"
+                )
+        return problems
 
     def extension(self, asset: str) -> DataExtensionConfig:
         for ext in self.data_extensions:
@@ -297,6 +423,12 @@ class PipelineConfig(_Strict):
             if segment.name == name:
                 return segment
         raise KeyError(f"no segment named {name!r}")
+
+    def destination(self, name: str) -> DestinationConfig:
+        for dest in self.destinations:
+            if dest.name == name:
+                return dest
+        raise KeyError(f"no destination named {name!r}")
 
     def threshold_for(self, ext: DataExtensionConfig) -> float:
         if ext.quarantine_threshold is not None:
