@@ -97,3 +97,40 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path):
     bad.write_text("data_extensions: [\n")
     with pytest.raises(PipelineConfigError, match="is not valid YAML"):
         load_pipeline_config(bad)
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        # a Mapping ID with a space cannot be a Salesforce field name
+        (lambda c: c["destinations"][0]["segments"].update(new_customer="new customer__c"),
+         "Mapping ID 'new customer__c' for segment 'new_customer' contains spaces; Salesforce field names cannot: "
+         "use 'new_customer__c'"),
+        # a segment that does not exist
+        (lambda c: c["destinations"][1]["segments"].update(vip="vip__c"),
+         "destinations[1] (leads) > segments: unknown segment 'vip'"),
+        # upsert needs to know its key
+        (lambda c: c["destinations"][0].update(operation="upsert"), "operation 'upsert' needs external_id"),
+        # an attribute column the profile dataset does not have
+        (lambda c: c["destinations"][0].update(attributes={"Phone": "Phone"}),
+         "destinations[0] (contacts) > attributes: 'contacts' has no column 'Phone'"),
+        # only Contact and Lead
+        (lambda c: c["destinations"][0].update(object="Account"), "Input should be 'Contact' or 'Lead'"),
+    ],
+)
+def test_bad_destinations_are_reported(shipped, mutate, expected):
+    raw = copy.deepcopy(shipped)
+    mutate(raw)
+    assert expected in _error(raw)
+
+
+def test_at_most_25_status_fields_per_object(shipped):
+    raw = copy.deepcopy(shipped)
+    for i in range(26):
+        raw["segments"].append({"name": f"extra_{i}", "rule": {"column": "OrderCount", "op": "gte", "value": i}})
+    raw["destinations"][0]["segments"] = {f"extra_{i}": f"extra_{i}__c" for i in range(26)}
+    message = _error(raw)
+    assert "26 distinct status fields map to Contact, above Salesforce's limit of 25" in message
+    # sharing fields keeps the same segments within the limit
+    raw["destinations"][0]["segments"] = {f"extra_{i}": f"shared_{i % 5}__c" for i in range(26)}
+    parse_pipeline_config(raw)

@@ -209,3 +209,20 @@ def test_duplicate_segment_names_are_rejected(shipped):
     raw["segments"][1]["name"] = "new_customer"
     with pytest.raises(PipelineConfigError, match="segment name 'new_customer' is used twice"):
         parse_pipeline_config(raw)
+
+
+def test_decimal_and_list_operators():
+    from sfmc_pipeline.segments.rules import parse_rule
+
+    frame = typed("contacts", [contact(1, TotalSpend="15.00"), contact(2, TotalSpend="15.50"),
+                               contact(3, LifecycleStage="loyal")])
+    evaluator = SegmentEvaluator(frame, {}, key="SubscriberKey", as_of=AS_OF)
+
+    def picked(rule):
+        return set(evaluator.profiles["SubscriberKey"][evaluator.evaluate(parse_rule(rule))])
+
+    assert picked({"column": "TotalSpend", "op": "in", "value": [0, 15]}) == {key(1), key(3)}  # exact decimals
+    assert picked({"column": "TotalSpend", "op": "gt", "value": 15.25}) == {key(2)}
+    # not_in and ne leave nulls out; `not` of a comparison on a null is true
+    assert picked({"column": "LifecycleStage", "op": "not_in", "value": ["new"]}) == {key(3)}
+    assert picked({"not": {"column": "LifecycleStage", "op": "eq", "value": "loyal"}}) == {key(1), key(2)}

@@ -13,10 +13,13 @@ Semantics (see rules.py for the grammar):
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule
 
@@ -30,6 +33,11 @@ _OPS = {
 }
 
 MEMBERSHIP_COLUMNS = ["SubscriberKey", "segment"]
+
+
+def _arrow_strings(series: pd.Series) -> pa.Array:
+    array = pa.array(series.astype("string").array, type=pa.string()) if not isinstance(series, pa.Array) else series
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def utc_days(series: pd.Series) -> np.ndarray:
@@ -46,8 +54,8 @@ class SegmentEvaluator:
         self.related = dict(related)
         self.key = key
         self.as_of = np.datetime64(as_of, "D")
-        self._profile_index = pd.Index(self.profiles[key].astype("string"))
-        if not self._profile_index.is_unique:
+        self._keys = _arrow_strings(self.profiles[key])
+        if pc.count_distinct(self._keys).as_py() != len(self._keys):
             raise ValueError(f"profile key {key!r} is not unique in the profile dataset")
         self._codes: dict[str, np.ndarray] = {}
 
@@ -58,8 +66,9 @@ class SegmentEvaluator:
     def codes(self, dataset: str) -> np.ndarray:
         """Position of each related row's profile (``-1`` for an orphan), computed once per dataset."""
         if dataset not in self._codes:
-            keys = self.related[dataset][self.key].astype("string")
-            self._codes[dataset] = self._profile_index.get_indexer(keys)
+            keys = _arrow_strings(self.related[dataset][self.key])
+            codes = pc.index_in(keys, value_set=self._keys).fill_null(-1)
+            self._codes[dataset] = codes.to_numpy(zero_copy_only=False).astype(np.int64)
         return self._codes[dataset]
 
     def orphans(self, dataset: str) -> int:
@@ -71,14 +80,19 @@ class SegmentEvaluator:
 
     def members(self, segments: Iterable[tuple[str, Rule]]) -> pd.DataFrame:
         """``SubscriberKey, segment`` for every profile in every segment, sorted."""
-        keys = self.profiles[self.key].astype("string").to_numpy()
-        parts = []
+        order = pc.sort_indices(self._keys).to_numpy()  # sort the keys once, not once per segment
+        sorted_keys = self._keys.take(pa.array(order))
+        keys, names = [], []
         for name, rule in segments:
-            selected = np.sort(keys[self.evaluate(rule)])
-            parts.append(pd.DataFrame({"SubscriberKey": selected, "segment": name}))
-        if not parts:
+            selected = sorted_keys.filter(pa.array(self.evaluate(rule)[order]))
+            keys.append(selected)
+            names.append(pa.array(np.full(len(selected), name, dtype=object), type=pa.string()))
+        if not keys:
             return pd.DataFrame({c: pd.Series(dtype="string") for c in MEMBERSHIP_COLUMNS})
-        return pd.concat(parts, ignore_index=True).astype("string")
+        return pd.DataFrame({
+            "SubscriberKey": pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(keys, pa.string()))),
+            "segment": pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(names, pa.string()))),
+        })
 
     def _mask(self, rule: Rule, frame: pd.DataFrame) -> np.ndarray:
         if isinstance(rule, AllOf):
@@ -117,6 +131,8 @@ class SegmentEvaluator:
                 return hit if op == "in" else ~np.isnat(days) & ~hit
             return _OPS[op](days, target[0]) & ~np.isnat(days)
         if op in ("in", "not_in"):
+            if isinstance(column.dtype, pd.ArrowDtype) and pa.types.is_decimal(column.dtype.pyarrow_dtype):
+                value = [Decimal(str(v)) for v in value]  # exact decimals: 15 -> Decimal("15")
             hit = column.isin(value).fillna(False).to_numpy(dtype=bool)
             return hit if op == "in" else column.notna().to_numpy() & ~hit
         return _OPS[op](column, value).fillna(False).to_numpy(dtype=bool)

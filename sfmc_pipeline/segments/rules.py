@@ -12,7 +12,8 @@ A rule is one of::
                    latest_is_after: {column: OccurredAt, profile_column: LastPurchaseDate}}}
 
 ``latest_is_after`` additionally requires the latest matching related date to fall on a later UTC
-day than the profile's date (a null profile date counts as earlier).
+day than the profile's date (a null profile date counts as earlier; matching related rows whose
+own date is null are ignored for it).
 
 ``parse_rule`` checks the shape; ``check_rule`` checks columns, operators and values against the
 dataset schemas. Both raise ``RuleError`` with the path inside the rule and the fix.

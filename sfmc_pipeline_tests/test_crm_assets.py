@@ -1,0 +1,141 @@
+"""Contract: the sync assets run the whole flow from the Dagster side: on the embedded local
+target with no credentials (a second run sends nothing), against Salesforce when the
+SALESFORCE_* variables are set (real HTTP to the fake org), as a dry run from run config, and
+never show a secret in logs, metadata or errors."""
+
+import dagster as dg
+import pytest
+
+from sfmc_pipeline.assets.crm import build_crm_assets, local_db_path
+from sfmc_pipeline.assets.datasets import build_dataset_assets
+from sfmc_pipeline.assets.segments import build_segment_assets
+from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.datasets.salesforce_id import is_valid_id
+from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.definitions import build_resources
+from sfmc_pipeline.resources.salesforce import SalesforceResource
+from sfmc_pipeline.resources.sfmc import SfmcResource
+from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.settings import SAMPLE_DATA_DIR
+from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
+from sfmc_pipeline_tests.segment_fixtures import CONFIG
+
+ASSETS = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG), *build_crm_assets(CONFIG)]
+PASSWORD = "correct-horse-battery"
+TOKEN = "SECTOKEN987654"
+
+
+def _materialize(resources, run_config=None, instance=None):
+    return dg.materialize(ASSETS, resources=resources, run_config=run_config, raise_on_error=False,
+                          instance=instance or dg.DagsterInstance.ephemeral())
+
+
+def _sync_metadata(result) -> dict[str, dict]:
+    return {
+        e.asset_key.path[1]: {k: getattr(v, "value", v) for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "salesforce"
+    }
+
+
+def _checks(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {
+        (e.event_specific_data.asset_key.path[-1], e.event_specific_data.check_name): e.event_specific_data
+        for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def test_local_target_end_to_end(tmp_path):
+    resources = {"sfmc": SfmcResource(), "salesforce": SalesforceResource(),
+                 "storage": StorageResource(base_dir=str(tmp_path))}
+    first = _materialize(resources)
+    assert first.success
+    meta = _sync_metadata(first)
+    assert meta["contacts"]["mode"] == "local" and meta["leads"]["mode"] == "local"
+    assert meta["contacts"]["records_succeeded"] == meta["contacts"]["records_considered"] > 0
+    assert meta["contacts"]["records_skipped"] == meta["leads"]["records_considered"]
+    checks = _checks(first)
+    assert checks[("contacts", "reconciliation")].passed and checks[("leads", "failure_share")].passed
+    with LocalCrmTarget(local_db_path(DatasetStore(tmp_path))) as crm:
+        contacts = crm.read("Contact")
+    statuses = DatasetStore(tmp_path).read_dataset("segment_statuses")
+    new = statuses[(statuses["segment"] == "new_customer") & statuses["SubscriberKey"].str.startswith("003")]
+    written = {r["Id"] for r in contacts if r.get("new_customer__c") == "new_customer:realized"}
+    assert written == set(new["SubscriberKey"])
+
+    second = _materialize(resources)
+    assert second.success
+    assert _sync_metadata(second)["contacts"]["records_sent"] == 0
+
+
+@pytest.fixture()
+def sample_org(fake_salesforce):
+    """The fake org holding the sample's records and the shipped status fields."""
+    for dest in CONFIG.destinations:
+        for name in dest.status_fields:
+            fake_salesforce.add_field(dest.object, name)
+    contacts = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONFIG.extension("contacts")).frame
+    for rid in set(contacts["SubscriberKey"]):
+        if not is_valid_id(rid):
+            continue  # the sample's deliberately broken id is quarantined before it gets here
+        if rid.startswith("003"):
+            fake_salesforce.add_record("Contact", rid, LastName="x")
+        elif rid.startswith("00Q"):
+            fake_salesforce.add_record("Lead", rid, LastName="x", Company="x")
+    return fake_salesforce
+
+
+def _salesforce_env(monkeypatch, org, tmp_path, password=PASSWORD):
+    org.password, org.security_token = PASSWORD, TOKEN
+    monkeypatch.setenv("SALESFORCE_LOGIN_URL", org.base_url)
+    monkeypatch.setenv("SALESFORCE_CLIENT_ID", org.client_id)
+    monkeypatch.setenv("SALESFORCE_CLIENT_SECRET", org.client_secret)
+    monkeypatch.setenv("SALESFORCE_USERNAME", org.username)
+    monkeypatch.setenv("SALESFORCE_PASSWORD", password)
+    monkeypatch.setenv("SALESFORCE_SECURITY_TOKEN", TOKEN)
+    monkeypatch.setenv("SFMC_PIPELINE_STORAGE", str(tmp_path))
+
+
+def _all_text(result, instance) -> str:
+    logs = instance.all_logs(result.run_id)
+    return "\n".join(str(entry) for entry in logs)
+
+
+def test_salesforce_mode_via_environment_never_shows_secrets(sample_org, monkeypatch, tmp_path):
+    _salesforce_env(monkeypatch, sample_org, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(build_resources(), instance=instance)
+    assert result.success
+    meta = _sync_metadata(result)
+    assert meta["contacts"]["mode"] == "salesforce" and meta["contacts"]["api_version"] == "66.0"
+    assert meta["contacts"]["records_succeeded"] > 0 and meta["contacts"]["records_failed"] == 0
+    assert meta["contacts"]["api_usage"].split(" ")[0].endswith("/15000")
+    assert meta["contacts"]["write_requests"] == -(-meta["contacts"]["records_sent"] // 200)
+    assert _checks(result)[("contacts", "reconciliation")].passed
+    text = _all_text(result, instance)
+    for secret in (PASSWORD, TOKEN, PASSWORD + TOKEN, sample_org.client_secret, *sample_org.issued_tokens):
+        assert secret not in text
+
+
+def test_wrong_password_fails_clearly_without_the_secret(sample_org, monkeypatch, tmp_path):
+    wrong = "not-the-password-42"
+    _salesforce_env(monkeypatch, sample_org, tmp_path, password=wrong)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(build_resources(), instance=instance)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failures[0].event_specific_data.error.message
+    assert "invalid_grant" in message and "SALESFORCE_PASSWORD" in message
+    text = _all_text(result, instance)
+    for secret in (wrong, TOKEN, wrong + TOKEN, sample_org.client_secret):
+        assert secret not in text
+
+
+def test_dry_run_from_run_config(sample_org, monkeypatch, tmp_path):
+    _salesforce_env(monkeypatch, sample_org, tmp_path)
+    run_config = {"ops": {f"salesforce__{d.name}": {"config": {"dry_run": True}} for d in CONFIG.destinations}}
+    result = _materialize(build_resources(), run_config=run_config)
+    assert result.success
+    meta = _sync_metadata(result)["contacts"]
+    assert meta["dry_run"] is True and meta["records_sent"] == 0 and meta["records_to_send"] > 0
+    assert "| field | status | records |" in meta["would_write"]
+    assert sample_org.write_log == []
