@@ -19,7 +19,6 @@ from __future__ import annotations
 import requests
 
 from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id
-from sfmc_pipeline_tests.fakes.salesforce_fixtures import fake_salesforce  # noqa: F401 - pytest fixture
 from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
 
 SEG = "crm_2_seg__c"

@@ -7,7 +7,6 @@ import datetime as dt
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from sfmc_pipeline.assets.datasets import build_dataset_assets
 from sfmc_pipeline.assets.segments import build_segment_assets

@@ -2,25 +2,21 @@
 attributes written to Salesforce Contacts or Leads (or the local target), with checks that
 reconcile segment sizes with what the CRM confirmed and flag a high failure share."""
 
-from collections import Counter
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from sfmc_pipeline.assets.datasets import TRANSIENT_RETRIES, TRANSIENT_RETRY_WAIT
+from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.assets.segments import STATUSES
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.payloads import KEY_PREFIX
-from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome, reconcile
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.transport import ApiError, ConfigurationError
 
 GROUP = "salesforce"
 RECONCILIATION_CHECK = "reconciliation"
@@ -82,27 +78,20 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
         store = storage.get_store()
         statuses = store.read_dataset(STATUSES)
         profiles = store.read_dataset(profile_asset)
-        try:
+        with api_failures():
             mode = salesforce.mode
             target = salesforce.get_target(api_version=pipeline.sync.api_version, local_db=local_db_path(store))
-        except ConfigurationError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        if isinstance(target, LocalCrmTarget):
-            _prepare_local_target(target, dest, profiles)
         ledger = SyncLedger(ledger_path(store))
         try:
-            outcome = DestinationSync(dest, pipeline.sync, target, ledger, run_id=context.run.run_id,
-                                      log=context.log.warning).run(statuses, profiles, dry_run=config.dry_run)
-        except PreflightError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        except ApiError as exc:
-            if exc.retryable:
-                raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT) from exc
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+            if isinstance(target, LocalCrmTarget):
+                _prepare_local_target(target, dest, profiles)
+            with api_failures():
+                outcome = DestinationSync(dest, pipeline.sync, target, ledger, run_id=context.run.run_id,
+                                          log=context.log.warning).run(statuses, profiles, dry_run=config.dry_run)
+            api_requests = target.api_requests
         finally:
             ledger.close()
-        api_requests = target.api_requests
-        target.close()
+            target.close()
 
         errors_path = sync_errors_path(store, dest.name)
         if not config.dry_run:

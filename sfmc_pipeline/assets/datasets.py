@@ -9,6 +9,7 @@ stays in place) and the ``validation`` check reports an error.
 
 import dagster as dg
 
+from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineConfig
 from sfmc_pipeline.datasets.schemas import table_schema
 from sfmc_pipeline.datasets.validation import ValidationResult, validate_extract
@@ -16,15 +17,9 @@ from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.sfmc.source import RawExtract
-from sfmc_pipeline.transport import ApiError, ConfigurationError
 
 GROUP = "sfmc_datasets"
 VALIDATION_CHECK = "validation"
-# Whole-step retries, only for transient API trouble that outlasted each request's own retries
-# (5 per request with backoff): a failing call is tried at most 3 x 6 times in a run. Bad
-# credentials, bad config or bad data fail at once instead of being retried.
-TRANSIENT_RETRIES = 2
-TRANSIENT_RETRY_WAIT = 60
 
 
 def build_dataset_assets(config: PipelineConfig) -> list[dg.AssetsDefinition]:
@@ -57,15 +52,9 @@ def build_dataset_asset(extension: DataExtensionConfig, config: PipelineConfig) 
         ],
     )
     def _dataset(context: dg.AssetExecutionContext, sfmc: SfmcResource, storage: StorageResource):
-        try:
+        with api_failures():
             mode = sfmc.mode
             extract = sfmc.get_source(page_size=config.settings.page_size).read(extension)
-        except ConfigurationError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        except ApiError as exc:
-            if exc.retryable:
-                raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT) from exc
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
         context.log.info(f"{extension.key}: {len(extract.frame)} rows read from {extract.source} (mode {mode})")
 
         result = validate_extract(extract.frame, extension)

@@ -47,6 +47,7 @@ from sfmc_pipeline.crm.records import (
     RecordError,
     RecordResult,
 )
+from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN
 from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, to_18, valid_id_mask
 
 __all__ = [
@@ -68,7 +69,7 @@ MAX_LONG_TEXT_LENGTH = 131072  # Long Text Area maximum
 EXTERNAL_ID_LENGTH = 255
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # pragmatic: one @, no spaces, a dot in the domain
+_EMAIL = re.compile(EMAIL_PATTERN)  # the same address check the datasets and the sink use
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _CREATED_ID_INFIX = "Lc"  # ids created by upserts: prefix + "Lc" + 10 base-62 digits (15 chars) + checksum
 

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 
 from sfmc_pipeline.config.models import DestinationConfig
 from sfmc_pipeline.crm.records import Describe, FieldInfo
+from sfmc_pipeline.transport import ConfigurationError
 
 
-class PreflightError(RuntimeError):
+class PreflightError(ConfigurationError):
+    """The org's fields do not fit the mapping: a configuration problem, not worth retrying."""
+
     def __init__(self, problems: list[str]):
         super().__init__("Salesforce preflight failed; nothing was sent:\n" + "\n".join(f"  - {p}" for p in problems))
         self.problems = problems

@@ -1,0 +1,32 @@
+"""How errors from the clients become Dagster outcomes, the same for every API-calling asset.
+
+- A configuration problem (credentials, base URL, a preflight finding) fails the step at once
+  with its message: retrying cannot help.
+- A transient API failure that outlasted each request's own retries (5 per request with
+  backoff) asks Dagster to retry the whole step: at most ``TRANSIENT_RETRIES`` more times,
+  ``TRANSIENT_RETRY_WAIT`` seconds apart, so a failing call is tried at most 3 x 6 times.
+- Any other API error (wrong credentials, missing scope, unknown key) fails at once.
+Programming errors are not retried either: they surface as they are.
+"""
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import dagster as dg
+
+from sfmc_pipeline.transport import ApiError, ConfigurationError
+
+TRANSIENT_RETRIES = 2
+TRANSIENT_RETRY_WAIT = 60
+
+
+@contextmanager
+def api_failures() -> Iterator[None]:
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except ApiError as exc:
+        if exc.retryable:
+            raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT) from exc
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
