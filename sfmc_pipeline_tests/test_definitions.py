@@ -1,6 +1,7 @@
 """Contract: the code location loads (as `dagster dev` would) and every asset, check and job
-resolves; each configured Data Extension is one asset in the dataset group with a description
-and its column schema."""
+resolves: each configured Data Extension is one asset in `sfmc_datasets` with a description and
+its column schema; segments and one sync asset per destination follow with their checks and
+lineage (datasets -> segments -> salesforce)."""
 
 import dagster as dg
 
@@ -13,15 +14,27 @@ def test_definitions_load_and_resolve():
 
     config = load_pipeline_config(DEFAULT_CONFIG_PATH)
     graph = defs.resolve_asset_graph()
-    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {e.asset for e in config.data_extensions} <= keys
+    keys = set(graph.get_all_asset_keys())
+    datasets = {dg.AssetKey(e.asset) for e in config.data_extensions}
+    segments = {dg.AssetKey("segment_memberships"), dg.AssetKey("segment_statuses")}
+    syncs = {dg.AssetKey(["salesforce", d.name]) for d in config.destinations}
+    assert keys == datasets | segments | syncs
     for ext in config.data_extensions:
         node = graph.get(dg.AssetKey(ext.asset))
         assert node.group_name == "sfmc_datasets"
         assert node.description and ext.key in node.description
         schema = node.metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == [c.name for c in ext.columns]
-        assert dg.AssetCheckKey(dg.AssetKey(ext.asset), "validation") in graph.asset_check_keys
+    assert {graph.get(k).group_name for k in segments} == {"segments"}
+    assert {graph.get(k).group_name for k in syncs} == {"salesforce"}
+    # lineage: memberships read the datasets its rules use, syncs read the statuses
+    assert graph.get(dg.AssetKey("segment_memberships")).parent_keys == datasets
+    for key in syncs:
+        assert dg.AssetKey("segment_statuses") in graph.get(key).parent_keys
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert {(e.asset, "validation") for e in config.data_extensions} <= checks
+    assert {("segment_statuses", "statuses_consistent"), ("segment_statuses", "members_are_valid_profiles")} <= checks
+    assert {(f"salesforce/{d.name}", n) for d in config.destinations for n in ("reconciliation", "failure_share")} <= checks
     job = defs.resolve_job_def("sfmc_pipeline_job")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == keys
+    assert set(job.asset_layer.executable_asset_keys) == keys
     defs.resolve_all_job_defs()

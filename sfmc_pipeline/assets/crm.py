@@ -11,8 +11,9 @@ from sfmc_pipeline.assets.segments import STATUSES
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
-from sfmc_pipeline.crm.payloads import KEY_PREFIX
+from sfmc_pipeline.crm.record_checks import REQUIRED_FIELDS
 from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome, reconcile
+from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.salesforce import SalesforceResource
@@ -115,8 +116,8 @@ def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profi
     external = dest.external_id.field if dest.external_id else None
     target.ensure_object(dest.object, status_fields=fields, external_id_field=external)
     if dest.operation == "update":
-        mine = profiles[profiles[dest.identity_column].astype("string").str.startswith(KEY_PREFIX[dest.object])]
-        required = {"Contact": ["LastName"], "Lead": ["LastName", "Company"]}[dest.object]
+        mine = profiles[profiles[dest.identity_column].astype("string").str.startswith(KEY_PREFIXES[dest.object])]
+        required = REQUIRED_FIELDS[dest.object]
         seed = mine[[dest.identity_column, *[c for c in required if c in mine.columns]]].rename(
             columns={dest.identity_column: "Id"})
         target.seed(dest.object, (

@@ -48,7 +48,7 @@ from sfmc_pipeline.crm.records import (
     RecordResult,
 )
 from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN
-from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, to_18, valid_id_mask
+from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES, to_18, valid_id_mask
 
 __all__ = [
     "LocalCrmTarget",
@@ -58,7 +58,6 @@ __all__ = [
     "DEFAULT_STATUS_FIELD_LENGTH",
 ]
 
-KEY_PREFIXES = {"Contact": CONTACT_PREFIX, "Lead": LEAD_PREFIX}
 """The objects this target knows, with the 3-character key prefix of their record ids."""
 
 MAX_CHUNKS_PER_REQUEST = 10

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.models import DestinationConfig
+from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 
 DESIRED_COLUMNS = ["record_id", "field", "value"]
-KEY_PREFIX = {"Contact": "003", "Lead": "00Q"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def build_desired_state(dest: DestinationConfig, statuses: pd.DataFrame, profile
     mapped = statuses[statuses["segment"].isin(list(field_of))]
     # Updates go by record Id, so a destination takes only its object's Ids; upserts are keyed
     # by an external id and take every profile.
-    prefix = KEY_PREFIX[dest.object] if dest.operation == "update" else ""
+    prefix = KEY_PREFIXES[dest.object] if dest.operation == "update" else ""
     ids = mapped["SubscriberKey"].astype("string")
     mine = ids.str.startswith(prefix).fillna(False).astype(bool)
     skipped = int(ids[~mine].nunique())

@@ -24,11 +24,12 @@ import pandas as pd
 
 from sfmc_pipeline.config.models import DestinationConfig, SyncSettings
 from sfmc_pipeline.crm.ledger import SyncLedger, encode
-from sfmc_pipeline.crm.payloads import KEY_PREFIX, build_desired_state, json_value
+from sfmc_pipeline.crm.payloads import build_desired_state, json_value
 from sfmc_pipeline.crm.preflight import ResolvedFields, run_preflight
 from sfmc_pipeline.crm.record_checks import check_record
 from sfmc_pipeline.crm.records import ApiUsage, CrmTarget, RecordError
 from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
+from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 
 IN_SEGMENT = ("realized", "existing")
 ERROR_COLUMNS = ["run_id", "destination", "object", "record_id", "stage", "status_code", "message", "fields", "payload"]
@@ -152,7 +153,7 @@ class DestinationSync:
         for rid, fields in changes.items():
             fields, error = check_record(
                 self.dest.object, rid, fields, resolved.info, truncate=self.dest.truncate_long_values,
-                prefix=KEY_PREFIX[self.dest.object] if check_ids else "",
+                prefix=KEY_PREFIXES[self.dest.object] if check_ids else "",
                 check_id=check_ids,
             )
             if error is None:
@@ -240,7 +241,7 @@ def reconcile(dest: DestinationConfig, statuses: pd.DataFrame, confirmed: pd.Dat
               api_names: dict[str, str] | None = None) -> pd.DataFrame:
     """Per mapped segment: current members (for this object) vs members with a confirmed in-segment
     status in the ledger, both without the unsettled (failed, rejected, pending) records."""
-    prefix = KEY_PREFIX[dest.object] if dest.operation == "update" else ""
+    prefix = KEY_PREFIXES[dest.object] if dest.operation == "update" else ""
     current = statuses[statuses["status"].isin(IN_SEGMENT) & statuses["SubscriberKey"].str.startswith(prefix)]
     rows = []
     lowered = confirmed.assign(field=confirmed["field"].str.lower())

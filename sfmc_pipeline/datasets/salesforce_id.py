@@ -19,6 +19,7 @@ _BIT_WEIGHTS = np.array([1, 2, 4, 8, 16], dtype=np.uint8)
 
 CONTACT_PREFIX = "003"
 LEAD_PREFIX = "00Q"
+KEY_PREFIXES = {"Contact": CONTACT_PREFIX, "Lead": LEAD_PREFIX}  # object -> record Id key prefix
 
 
 def checksum(id15: str) -> str:
