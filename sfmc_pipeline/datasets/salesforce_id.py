@@ -40,8 +40,11 @@ def to_18(id15: str) -> str:
 
 
 def is_valid_id(value: str) -> bool:
-    """True for a well-formed 15-character id or an 18-character id with the right checksum."""
-    return bool(valid_id_mask(pd.Series([value], dtype="string")).iloc[0])
+    """True for a well-formed 15-character id or an 18-character id with the right checksum
+    (scalar twin of ``valid_id_mask``, for checking one record at a time)."""
+    if not isinstance(value, str) or not _ID_CHARS.match(value):
+        return False
+    return len(value) == 15 or value[15:] == checksum(value[:15])
 
 
 def valid_id_mask(values: pd.Series) -> pd.Series:

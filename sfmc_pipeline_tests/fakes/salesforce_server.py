@@ -260,6 +260,9 @@ def _standard_sobjects() -> dict[str, _SObject]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeSalesforce/1.0"
+    # Headers and body go out as separate writes: without TCP_NODELAY each keep-alive response
+    # would wait ~40 ms for the client's delayed ACK, which real servers do not make you pay.
+    disable_nagle_algorithm = True
     sys_version = ""
     timeout = 30
 

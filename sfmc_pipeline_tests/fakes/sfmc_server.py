@@ -310,6 +310,9 @@ class _HttpServer(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API (requests.Session reuses connections)
     server_version = "FakeSFMC/1.0"
+    # Headers and body go out as separate writes: without TCP_NODELAY each keep-alive response
+    # would wait ~40 ms for the client's delayed ACK, which real servers do not make you pay.
+    disable_nagle_algorithm = True
     sys_version = ""
     timeout = 30  # idle keep-alive connections give up eventually even if stop() is never called
 
