@@ -358,3 +358,15 @@ def test_truncation_is_opt_in(org, client, tmp_path):
     lenient = CONTACTS.model_copy(update={"truncate_long_values": True})
     out = run(client(), tmp_path, members([a]), frame, dest=lenient, run_id="run-2")
     assert out.succeeded == 1 and org.records["Contact"][a]["FirstName"] == "x" * 40
+
+
+def test_a_lost_exit_in_a_shared_field_without_the_suffix(org, client, tmp_path):
+    org.add_field("Contact", "crm_2_seg__c")
+    dest = DestinationConfig(name="shared", object="Contact",
+                             segments={"offer_clickers": "crm_2_seg", "new_customer": "crm_2_seg"})
+    a = cid(1)
+    seed(org, [a])
+    run(client(), tmp_path, statuses((a, "offer_clickers", "existing"), (a, "new_customer", "existing")),
+        profiles([a]), dest=dest, run_id="r1")
+    run(client(), tmp_path, statuses((a, "new_customer", "existing")), profiles([a]), dest=dest, run_id="r2")
+    assert org.records["Contact"][a]["crm_2_seg__c"] == "new_customer:existing;offer_clickers:exited"

@@ -72,22 +72,29 @@ class SyncOutcome:
         return sum(self.rejected.values())
 
 
+def confirmed_memberships(dest: DestinationConfig, confirmed: pd.DataFrame) -> pd.DataFrame:
+    """``record_id, segment`` pairs whose confirmed status field value says realized or existing."""
+    names: set[str] = set()
+    for fld in dest.status_fields:
+        names |= {fld.lower(), f"{fld}__c".lower()}  # the ledger holds API names (a Mapping ID may omit __c)
+    rows = confirmed[confirmed["field"].str.lower().isin(names) & confirmed["value"].notna()]
+    entries = pd.DataFrame({"record_id": rows["record_id"].to_numpy(),
+                            "entry": rows["value"].map(json.loads).str.split(";").to_numpy()}).explode("entry")
+    parts = entries["entry"].str.split(":", n=1, expand=True).reindex(columns=[0, 1])
+    entries = entries.assign(segment=parts[0], status=parts[1])
+    keep = entries["status"].isin(IN_SEGMENT) & entries["segment"].isin(list(dest.segments))
+    return entries.loc[keep, ["record_id", "segment"]].drop_duplicates(ignore_index=True)
+
+
 def add_ledger_exits(dest: DestinationConfig, statuses: pd.DataFrame, confirmed: pd.DataFrame) -> pd.DataFrame:
     """Statuses plus ``exited`` rows for segments the ledger shows as in-segment but the statuses
     no longer mention (the profile left, and its exit was not yet confirmed written)."""
-    fields = {f.lower(): segs for f, segs in dest.status_fields.items()}
-    rows = confirmed[confirmed["field"].str.lower().isin(fields) & confirmed["value"].notna()]
-    if rows.empty:
+    in_crm = confirmed_memberships(dest, confirmed).rename(columns={"record_id": "SubscriberKey"})
+    known = statuses[["SubscriberKey", "segment"]].astype(object)
+    lost = in_crm.astype(object).merge(known, on=["SubscriberKey", "segment"], how="left", indicator=True)
+    exits = lost.loc[lost["_merge"] == "left_only", ["SubscriberKey", "segment"]].assign(status="exited")
+    if exits.empty:
         return statuses
-    entries = rows.assign(entry=rows["value"].map(json.loads).str.split(";")).explode("entry")
-    parts = entries["entry"].str.split(":", n=1, expand=True)
-    entries = entries.assign(segment=parts[0], status=parts[1])
-    entries = entries[entries["status"].isin(IN_SEGMENT) & entries["segment"].isin(list(dest.segments))]
-    known = set(zip(statuses["SubscriberKey"], statuses["segment"]))
-    missing = [(rid, seg) for rid, seg in zip(entries["record_id"], entries["segment"]) if (rid, seg) not in known]
-    if not missing:
-        return statuses
-    exits = pd.DataFrame(missing, columns=["SubscriberKey", "segment"]).assign(status="exited")
     return pd.concat([statuses[["SubscriberKey", "segment", "status"]], exits], ignore_index=True)
 
 
@@ -237,22 +244,16 @@ class DestinationSync:
         )
 
 
-def reconcile(dest: DestinationConfig, statuses: pd.DataFrame, confirmed: pd.DataFrame, unsettled: set[str],
-              api_names: dict[str, str] | None = None) -> pd.DataFrame:
+def reconcile(dest: DestinationConfig, statuses: pd.DataFrame, confirmed: pd.DataFrame, unsettled: set[str]) -> pd.DataFrame:
     """Per mapped segment: current members (for this object) vs members with a confirmed in-segment
     status in the ledger, both without the unsettled (failed, rejected, pending) records."""
     prefix = KEY_PREFIXES[dest.object] if dest.operation == "update" else ""
     current = statuses[statuses["status"].isin(IN_SEGMENT) & statuses["SubscriberKey"].str.startswith(prefix)]
+    in_crm_all = confirmed_memberships(dest, confirmed)
     rows = []
-    lowered = confirmed.assign(field=confirmed["field"].str.lower())
     for segment, fld in sorted(dest.segments.items()):
         members = set(current.loc[current["segment"] == segment, "SubscriberKey"]) - unsettled
-        names = {fld.lower(), f"{fld}__c".lower()}
-        values = lowered[lowered["field"].isin(names)]
-        in_crm = {
-            rid for rid, value in zip(values["record_id"], values["value"])
-            if value and any(json.loads(value).split(";").count(f"{segment}:{s}") for s in IN_SEGMENT)
-        } - unsettled
+        in_crm = set(in_crm_all.loc[in_crm_all["segment"] == segment, "record_id"]) - unsettled
         rows.append({"segment": segment, "field": fld, "members": len(members), "confirmed_in_crm": len(in_crm),
                      "missing": len(members - in_crm), "stale": len(in_crm - members)})
     return pd.DataFrame(rows)
