@@ -90,6 +90,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
                 outcome = DestinationSync(dest, pipeline.sync, target, ledger, run_id=context.run.run_id,
                                           log=context.log.warning).run(statuses, profiles, dry_run=config.dry_run)
             api_requests = target.api_requests
+            # In a dry run this compares the segments with what the CRM holds now (nothing was written).
+            table = reconcile(dest, statuses, ledger.confirmed(dest.object), outcome.unsettled)
         finally:
             ledger.close()
             target.close()
@@ -98,12 +100,6 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
         if not config.dry_run:
             write_parquet(pd.DataFrame(outcome.errors, columns=ERROR_COLUMNS), errors_path)
         metadata = _metadata(mode, dest, pipeline, outcome, api_requests, errors_path)
-        ledger = SyncLedger(ledger_path(store))
-        try:
-            # In a dry run this compares the segments with what the CRM holds now (nothing was written).
-            table = reconcile(dest, statuses, ledger.confirmed(dest.object), outcome.unsettled)
-        finally:
-            ledger.close()
         yield dg.MaterializeResult(metadata=metadata, check_results=[
             _reconciliation_result(table, outcome), _failure_result(outcome, pipeline.sync.failure_threshold)])
 
@@ -117,11 +113,12 @@ def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profi
     target.ensure_object(dest.object, status_fields=fields, external_id_field=external)
     if dest.operation == "update":
         mine = profiles[profiles[dest.identity_column].astype("string").str.startswith(KEY_PREFIXES[dest.object])]
-        required = REQUIRED_FIELDS[dest.object]
-        seed = mine[[dest.identity_column, *[c for c in required if c in mine.columns]]].rename(
-            columns={dest.identity_column: "Id"})
+        column_of = {field: column for column, field in dest.attribute_map.items()}
+        records = pd.DataFrame({"Id": mine[dest.identity_column]})
+        for field in REQUIRED_FIELDS[dest.object]:  # a record must have its required fields to exist
+            records[field] = mine[column_of[field]] if field in column_of else "(unknown)"
         target.seed(dest.object, (
-            {k: (None if pd.isna(v) else str(v)) for k, v in row.items()} for row in seed.to_dict("records")))
+            {k: (None if pd.isna(v) else str(v)) for k, v in row.items()} for row in records.to_dict("records")))
 
 
 def _metadata(mode, dest, pipeline, outcome: SyncOutcome, api_requests: int, errors_path) -> dict:
