@@ -56,7 +56,6 @@ import datetime as dt
 import operator
 import os
 import platform
-import resource
 import sys
 import time
 from decimal import Decimal
@@ -70,11 +69,12 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
 from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType  # noqa: E402
 from sfmc_pipeline.datasets.conversion import pandas_dtype  # noqa: E402
 from sfmc_pipeline.segments.evaluate import SegmentEvaluator  # noqa: E402
-from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule  # noqa: E402
+from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule, related_datasets  # noqa: E402
 from sfmc_pipeline.segments.statuses import compute_statuses, status_counts  # noqa: E402
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH  # noqa: E402
 
@@ -387,22 +387,12 @@ def naive_matches(rule: Rule, row: dict, profile: dict, related_rows: dict[str, 
     return naive_compare(rule, row[rule.column], as_of)
 
 
-def used_datasets(rule: Rule) -> set[str]:
-    if isinstance(rule, (AllOf, AnyOf)):
-        return set().union(*(used_datasets(r) for r in rule.rules))
-    if isinstance(rule, Not):
-        return used_datasets(rule.rule)
-    if isinstance(rule, HasRelated):
-        return {rule.dataset}
-    return set()
-
-
 def naive_members(
     profiles: pd.DataFrame, related: dict[str, pd.DataFrame], key: str,
     positions: np.ndarray, catalogue: list[tuple[str, Rule]], as_of: dt.date,
 ) -> set[tuple[str, str]]:
     """What a user would write: per profile, filter the related frames, evaluate every rule."""
-    datasets = sorted(set().union(*(used_datasets(rule) for _, rule in catalogue)))
+    datasets = sorted(set().union(*(related_datasets(rule) for _, rule in catalogue)))
     members = set()
     for position in positions:
         profile = {c: plain(v) for c, v in profiles.iloc[int(position)].items()}
@@ -421,40 +411,6 @@ def naive_members(
 # ----------------------------------------------------------------------------------------------
 # Measurement helpers and report
 # ----------------------------------------------------------------------------------------------
-
-
-def reset_peak_rss() -> bool:
-    """Reset the RSS high-water mark (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def current_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def total_memory() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -529,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = f"{args.contacts:,} contacts, {args.engagement:,} campaign_engagement rows, {args.activities:,} activities rows"
     print(f"Segment evaluation benchmark: {len(catalogue)} segments, as_of {AS_OF} (previous {previous_as_of}), seed {args.seed}")
     print(f"input:                        {sizes} ({input_rows:,} rows, {input_mib:,.0f} MiB in memory)")
-    print(f"orphan related rows:          " + ", ".join(f"{k} {v:,}" for k, v in orphans.items()))
+    print("orphan related rows:          " + ", ".join(f"{k} {v:,}" for k, v in orphans.items()))
     print(f"data generation:              {generation_s:.2f} s (numpy/pyarrow, not part of the measurement)")
     print(f"evaluation (as_of, cold):     {evaluation_s:.2f} s  (SegmentEvaluator + members, whole catalogue)")
     print(f"input rows/s:                 {input_rows / evaluation_s:,.0f}")

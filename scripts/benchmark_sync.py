@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -65,6 +64,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import DestinationConfig, SyncSettings
 from sfmc_pipeline.crm.ledger import SyncLedger
@@ -188,40 +188,6 @@ def org_state_problems(org: FakeSalesforceServer, ids: list[str], segments: list
         any(records[rid].get(f"{seg}__c") != f"{seg}:{status}" for seg in segments)
         for rid, status in zip(ids, expected)
     )
-
-
-def reset_peak_rss() -> bool:
-    """Reset the RSS high-water mark (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def current_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def total_memory() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.segments.evaluate import SegmentEvaluator
 from sfmc_pipeline.segments.evaluation_date import resolve_as_of
-from sfmc_pipeline.segments.rules import AllOf, AnyOf, HasRelated, Not, Rule
+from sfmc_pipeline.segments.rules import related_datasets
 from sfmc_pipeline.segments.state import SegmentStateStore
 from sfmc_pipeline.segments.statuses import compute_statuses, status_counts
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
@@ -30,16 +30,6 @@ class SegmentRunConfig(dg.Config):
     as_of: Optional[str] = Field(
         default=None, description="Evaluation date YYYY-MM-DD (overrides SFMC_PIPELINE_AS_OF and the config)."
     )
-
-
-def related_datasets(rule: Rule) -> set[str]:
-    if isinstance(rule, (AllOf, AnyOf)):
-        return set().union(*(related_datasets(r) for r in rule.rules))
-    if isinstance(rule, Not):
-        return related_datasets(rule.rule)
-    if isinstance(rule, HasRelated):
-        return {rule.dataset}
-    return set()
 
 
 def membership_meta_path(store: DatasetStore):

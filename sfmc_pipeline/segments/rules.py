@@ -138,6 +138,17 @@ def _parse_related(raw: Any, path: str) -> HasRelated:
     return HasRelated(dataset=str(raw["dataset"]), where=where, latest_is_after=latest)
 
 
+def related_datasets(rule: Rule) -> set[str]:
+    """Asset names of the datasets a rule reads through ``has_related``."""
+    if isinstance(rule, (AllOf, AnyOf)):
+        return set().union(*(related_datasets(r) for r in rule.rules))
+    if isinstance(rule, Not):
+        return related_datasets(rule.rule)
+    if isinstance(rule, HasRelated):
+        return {rule.dataset}
+    return set()
+
+
 def check_rule(
     rule: Rule,
     profile: DataExtensionConfig,
