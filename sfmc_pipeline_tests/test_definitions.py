@@ -38,3 +38,26 @@ def test_definitions_load_and_resolve():
     job = defs.resolve_job_def("sfmc_pipeline_job")
     assert set(job.asset_layer.executable_asset_keys) == keys
     defs.resolve_all_job_defs()
+
+
+def test_a_deployment_can_point_at_its_own_config_and_storage(tmp_path, monkeypatch):
+    import yaml
+
+    from sfmc_pipeline import settings
+    from sfmc_pipeline.definitions import build_definitions, build_resources
+
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["data_extensions"] = raw["data_extensions"][:1]  # only Contacts
+    raw["segments"] = raw["segments"][:2]  # segments on profile columns only
+    for dest in raw["destinations"]:
+        dest["segments"] = {s: f"{s}__c" for s in ("new_customer", "repeat_buyer")}
+    path = tmp_path / "my-pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("SFMC_PIPELINE_CONFIG", str(path))
+    monkeypatch.setenv("SFMC_PIPELINE_STORAGE", str(tmp_path / "store"))
+    assert settings.config_path() == path
+    defs = build_definitions(load_pipeline_config(settings.config_path()))
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"contacts", "segment_memberships", "segment_statuses", "salesforce/contacts", "salesforce/leads"}
+    base_dir = build_resources()["storage"].base_dir  # resolved by Dagster at run launch
+    assert isinstance(base_dir, dg.EnvVar) and base_dir.get_value() == str(tmp_path / "store")

@@ -129,3 +129,19 @@ def test_bad_as_of_fails_clearly(tmp_path, monkeypatch):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "SFMC_PIPELINE_AS_OF '20/11/2026' is not a date; use YYYY-MM-DD" in failure.event_specific_data.error.message
+
+
+def test_evaluation_date_precedence(monkeypatch):
+    from sfmc_pipeline.segments.evaluation_date import resolve_as_of
+
+    configured, anchor, today = dt.date(2026, 1, 1), dt.date(2026, 2, 2), dt.date(2026, 3, 3)
+    monkeypatch.delenv("SFMC_PIPELINE_AS_OF", raising=False)
+    kwargs = dict(configured=configured, sample_anchor=anchor, today=today)
+    assert resolve_as_of(run_config="2026-04-04", **kwargs) == (dt.date(2026, 4, 4), "run config as_of")
+    monkeypatch.setenv("SFMC_PIPELINE_AS_OF", "2026-05-05")
+    assert resolve_as_of(run_config="2026-04-04", **kwargs)[0] == dt.date(2026, 4, 4)  # run config wins
+    assert resolve_as_of(run_config=None, **kwargs) == (dt.date(2026, 5, 5), "SFMC_PIPELINE_AS_OF")
+    monkeypatch.delenv("SFMC_PIPELINE_AS_OF")
+    assert resolve_as_of(run_config=None, **kwargs)[0] == configured
+    assert resolve_as_of(run_config=None, configured=None, sample_anchor=anchor, today=today)[0] == anchor
+    assert resolve_as_of(run_config=None, configured=None, sample_anchor=None, today=today) == (today, "today (UTC)")
