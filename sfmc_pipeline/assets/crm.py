@@ -11,6 +11,7 @@ from sfmc_pipeline.assets.segments import STATUSES
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.preflight import custom_field_name
 from sfmc_pipeline.crm.record_checks import REQUIRED_FIELDS
 from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome, reconcile
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
@@ -108,7 +109,7 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
 
 def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profiles: pd.DataFrame) -> None:
     """The local target mirrors an org that has the destination's fields and the sample's records."""
-    fields = [f if f.lower().endswith("__c") else f"{f}__c" for f in dest.status_fields]
+    fields = [custom_field_name(f) for f in dest.status_fields]
     external = dest.external_id.field if dest.external_id else None
     target.ensure_object(dest.object, status_fields=fields, external_id_field=external)
     if dest.operation == "update":

@@ -20,6 +20,11 @@ class PreflightError(ConfigurationError):
         self.problems = problems
 
 
+def custom_field_name(mapping_id: str) -> str:
+    """The custom field a Mapping ID names: ``crm_2_seg`` -> ``crm_2_seg__c`` (kept if it has ``__c``)."""
+    return mapping_id if mapping_id.lower().endswith("__c") else f"{mapping_id}__c"
+
+
 @dataclass(frozen=True)
 class ResolvedFields:
     api_names: dict[str, str]  # configured name (Mapping ID / attribute field) -> API name in the org
@@ -38,8 +43,8 @@ def run_preflight(dest: DestinationConfig, describe: Describe, longest: dict[str
         wanted.append((dest.external_id.field, "external_id"))
     for configured, role in wanted:
         found = describe.find(configured)
-        if found is None and role == "status" and not configured.lower().endswith("__c"):
-            found = describe.find(configured + "__c")
+        if found is None and role == "status":
+            found = describe.find(custom_field_name(configured))
         if found is None:
             problems.append(_missing(obj, configured, role, describe))
             continue
@@ -77,7 +82,7 @@ def _missing(obj: str, configured: str, role: str, describe: Describe) -> str:
     if close:
         hint = f"; did you mean {next(n for n in names if n.lower() == close[0])!r}?"
     if role == "status":
-        api = configured if configured.lower().endswith("__c") else f"{configured}__c"
+        api = custom_field_name(configured)
         return (
             f"{obj}.{configured}: no such field. Create it on {obj} as a Long Text Area custom field (API name "
             f"{api}) or fix the segment's Mapping ID in the pipeline config{hint}"

@@ -25,7 +25,7 @@ import pandas as pd
 from sfmc_pipeline.config.models import DestinationConfig, SyncSettings
 from sfmc_pipeline.crm.ledger import SyncLedger, encode
 from sfmc_pipeline.crm.payloads import build_desired_state, json_value
-from sfmc_pipeline.crm.preflight import ResolvedFields, run_preflight
+from sfmc_pipeline.crm.preflight import ResolvedFields, custom_field_name, run_preflight
 from sfmc_pipeline.crm.record_checks import check_record
 from sfmc_pipeline.crm.records import ApiUsage, CrmTarget, RecordError
 from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
@@ -76,7 +76,7 @@ def confirmed_memberships(dest: DestinationConfig, confirmed: pd.DataFrame) -> p
     """``record_id, segment`` pairs whose confirmed status field value says realized or existing."""
     names: set[str] = set()
     for fld in dest.status_fields:
-        names |= {fld.lower(), f"{fld}__c".lower()}  # the ledger holds API names (a Mapping ID may omit __c)
+        names |= {fld.lower(), custom_field_name(fld).lower()}  # the ledger holds API names
     rows = confirmed[confirmed["field"].str.lower().isin(names) & confirmed["value"].notna()]
     entries = pd.DataFrame({"record_id": rows["record_id"].to_numpy(),
                             "entry": rows["value"].map(json.loads).str.split(";").to_numpy()}).explode("entry")
@@ -132,7 +132,7 @@ class DestinationSync:
         to_send = self._checked(changes, resolved, out)
         out.to_send = len(to_send)
         if dry_run:
-            self._plan(to_send, out)
+            self._plan(to_send, {resolved.api_names[f] for f in dest.status_fields}, out)
         else:
             self._send(to_send, out)
         out.usage = self.target.api_usage
@@ -160,8 +160,7 @@ class DestinationSync:
         for rid, fields in changes.items():
             fields, error = check_record(
                 self.dest.object, rid, fields, resolved.info, truncate=self.dest.truncate_long_values,
-                prefix=KEY_PREFIXES[self.dest.object] if check_ids else "",
-                check_id=check_ids,
+                prefix=KEY_PREFIXES[self.dest.object], check_id=check_ids,
             )
             if error is None:
                 ready.append((rid, fields))
@@ -170,11 +169,11 @@ class DestinationSync:
                 self._error(out, rid, fields, error, "rejected")
         return ready
 
-    def _plan(self, to_send: list[tuple[str, dict]], out: SyncOutcome) -> None:
-        status_fields = {f.lower() for f in self.dest.status_fields} | {f"{f}__c".lower() for f in self.dest.status_fields}
+    def _plan(self, to_send: list[tuple[str, dict]], status_fields: set[str], out: SyncOutcome) -> None:
+        """``status_fields``: the API names of the destination's status fields."""
         for rid, fields in to_send:
             for name, value in fields.items():
-                if name.lower() in status_fields and value:
+                if name in status_fields and value:
                     for entry in str(value).split(";"):
                         out.planned[(name, entry.split(":", 1)[1])] += 1
                 else:
