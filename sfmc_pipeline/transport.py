@@ -10,7 +10,7 @@ status means for its API.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -69,8 +69,6 @@ class RetrySettings:
 class CallStats:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
-    waited_seconds: float = 0.0
-    by_status: dict[int, int] = field(default_factory=dict)
 
 
 class Redactor:
@@ -128,7 +126,6 @@ class HttpTransport:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 failure, response, wait = f"{type(exc).__name__}", None, None
             else:
-                self.stats.by_status[response.status_code] = self.stats.by_status.get(response.status_code, 0) + 1
                 if response.status_code not in RETRYABLE_STATUSES:
                     return response
                 failure, wait = f"HTTP {response.status_code}", _retry_after(response)
@@ -149,7 +146,6 @@ class HttpTransport:
                     status=response.status_code if response is not None else None,
                 )
             self.stats.retries += 1
-            self.stats.waited_seconds += delay
             self.sleep(delay)
 
 

@@ -230,7 +230,6 @@ class SegmentConfig(_Strict):
             raise ValueError(f"at {exc.path}: {exc.message}") from None
 
 
-SALESFORCE_OBJECTS = ("Contact", "Lead")
 DEFAULT_ATTRIBUTES = {
     "Contact": {"LastName": "LastName", "FirstName": "FirstName", "Email": "Email"},
     "Lead": {"LastName": "LastName", "Company": "Company", "Email": "Email"},

@@ -16,13 +16,12 @@ from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import ISSUE_COLUMNS, convert_frame, empty_issues
 from sfmc_pipeline.datasets.schemas import build_schema, describe_failure, failure_kind
 
-QUARANTINE_META_COLUMNS = ["_row_number", "_reasons", "_checks", "_columns"]
 
 
 @dataclass(frozen=True)
 class ValidationResult:
     valid: pd.DataFrame  # typed, valid rows in source order, fresh RangeIndex
-    quarantine: pd.DataFrame  # raw values of the configured columns + QUARANTINE_META_COLUMNS
+    quarantine: pd.DataFrame  # raw values of the configured columns + _row_number, _reasons, _checks, _columns
     issues: pd.DataFrame  # ISSUE_COLUMNS, one row per failed check of a row
     rows_read: int
 

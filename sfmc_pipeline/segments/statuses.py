@@ -11,7 +11,6 @@ from __future__ import annotations
 import pandas as pd
 
 STATUSES = ("realized", "existing", "exited")
-STATUS_COLUMNS = ["SubscriberKey", "segment", "status"]
 
 
 def compute_statuses(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:

@@ -45,7 +45,6 @@ class SfmcAuth:
         self._margin = refresh_margin_seconds
         self._clock = clock
         self._token: SfmcToken | None = None
-        self.token_requests = 0
         transport.redact.add(client_secret)
 
     def token(self) -> SfmcToken:
@@ -60,7 +59,6 @@ class SfmcAuth:
         body = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}
         if self._account_id:
             body["account_id"] = self._account_id
-        self.token_requests += 1
         started = self._clock()
         response = self._transport.request("POST", self._token_url, json=body)
         if response.status_code != 200:
