@@ -58,9 +58,9 @@ def test_local_target_end_to_end(tmp_path):
     with LocalCrmTarget(local_db_path(DatasetStore(tmp_path))) as crm:
         contacts = crm.read("Contact")
     statuses = DatasetStore(tmp_path).read_dataset("segment_statuses")
-    new = statuses[(statuses["segment"] == "new_customer") & statuses["SubscriberKey"].str.startswith("003")]
+    new = statuses[(statuses["segment"] == "new_customer") & statuses["profile_key"].str.startswith("003")]
     written = {r["Id"] for r in contacts if r.get("new_customer__c") == "new_customer:realized"}
-    assert written == set(new["SubscriberKey"])
+    assert written == set(new["profile_key"])
 
     second = _materialize(resources)
     assert second.success

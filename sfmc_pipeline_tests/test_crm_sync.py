@@ -14,7 +14,8 @@ from sfmc_pipeline.config.models import DestinationConfig
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.crm.salesforce_client import SalesforceClient
-from sfmc_pipeline.crm.sync import DestinationSync, reconcile
+from sfmc_pipeline.crm.reconciliation import reconcile
+from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.datasets.salesforce_id import to_18
 from sfmc_pipeline.transport import RetrySettings
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
@@ -38,7 +39,7 @@ def profiles(ids, overrides: dict | None = None) -> pd.DataFrame:
 
 
 def statuses(*rows) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=["SubscriberKey", "segment", "status"], dtype="string")
+    return pd.DataFrame(list(rows), columns=["profile_key", "segment", "status"], dtype="string")
 
 
 def members(ids, segment="new_customer", status="realized") -> pd.DataFrame:
@@ -75,8 +76,9 @@ def client(org, sleeps):
 
 
 def sync(target, tmp_path, dest=CONTACTS, run_id="run-1", settings=None):
-    ledger = SyncLedger(tmp_path / "ledger.sqlite")
-    return DestinationSync(dest, settings or CONFIG.sync, target, ledger, run_id=run_id), ledger
+    ledger = SyncLedger(tmp_path / "ledger.sqlite", target.target_id)
+    pipeline = CONFIG.model_copy(update={"sync": settings}) if settings else CONFIG
+    return DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=run_id), ledger
 
 
 def run(target, tmp_path, status_frame, profile_frame, dest=CONTACTS, dry_run=False, settings=None, run_id="run-1"):
@@ -270,7 +272,7 @@ def test_a_lost_exit_is_derived_from_the_ledger(org, client, tmp_path):
 
 def test_shared_status_field_holds_sorted_entries(org, client, tmp_path):
     org.add_field("Contact", "crm_2_seg__c")
-    dest = DestinationConfig(name="shared", object="Contact",
+    dest = DestinationConfig(name="shared", object="Contact", identity_column="SubscriberKey",
                              segments={"offer_clickers": "crm_2_seg", "new_customer": "crm_2_seg"})
     a = cid(1)
     seed(org, [a])
@@ -283,7 +285,7 @@ def test_upsert_reports_created_and_updated(org, client, tmp_path):
     org.add_field("Contact", "SFMC_Key__c", type="string", length=255, external_id=True)
     existing, new = cid(1), cid(2)
     org.add_record("Contact", cid(900), LastName="Known", SFMC_Key__c=existing)
-    dest = DestinationConfig(name="upserted", object="Contact", operation="upsert",
+    dest = DestinationConfig(name="upserted", object="Contact", operation="upsert", identity_column="SubscriberKey",
                              external_id={"field": "SFMC_Key__c", "column": "SubscriberKey"},
                              segments={"new_customer": "new_customer__c"})
     out = run(client(), tmp_path, members([existing, new]), profiles([existing, new]), dest=dest)
@@ -337,16 +339,26 @@ def test_preflight_fails_before_anything_is_sent(org, client, tmp_path, setup, e
     assert collection_requests(org) == []
 
 
-def test_reconciliation_matches_segment_sizes_with_confirmed_writes(org, client, tmp_path):
+def _reconcile(target, tmp_path, out, sample_size=10_000):
+    ledger = SyncLedger(tmp_path / "ledger.sqlite", target.target_id)
+    try:
+        return reconcile(target, "Contact", out.status_fields, out.desired.members,
+                         ledger.confirmed("Contact", CONTACTS.name), out.unsettled | out.desired.held_records,
+                         sample_size=sample_size, seed="run")
+    finally:
+        ledger.close()
+
+
+def test_reconciliation_matches_segment_sizes_with_what_the_crm_holds(org, client, tmp_path):
     ids = [cid(i) for i in range(5)]
     seed(org, ids[:4])  # the last one does not exist in the org
-    out = run(client(), tmp_path, members(ids), profiles(ids))
-    ledger = SyncLedger(tmp_path / "ledger.sqlite")
-    table = reconcile(CONTACTS, members(ids), ledger.confirmed("Contact"), out.unsettled).set_index("segment")
-    ledger.close()
-    assert table.loc["new_customer", "members"] == 4 == table.loc["new_customer", "confirmed_in_crm"]
+    target = client()
+    out = run(target, tmp_path, members(ids), profiles(ids))
+    check = _reconcile(target, tmp_path, out)
+    table = check.table.set_index("segment")
+    assert table.loc["new_customer", "members"] == 4 == table.loc["new_customer", "confirmed"]
     assert table.loc["new_customer", ["missing", "stale"]].tolist() == [0, 0]
-    assert out.unsettled == {ids[4]}
+    assert out.unsettled == {ids[4]} and check.passed and check.api_requests == 1
 
 
 def test_truncation_is_opt_in(org, client, tmp_path):
@@ -362,7 +374,7 @@ def test_truncation_is_opt_in(org, client, tmp_path):
 
 def test_a_lost_exit_in_a_shared_field_without_the_suffix(org, client, tmp_path):
     org.add_field("Contact", "crm_2_seg__c")
-    dest = DestinationConfig(name="shared", object="Contact",
+    dest = DestinationConfig(name="shared", object="Contact", identity_column="SubscriberKey",
                              segments={"offer_clickers": "crm_2_seg", "new_customer": "crm_2_seg"})
     a = cid(1)
     seed(org, [a])

@@ -34,11 +34,11 @@ def _materializations(result) -> dict[str, dict]:
     }
 
 
-def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+def _checks(result, check="validation") -> dict[str, dg.AssetCheckEvaluation]:
     return {
         e.event_specific_data.asset_key.to_user_string(): e.event_specific_data
         for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == check
     }
 
 

@@ -1,21 +1,28 @@
 """Contract tests for the fake Salesforce org (``sfmc_pipeline_tests/fakes/salesforce_server.py``).
 
 They pin, over real HTTP with plain ``requests``, the parts of the Salesforce Platform REST API contract
-(``api-notes.md`` PART 2: 2.1 auth, 2.2 sObject Collections update/upsert, 2.3 errors, 2.4 limits, 2.5 describe,
-2.7 Contact/Lead fields) that our Salesforce client relies on:
+(OAuth, sObject Collections update/upsert/retrieve, errors, limits, describe, Contact/Lead fields) that our
+Salesforce client relies on:
 
 * OAuth token: password flow (password + security token) and client-credentials flow; 400 ``invalid_grant``;
-  no ``expires_in``/refresh token; token calls are not API usage.
+  no ``expires_in``/refresh token; token calls are not API usage. ``id`` is the identity URL
+  ``.../id/{orgId}/{userId}``; ``GET /services/oauth2/userinfo`` names the same org; each server is another org.
 * Describe of Contact/Lead with a custom Long Text Area field.
 * ``PATCH composite/sobjects``: 200 with positional per-record results (failures carry no ``id``), ``allOrNone``
   rollback, more than 200 records -> 400.
 * 401 ``INVALID_SESSION_ID`` after session expiry, ``Sforce-Limit-Info`` on every API response,
   403 ``REQUEST_LIMIT_EXCEEDED``.
 * ``PATCH composite/sobjects/{SObject}/{ExternalIdField}`` upsert with ``created`` true/false.
+* ``POST composite/sobjects/{SObject}`` retrieve: order of ids, ``null`` for missing ids, 400 for unknown fields and
+  for more than 2,000 ids.
+* Exact decimals, and values checked against field types (400 ``JSON_PARSER_ERROR`` for the whole request).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import pytest
 import requests
 
 from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id
@@ -263,3 +270,148 @@ def test_upsert_created_and_updated(fake_salesforce: FakeSalesforceServer) -> No
     assert not_external.status_code == 400 and not_external.json()[0]["errorCode"] == "INVALID_FIELD"
     wrong_type = {"records": [{"attributes": {"type": "Lead"}, "Ext_Id__c": "E-9"}]}
     assert requests.patch(url, json=wrong_type, headers=headers, timeout=5).status_code == 400
+
+
+def test_identity_url_and_userinfo_name_the_org(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    token = requests.post(sf.token_url, data={"grant_type": "client_credentials", "client_id": sf.client_id,
+                                              "client_secret": sf.client_secret}, timeout=5).json()
+    assert token["id"] == f"{sf.base_url}/id/{sf.org_id}/{sf.user_id}" == sf.identity_url
+    assert sf.org_id.startswith("00D") and is_valid_id(sf.org_id) and len(sf.org_id) == 18
+    assert sf.user_id.startswith("005") and is_valid_id(sf.user_id)
+
+    url = f"{sf.base_url}/services/oauth2/userinfo"
+    info = requests.get(url, headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=5)
+    assert info.status_code == 200 and "Sforce-Limit-Info" not in info.headers
+    body = info.json()
+    assert (body["organization_id"], body["user_id"], body["preferred_username"]) == (
+        sf.org_id, sf.user_id, sf.username)
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5).json()[0]["errorCode"] == (
+        "INVALID_SESSION_ID")
+    assert sf.api_usage == 0  # token and userinfo calls are not API requests
+
+    with FakeSalesforceServer(identity_in_token=False) as other:
+        bare = requests.post(other.token_url, data={"grant_type": "client_credentials", "client_id": other.client_id,
+                                                    "client_secret": other.client_secret}, timeout=5).json()
+        assert "id" not in bare and other.org_id != sf.org_id
+        assert requests.get(f"{other.base_url}/services/oauth2/userinfo", timeout=5,
+                            headers={"Authorization": f"Bearer {bare['access_token']}"}).json()[
+            "organization_id"] == other.org_id
+
+
+def test_collections_retrieve(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG)
+    c1, c2, gone = (fake_id(CONTACT_PREFIX, n) for n in (1, 2, 3))
+    sf.add_record("Contact", c1, LastName="One", **{SEG: "A"})
+    sf.add_record("Contact", c2, LastName="Two")
+    sf.add_record("Contact", gone, LastName="Gone")
+    sf.delete_record("Contact", gone)
+    headers = _login(sf)
+    url = f"{sf.api_url}/composite/sobjects/Contact"
+    ids = [c2, fake_id(CONTACT_PREFIX, 99), c1[:15], gone, fake_id(LEAD_PREFIX, 1), "junk"]
+    response = requests.post(url, json={"ids": ids, "fields": ["id", "LASTNAME", SEG]}, headers=headers, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Sforce-Limit-Info"] == "api-usage=1/15000"
+    items = response.json()
+    assert items == [
+        {"attributes": {"type": "Contact", "url": f"/services/data/v66.0/sobjects/Contact/{c2}"},
+         "Id": c2, "LastName": "Two", SEG: None},
+        None,
+        {"attributes": {"type": "Contact", "url": f"/services/data/v66.0/sobjects/Contact/{c1}"},
+         "Id": c1, "LastName": "One", SEG: "A"},
+        None, None, None,
+    ]
+
+    unknown = requests.post(url, json={"ids": [c1], "fields": ["Id", "Nope__c"]}, headers=headers, timeout=5)
+    assert unknown.status_code == 400 and unknown.json()[0]["errorCode"] == "INVALID_FIELD"
+    too_many = [fake_id(CONTACT_PREFIX, n) for n in range(2001)]
+    over = requests.post(url, json={"ids": too_many, "fields": ["Id"]}, headers=headers, timeout=5)
+    assert over.status_code == 400 and over.json()[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+    assert requests.post(url, json={"ids": too_many[:2000], "fields": ["Id"]}, headers=headers,
+                         timeout=5).status_code == 200
+    assert requests.post(url, json={"fields": ["Id"]}, headers=headers, timeout=5).status_code == 400
+    assert requests.post(f"{sf.api_url}/composite/sobjects/Nope", json={"ids": [c1], "fields": ["Id"]},
+                         headers=headers, timeout=5).status_code == 404
+    assert sf.api_usage == 6
+
+
+TYPED = {"Birthdate__c": "date", "Seen__c": "datetime", "Score__c": "double", "Amount__c": "currency",
+         "Share__c": "percent", "Visits__c": "int", "Active__c": "boolean"}
+
+
+@pytest.fixture
+def typed_org(fake_salesforce: FakeSalesforceServer) -> FakeSalesforceServer:
+    for name, type_ in TYPED.items():
+        fake_salesforce.add_field("Contact", name, type=type_, length=0)
+    fake_salesforce.add_record("Contact", fake_id(CONTACT_PREFIX, 1), LastName="Doe")
+    return fake_salesforce
+
+
+def test_values_keep_their_digits_and_fit_their_field_types(typed_org: FakeSalesforceServer) -> None:
+    sf = typed_org
+    cid = fake_id(CONTACT_PREFIX, 1)
+    body = (
+        '{"records": [{"attributes": {"type": "Contact"}, "id": "%s", "Birthdate__c": "1990-02-28", '
+        '"Seen__c": "2026-11-20T18:00:00Z", "Score__c": 12345678901234567.89, "Amount__c": "10.50", '
+        '"Share__c": 7, "Visits__c": 3, "Active__c": false}]}' % cid
+    )
+    headers = {**_login(sf), "Content-Type": "application/json"}
+    response = requests.patch(f"{sf.api_url}/composite/sobjects", data=body, headers=headers, timeout=5)
+    assert response.status_code == 200 and response.json()[0]["success"], response.text
+    record = sf.records["Contact"][cid]
+    assert record["Score__c"] == Decimal("12345678901234567.89") and record["Amount__c"] == Decimal("10.50")
+    assert (record["Birthdate__c"], record["Seen__c"], record["Visits__c"], record["Active__c"]) == (
+        "1990-02-28", "2026-11-20T18:00:00Z", 3, False)
+    items = requests.post(f"{sf.api_url}/composite/sobjects/Contact", headers=headers, timeout=5,
+                          json={"ids": [cid], "fields": ["Score__c"]})
+    assert '"Score__c": 12345678901234567.89' in items.text
+    with_offset = _update(sf, headers, [{"attributes": {"type": "Contact"}, "id": cid,
+                                         "Seen__c": "2026-11-20T18:00:00.000+01:00", "Visits__c": None}])
+    assert with_offset.json()[0]["success"]
+
+
+@pytest.mark.parametrize(
+    "field, value, token",
+    [
+        ("Birthdate__c", "20/11/2026", "VALUE_STRING"),
+        ("Birthdate__c", "2026-02-30", "VALUE_STRING"),
+        ("Birthdate__c", "2026-11-20T18:00:00Z", "VALUE_STRING"),
+        ("Seen__c", "2026-11-20", "VALUE_STRING"),
+        ("Seen__c", "yesterday", "VALUE_STRING"),
+        ("Score__c", "12,5", "VALUE_STRING"),
+        ("Amount__c", True, "VALUE_TRUE"),
+        ("Visits__c", 2.5, "VALUE_NUMBER_FLOAT"),
+        ("Visits__c", "3", "VALUE_STRING"),
+        ("Active__c", "true", "VALUE_STRING"),
+        ("Active__c", 1, "VALUE_NUMBER_INT"),
+    ],
+)
+def test_a_value_that_does_not_fit_its_field_type_fails_the_request(typed_org, field, value, token) -> None:
+    sf = typed_org
+    headers = _login(sf)
+    good = {"attributes": {"type": "Contact"}, "id": fake_id(CONTACT_PREFIX, 1), "LastName": "New"}
+    bad = {"attributes": {"type": "Contact"}, "id": fake_id(CONTACT_PREFIX, 1), field: value}
+    response = _update(sf, headers, [good, bad])
+    assert response.status_code == 400, response.text
+    (error,) = response.json()
+    assert error["errorCode"] == "JSON_PARSER_ERROR"
+    kind = "double" if TYPED[field] in ("currency", "percent") else TYPED[field]  # the SOAP type, as Salesforce says
+    assert error["message"].startswith(f"Cannot deserialize instance of {kind} from {token} value ")
+    assert sf.write_log == []
+
+
+def test_upsert_checks_value_types_and_nan_is_not_json(typed_org: FakeSalesforceServer) -> None:
+    sf = typed_org
+    sf.add_field("Contact", "Ext_Id__c", type="string", length=64, external_id=True)
+    headers = _login(sf)
+    url = f"{sf.api_url}/composite/sobjects/Contact/Ext_Id__c"
+    body = {"records": [{"attributes": {"type": "Contact"}, "Ext_Id__c": "E-1", "LastName": "X", "Visits__c": "7"}]}
+    response = requests.patch(url, json=body, headers=headers, timeout=5)
+    assert response.status_code == 400 and response.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
+    nan = requests.patch(f"{sf.api_url}/composite/sobjects", headers={**headers, "Content-Type": "application/json"},
+                         data='{"records": [{"attributes": {"type": "Contact"}, "id": "%s", "Score__c": NaN}]}'
+                         % fake_id(CONTACT_PREFIX, 1), timeout=5)
+    assert nan.status_code == 400 and nan.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
+    assert sf.write_log == []

@@ -1,12 +1,12 @@
 """Contract tests for the fake SFMC server (sfmc_pipeline_tests/fakes/sfmc_server.py).
 
-They pin the SFMC behaviour our client relies on, as described in /work/shared/api-notes.md PART 1:
-- 1.1 OAuth2 client-credentials token: JSON body, response shape (Bearer, expires_in, rest_instance_url ending in "/"),
+They pin the SFMC behaviour our client relies on:
+- OAuth2 client-credentials token: JSON body, response shape (Bearer, expires_in, rest_instance_url ending in "/"),
   invalid_client / unsupported_grant_type errors, and tokens dying 20 min (expires_in + 120 s) after issue;
-- 1.2 Data Extension rowset read: 1-based $page/$pageSize, `count` = total rows, relative `links.next` without the
+- Data Extension rowset read: 1-based $page/$pageSize, `count` = total rows, relative `links.next` without the
   "/data" prefix (absent on the last page), token continuation of a snapshot, lower-cased field names, every value a
   string (dates as "M/D/YYYY h:mm:ss AM|PM"), keys/values split by primary key;
-- 1.4 SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit.
+- SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit.
 Plain `requests` over real HTTP, no sleeps.
 """
 

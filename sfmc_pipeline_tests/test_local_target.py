@@ -1,12 +1,15 @@
 """The local SQLite CRM target honours the ``CrmTarget`` contract of ``sfmc_pipeline/crm/records.py`` the way
-Salesforce's sObject Collections do (api-notes 2.2, 2.3, 2.5, 2.7): describe like Salesforce's describe, at most
-200 records per call, one ``RecordResult`` per record in request order, per-record Salesforce status codes with no
-id on failure, valid records written even when others in the same call fail, upsert results carrying ``created``.
+Salesforce's describe and sObject Collections do: describe like Salesforce's describe, at most 200 records per call,
+one ``RecordResult`` per record in request order, per-record Salesforce status codes with no id on failure, valid
+records written even when others in the same call fail, upsert results carrying ``created``, retrieve by Id in the
+order of ids (None for missing ids). Its ``target_id`` is persisted in the file; ``Decimal`` values are stored exactly.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from decimal import Decimal
 
 import pytest
 
@@ -375,3 +378,58 @@ def test_upsert_request_level_errors(upsert_target):
         upsert_target.upsert("Lead", "Ext_Id__c", [{"attributes": {"type": "Lead"}, "Ext_Id__c": "K"}] * 201)
     with pytest.raises(KeyError):
         upsert_target.upsert("Contact", "Ext_Id__c", [])
+
+
+# ---------------------------------------------------------------------- identity
+
+
+def test_target_id_is_kept_by_the_file_and_new_for_a_new_file(tmp_path):
+    path = tmp_path / "crm.sqlite"
+    with LocalCrmTarget(path) as crm:
+        first = crm.target_id
+        assert re.fullmatch(r"local:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", first)
+        assert crm.target_label == f"local target {path.resolve()} ({first})"
+    with LocalCrmTarget(path) as reopened:
+        assert reopened.target_id == first
+    with LocalCrmTarget(tmp_path / "other.sqlite") as other:
+        assert other.target_id != first
+
+
+# ---------------------------------------------------------------------- retrieve
+
+
+def test_retrieve_keeps_the_order_of_ids_and_counts_requests_like_salesforce(target):
+    target.update([contact(C2, new_customer__c="yes")])
+    asked = [C2, sf_id(CONTACT_PREFIX, 99), L1, "junk", C1[:15], C2]
+    rows = target.retrieve("contact", asked, ["lastname", "NEW_CUSTOMER__C"])
+    assert rows == [
+        {"Id": C2, "lastname": "Two", "NEW_CUSTOMER__C": "yes"},
+        None, None, None,  # no such record, a Lead id, malformed
+        {"Id": C1, "lastname": "One", "NEW_CUSTOMER__C": None},
+        {"Id": C2, "lastname": "Two", "NEW_CUSTOMER__C": "yes"},
+    ]
+    assert target.api_requests == 2
+    many = target.retrieve("Contact", [C1] * 4001, ["Id"])
+    assert len(many) == 4001 and many[-1] == {"Id": C1} and target.api_requests == 5  # 3 requests of <= 2,000 ids
+    assert target.retrieve("Contact", [], ["Id"]) == [] and target.api_requests == 5
+
+
+def test_retrieve_unknown_field_or_object(target):
+    with pytest.raises(ValueError, match="INVALID_FIELD"):
+        target.retrieve("Contact", [C1], ["Phone__c"])
+    with pytest.raises(KeyError):
+        target.retrieve("Account", [C1], ["Id"])
+
+
+# ---------------------------------------------------------------------- exact values
+
+
+def test_decimal_values_are_stored_as_their_exact_text(target):
+    results = target.update([contact(C1, new_customer__c=Decimal("12345678901234567.89")),
+                             contact(C2, new_customer__c=Decimal("1E+3"))])
+    assert all(r.success for r in results)
+    rows = rows_by_id(target, "Contact")
+    assert rows[C1]["new_customer__c"] == "12345678901234567.89" and rows[C2]["new_customer__c"] == "1000"
+    for bad in (Decimal("NaN"), float("inf")):
+        with pytest.raises(ValueError):
+            target.update([contact(C1, new_customer__c=bad)])

@@ -5,17 +5,27 @@ settings to check and holding no secret; re-logs in once on 401 INVALID_SESSION_
 upserts up to 200 records per sObject Collections call and returns per-record failures as positional
 results while the other records are written; retries 5xx (without really sleeping); turns 403
 REQUEST_LIMIT_EXCEEDED into ``RequestLimitExceeded``; and records ``Sforce-Limit-Info``.
+It knows its org (``target_id`` from the token's identity URL, else from userinfo; a re-login into
+another org is refused), reads records back by Id in chunks of 2,000 (order kept, None for missing
+ids), and sends ``Decimal`` values as exact JSON numbers.
 ``salesforce_base_url`` turns SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL into one https base URL."""
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from urllib.parse import parse_qs
 
 import pytest
 import requests
 
 from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, RecordError, RecordResult
-from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded, SalesforceClient, salesforce_base_url
+from sfmc_pipeline.crm.salesforce_client import (
+    RequestLimitExceeded,
+    SalesforceClient,
+    json_body,
+    salesforce_base_url,
+)
 from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX
 from sfmc_pipeline.transport import ApiError, ConfigurationError, RetrySettings
 from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
@@ -28,14 +38,14 @@ EXT = "Ext_Id__c"
 def client_for(fake_salesforce: FakeSalesforceServer, sleeps):
     clients: list[SalesforceClient] = []
 
-    def make(**overrides) -> SalesforceClient:
+    def make(server: FakeSalesforceServer = fake_salesforce, **overrides) -> SalesforceClient:
         kwargs = dict(
-            base_url=fake_salesforce.base_url,
-            client_id=fake_salesforce.client_id,
-            client_secret=fake_salesforce.client_secret,
-            username=fake_salesforce.username,
-            password=fake_salesforce.password,
-            security_token=fake_salesforce.security_token,
+            base_url=server.base_url,
+            client_id=server.client_id,
+            client_secret=server.client_secret,
+            username=server.username,
+            password=server.password,
+            security_token=server.security_token,
             sleep=sleeps,
             retry=RetrySettings(max_retries=3, backoff_seconds=0.5),
         )
@@ -171,6 +181,63 @@ def test_unusable_settings_are_refused_before_any_call(client_for, fake_salesfor
     assert fake_salesforce.requests == []
 
 
+# ---------------------------------------------------------------------------------------------- target identity
+
+
+def test_target_id_is_the_org_of_the_identity_url(fake_salesforce, client_for):
+    client = client_for()
+    assert fake_salesforce.requests == []
+    assert client.target_id == f"salesforce:{fake_salesforce.org_id}"  # logs in to learn it
+    assert client.target_label == f"Salesforce org {fake_salesforce.org_id} at {fake_salesforce.base_url}/"
+    assert client.target_id == f"salesforce:{fake_salesforce.org_id}"
+    assert len(fake_salesforce.token_requests()) == 1 and fake_salesforce.userinfo_requests() == []
+    assert fake_salesforce.api_requests() == [] and client.api_requests == 1
+    for secret in (fake_salesforce.client_secret, fake_salesforce.password, fake_salesforce.issued_tokens[0]):
+        assert secret not in client.target_label
+
+
+def test_target_id_falls_back_to_userinfo_without_identity_url(client_for):
+    with FakeSalesforceServer(identity_in_token=False) as org:
+        client = client_for(org)
+        assert client.target_id == f"salesforce:{org.org_id}"
+        assert client.target_id == f"salesforce:{org.org_id}"  # asked once
+        (userinfo,) = org.userinfo_requests()
+        assert userinfo.method == "GET" and userinfo.header("Authorization") == f"Bearer {org.issued_tokens[0]}"
+        assert org.org_id in client.target_label and org.api_usage == 0
+
+
+def test_two_orgs_have_two_target_ids(fake_salesforce, client_for):
+    with FakeSalesforceServer() as other:
+        first, second = client_for().target_id, client_for(other).target_id
+    assert first != second and second == f"salesforce:{other.org_id}"
+
+
+def test_userinfo_without_an_org_id_is_an_error(client_for):
+    with FakeSalesforceServer(identity_in_token=False) as org:
+        org.fail_next(200, path_contains="/userinfo", body={"user_id": org.user_id})
+        with pytest.raises(ApiError, match="organization_id"):
+            client_for(org).target_id
+        org.fail_next(403, path_contains="/userinfo", body=[{"message": "no", "errorCode": "INSUFFICIENT_SCOPE"}])
+        with pytest.raises(ApiError, match="identity URL") as info:
+            client_for(org).target_label
+        assert info.value.status == 403
+
+
+def test_relogin_into_another_org_is_refused(fake_salesforce, client_for, seeded):
+    client = client_for()
+    client.describe("Contact")
+    fake_salesforce.expire_sessions()
+    other_org = fake_id("00D", 5)
+    fake_salesforce.fail_next(200, path_contains="/oauth2/token", body={
+        "access_token": fake_salesforce.issue_token(), "instance_url": fake_salesforce.base_url,
+        "id": f"https://login.salesforce.com/id/{other_org}/{fake_salesforce.user_id}", "token_type": "Bearer",
+    })
+    with pytest.raises(ApiError, match="started in org"):
+        client.update([_contact(seeded[0], **{SEG: "x"})])
+    assert fake_salesforce.write_log == []
+    assert client.target_id == f"salesforce:{fake_salesforce.org_id}"
+
+
 # ---------------------------------------------------------------------------------------------- describe
 
 
@@ -269,6 +336,87 @@ def test_result_count_mismatch_is_an_error(fake_salesforce, client_for, seeded):
     fake_salesforce.fail_next(200, path_contains="/composite/sobjects", body=[{"id": seeded[0], "success": True}])
     with pytest.raises(ApiError, match="1 results for 2 records"):
         client_for().update([_contact(seeded[0], **{SEG: "a"}), _contact(seeded[1], **{SEG: "b"})])
+
+
+# ---------------------------------------------------------------------------------------------- retrieve
+
+
+def test_retrieve_chunks_by_2000_and_keeps_the_order_of_ids(fake_salesforce, client_for):
+    fake_salesforce.add_field("Contact", SEG)
+    ids = [fake_id(CONTACT_PREFIX, n) for n in range(2100)]
+    for n, cid in enumerate(ids):
+        fake_salesforce.add_record("Contact", cid, LastName=f"L{n}", **({SEG: f"s{n}"} if n % 2 else {}))
+    fake_salesforce.delete_record("Contact", ids[5])
+    asked = [ids[2099], fake_id(CONTACT_PREFIX, 9999), ids[5], fake_id(LEAD_PREFIX, 1), "nonsense", ids[1][:15],
+             *ids[10:2010]]
+    client = client_for()
+    rows = client.retrieve("Contact", asked, ["lastname", "CRM_2_SEG__C"])
+    assert len(rows) == len(asked)
+    assert rows[0] == {"Id": ids[2099], "lastname": "L2099", "CRM_2_SEG__C": "s2099"}
+    assert rows[1:5] == [None, None, None, None]  # unknown, deleted, another object's id, malformed
+    assert rows[5] == {"Id": ids[1], "lastname": "L1", "CRM_2_SEG__C": "s1"}  # 15-char id answered with 18
+    assert [r["Id"] for r in rows[6:]] == ids[10:2010]
+    assert rows[6]["CRM_2_SEG__C"] is None and rows[7]["CRM_2_SEG__C"] == "s11"
+    first, second = fake_salesforce.api_requests("/composite/sobjects/Contact", method="POST")
+    assert first.json == {"ids": asked[:2000], "fields": ["Id", "lastname", "CRM_2_SEG__C"]}
+    assert second.json["ids"] == asked[2000:] and "application/json" in first.header("Content-Type")
+    assert client.api_requests == 3 and client.api_usage.used == 2
+    assert client.retrieve("Contact", [], [SEG]) == [] and client.api_requests == 3
+
+
+def test_retrieve_unknown_field_is_an_error(fake_salesforce, client_for, seeded):
+    with pytest.raises(ApiError, match="INVALID_FIELD") as info:
+        client_for().retrieve("Contact", seeded, ["crm_2_seg"])
+    assert (info.value.status, info.value.code, info.value.retryable) == (400, "INVALID_FIELD", False)
+    with pytest.raises(ValueError, match="API name"):
+        client_for().retrieve("Contact", seeded, ["Last Name"])
+
+
+def test_retrieve_logs_in_again_and_retries_like_other_calls(fake_salesforce, client_for, seeded, sleeps):
+    client = client_for()
+    client.describe("Contact")
+    fake_salesforce.expire_sessions()
+    fake_salesforce.fail_next(503, path_contains="/composite/sobjects/Contact")
+    rows = client.retrieve("Contact", seeded, ["LastName"])
+    assert [r["LastName"] for r in rows] == ["Doe"] * 3
+    assert [r.status for r in fake_salesforce.api_requests("/composite/")] == [503, 401, 200]  # faults come first
+    assert len(fake_salesforce.token_requests()) == 2 and sleeps.calls == [0.5]
+
+
+# ---------------------------------------------------------------------------------------------- exact values
+
+
+def test_decimal_values_reach_salesforce_exactly(fake_salesforce, client_for, seeded):
+    fake_salesforce.add_field("Contact", "Amount__c", type="currency", length=0)
+    fake_salesforce.add_field("Contact", "Rate__c", type="double", length=0)
+    amount = Decimal("12345678901234567.89")
+    assert float(amount) != amount  # a float round trip would lose digits
+    client = client_for()
+    results = client.update([_contact(seeded[0], Amount__c=amount, Rate__c=Decimal("1E+3"), LastName="Doe")])
+    assert results[0].success
+    (call,) = fake_salesforce.api_requests("/composite/sobjects", method="PATCH")
+    assert '"Amount__c": 12345678901234567.89' in call.body and '"Rate__c": 1000' in call.body
+    assert "E" not in call.body.split('"Rate__c": ')[1][:6]
+    assert "application/json" in call.header("Content-Type")
+    assert fake_salesforce.records["Contact"][seeded[0]]["Amount__c"] == amount
+    (row,) = client.retrieve("Contact", [seeded[0]], ["Amount__c"])
+    assert row["Amount__c"] == amount and isinstance(row["Amount__c"], Decimal)
+
+
+def test_json_body_is_json_dumps_except_for_decimals():
+    body = {"allOrNone": False, "records": [{"a": "Zoë \"q\"", "n": 3, "f": 0.1, "b": True, "z": None}], "t": (1,)}
+    assert json_body(body) == json.dumps(body).encode("ascii")
+    assert json_body([Decimal("-0.00"), Decimal("1.5E-7"), Decimal("7")]) == b"[-0.00, 0.00000015, 7]"
+    for bad in (float("nan"), Decimal("NaN"), Decimal("Infinity")):
+        with pytest.raises(ValueError):
+            json_body({"x": bad})
+
+
+def test_a_value_of_the_wrong_type_fails_the_whole_request(fake_salesforce, client_for, seeded):
+    fake_salesforce.add_field("Contact", "Birthdate__c", type="date", length=0)
+    with pytest.raises(ApiError, match="JSON_PARSER_ERROR: Cannot deserialize instance of date") as info:
+        client_for().update([_contact(seeded[0], LastName="A"), _contact(seeded[1], Birthdate__c="20/11/2026")])
+    assert info.value.status == 400 and fake_salesforce.write_log == []
 
 
 # ---------------------------------------------------------------------------- sessions, retries, limits

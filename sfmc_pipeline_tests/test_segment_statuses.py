@@ -21,11 +21,11 @@ D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (1, 2, 3, 4))
 
 
 def _members(*pairs: tuple[str, str]) -> pd.DataFrame:
-    return pd.DataFrame(pairs or [], columns=["SubscriberKey", "segment"], dtype="string")
+    return pd.DataFrame(pairs or [], columns=["profile_key", "segment"], dtype="string")
 
 
 def _statuses(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
-    return {(k, s): st for k, s, st in frame[["SubscriberKey", "segment", "status"]].itertuples(index=False)}
+    return {(k, s): st for k, s, st in frame[["profile_key", "segment", "status"]].itertuples(index=False)}
 
 
 def _evaluate(state: SegmentStateStore, as_of: dt.date, members: pd.DataFrame, run_id: str, commit=True):

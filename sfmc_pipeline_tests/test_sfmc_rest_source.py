@@ -1,7 +1,9 @@
 """Contract: the SFMC REST client, over real HTTP against the fake SFMC server, gets one token per
-run and renews it before expiry and once on a 401; reads every page of a Data Extension;
+run and renews it before expiry and once on a 401; reads every page of a Data Extension,
+following ``links.next`` only within the REST instance's origin (the token goes nowhere else);
 retries 429 (honouring Retry-After), 5xx and dropped connections a bounded number of times; and
-fails other errors at once with a message that says what to check and never holds the secret."""
+fails other errors at once with a message that says what to check and never holds the secret.
+Completeness of a read (``count``, short and malformed pages) is in test_extract_completeness.py."""
 
 import datetime as dt
 from decimal import Decimal
@@ -13,7 +15,8 @@ from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
-from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
+from sfmc_pipeline.sfmc.rest_source import SfmcRestSource, _next_url
+from sfmc_pipeline.sfmc.source import ExtractError
 from sfmc_pipeline.transport import ApiError, ConfigurationError, RetrySettings, normalize_base_url
 
 SECRET = "fake-client-secret"
@@ -227,3 +230,49 @@ def test_base_uri_is_normalised(value, expected):
 def test_insecure_or_odd_base_uri_is_refused(value):
     with pytest.raises(ConfigurationError, match="SFMC_AUTH_BASE_URI"):
         SfmcRestSource(client_id="x", client_secret="y", auth_base_uri=value)
+
+
+def _wire_activity(i: int) -> dict:
+    """Activity ``i`` as the rowset serves it (lower-cased names, keys and values split)."""
+    return {"keys": {"activityid": f"00000000-0000-4000-8000-{i:012d}"},
+            "values": {"subscriberkey": "0035e00000ABCdeAAH", "activitytype": "web_visit",
+                       "occurredat": "11/1/2026 9:30:00 AM", "detail": ""}}
+
+
+@pytest.mark.parametrize("elsewhere", ["other port", "other host", "other scheme"])
+def test_a_next_link_off_the_rest_instance_is_refused_and_gets_no_token(fake_sfmc, fake_sfmc_factory, source_for,
+                                                                       elsewhere):
+    other = fake_sfmc_factory()  # a second server on 127.0.0.1 that records every request
+    path = "/rest/data/v1/customobjectdata/key/Activities/rowset?$page=2&$pageSize=2"
+    link, refused = {
+        "other port": (f"http://127.0.0.1:{other.port}{path}", f"http://127.0.0.1:{other.port}"),
+        "other host": (f"http://localhost:{fake_sfmc.port}{path}", f"http://localhost:{fake_sfmc.port}"),
+        "other scheme": (f"https://127.0.0.1:{fake_sfmc.port}{path}", f"https://127.0.0.1:{fake_sfmc.port}"),
+    }[elsewhere]
+    fake_sfmc.add_data_extension("Activities", [_activity(i) for i in range(4)], primary_key=["ActivityId"])
+    first_page = {"links": {"self": "/v1/x", "next": link}, "page": 1, "pageSize": 2, "count": 4,
+                  "items": [_wire_activity(0), _wire_activity(1)]}
+    fake_sfmc.fail_next(200, body=first_page, path_contains="/key/")
+    with pytest.raises(ExtractError) as info:
+        source_for(page_size=2).read(ACTIVITIES)
+    message = str(info.value)
+    assert not info.value.retryable
+    assert f"links its next page to {refused}" in message and "Data Extension 'Activities'" in message
+    assert f"not to the REST instance http://127.0.0.1:{fake_sfmc.port}" in message
+    assert "the access token was not sent there" in message
+    assert not any(token in message for token in fake_sfmc.issued_tokens)
+    assert other.requests == [] and len(fake_sfmc.rowset_requests()) == 1  # nothing sent but page 1
+
+
+def test_next_links_resolve_within_the_rest_origin_only():
+    rest = "https://mc123.rest.marketingcloudapis.com/"
+    page_2 = "v1/customobjectdata/token/abc/rowset?$page=2"
+    assert _next_url(rest, "/" + page_2, "DE", 1) == rest + "data/" + page_2  # the normal, relative link
+    assert _next_url(rest, "/data/" + page_2, "DE", 1) == rest + "data/" + page_2
+    assert _next_url(rest, "https://MC123.rest.marketingcloudapis.com:443/data/" + page_2, "DE", 1).endswith(page_2)
+    for link in ("http://mc123.rest.marketingcloudapis.com/data/" + page_2,  # a downgrade to plain http
+                 "https://mc123.rest.marketingcloudapis.com:8443/data/" + page_2,
+                 "https://mc123.rest.marketingcloudapis.com.evil.example/data/" + page_2):
+        with pytest.raises(ExtractError, match="was refused and the access token was not sent there") as info:
+            _next_url(rest, link, "DE", 1)
+        assert not info.value.retryable

@@ -1,32 +1,41 @@
 """One sync asset per destination (group ``salesforce``): segment statuses and mapped
 attributes written to Salesforce Contacts or Leads (or the local target), with checks that
-reconcile segment sizes with what the CRM confirmed and flag a high failure share."""
+reconcile segment sizes with what the CRM itself holds and flag a high failure share."""
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from sfmc_pipeline.assets.dry_run import SYNC_KEY_PREFIX
 from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.assets.segments import STATUSES
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
+from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
-from sfmc_pipeline.crm.preflight import custom_field_name
-from sfmc_pipeline.crm.record_checks import REQUIRED_FIELDS
-from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome, reconcile
+from sfmc_pipeline.crm.reconciliation import Reconciliation, reconcile
+from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS
+from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.storage import StorageResource
 
-GROUP = "salesforce"
+GROUP = SYNC_KEY_PREFIX
 RECONCILIATION_CHECK = "reconciliation"
 FAILURE_CHECK = "failure_share"
 
 
 class SyncRunConfig(dg.Config):
-    dry_run: bool = Field(default=False, description="Preflight, validate and diff, but send nothing.")
+    dry_run: bool = Field(
+        default=False,
+        description="Preflight, validate and diff, but send nothing; the whole run then commits no state "
+        "(segment baseline, volume-guard counts, ledger).",
+    )
+    accept_exits: bool = Field(
+        default=False, description="Send even when the exit guard finds more exits than a segment allows."
+    )
 
 
 def local_db_path(store: DatasetStore):
@@ -65,8 +74,10 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             dg.AssetCheckSpec(
                 RECONCILIATION_CHECK,
                 asset=key,
-                description="For each mapped segment, members with a confirmed status in the CRM equal the "
-                "segment's members minus failed, rejected and pending records.",
+                description="Reads the status fields back from the CRM (all managed records, or a random sample "
+                f"of {pipeline.sync.reconciliation_sample_size:,}): per mapped segment the CRM shows exactly the "
+                "segment's members (failed, rejected, pending and held records aside), and no record holds "
+                "something other than what was last confirmed written.",
             ),
             dg.AssetCheckSpec(
                 FAILURE_CHECK,
@@ -77,43 +88,74 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
     )
     def _sync(context: dg.AssetExecutionContext, config: SyncRunConfig, salesforce: SalesforceResource,
               storage: StorageResource):
-        store = storage.get_store()
-        statuses = store.read_dataset(STATUSES)
-        profiles = store.read_dataset(profile_asset)
-        with api_failures():
+        with api_failures(), storage.writing(context) as store:
+            statuses = store.read_dataset(STATUSES)
+            profiles = store.read_dataset(profile_asset)
             mode = salesforce.mode
             target = salesforce.get_target(api_version=pipeline.sync.api_version, local_db=local_db_path(store))
-        ledger = SyncLedger(ledger_path(store))
-        try:
-            if isinstance(target, LocalCrmTarget):
-                _prepare_local_target(target, dest, profiles)
-            with api_failures():
-                outcome = DestinationSync(dest, pipeline.sync, target, ledger, run_id=context.run.run_id,
-                                          log=context.log.warning).run(statuses, profiles, dry_run=config.dry_run)
-            api_requests = target.api_requests
-            # In a dry run this compares the segments with what the CRM holds now (nothing was written).
-            table = reconcile(dest, statuses, ledger.confirmed(dest.object), outcome.unsettled)
-        finally:
-            ledger.close()
-            target.close()
+            try:
+                if isinstance(target, LocalCrmTarget):
+                    _prepare_local_target(target, dest, profiles)
+                ledger = SyncLedger(ledger_path(store), target.target_id)
+                try:
+                    sync = DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=context.run.run_id,
+                                                        log=context.log.warning)
+                    try:
+                        outcome = sync.run(statuses, profiles, dry_run=config.dry_run, accept_exits=config.accept_exits)
+                    except ExitGuardTripped as exc:
+                        raise dg.Failure(description=str(exc), allow_retries=False) from None
+                    sync_requests = target.api_requests
+                    check = _reconcile(target, dest, pipeline, ledger, outcome, context.run.run_id)
+                    if check.drifted and not config.dry_run:
+                        ledger.forget(dest.object, check.drifted)  # re-sent by the next run
+                finally:
+                    ledger.close()
+                label = target.target_label
+            finally:
+                target.close()
+            errors_path = sync_errors_path(store, dest.name)
+            if not config.dry_run:
+                write_parquet(pd.DataFrame(outcome.errors, columns=ERROR_COLUMNS), errors_path)
 
-        errors_path = sync_errors_path(store, dest.name)
-        if not config.dry_run:
-            write_parquet(pd.DataFrame(outcome.errors, columns=ERROR_COLUMNS), errors_path)
-        metadata = _metadata(mode, dest, pipeline, outcome, api_requests, errors_path)
+        metadata = _metadata(mode, label, dest, pipeline, outcome, sync_requests, check, errors_path)
+        context.log.info(
+            f"{dest.name} ({label}): {outcome.considered} records considered, {outcome.unchanged} unchanged, "
+            f"{outcome.sent} sent, {outcome.succeeded} succeeded, {outcome.failed_total} failed, "
+            f"{outcome.rejected_total} rejected, {outcome.pending} pending, {outcome.held} held"
+            + (" (dry run: nothing sent)" if outcome.dry_run else "")
+        )
+        reconciliation = _reconciliation_result(check, outcome)
         yield dg.MaterializeResult(metadata=metadata, check_results=[
-            _reconciliation_result(table, outcome), _failure_result(outcome, pipeline.sync.failure_threshold)])
+            reconciliation, _failure_result(outcome, pipeline.sync.failure_threshold)])
+        if not reconciliation.passed and not outcome.dry_run:
+            raise dg.Failure(
+                description=(
+                    f"Reconciliation of {dest.name}: the CRM does not hold what the segments say "
+                    f"({_reconciliation_summary(check)}). Drifted records were marked for re-sending on the next run; "
+                    "see the reconciliation check for the numbers per segment."
+                ),
+                allow_retries=False,
+            )
 
     return _sync
 
 
+def _reconcile(target, dest: DestinationConfig, pipeline: PipelineConfig, ledger: SyncLedger,
+               outcome: SyncOutcome, run_id: str) -> Reconciliation:
+    desired = outcome.desired
+    return reconcile(
+        target, dest.object, outcome.status_fields, desired.members, ledger.confirmed(dest.object, dest.name),
+        outcome.unsettled | desired.held_records, sample_size=pipeline.sync.reconciliation_sample_size, seed=run_id,
+    )
+
+
 def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profiles: pd.DataFrame) -> None:
     """The local target mirrors an org that has the destination's fields and the sample's records."""
-    fields = [custom_field_name(f) for f in dest.status_fields]
     external = dest.external_id.field if dest.external_id else None
-    target.ensure_object(dest.object, status_fields=fields, external_id_field=external)
+    target.ensure_object(dest.object, status_fields=list(dest.status_fields), external_id_field=external)
     if dest.operation == "update":
-        mine = profiles[profiles[dest.identity_column].astype("string").str.startswith(KEY_PREFIXES[dest.object])]
+        ids = profiles[dest.identity_column].astype("string")
+        mine = profiles[ids.str.startswith(KEY_PREFIXES[dest.object]).fillna(False).astype(bool)]
         column_of = {field: column for column, field in dest.attribute_map.items()}
         records = pd.DataFrame({"Id": mine[dest.identity_column]})
         for field in REQUIRED_FIELDS[dest.object]:  # a record must have its required fields to exist
@@ -122,10 +164,12 @@ def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profi
             {k: (None if pd.isna(v) else str(v)) for k, v in row.items()} for row in records.to_dict("records")))
 
 
-def _metadata(mode, dest, pipeline, outcome: SyncOutcome, api_requests: int, errors_path) -> dict:
+def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: int, check: Reconciliation,
+              errors_path) -> dict:
     usage = outcome.usage
     metadata = {
         "mode": mode,
+        "target": label,
         "object": dest.object,
         "operation": dest.operation,
         "api_version": pipeline.sync.api_version if mode == "salesforce" else "(local target)",
@@ -139,7 +183,10 @@ def _metadata(mode, dest, pipeline, outcome: SyncOutcome, api_requests: int, err
         "records_rejected": outcome.rejected_total,
         "records_skipped": outcome.skipped,
         "records_pending": outcome.pending,
-        "api_requests": api_requests,
+        "profiles_held": outcome.held,
+        "null_attributes_left_as_they_are": outcome.null_attributes,
+        "api_requests": sync_requests,
+        "reconciliation_api_requests": check.api_requests,
         "write_requests": outcome.requests,
         "api_usage": f"{usage.used}/{usage.limit} ({usage.share:.1%})" if usage else "(not reported)",
         "stopped_early": outcome.stopped or "no",
@@ -149,6 +196,11 @@ def _metadata(mode, dest, pipeline, outcome: SyncOutcome, api_requests: int, err
         metadata["records_updated"] = outcome.succeeded - outcome.created
     for code, n in (outcome.failed + outcome.rejected).items():
         metadata[f"errors.{code}"] = n
+    if outcome.cleared:
+        metadata["cleared_unmapped_segments"] = dg.MetadataValue.md(counts_table(
+            sorted((f, s, n) for (f, s), n in outcome.cleared.items()), ["field", "segment no longer mapped", "records"]))
+    if outcome.exit_guard is not None and len(outcome.exit_guard):
+        metadata["exit_guard"] = dg.MetadataValue.md(markdown_table(outcome.exit_guard, max_rows=50))
     if outcome.errors:
         frame = pd.DataFrame(outcome.errors)[["record_id", "stage", "status_code", "message", "fields"]]
         metadata["failures"] = dg.MetadataValue.md(markdown_table(frame, max_rows=20, max_width=100))
@@ -160,17 +212,27 @@ def _metadata(mode, dest, pipeline, outcome: SyncOutcome, api_requests: int, err
     return metadata
 
 
-def _reconciliation_result(table: pd.DataFrame, outcome: SyncOutcome) -> dg.AssetCheckResult:
-    mismatched = table[(table["missing"] > 0) | (table["stale"] > 0)] if len(table) else table
+def _reconciliation_summary(check: Reconciliation) -> str:
+    return (f"{int(check.table['missing'].sum())} missing, {int(check.table['stale'].sum())} stale, "
+            f"{check.drifted_records} drifted of {check.checked_records} records read back")
+
+
+def _reconciliation_result(check: Reconciliation, outcome: SyncOutcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=RECONCILIATION_CHECK,
-        passed=mismatched.empty,
+        passed=check.passed,
         severity=dg.AssetCheckSeverity.WARN if outcome.dry_run else dg.AssetCheckSeverity.ERROR,
         metadata={
             "dry_run": outcome.dry_run,
-            "segments": dg.MetadataValue.md(markdown_table(table, max_rows=50)),
+            "segments": dg.MetadataValue.md(markdown_table(check.table, max_rows=50)),
+            "summary": _reconciliation_summary(check),
+            "managed_records": check.managed_records,
+            "records_read_back": check.checked_records,
+            "sampled": check.sampled,
+            "drifted_records": check.drifted_records,
+            "records_not_in_crm": check.not_found,
             "unsettled_records": len(outcome.unsettled),
-            "mismatched_segments": ", ".join(mismatched["segment"]) if len(mismatched) else "none",
+            "api_requests": check.api_requests,
         },
     )
 

@@ -9,13 +9,16 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from sfmc_pipeline.assets.dry_run import is_dry_run
+from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.config.models import PipelineConfig
-from sfmc_pipeline.datasets.storage import DatasetStore, write_json
+from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet, write_json
 from sfmc_pipeline.metadata import markdown_table
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator
+from sfmc_pipeline.segments.evaluate import MEMBERSHIP_COLUMNS, PROFILE_KEY, SegmentEvaluator
 from sfmc_pipeline.segments.evaluation_date import resolve_as_of
+from sfmc_pipeline.segments.held import held_profile_keys, hold
 from sfmc_pipeline.segments.rules import related_datasets
 from sfmc_pipeline.segments.state import SegmentStateStore
 from sfmc_pipeline.segments.statuses import compute_statuses, status_counts
@@ -36,9 +39,18 @@ def membership_meta_path(store: DatasetStore):
     return store.dataset_path(MEMBERSHIPS).with_suffix(".json")
 
 
+def read_held_keys(store: DatasetStore, pipeline: PipelineConfig, profiles: pd.DataFrame) -> set[str]:
+    """Profiles whose own row is in the profile dataset's quarantine (see ``segments.held``)."""
+    extension = pipeline.extension(pipeline.profiles.dataset)
+    path = store.quarantine_path(extension.asset)
+    quarantine = read_parquet(path) if path.exists() else None
+    return held_profile_keys(quarantine, profiles, extension, pipeline.profile_key)
+
+
 def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     profile_asset = pipeline.profiles.dataset
-    key = pipeline.profiles.key
+    key = pipeline.profile_key
+    timezone = pipeline.evaluation.timezone
     used = sorted(set().union(*(related_datasets(s.rule) for s in pipeline.segments)) if pipeline.segments else set())
     names = [s.name for s in pipeline.segments]
 
@@ -56,34 +68,46 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     def segment_memberships(
         context: dg.AssetExecutionContext, config: SegmentRunConfig, sfmc: SfmcResource, storage: StorageResource
     ) -> dg.MaterializeResult:
-        anchor = EmbeddedSampleSource(sfmc.sample_dir).anchor_date() if sfmc.mode == "embedded" else None
+        with api_failures():
+            mode = sfmc.mode
+        anchor = EmbeddedSampleSource(sfmc.sample_dir).anchor_date() if mode == "embedded" else None
         try:
             as_of, as_of_source = resolve_as_of(
-                run_config=config.as_of, configured=pipeline.evaluation.as_of, sample_anchor=anchor
+                run_config=config.as_of, configured=pipeline.evaluation.as_of, sample_anchor=anchor, timezone=timezone
             )
         except ValueError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        store = storage.get_store()
-        evaluator = SegmentEvaluator(
-            store.read_dataset(profile_asset),
-            {name: store.read_dataset(name) for name in used},
-            key=key,
-            as_of=as_of,
-        )
-        members = evaluator.members((s.name, s.rule) for s in pipeline.segments)
-        path = store.write_dataset(MEMBERSHIPS, members)
-        write_json(
-            {"as_of": as_of.isoformat(), "as_of_source": as_of_source, "run_id": context.run.run_id},
-            membership_meta_path(store),
-        )
+        with api_failures(), storage.writing(context) as store:
+            profiles = store.read_dataset(profile_asset)
+            held = read_held_keys(store, pipeline, profiles)
+            evaluator = SegmentEvaluator(
+                profiles,
+                {name: store.read_dataset(name) for name in used},
+                key=key,
+                as_of=as_of,
+                timezone=timezone,
+                held_keys=held,
+            )
+            members = evaluator.members((s.name, s.rule) for s in pipeline.segments)
+            path = store.write_dataset(MEMBERSHIPS, members)
+            write_json(
+                {"as_of": as_of.isoformat(), "as_of_source": as_of_source, "run_id": context.run.run_id,
+                 "timezone": timezone},
+                membership_meta_path(store),
+            )
         sizes = members.groupby("segment").size().reindex(names, fill_value=0)
         orphans = {name: evaluator.orphans(name) for name in used}
-        context.log.info(f"Evaluated {len(names)} segments on {evaluator.profile_count} profiles as of {as_of}")
+        context.log.info(
+            f"Evaluated {len(names)} segments on {evaluator.profile_count} profiles as of {as_of} ({timezone}): "
+            + ", ".join(f"{name} {int(n)}" for name, n in sizes.items())
+        )
         return dg.MaterializeResult(
             metadata={
                 "as_of": as_of.isoformat(),
                 "as_of_source": as_of_source,
+                "timezone": timezone,
                 "profiles": evaluator.profile_count,
+                "held_profiles": len(held),
                 "memberships": len(members),
                 **{f"members.{name}": int(n) for name, n in sizes.items()},
                 **{f"orphans.{name}": n for name, n in orphans.items()},
@@ -104,7 +128,9 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
         deps=[dg.AssetKey(MEMBERSHIPS)],
         description=(
             "One row per (profile, segment) with its status against the last successful evaluation: "
-            "realized (entered), existing (still in), exited (left since). This is what the CRM sync writes."
+            "realized (entered), existing (still in), exited (left since). `held` marks profiles whose row is "
+            "quarantined: they keep their previous memberships and the CRM sync leaves them as they are. "
+            "This is what the CRM sync writes."
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -118,44 +144,65 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
                 "members_are_valid_profiles",
                 asset=STATUSES,
                 blocking=True,
-                description=f"Every current member is a valid row of {profile_asset!r}.",
+                description=f"Every current member is a valid row of {profile_asset!r}, or a held profile "
+                "(its row quarantined: it keeps its previous memberships).",
             ),
         ],
     )
     def segment_statuses(context: dg.AssetExecutionContext, storage: StorageResource):
-        store = storage.get_store()
-        members = store.read_dataset(MEMBERSHIPS)
-        meta = json.loads(membership_meta_path(store).read_text(encoding="utf-8"))
-        as_of = dt.date.fromisoformat(meta["as_of"])
-        state = SegmentStateStore(store)
-        baseline, is_repeat = state.baseline_for(as_of, members)
-        previous = state.members(baseline)
-        statuses = compute_statuses(members, previous).assign(as_of=pd.Timestamp(as_of))
-        checks = [
-            _consistency_check(statuses, members, previous),
-            _valid_profiles_check(members, store.read_dataset(profile_asset)[key]),
-        ]
-        if not all(c.passed for c in checks):
-            yield from checks
-            raise dg.Failure("Segment statuses failed a consistency check; the evaluation was not committed.")
-        path = store.write_dataset(STATUSES, statuses)
-        state.commit(as_of, meta["run_id"], members)  # only now does this evaluation become "previous"
+        dry_run = is_dry_run(context)
+        with api_failures(), storage.writing(context) as store:
+            members = store.read_dataset(MEMBERSHIPS)
+            meta = json.loads(membership_meta_path(store).read_text(encoding="utf-8"))
+            as_of = dt.date.fromisoformat(meta["as_of"])
+            profiles = store.read_dataset(profile_asset)
+            held = read_held_keys(store, pipeline, profiles)
+            state = SegmentStateStore(store)
+            current = hold(members, state.members(state.load()[0]), held)
+            baseline, is_repeat = state.baseline_for(as_of, current)
+            previous = state.members(baseline)
+            statuses = compute_statuses(current, previous)
+            statuses = statuses.assign(held=statuses[PROFILE_KEY].isin(held), as_of=pd.Timestamp(as_of))
+            checks = [
+                _consistency_check(statuses, current, previous),
+                _valid_profiles_check(current, profiles[key], held),
+            ]
+            if not all(c.passed for c in checks):
+                yield from checks
+                raise dg.Failure("Segment statuses failed a consistency check; the evaluation was not committed.")
+            path = store.write_dataset(STATUSES, statuses)
+            if dry_run:
+                context.log.info("Dry run: the segment baseline was not advanced; the next real run compares with "
+                                 "the same evaluation as this one")
+            else:
+                state.commit(as_of, meta["run_id"], current)  # only now does this evaluation become "previous"
         counts = status_counts(statuses, names)
-        if is_repeat:
-            context.log.info(f"Repeat of the evaluation as of {as_of} on unchanged data: same statuses as before")
+        held_sample = sorted(held)[:10]
+        context.log.info(
+            f"Statuses as of {as_of}: " + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns)
+            + f"; {len(held)} held profile(s)" + (" (repeat of the latest evaluation)" if is_repeat else "")
+        )
         yield dg.MaterializeResult(
             metadata={
                 "as_of": as_of.isoformat(),
                 "baseline_as_of": baseline.as_of if baseline else "(none: first evaluation)",
                 "baseline_run_id": baseline.run_id if baseline else "",
                 "repeat_of_latest_evaluation": is_repeat,
+                "baseline_advanced": not dry_run,
+                "held_profiles": len(held),
+                "held_profiles_sample": ", ".join(held_sample) or "none",
+                "held_memberships": int(statuses["held"].sum()),
                 **{f"{status}.total": int(counts[status].sum()) for status in counts.columns},
                 **{
                     f"{status}.{segment}": int(counts.loc[segment, status])
                     for segment in counts.index
                     for status in counts.columns
                 },
-                "summary": dg.MetadataValue.md(markdown_table(counts.rename_axis("segment").reset_index(), max_rows=50)),
+                "summary": dg.MetadataValue.md(
+                    markdown_table(counts.rename_axis("segment").reset_index(), max_rows=50)
+                    + (f"\n\nHeld (row quarantined; statuses kept as they were): {len(held)} profile(s)"
+                       f", e.g. {', '.join(held_sample[:5])}" if held else "")
+                ),
                 "dataset_path": dg.MetadataValue.path(str(path)),
                 "dagster/row_count": len(statuses),
             },
@@ -166,7 +213,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
 
 
 def _consistency_check(statuses: pd.DataFrame, members: pd.DataFrame, previous: pd.DataFrame | None) -> dg.AssetCheckResult:
-    pairs = ["SubscriberKey", "segment"]
+    pairs = MEMBERSHIP_COLUMNS
     duplicated = int(statuses.duplicated(pairs).sum())
     current = set(map(tuple, members[pairs].itertuples(index=False)))
     before = set(map(tuple, previous[pairs].itertuples(index=False))) if previous is not None else set()
@@ -187,8 +234,10 @@ def _consistency_check(statuses: pd.DataFrame, members: pd.DataFrame, previous: 
     )
 
 
-def _valid_profiles_check(members: pd.DataFrame, profile_keys: pd.Series) -> dg.AssetCheckResult:
-    unknown = members.loc[~members["SubscriberKey"].isin(profile_keys), "SubscriberKey"]
+def _valid_profiles_check(members: pd.DataFrame, profile_keys: pd.Series, held: set[str]) -> dg.AssetCheckResult:
+    """Every current member is a valid profile, or a held one (its row quarantined, its statuses kept)."""
+    keys = members[PROFILE_KEY]
+    unknown = keys[~keys.isin(profile_keys) & ~keys.isin(held)]
     return dg.AssetCheckResult(
         check_name="members_are_valid_profiles",
         passed=unknown.empty,

@@ -15,6 +15,46 @@ class PipelineConfigError(ValueError):
     """The pipeline config file is missing, not YAML, or breaks a rule."""
 
 
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that (1) records every key set twice in one mapping, with its line, instead of
+    silently keeping the last, and (2) leaves dates as text, so the config models parse them and an
+    impossible date (``as_of: 2026-02-30``) is reported as a setting, not raised by the YAML parser."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue  # `<<: *anchor` merges are overridable on purpose
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first_line:
+                        self.duplicates.append(
+                            f"line {line}: {key!r} is set twice in one mapping (first on line {first_line[key]}); "
+                            "keep one"
+                        )
+                    else:
+                        first_line[key] = line
+                except TypeError:
+                    pass  # an unhashable key: the constructor below reports it
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
@@ -23,10 +63,25 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
             "pipeline.yaml, or unset it to use the one in the repository root."
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PipelineConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    return parse_pipeline_config(read_yaml(text, source=str(path)), source=str(path))
+
+
+def read_yaml(text: str, *, source: str = "<config>") -> Any:
+    """The YAML document in ``text``; duplicate keys are an error listing each with its line."""
+    loader = _ConfigLoader(text)
+    try:
+        raw = loader.get_single_data()
     except yaml.YAMLError as exc:
-        raise PipelineConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_pipeline_config(raw, source=str(path))
+        raise PipelineConfigError(f"{source} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        listing = "\n".join(f"  - {source} {d}" for d in loader.duplicates)
+        raise PipelineConfigError(f"Invalid pipeline config {source}:\n{listing}")
+    return raw
 
 
 def parse_pipeline_config(raw: Any, *, source: str = "<config>") -> PipelineConfig:
@@ -50,6 +105,8 @@ def _describe(error: dict, raw: Any) -> str:
         message = f"required setting {error['loc'][-1]!r} is missing; add it"
     elif kind == "enum":
         message = f"{message} (got {error.get('input')!r})"
+    elif kind.startswith("date"):
+        message = f"{message} (got {error.get('input')!r}; use YYYY-MM-DD)"
     return f"{location}: {message}" if location else message
 
 

@@ -7,8 +7,9 @@ change. ``loader.py`` turns the errors into one report naming the file and the e
 from __future__ import annotations
 
 import re
-from enum import Enum
+import zoneinfo
 from datetime import date
+from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -132,6 +133,13 @@ class DataExtensionConfig(_Strict):
     quarantine_threshold: float | None = Field(
         default=None, ge=0, le=1, description="Overrides settings.quarantine_threshold."
     )
+    max_row_drop: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Overrides settings.max_row_drop for this extension (1 accepts any drop).",
+    )
+    allow_empty: bool = Field(
+        default=False, description="Accept an extract with no valid rows (otherwise the volume guard fails it)."
+    )
 
     @field_validator("asset")
     @classmethod
@@ -194,15 +202,34 @@ class ProfilesConfig(_Strict):
     """Which dataset holds the profiles segments are made of, and the key related rows join on."""
 
     dataset: str = Field(default="contacts", description="Asset name of the profile dataset.")
-    key: str = Field(default="SubscriberKey", description="Profile key column; related datasets join on it.")
+    key: str | None = Field(
+        default=None,
+        description="Profile key column; related datasets join on it. Default: the profile dataset's primary key.",
+    )
 
 
 class EvaluationConfig(_Strict):
     as_of: date | None = Field(
         default=None,
         description="Evaluation date (YYYY-MM-DD). Run config and SFMC_PIPELINE_AS_OF override it; "
-        "default: the sample data's anchor date in embedded mode, else today's UTC date.",
+        "default: the sample data's anchor date in embedded mode, else today in `timezone`.",
     )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone in which calendar-day rules count days (within_last_days, older_than_days, "
+        "latest_is_after) and in which 'today' and Date values sent to Salesforce date fields are taken.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'UTC', 'Europe/Paris' or 'America/Chicago'"
+            ) from None
+        return value
 
 
 class SegmentConfig(_Strict):
@@ -211,6 +238,10 @@ class SegmentConfig(_Strict):
     name: str
     description: str = ""
     rule: Any
+    max_exit_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Exit guard for this segment: overrides sync.max_exit_share (fast-churning segments need more).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -238,6 +269,14 @@ MAX_STATUS_FIELDS_PER_OBJECT = 25
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
+def custom_field_name(mapping_id: str) -> str:
+    """The custom field a Mapping ID names: ``crm_2_seg`` -> ``crm_2_seg__c`` (kept if it has ``__c``).
+
+    Salesforce custom field API names end in ``__c``; a segment status field is always a custom
+    Long Text Area, so both spellings name the same field."""
+    return mapping_id if mapping_id.lower().endswith("__c") else f"{mapping_id}__c"
+
+
 class ExternalIdConfig(_Strict):
     field: str = Field(description="Salesforce external-id field, e.g. SFMC_Subscriber_Key__c.")
     column: str = Field(description="Profile dataset column holding its value.")
@@ -248,18 +287,26 @@ class DestinationConfig(_Strict):
 
     name: str = Field(description="snake_case; the sync asset is salesforce/<name>.")
     object: Literal["Contact", "Lead"]
-    identity_column: str = Field(default="SubscriberKey", description="Profile column holding the Salesforce Id.")
+    identity_column: str | None = Field(
+        default=None, description="Profile column holding the Salesforce record Id; default: the profile key."
+    )
     attributes: dict[str, str] | None = Field(
         default=None, description="Dataset column -> Salesforce field; default per object (Contact/Lead)."
     )
     segments: dict[str, str] = Field(
-        default_factory=dict, description="Segment -> Mapping ID (the custom Long Text Area field)."
+        default_factory=dict,
+        description="Segment -> Mapping ID (the custom Long Text Area field). Resolved at load to the field's "
+        "API name: 'seg' and 'seg__c' (in any case) are one field.",
     )
     operation: Literal["update", "upsert"] = Field(
         default="update", description="update existing records by Id (default; never creates) or upsert."
     )
     external_id: ExternalIdConfig | None = Field(default=None, description="Required for upsert.")
     truncate_long_values: bool = Field(default=False, description="Cut over-long strings instead of rejecting.")
+    clear_null_attributes: bool = Field(
+        default=False,
+        description="A null attribute value clears the CRM field; by default it leaves the field as it is.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -271,6 +318,8 @@ class DestinationConfig(_Strict):
     @field_validator("segments")
     @classmethod
     def _mapping_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        spelling: dict[str, str] = {}  # lower-cased API name -> the first spelling seen
+        resolved: dict[str, str] = {}
         for segment, field in value.items():
             if " " in field:
                 raise ValueError(
@@ -282,7 +331,9 @@ class DestinationConfig(_Strict):
                     f"Mapping ID {field!r} for segment {segment!r} is not a Salesforce field API name "
                     "(letters, digits and '_', starting with a letter)"
                 )
-        return value
+            api_name = custom_field_name(field)
+            resolved[segment] = spelling.setdefault(api_name.lower(), api_name)
+        return resolved
 
     @model_validator(mode="after")
     def _operation(self) -> DestinationConfig:
@@ -297,8 +348,17 @@ class DestinationConfig(_Strict):
         return dict(self.attributes) if self.attributes is not None else dict(DEFAULT_ATTRIBUTES[self.object])
 
     @property
+    def key_column(self) -> str:
+        """The profile column that keys this destination's records (and its ledger rows): the record Id
+        column for updates, the external-id column for upserts."""
+        if self.external_id is not None:
+            return self.external_id.column
+        assert self.identity_column is not None, "identity_column is resolved when the config loads"
+        return self.identity_column
+
+    @property
     def status_fields(self) -> dict[str, list[str]]:
-        """Mapping ID -> the segments it holds (sorted)."""
+        """Status field API name -> the segments it holds (sorted)."""
         fields: dict[str, list[str]] = {}
         for segment, field in self.segments.items():
             fields.setdefault(field, []).append(segment)
@@ -315,6 +375,20 @@ class SyncSettings(_Strict):
         default=0.05, ge=0, le=1, description="Failed share of sent records above which the sync check errors."
     )
     lock_retries: int = Field(default=2, ge=0, le=10, description="Re-sends of UNABLE_TO_LOCK_ROW records per run.")
+    max_exit_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Exit guard: a sync that would exit more than this share of a segment's confirmed members "
+        "sends nothing and fails (per segment: segments[].max_exit_share; per run: accept_exits).",
+    )
+    exit_guard_min_members: int = Field(
+        default=10, ge=1,
+        description="The exit guard watches segments with at least this many confirmed members (smaller ones may "
+        "all leave on a normal day).",
+    )
+    reconciliation_sample_size: int = Field(
+        default=10000, ge=1,
+        description="Reconciliation reads back every managed record up to this many, else a random sample of this size.",
+    )
 
 
 class PipelineSettings(_Strict):
@@ -322,6 +396,11 @@ class PipelineSettings(_Strict):
         default=0.05, ge=0, le=1, description="Largest share of quarantined rows before a run fails."
     )
     page_size: int = Field(default=2500, ge=1, le=2500, description="SFMC rowset page size (max 2500).")
+    max_row_drop: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Volume guard: fail a dataset whose valid rows fall by more than this share since its last "
+        "successful materialization (per extension: max_row_drop; per run: accept_volume_change).",
+    )
 
 
 class PipelineConfig(_Strict):
@@ -357,11 +436,22 @@ class PipelineConfig(_Strict):
             raise ValueError(
                 f"profiles > dataset: unknown dataset {self.profiles.dataset!r}; use one of {', '.join(datasets)}"
             )
+        if self.profiles.key is None and len(profile.primary_key) == 1:
+            self._resolve("profiles", self.profiles.model_copy(update={"key": profile.primary_key[0]}))
+        if self.profiles.key is None:
+            raise ValueError(
+                f"profiles > key: {profile.asset!r} needs a one-column primary_key (it has {profile.primary_key}); "
+                "one row per profile, keyed by the column related datasets join on"
+            )
         if profile.primary_key != [self.profiles.key]:
             raise ValueError(
                 f"profiles > key: {self.profiles.key!r} must be the primary key of {profile.asset!r} "
                 f"(its primary_key is {profile.primary_key}); one row per profile"
             )
+        self._resolve("destinations", [
+            d if d.identity_column else d.model_copy(update={"identity_column": self.profiles.key})
+            for d in self.destinations
+        ])
         problems, seen = [], set()
         for i, segment in enumerate(self.segments):
             where = f"segments[{i}] ({segment.name})"
@@ -375,6 +465,10 @@ class PipelineConfig(_Strict):
         problems += self._destination_problems(profile)
         if problems:
             raise ValueError("\n  - ".join(problems))
+
+    def _resolve(self, name: str, value: Any) -> None:
+        """Fill in a default that depends on another section (the model is frozen once loaded)."""
+        object.__setattr__(self, name, value)
 
     def _destination_problems(self, profile: DataExtensionConfig) -> list[str]:
         problems: list[str] = []
@@ -395,6 +489,12 @@ class PipelineConfig(_Strict):
                     problems.append(
                         f"{where} > {setting}: {profile.asset!r} has no column {column!r} "
                         f"(columns: {', '.join(sorted(columns))})"
+                    )
+            if dest.operation == "update" and dest.identity_column in columns:
+                if profile.column(dest.identity_column).format != "salesforce_id":
+                    problems.append(
+                        f"{where} > identity_column: {dest.identity_column!r} must hold Salesforce record Ids: "
+                        f"give that column `format: salesforce_id` in {profile.asset!r}, or name the column that does"
                     )
             for segment in dest.segments:
                 if segment not in segments:
@@ -429,7 +529,20 @@ class PipelineConfig(_Strict):
                 return dest
         raise KeyError(f"no destination named {name!r}")
 
+    @property
+    def profile_key(self) -> str:
+        """The profile key column (resolved at load: ``profiles.key`` or the profile dataset's primary key)."""
+        assert self.profiles.key is not None
+        return self.profiles.key
+
     def threshold_for(self, ext: DataExtensionConfig) -> float:
         if ext.quarantine_threshold is not None:
             return ext.quarantine_threshold
         return self.settings.quarantine_threshold
+
+    def max_row_drop_for(self, ext: DataExtensionConfig) -> float:
+        return ext.max_row_drop if ext.max_row_drop is not None else self.settings.max_row_drop
+
+    def max_exit_share_for(self, segment: str) -> float:
+        configured = self.segment(segment).max_exit_share
+        return configured if configured is not None else self.sync.max_exit_share

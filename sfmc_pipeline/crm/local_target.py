@@ -2,8 +2,12 @@
 
 Without Salesforce credentials the CRM sink writes here instead, so a newcomer can watch the whole flow
 work end to end. ``LocalCrmTarget`` implements the same ``CrmTarget`` protocol as the Salesforce client
-(``sfmc_pipeline/crm/records.py``) and mimics the sObject Collections contract (``/work/shared/api-notes.md``
-sections 2.2, 2.3, 2.5 and 2.7), so the *same* sink code runs against either target:
+(``sfmc_pipeline/crm/records.py``) and mimics Salesforce's describe and sObject Collections contract
+(update/upsert of at most 200 records with positional per-record results, retrieve by Id), so the *same*
+sink code runs against either target:
+
+* ``target_id`` is ``local:<uuid4>``, created when the file is first opened and kept in its ``_meta`` table:
+  the same file keeps its id, a new file gets a new one.
 
 * ``describe`` answers like Salesforce's describe: ``Id`` (type ``id``, not updateable, ``idLookup``), the
   standard fields (``string``/``email`` with their lengths, required ones not nillable) and the segment
@@ -16,11 +20,16 @@ sections 2.2, 2.3, 2.5 and 2.7), so the *same* sink code runs against either tar
   (and, for upserts, ``MISSING_ARGUMENT``, ``DUPLICATE_VALUE``, ``DUPLICATE_EXTERNAL_ID``).
   Other request-level problems (no ``attributes.type``, more than 10 same-type chunks, a value that is
   not a JSON scalar, an unusable external-id field) raise ``ValueError``; an object that was never set up
-  with ``ensure_object`` raises ``KeyError`` everywhere (``describe`` included).
+  with ``ensure_object`` raises ``KeyError`` everywhere (``describe`` included). ``decimal.Decimal`` values
+  are stored as their exact text (``format(d, "f")``: all digits, no exponent).
+* ``retrieve`` answers like the sObject Collections retrieve: one item per id, in order, None for an id
+  that is malformed, of another object or not there; an unknown field raises ``ValueError`` (the HTTP 400).
+  It counts one API request per 2,000 ids, as Salesforce would.
 
 Storage: one table per object (``Contact``, ``Lead``) whose columns are the field API names, all values
-TEXT, keyed by the 18-character Id; field metadata lives in the ``_fields`` table, and the counters behind
-ids created by upserts in ``_id_counters``. Salesforce stores an empty string as null, so does this target.
+TEXT, keyed by the 18-character Id; field metadata lives in the ``_fields`` table, the counters behind
+ids created by upserts in ``_id_counters``, and the target id in ``_meta``. Salesforce stores an empty
+string as null, so does this target.
 
 See the result of a run::
 
@@ -29,11 +38,14 @@ See the result of a run::
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -41,6 +53,7 @@ import pandas as pd
 
 from sfmc_pipeline.crm.records import (
     MAX_RECORDS_PER_REQUEST,
+    MAX_RETRIEVE_IDS_PER_REQUEST,
     ApiUsage,
     Describe,
     FieldInfo,
@@ -61,7 +74,7 @@ __all__ = [
 """The objects this target knows, with the 3-character key prefix of their record ids."""
 
 MAX_CHUNKS_PER_REQUEST = 10
-"""An update may mix types, but at most this many runs of consecutive same-type records (api-notes 2.2)."""
+"""An update may mix types, but at most this many runs of consecutive same-type records (as in Salesforce)."""
 
 DEFAULT_STATUS_FIELD_LENGTH = 32768  # Long Text Area default
 MAX_LONG_TEXT_LENGTH = 131072  # Long Text Area maximum
@@ -148,9 +161,13 @@ def _as_text(value: Any) -> str | None:
         return value or None
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         return str(value)
-    raise ValueError(f"field values must be strings, numbers, booleans or null, got {type(value).__name__}")
+    raise ValueError(
+        f"field values must be strings, finite numbers (int, float, Decimal), booleans or null, got {value!r}"
+    )
 
 
 class LocalCrmTarget:
@@ -177,6 +194,9 @@ class LocalCrmTarget:
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS _id_counters (sobject TEXT PRIMARY KEY, last INTEGER NOT NULL)"
             )
+            cur.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            cur.execute("INSERT OR IGNORE INTO _meta VALUES ('target_id', ?)", (f"local:{uuid.uuid4()}",))
+            (self._target_id,) = cur.execute("SELECT value FROM _meta WHERE key = 'target_id'").fetchone()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,12 +300,22 @@ class LocalCrmTarget:
     # ------------------------------------------------------------------ CrmTarget
 
     @property
+    def target_id(self) -> str:
+        """``local:<uuid4>``, persisted in the file's ``_meta`` table."""
+        return self._target_id
+
+    @property
+    def target_label(self) -> str:
+        return f"local target {self.db_path.resolve()} ({self._target_id})"
+
+    @property
     def api_usage(self) -> ApiUsage | None:
         return None  # no daily API allocation locally
 
     @property
     def api_requests(self) -> int:
-        """describe/update/upsert calls so far (as API requests; calls refused for > 200 records not counted)."""
+        """describe/update/upsert calls, plus one per 2,000 ids retrieved, so far (as API requests; calls refused
+        for > 200 records not counted)."""
         return self._requests
 
     def describe(self, sobject: str) -> Describe:
@@ -363,6 +393,39 @@ class LocalCrmTarget:
                 _write(cur, name, record_id, resolved)
                 results.append(RecordResult(success=True, id=record_id, created=created))
         return results
+
+    def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Current ``fields`` (stored text) of the ``ids`` records, in the order of ``ids``: ``{"Id": ..., <field as
+        requested>: value}``, or None where the id is malformed, of another object or not there."""
+        name = self._object_name(sobject)
+        known = self._fields(name)
+        resolved = []
+        for requested in fields:
+            fdef = _find(known, requested) if isinstance(requested, str) else None
+            if fdef is None:
+                raise ValueError(f"INVALID_FIELD: No such column {requested!r} on entity {name!r}")
+            resolved.append((requested, fdef.name))
+        ids = list(ids)
+        if not all(isinstance(i, str) for i in ids):
+            raise ValueError("record ids must be strings")
+        if not ids:
+            return []
+        self._requests += math.ceil(len(ids) / MAX_RETRIEVE_IDS_PER_REQUEST)
+        prefix = KEY_PREFIXES[name]
+        wanted = [to_18(i[:15]) if ok and i.startswith(prefix) else None for i, ok in zip(ids, _well_formed(ids))]
+        present = sorted({i for i in wanted if i is not None})
+        columns = ", ".join(_q(c) for c in dict.fromkeys(["Id", *(c for _, c in resolved)]))
+        rows: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for start in range(0, len(present), 500):
+                chunk = present[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                cur = self._conn.execute(f"SELECT {columns} FROM {_q(name)} WHERE \"Id\" IN ({marks})", chunk)
+                names = [d[0] for d in cur.description]
+                for row in cur.fetchall():
+                    rows[row[0]] = dict(zip(names, row))
+        found = [rows.get(i) if i is not None else None for i in wanted]
+        return [None if row is None else {"Id": row["Id"], **{r: row[c] for r, c in resolved}} for row in found]
 
     # ------------------------------------------------------------------ inspection
 

@@ -1,89 +1,166 @@
-"""What each CRM record should hold: segment status fields and mapped attributes.
+"""What each CRM record of a destination should hold: segment status fields and mapped attributes.
 
-A status field's value lists the profile's statuses for the segments mapped to it, as
-``segment:status`` entries sorted by segment name and joined with ``;`` (for example
-``new_customer:realized;offer_clickers:existing``). A profile with no status in a field's
-segments gets no value for that field (it is not touched): ``exited`` is written once, and a
-profile that never qualified is never written.
+A status field's value lists the profile's statuses for the segments mapped to it, in the status
+format (``status_format.py``). Rules, in the order they apply:
+
+- Records are keyed by the destination's key column (the Salesforce Id for updates, the external
+  id for upserts), looked up from the profile; a profile no longer in the dataset is found through
+  the ledger (so its exit still reaches its record). Updates take only their object's Ids; other
+  profiles are counted as skipped.
+- A profile with no status in a field's segments gets no value for that field (it is not
+  touched): ``exited`` is written once, and a profile that never qualified is never written.
+- A segment the ledger shows as confirmed in-segment, but that the statuses no longer mention,
+  gets ``exited`` (the profile left and its exit was not confirmed written yet).
+- Held profiles (their row is quarantined) are left exactly as they are in the CRM.
+- A confirmed status entry of a segment that is no longer mapped to that field (removed from the
+  mapping, or moved to another field) is cleared from it, once.
+- Attributes are written for the records that get a status value. A null source value leaves the
+  field as it is, unless the destination opts in to ``clear_null_attributes``; a null in a field
+  Salesforce requires is always sent, so the record is rejected (``REQUIRED_FIELD_MISSING``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-from decimal import Decimal
+import json
+from collections import Counter
+from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.models import DestinationConfig
+from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS
+from sfmc_pipeline.crm.status_format import IN_SEGMENT, format_entries, parse_entries
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
+from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
-DESIRED_COLUMNS = ["record_id", "field", "value"]
+DESIRED_COLUMNS = ["record_id", PROFILE_KEY, "field", "kind", "column", "value"]
+STATUS, ATTRIBUTE = "status", "attribute"
 
 
 @dataclass(frozen=True)
 class DesiredState:
-    values: pd.DataFrame  # DESIRED_COLUMNS; field = configured name (Mapping ID or attribute field)
-    considered: int  # records with a status in a mapped segment (and, for updates, this object's key prefix)
-    skipped: int  # records with a status whose Id belongs to another object
+    values: pd.DataFrame  # DESIRED_COLUMNS; field: status field API name or attribute field as configured;
+    #                       column: the profile column of an attribute (None for status fields); value: typed
+    considered: int  # records with a status value to hold
+    skipped: int  # profiles with a status whose record is another object's, or who have no record key
+    held: int  # held profiles (row quarantined), left as they are
+    null_attributes: int  # attribute values left as they are because the source value is null
+    cleared: Counter = field(default_factory=Counter)  # (field, segment) -> records cleared of an unmapped segment
+    members: dict[str, set[str]] = field(default_factory=dict)  # segment -> records in it now (not held)
+    held_records: set[str] = field(default_factory=set)
 
 
-def build_desired_state(dest: DestinationConfig, statuses: pd.DataFrame, profiles: pd.DataFrame) -> DesiredState:
-    field_of = dest.segments
+def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.DataFrame, profile_key: str) -> pd.Series:
+    """profile key -> record key: from the profiles, else from the ledger (profiles that left)."""
+    current = profiles[list(dict.fromkeys([profile_key, dest.key_column]))].dropna()
+    mapping = pd.Series(current[dest.key_column].astype(str).to_numpy(), index=current[profile_key].astype(str))
+    known = confirmed[[PROFILE_KEY, "record_id"]].dropna().drop_duplicates(PROFILE_KEY)
+    earlier = pd.Series(known["record_id"].to_numpy(), index=known[PROFILE_KEY].astype(str))
+    return pd.concat([mapping, earlier[~earlier.index.isin(mapping.index)]])
+
+
+def build_desired_state(
+    dest: DestinationConfig, statuses: pd.DataFrame, profiles: pd.DataFrame, confirmed: pd.DataFrame, *, profile_key: str
+) -> DesiredState:
+    """``statuses``: ``profile_key, segment, status[, held]``; ``confirmed``: this destination's ledger rows."""
+    field_of = {segment: fld.lower() for segment, fld in dest.segments.items()}
     mapped = statuses[statuses["segment"].isin(list(field_of))]
-    # Updates go by record Id, so a destination takes only its object's Ids; upserts are keyed
-    # by an external id and take every profile.
+    held_profiles = set(mapped.loc[mapped["held"], PROFILE_KEY].astype(str)) if "held" in mapped else set()
+    keys = record_keys(dest, profiles, confirmed, profile_key)
     prefix = KEY_PREFIXES[dest.object] if dest.operation == "update" else ""
-    ids = mapped["SubscriberKey"].astype("string")
-    mine = ids.str.startswith(prefix).fillna(False).astype(bool)
-    skipped = int(ids[~mine].nunique())
-    mapped = mapped[mine]
+    held_records = set(keys.reindex(list(held_profiles)).dropna())
 
-    entries = mapped.assign(field=mapped["segment"].map(field_of), entry=mapped["segment"] + ":" + mapped["status"])
-    entries = entries.sort_values(["SubscriberKey", "field", "segment"])
-    status_values = (
-        entries.groupby(["SubscriberKey", "field"], sort=True)["entry"].agg(";".join).reset_index()
-        .rename(columns={"SubscriberKey": "record_id", "entry": "value"})
+    in_crm = confirmed_entries(confirmed)
+    exits = _lost_exits(in_crm, mapped, field_of)
+    wanted = mapped[~mapped[PROFILE_KEY].astype(str).isin(held_profiles)]
+    wanted = wanted.assign(record_id=wanted[PROFILE_KEY].astype(str).map(keys))
+    mine = wanted["record_id"].notna() & wanted["record_id"].fillna("").str.startswith(prefix)
+    skipped = int(wanted.loc[~mine, PROFILE_KEY].nunique())
+    rows = pd.concat([wanted[mine], exits], ignore_index=True)
+    rows = rows.assign(field=rows["segment"].map(dest.segments))
+    status_values = format_entries(rows[["record_id", PROFILE_KEY, "field", "segment", "status"]],
+                                   ["record_id", PROFILE_KEY, "field"])
+
+    clears, cleared = _clears(in_crm, field_of, status_values, held_records)
+    status_values = pd.concat([status_values, clears], ignore_index=True).assign(kind=STATUS, column=None)
+    record_ids = status_values[["record_id", PROFILE_KEY]].drop_duplicates("record_id")
+    attributes, null_attributes = _attribute_values(dest, profiles, record_ids, profile_key)
+
+    current = rows[rows["status"].isin(IN_SEGMENT)]
+    members = {segment: set(current.loc[current["segment"] == segment, "record_id"]) for segment in dest.segments}
+    values = pd.concat([status_values[DESIRED_COLUMNS], attributes], ignore_index=True)
+    return DesiredState(
+        values=values, considered=len(record_ids), skipped=skipped, held=len(held_profiles),
+        null_attributes=null_attributes, cleared=cleared, members=members, held_records=held_records,
     )
-    record_ids = status_values["record_id"].drop_duplicates()
-    attribute_values = _attribute_values(dest, profiles, record_ids)
-    status_values["value"] = status_values["value"].astype(object)
-    values = pd.concat([status_values[DESIRED_COLUMNS], attribute_values], ignore_index=True)
-    values["record_id"] = values["record_id"].astype("string")
-    values["field"] = values["field"].astype("string")
-    return DesiredState(values=values, considered=len(record_ids), skipped=skipped)
 
 
-def _attribute_values(dest: DestinationConfig, profiles: pd.DataFrame, record_ids: pd.Series) -> pd.DataFrame:
-    columns = list(dest.attribute_map)
+def confirmed_entries(confirmed: pd.DataFrame) -> pd.DataFrame:
+    """``record_id, profile_key, field (lower-cased), segment, status`` of every confirmed status entry."""
+    rows = confirmed[(confirmed["kind"] == STATUS)].reset_index(drop=True)
+    entries = parse_entries(rows["value"].map(lambda v: None if v is None else json.loads(v)))
+    return pd.DataFrame({
+        "record_id": rows["record_id"].reindex(entries.index).to_numpy(),
+        PROFILE_KEY: rows[PROFILE_KEY].reindex(entries.index).to_numpy(),
+        "field": rows["field"].str.lower().reindex(entries.index).to_numpy(),
+        "segment": entries["segment"].to_numpy(),
+        "status": entries["status"].to_numpy(),
+    }, dtype=object)
+
+
+def _lost_exits(in_crm: pd.DataFrame, mapped: pd.DataFrame, field_of: dict[str, str]) -> pd.DataFrame:
+    """``exited`` rows for confirmed in-segment entries (in the segment's current field) of profiles
+    the statuses no longer mention for that segment."""
+    current = in_crm[in_crm["status"].isin(IN_SEGMENT) & (in_crm["field"] == in_crm["segment"].map(field_of))]
+    known = mapped[[PROFILE_KEY, "segment"]].astype(str)
+    lost = current.merge(known, on=[PROFILE_KEY, "segment"], how="left", indicator=True)
+    lost = lost[lost["_merge"] == "left_only"]
+    return lost[["record_id", PROFILE_KEY, "segment"]].assign(status="exited")
+
+
+def _clears(in_crm: pd.DataFrame, field_of: dict[str, str], status_values: pd.DataFrame,
+            held_records: set[str]) -> tuple[pd.DataFrame, Counter]:
+    """Values without the entries of segments no longer mapped to their field, for (record, field)s
+    that get no new value anyway; ``None`` when nothing is left (the field is cleared)."""
+    stale = in_crm["field"] != in_crm["segment"].map(field_of).fillna("")
+    affected = in_crm.loc[stale & ~in_crm["record_id"].isin(held_records), ["record_id", "field"]].drop_duplicates()
+    written = set(zip(status_values["record_id"], status_values["field"].str.lower()))
+    affected = affected[[pair not in written for pair in zip(affected["record_id"], affected["field"])]]
+    cleared = Counter(zip(in_crm.loc[stale, "field"], in_crm.loc[stale, "segment"]))
+    if affected.empty:
+        return pd.DataFrame(columns=["record_id", PROFILE_KEY, "field", "value"]), Counter()
+    entries = in_crm.merge(affected, on=["record_id", "field"])
+    kept = entries[entries["field"] == entries["segment"].map(field_of).fillna("")]
+    values = format_entries(kept[["record_id", "field", "segment", "status"]], ["record_id", "field"])
+    out = affected.merge(values, on=["record_id", "field"], how="left")
+    out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
+    owners = entries.drop_duplicates("record_id").set_index("record_id")[PROFILE_KEY]
+    out[PROFILE_KEY] = out["record_id"].map(owners)
+    fields = in_crm.drop_duplicates("field").set_index("field")["field"]
+    cleared = Counter({k: v for k, v in cleared.items() if k[0] in set(out["field"])})
+    return out.assign(field=out["field"].map(fields)), cleared
+
+
+def _attribute_values(dest: DestinationConfig, profiles: pd.DataFrame, records: pd.DataFrame,
+                      profile_key: str) -> tuple[pd.DataFrame, int]:
+    columns = dict(dest.attribute_map)  # profile column -> field
     if dest.external_id is not None:
-        columns.append(dest.external_id.column)
-    rows = profiles[profiles[dest.identity_column].isin(record_ids)]
-    frames = []
-    for column in dict.fromkeys(columns):
-        field = dest.external_id.field if dest.external_id and column == dest.external_id.column else dest.attribute_map[column]
-        frames.append(
-            pd.DataFrame(
-                {"record_id": rows[dest.identity_column].to_numpy(), "field": field,
-                 "value": pd.Series([json_value(v) for v in rows[column].tolist()], dtype=object)}
-            )
-        )
+        columns[dest.external_id.column] = dest.external_id.field
+    rows = profiles[profiles[profile_key].astype(str).isin(set(records[PROFILE_KEY].astype(str)))]
+    rows = rows.assign(record_id=rows[dest.key_column].astype(str))
+    rows = rows[rows["record_id"].isin(set(records["record_id"]))]
+    required = {name.lower() for name in REQUIRED_FIELDS[dest.object]}
+    frames, nulls = [], 0
+    for column, fld in columns.items():
+        values = rows[column]
+        keep = values.notna() | dest.clear_null_attributes | (fld.lower() in required)
+        nulls += int((~keep).sum())
+        frames.append(pd.DataFrame({
+            "record_id": rows["record_id"].to_numpy()[keep.to_numpy()],
+            PROFILE_KEY: rows[profile_key].astype(str).to_numpy()[keep.to_numpy()],
+            "field": fld, "kind": ATTRIBUTE, "column": column,
+            "value": pd.Series(values[keep].astype(object).where(values[keep].notna(), None).tolist(), dtype=object),
+        }))
     if not frames:
-        return pd.DataFrame(columns=DESIRED_COLUMNS)
-    return pd.concat(frames, ignore_index=True)
-
-
-def json_value(value):
-    """A dataset value as Salesforce's JSON expects it (None for null)."""
-    if value is None or (not isinstance(value, (str, bytes)) and pd.isna(value)):
-        return None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, Decimal)):
-        return float(value)
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
-        return value.isoformat()
-    return str(value)
+        return pd.DataFrame(columns=DESIRED_COLUMNS), 0
+    return pd.concat(frames, ignore_index=True)[DESIRED_COLUMNS], nulls

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Mapping
 
-from sfmc_pipeline.config.models import DestinationConfig
+from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig
 from sfmc_pipeline.crm.records import Describe, FieldInfo
+from sfmc_pipeline.crm.salesforce_rules import accepts, expected_field_types
 from sfmc_pipeline.transport import ConfigurationError
 
 
@@ -20,31 +22,28 @@ class PreflightError(ConfigurationError):
         self.problems = problems
 
 
-def custom_field_name(mapping_id: str) -> str:
-    """The custom field a Mapping ID names: ``crm_2_seg`` -> ``crm_2_seg__c`` (kept if it has ``__c``)."""
-    return mapping_id if mapping_id.lower().endswith("__c") else f"{mapping_id}__c"
-
-
 @dataclass(frozen=True)
 class ResolvedFields:
     api_names: dict[str, str]  # configured name (Mapping ID / attribute field) -> API name in the org
     info: dict[str, FieldInfo]  # API name -> describe
 
 
-def run_preflight(dest: DestinationConfig, describe: Describe, longest: dict[str, int]) -> ResolvedFields:
-    """``longest``: configured status field -> longest value about to be written to it."""
+def run_preflight(
+    dest: DestinationConfig, describe: Describe, longest: dict[str, int], columns: Mapping[str, ColumnConfig]
+) -> ResolvedFields:
+    """``longest``: status field -> longest value about to be written to it; ``columns``: the profile
+    dataset's columns (an attribute's column type must fit its field's type)."""
     problems: list[str] = []
     api_names: dict[str, str] = {}
     info: dict[str, FieldInfo] = {}
     obj = dest.object
+    source_of = {field: column for column, field in dest.attribute_map.items()}
     wanted = [(field, "status") for field in dest.status_fields]
     wanted += [(field, "attribute") for field in dest.attribute_map.values()]
     if dest.external_id is not None:
         wanted.append((dest.external_id.field, "external_id"))
     for configured, role in wanted:
         found = describe.find(configured)
-        if found is None and role == "status":
-            found = describe.find(custom_field_name(configured))
         if found is None:
             problems.append(_missing(obj, configured, role, describe))
             continue
@@ -59,6 +58,14 @@ def run_preflight(dest: DestinationConfig, describe: Describe, longest: dict[str
                 f"{obj}.{found.name}: not updateable by the integration user; grant Edit access in its "
                 "field-level security (or remove it from the mapping)"
             )
+        if role == "attribute" and configured in source_of and source_of[configured] in columns:
+            column = columns[source_of[configured]]
+            if not accepts(column, found):
+                problems.append(
+                    f"{obj}.{found.name}: is a {found.type} field, but it is mapped from {column.name!r}, a "
+                    f"{column.type.value} column; map {column.name!r} to {expected_field_types(column)}, or map "
+                    f"another column to {found.name}"
+                )
         if role == "status":
             if found.type != "textarea":
                 problems.append(
@@ -82,9 +89,8 @@ def _missing(obj: str, configured: str, role: str, describe: Describe) -> str:
     if close:
         hint = f"; did you mean {next(n for n in names if n.lower() == close[0])!r}?"
     if role == "status":
-        api = custom_field_name(configured)
         return (
             f"{obj}.{configured}: no such field. Create it on {obj} as a Long Text Area custom field (API name "
-            f"{api}) or fix the segment's Mapping ID in the pipeline config{hint}"
+            f"{configured}) or fix the segment's Mapping ID in the pipeline config{hint}"
         )
     return f"{obj}.{configured}: no such field (mapped {role}); fix the mapping in the pipeline config{hint}"

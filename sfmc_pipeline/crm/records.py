@@ -1,7 +1,8 @@
 """Typed records at the CRM boundary, shared by the Salesforce client and the local target.
 
-Both targets implement ``CrmTarget``: describe an object, update records by Id, upsert by an
-external id. Results come back in request order, one per record (Salesforce's contract).
+Both targets implement ``CrmTarget``: say which CRM they are, describe an object, update records by
+Id, upsert by an external id, and read current values back by Id. Results come back in request
+order, one per record or id (Salesforce's contract).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 MAX_RECORDS_PER_REQUEST = 200  # sObject Collections limit
+MAX_RETRIEVE_IDS_PER_REQUEST = 2000  # sObject Collections retrieve limit
 
 
 @dataclass(frozen=True)
@@ -109,14 +111,30 @@ class Describe:
 class CrmTarget(Protocol):
     mode: str  # "salesforce" or "local"
 
+    @property
+    def target_id(self) -> str:
+        """Stable identity of the CRM, e.g. to key a sync ledger: ``"salesforce:<18-char org id>"`` or
+        ``"local:<uuid>"`` (persisted in the SQLite file). The Salesforce client logs in to learn it."""
+
+    @property
+    def target_label(self) -> str:
+        """Human-readable description of the CRM (org id and host, or file path); never a secret."""
+
     def describe(self, sobject: str) -> Describe: ...
 
     def update(self, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         """``records``: ``{"attributes": {"type": "Contact"}, "id": "003...", "<Field>": value, ...}``,
-        at most 200; ``allOrNone`` false. One result per record, in order."""
+        at most 200; ``allOrNone`` false. One result per record, in order. Values are JSON scalars (str, int,
+        float, bool, None) or ``decimal.Decimal``, which is written exactly (as a JSON number with the same digits)."""
 
     def upsert(self, sobject: str, external_id_field: str, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         """Same, keyed by ``external_id_field`` (present in every record); results carry ``created``."""
+
+    def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Current values of ``fields`` for the ``ids`` records (any number; sent in requests of at most 2,000
+        ids), in the order of ``ids``: ``{"Id": <18-char id>, <field as requested>: value, ...}``, or None
+        where the id does not exist, is deleted or is not accessible. Field names match case-insensitively;
+        an unknown field is an error for the whole call."""
 
     @property
     def api_usage(self) -> ApiUsage | None: ...

@@ -1,34 +1,56 @@
-"""Salesforce Platform REST client: OAuth login, describe, and sObject Collections update/upsert.
+"""Salesforce Platform REST client: OAuth login, org identity, describe, and sObject Collections
+update/upsert/retrieve.
 
-Contract (see shared/api-notes.md PART 2):
+Contract (Salesforce REST API and OAuth documentation):
 
 * Login is lazy, on the first API call: ``POST {base}services/oauth2/token``, form-encoded, with the
   username-password flow (password + security token appended) when a username and password are
   given, else the client-credentials flow. The token call carries no Authorization header and the
-  secrets travel only in the form body, never in a URL. The response has no ``expires_in``: the
+  secrets travel only in the form body, never in a URL. The response (``access_token``,
+  ``instance_url``, ``id``, ``token_type``, ``issued_at``, ``signature``) has no ``expires_in``: the
   session lives until Salesforce answers 401 ``INVALID_SESSION_ID``; then the client logs in again
   once and resends the request once.
+* The org: the token response's ``id`` is the identity URL
+  ``https://login.salesforce.com/id/{orgId 00D...}/{userId 005...}``; without a usable one,
+  ``GET {instance_url}services/oauth2/userinfo`` (Bearer) answers ``organization_id``. ``target_id``
+  is ``salesforce:<18-character org id>``; a re-login that lands in another org is an error.
 * API calls go to the ``instance_url`` of the token response with ``Authorization: Bearer``.
   Request-level errors are JSON arrays ``[{"message", "errorCode", "fields"}]``; a 403
   ``REQUEST_LIMIT_EXCEEDED`` means the org's API allocation is used up and becomes
   :class:`RequestLimitExceeded`. 429, 5xx and connection errors are retried by ``HttpTransport``
-  (every call here is idempotent: PATCH by Id or external id, GET).
+  (every call here is idempotent: PATCH by Id or external id, GET, and the retrieve POST, a read).
 * ``PATCH composite/sobjects`` (update) and ``composite/sobjects/{SObject}/{ExternalIdField}``
   (upsert) take at most 200 records and answer 200 with one result per record, in request order;
-  per-record failures are data (``RecordResult``), not exceptions.
+  per-record failures are data (``RecordResult``), not exceptions. Bodies are serialised here (not by
+  ``requests``) so that ``decimal.Decimal`` values go out as exact JSON numbers.
+* ``POST composite/sobjects/{SObject}`` with ``{"ids": [...], "fields": [...]}`` (retrieve) takes at
+  most 2,000 ids of one object and answers a JSON array in the order of ``ids``: ``null`` for an id
+  that is invalid, deleted or not accessible, else ``{"attributes": {...}, "Id": ..., "<Field>": ...}``
+  with the org's field names; an unknown field is HTTP 400 ``INVALID_FIELD``. Each request is one
+  API call. Numbers are read as exact ``Decimal`` (integers as ``int``).
 * Every API response's ``Sforce-Limit-Info: api-usage=USED/LIMIT`` is recorded in ``api_usage``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from decimal import Decimal
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, Describe, FieldInfo, RecordResult
+from sfmc_pipeline.crm.records import (
+    MAX_RECORDS_PER_REQUEST,
+    MAX_RETRIEVE_IDS_PER_REQUEST,
+    ApiUsage,
+    Describe,
+    FieldInfo,
+    RecordResult,
+)
+from sfmc_pipeline.datasets.salesforce_id import is_valid_id, to_18
 from sfmc_pipeline.transport import (
     ApiError,
     ConfigurationError,
@@ -41,6 +63,7 @@ from sfmc_pipeline.transport import (
 
 DEFAULT_API_VERSION = "66.0"  # Spring '26
 MY_DOMAIN_SUFFIX = ".my.salesforce.com"
+ORG_ID_PREFIX = "00D"
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _PREFIX = re.compile(rf"^{_LABEL}$")
@@ -174,6 +197,7 @@ class SalesforceClient:
         self.logins = 0  # token requests made (successful or not)
         self._access_token: str | None = None
         self._api_usage: ApiUsage | None = None
+        self._org_id: str | None = None
 
     def __repr__(self) -> str:  # never show a secret
         return f"SalesforceClient(base_url={self.base_url!r}, flow={self.flow!r}, api_version={self.api_version!r})"
@@ -188,6 +212,17 @@ class SalesforceClient:
         self.transport.close()
 
     # ------------------------------------------------------------------ CrmTarget
+
+    @property
+    def target_id(self) -> str:
+        """``salesforce:<18-character org id>``; logs in first if needed."""
+        return f"salesforce:{self._organization_id()}"
+
+    @property
+    def target_label(self) -> str:
+        """``Salesforce org 00D... at https://<instance>/``; logs in first if needed."""
+        org_id = self._organization_id()
+        return f"Salesforce org {org_id} at {self.instance_url}"
 
     @property
     def api_usage(self) -> ApiUsage | None:
@@ -221,6 +256,35 @@ class SalesforceClient:
         field = _api_name(external_id_field, "external_id_field")
         return self._collection(f"composite/sobjects/{name}/{field}", records, what=f"upsert of {name} by {field}")
 
+    def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Current ``fields`` of the ``ids`` records, in the order of ``ids``; None where an id is invalid, deleted
+        or not accessible. Each dict holds ``"Id"`` and each field under the name as requested. Sent in requests
+        of at most 2,000 ids (``Id`` is always among the fields asked for); an empty ``ids`` sends nothing."""
+        name = _api_name(sobject, "sobject")
+        fields = [_api_name(f, "field") for f in fields]
+        ids = list(ids)
+        if not all(isinstance(i, str) for i in ids):
+            raise ValueError("record ids must be strings")
+        asked = list({f.lower(): f for f in ["Id", *fields]}.values())  # each name once, case-insensitively
+        what = f"retrieve of {name}"
+        rows: list[dict[str, Any] | None] = []
+        for start in range(0, len(ids), MAX_RETRIEVE_IDS_PER_REQUEST):
+            chunk = ids[start : start + MAX_RETRIEVE_IDS_PER_REQUEST]
+            response = self._api("POST", f"composite/sobjects/{name}", what=what, body={"ids": chunk, "fields": asked})
+            items = _json(response, list, what, self.transport.redact, parse_float=Decimal)
+            if len(items) != len(chunk) or not all(item is None or isinstance(item, Mapping) for item in items):
+                raise ApiError(
+                    f"Salesforce {what} returned {len(items)} items for {len(chunk)} ids, or an item that is not an "
+                    "object or null; items are matched by position, so none of them can be trusted."
+                )
+            for item in items:
+                if item is None:
+                    rows.append(None)
+                    continue
+                values = {key.lower(): value for key, value in item.items() if key != "attributes"}
+                rows.append({"Id": values.get("id"), **{f: values.get(f.lower()) for f in fields}})
+        return rows
+
     def limits(self) -> dict:
         """``GET limits/``: ``{"DailyApiRequests": {"Max": N, "Remaining": M}, ...}``."""
         response = self._api("GET", "limits/", what="limits request")
@@ -238,7 +302,7 @@ class SalesforceClient:
         if not records:
             return []
         body = {"allOrNone": False, "records": [dict(r) for r in records]}
-        response = self._api("PATCH", path, what=what, json=body)
+        response = self._api("PATCH", path, what=what, body=body)
         items = _json(response, list, what, self.transport.redact)
         if len(items) != len(records):
             raise ApiError(
@@ -249,14 +313,21 @@ class SalesforceClient:
             raise ApiError(f"Salesforce {what} returned a result that is not an object; cannot read the results.")
         return [RecordResult.from_api(item) for item in items]
 
-    def _api(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
-        """Send an authenticated API request; re-login once on 401; raise ``ApiError`` for non-2xx."""
+    def _api(self, method: str, path: str, *, what: str, body: Any = None) -> requests.Response:
+        """An authenticated REST API request (``services/data/vXX.X/{path}``); see ``_authorized``."""
+        return self._authorized(method, f"services/data/v{self.api_version}/{path}", what=what, body=body)
+
+    def _authorized(self, method: str, path: str, *, what: str, body: Any = None) -> requests.Response:
+        """Send a Bearer request to ``instance_url + path`` (``body``, if any, as JSON via ``json_body``);
+        re-login once on 401; raise ``ApiError`` for non-2xx."""
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        data = None if body is None else json_body(body)
         for attempt in (1, 2):
             if self._access_token is None:
                 self._login()
-            url = f"{self.instance_url}services/data/v{self.api_version}/{path}"
+            url = f"{self.instance_url}{path}"
             response = self.transport.request(
-                method, url, headers={"Authorization": f"Bearer {self._access_token}"}, **kwargs
+                method, url, headers={**headers, "Authorization": f"Bearer {self._access_token}"}, data=data
             )
             self._record_limit_info(response)
             if response.status_code == 401 and attempt == 1:
@@ -309,9 +380,39 @@ class SalesforceClient:
             hint = " The resource does not exist; check the object and field names and the API version."
         else:
             hint = ""
+        if what.startswith("userinfo"):
+            hint += (
+                " The token response had no identity URL ('id'), so the org id is read from the userinfo endpoint; "
+                "the connected app may need the 'Access the identity URL service (id, profile, email, address, "
+                "phone)' or openid OAuth scope."
+            )
         return ApiError(f"Salesforce {what} failed with {shown}.{hint}", status=status, code=code)
 
-    # ------------------------------------------------------------------ internals: login
+    # ------------------------------------------------------------------ internals: login and identity
+
+    def _organization_id(self) -> str:
+        """The 18-character org id: from the token response's identity URL, else from userinfo."""
+        if self._access_token is None:
+            self._login()
+        if self._org_id is None:
+            what = "userinfo request"
+            response = self._authorized("GET", "services/oauth2/userinfo", what=what)
+            data = _json(response, dict, what, self.transport.redact)
+            org_id = _org_id(data.get("organization_id"))
+            if org_id is None:
+                raise ApiError(f"Salesforce {what} has no usable organization_id (an 18-character 00D... id).")
+            self._check_org(org_id)
+            self._org_id = org_id
+        assert self._org_id is not None
+        return self._org_id
+
+    def _check_org(self, org_id: str) -> None:
+        if self._org_id is not None and org_id != self._org_id:
+            raise ApiError(
+                f"Salesforce session is now in org {org_id}, but this client started in org {self._org_id} (a "
+                "sandbox refresh or changed login settings?); stopping so that writes and their ledger stay with "
+                "one org."
+            )
 
     def _login(self) -> None:
         form = {"grant_type": self.flow, "client_id": self._client_id, "client_secret": self._client_secret}
@@ -329,11 +430,15 @@ class SalesforceClient:
                 raise ValueError("empty access_token")
             self.transport.redact.add(access_token)
             instance_url = normalize_base_url(data["instance_url"], setting="instance_url (Salesforce token response)")
+            org_id = _org_id_from_identity_url(data.get("id"))
         except (ValueError, KeyError, TypeError) as exc:
             raise ApiError(
                 f"Salesforce token response is not what the API documents ({type(exc).__name__}: "
                 f"{self.transport.redact(str(exc))})"
             ) from None
+        if org_id is not None:
+            self._check_org(org_id)
+            self._org_id = org_id
         self._access_token = access_token
         self.instance_url = instance_url
 
@@ -407,9 +512,45 @@ def _api_name(value: str, what: str) -> str:
     return quote(value, safe="")
 
 
-def _json(response: requests.Response, kind: type, what: str, redact: Callable[[str], str]) -> Any:
+def json_body(value: Any) -> bytes:
+    """``value`` as JSON, the same text ``json.dumps`` writes (ASCII, NaN refused), except that a finite
+    ``decimal.Decimal`` is written as an exact JSON number: its own digits, no exponent, no float rounding
+    (``Decimal("12345678901234567.89")`` -> ``12345678901234567.89``)."""
+    return _dumps(value).encode("ascii")
+
+
+def _dumps(value: Any) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} cannot be sent as a JSON number")
+        return format(value, "f")
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("JSON object keys must be strings")
+        return "{" + ", ".join(f"{json.dumps(key)}: {_dumps(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_dumps(item) for item in value) + "]"
+    return json.dumps(value, allow_nan=False)
+
+
+def _org_id(value: Any) -> str | None:
+    """The 18-character form of a well-formed org id (key prefix 00D), else None."""
+    if isinstance(value, str) and value.startswith(ORG_ID_PREFIX) and is_valid_id(value):
+        return to_18(value[:15])
+    return None
+
+
+def _org_id_from_identity_url(value: Any) -> str | None:
+    """The org id in an identity URL ``https://host/id/{orgId}/{userId}``, else None."""
+    if not isinstance(value, str):
+        return None
+    segments = urlsplit(value).path.rstrip("/").split("/")
+    return _org_id(segments[-2]) if len(segments) >= 3 and segments[-3] == "id" else None
+
+
+def _json(response: requests.Response, kind: type, what: str, redact: Callable[[str], str], **loads: Any) -> Any:
     try:
-        data = response.json()
+        data = response.json(**loads)
     except ValueError:
         data = None
     if not isinstance(data, kind):

@@ -1,13 +1,15 @@
 """Push segment statuses and mapped attributes to one destination, exactly once per change.
 
-1. Desired state (payloads.py) from the statuses, plus ``exited`` for any segment the ledger
-   shows as confirmed in-segment but which the statuses no longer list (so a failed exit write
-   is retried and the CRM never keeps a stale membership).
-2. Preflight (preflight.py) against the object's describe: nothing is sent if a field is wrong.
-3. Diff against the ledger: only fields whose value differs from what was last confirmed
-   written are sent; an unchanged input sends nothing.
-4. Client-side checks (record_checks.py): known-bad records are rejected with Salesforce's code.
-5. Batches of up to 200 records (``allOrNone`` false). After every batch the successful records
+1. Desired state (``payloads.py``): status values from the statuses, ``exited`` for segments the
+   ledger shows as confirmed in-segment that the statuses no longer list, clears of segments no
+   longer mapped to a field, and the attributes; held profiles are left as they are.
+2. Preflight (``preflight.py``) against the object's describe: nothing is sent if a field is wrong.
+3. Values as they will be written (``salesforce_rules.field_values``; cut to the field's length
+   when the destination opts in to truncation), diffed against the ledger: only fields whose value
+   differs from what was last confirmed written are sent; an unchanged input sends nothing.
+4. Client-side checks (``record_checks.py``): known-bad records are rejected with Salesforce's code.
+5. Exit guard (``exit_guard.py``): a run that would exit too many confirmed members sends nothing.
+6. Batches of up to 200 records (``allOrNone`` false). After every batch the successful records
    are confirmed in the ledger. ``UNABLE_TO_LOCK_ROW`` records are re-sent later in the run.
    ``REQUEST_LIMIT_EXCEEDED``, or daily usage at the threshold, stops cleanly: the rest stays
    pending for the next run.
@@ -18,20 +20,22 @@ from __future__ import annotations
 import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import DestinationConfig, SyncSettings
-from sfmc_pipeline.crm.ledger import SyncLedger, encode
-from sfmc_pipeline.crm.payloads import build_desired_state, json_value
-from sfmc_pipeline.crm.preflight import ResolvedFields, custom_field_name, run_preflight
-from sfmc_pipeline.crm.record_checks import check_record
+from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig, PipelineConfig, SyncSettings
+from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, exit_guard, explain
+from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
+from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState, build_desired_state, confirmed_entries
+from sfmc_pipeline.crm.preflight import ResolvedFields, run_preflight
+from sfmc_pipeline.crm.record_checks import check_record, truncated
 from sfmc_pipeline.crm.records import ApiUsage, CrmTarget, RecordError
 from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
+from sfmc_pipeline.crm.salesforce_rules import field_values
+from sfmc_pipeline.crm.status_format import parse_entries
+from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
-IN_SEGMENT = ("realized", "existing")
 ERROR_COLUMNS = ["run_id", "destination", "object", "record_id", "stage", "status_code", "message", "fields", "payload"]
 
 
@@ -40,9 +44,12 @@ class SyncOutcome:
     destination: str
     sobject: str
     dry_run: bool
+    target: str = ""
     considered: int = 0
     unchanged: int = 0
     skipped: int = 0
+    held: int = 0
+    null_attributes: int = 0
     to_send: int = 0
     sent: int = 0  # record sends, re-sends included
     succeeded: int = 0
@@ -54,10 +61,14 @@ class SyncOutcome:
     stopped: str | None = None
     errors: list[dict] = field(default_factory=list)
     unsettled: set[str] = field(default_factory=set)  # failed, rejected or pending record ids
+    cleared: Counter = field(default_factory=Counter)  # (field, segment) -> records cleared of an unmapped segment
     planned: Counter = field(default_factory=Counter)  # (field, status or "attribute") -> records (dry run)
     samples: list[dict] = field(default_factory=list)
     longest: dict[str, int] = field(default_factory=dict)
+    exit_guard: pd.DataFrame | None = None
     usage: ApiUsage | None = None
+    desired: DesiredState | None = None
+    status_fields: dict[str, str] = field(default_factory=dict)  # segment -> status field API name in the CRM
 
     @property
     def failed_total(self) -> int:
@@ -71,31 +82,9 @@ class SyncOutcome:
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
 
-
-def confirmed_memberships(dest: DestinationConfig, confirmed: pd.DataFrame) -> pd.DataFrame:
-    """``record_id, segment`` pairs whose confirmed status field value says realized or existing."""
-    names: set[str] = set()
-    for fld in dest.status_fields:
-        names |= {fld.lower(), custom_field_name(fld).lower()}  # the ledger holds API names
-    rows = confirmed[confirmed["field"].str.lower().isin(names) & confirmed["value"].notna()]
-    entries = pd.DataFrame({"record_id": rows["record_id"].to_numpy(),
-                            "entry": rows["value"].map(json.loads).str.split(";").to_numpy()}).explode("entry")
-    parts = entries["entry"].str.split(":", n=1, expand=True).reindex(columns=[0, 1])
-    entries = entries.assign(segment=parts[0], status=parts[1])
-    keep = entries["status"].isin(IN_SEGMENT) & entries["segment"].isin(list(dest.segments))
-    return entries.loc[keep, ["record_id", "segment"]].drop_duplicates(ignore_index=True)
-
-
-def add_ledger_exits(dest: DestinationConfig, statuses: pd.DataFrame, confirmed: pd.DataFrame) -> pd.DataFrame:
-    """Statuses plus ``exited`` rows for segments the ledger shows as in-segment but the statuses
-    no longer mention (the profile left, and its exit was not yet confirmed written)."""
-    in_crm = confirmed_memberships(dest, confirmed).rename(columns={"record_id": "SubscriberKey"})
-    known = statuses[["SubscriberKey", "segment"]].astype(object)
-    lost = in_crm.astype(object).merge(known, on=["SubscriberKey", "segment"], how="left", indicator=True)
-    exits = lost.loc[lost["_merge"] == "left_only", ["SubscriberKey", "segment"]].assign(status="exited")
-    if exits.empty:
-        return statuses
-    return pd.concat([statuses[["SubscriberKey", "segment", "status"]], exits], ignore_index=True)
+    @property
+    def exit_guard_tripped(self) -> bool:
+        return self.exit_guard is not None and bool(self.exit_guard["tripped"].any())
 
 
 class DestinationSync:
@@ -107,61 +96,110 @@ class DestinationSync:
         ledger: SyncLedger,
         *,
         run_id: str,
+        profile_key: str,
+        columns: Mapping[str, ColumnConfig],
+        timezone: str = "UTC",
+        exit_limits: Mapping[str, float] | None = None,
         log: Callable[[str], None] = lambda message: None,
     ):
+        """``columns``: the profile dataset's columns by name; ``exit_limits``: segment -> largest
+        share of its confirmed members one run may exit (default ``settings.max_exit_share``)."""
         self.dest = dest
         self.settings = settings
         self.target = target
         self.ledger = ledger
         self.run_id = run_id
+        self.profile_key = profile_key
+        self.columns = dict(columns)
+        self.timezone = timezone
+        self.exit_limits = {s: (exit_limits or {}).get(s, settings.max_exit_share) for s in dest.segments}
         self.log = log
 
-    def run(self, statuses: pd.DataFrame, profiles: pd.DataFrame, *, dry_run: bool = False) -> SyncOutcome:
-        dest = self.dest
-        out = SyncOutcome(destination=dest.name, sobject=dest.object, dry_run=dry_run)
-        confirmed = self.ledger.confirmed(dest.object)
-        desired = build_desired_state(dest, add_ledger_exits(dest, statuses, confirmed), profiles)
-        out.considered, out.skipped = desired.considered, desired.skipped
-        values = desired.values
-        status_rows = values[values["field"].isin(list(dest.status_fields))]
-        out.longest = status_rows.groupby("field")["value"].agg(lambda s: int(s.str.len().max())).to_dict()
+    @classmethod
+    def for_pipeline(cls, pipeline: PipelineConfig, dest: DestinationConfig, target: CrmTarget, ledger: SyncLedger,
+                     **kwargs: Any) -> DestinationSync:
+        profile = pipeline.extension(pipeline.profiles.dataset)
+        return cls(
+            dest, pipeline.sync, target, ledger, profile_key=pipeline.profile_key,
+            columns={c.name: c for c in profile.columns}, timezone=pipeline.evaluation.timezone,
+            exit_limits={s: pipeline.max_exit_share_for(s) for s in dest.segments}, **kwargs,
+        )
 
-        resolved = run_preflight(dest, self.target.describe(dest.object), out.longest)
-        changes = self._changes(values, confirmed, resolved)
+    def run(self, statuses: pd.DataFrame, profiles: pd.DataFrame, *, dry_run: bool = False,
+            accept_exits: bool = False) -> SyncOutcome:
+        dest = self.dest
+        out = SyncOutcome(destination=dest.name, sobject=dest.object, dry_run=dry_run, target=self.target.target_id)
+        confirmed = self.ledger.confirmed(dest.object, dest.name)
+        desired = build_desired_state(dest, statuses, profiles, confirmed, profile_key=self.profile_key)
+        out.desired = desired
+        out.considered, out.skipped, out.held = desired.considered, desired.skipped, desired.held
+        out.null_attributes, out.cleared = desired.null_attributes, desired.cleared
+        values = desired.values
+        status_rows = values[values["kind"] == STATUS]
+        out.longest = status_rows.groupby("field")["value"].agg(
+            lambda s: int(s.dropna().str.len().max()) if s.notna().any() else 0).to_dict()
+
+        resolved = run_preflight(dest, self.target.describe(dest.object), out.longest, self.columns)
+        out.status_fields = {segment: resolved.api_names[fld] for segment, fld in dest.segments.items()}
+        written = self._written_values(values, resolved)
+        changes, owners = self._changes(written, confirmed, resolved)
         out.unchanged = out.considered - len(changes)
         to_send = self._checked(changes, resolved, out)
         out.to_send = len(to_send)
+
+        status_api_names = set(out.status_fields.values())
+        out.exit_guard = exit_guard(confirmed_entries(confirmed), to_send, status_api_names, self.exit_limits,
+                                    min_members=self.settings.exit_guard_min_members)
+        if out.exit_guard_tripped and not accept_exits:
+            if not dry_run:
+                raise ExitGuardTripped(explain(dest.name, out.exit_guard))
+            self.log(explain(dest.name, out.exit_guard).replace("sent nothing", "would send nothing"))
         if dry_run:
-            self._plan(to_send, {resolved.api_names[f] for f in dest.status_fields}, out)
+            self._plan(to_send, status_api_names, out)
         else:
-            self._send(to_send, out)
+            self._send(to_send, owners, resolved, out)
         out.usage = self.target.api_usage
         return out
 
-    def _changes(self, values: pd.DataFrame, confirmed: pd.DataFrame, resolved: ResolvedFields) -> dict[str, dict]:
-        values = values.assign(
-            field=values["field"].map(resolved.api_names), encoded=[encode(v) for v in values["value"].tolist()]
-        )
-        merged = values.merge(confirmed, on=["record_id", "field"], how="left", suffixes=("", "_confirmed"))
+    def _written_values(self, values: pd.DataFrame, resolved: ResolvedFields) -> pd.DataFrame:
+        """``values`` with API field names and each value exactly as it will be written."""
+        values = values.assign(field=values["field"].map(resolved.api_names))
+        parts = [values[values["kind"] == STATUS]]
+        attributes = values[values["kind"] == ATTRIBUTE]
+        for (column, name), group in attributes.groupby(["column", "field"], sort=False):
+            info = resolved.info[name]
+            typed = pd.Series(group["value"].tolist(), index=group.index, dtype=object)
+            if column in self.columns:
+                typed = pd.Series(field_values(typed, self.columns[column], info, self.timezone),
+                                  index=group.index, dtype=object)
+            if self.dest.truncate_long_values:
+                typed = typed.map(lambda v: truncated(v, info))
+            parts.append(group.assign(value=typed))
+        return pd.concat(parts, ignore_index=True) if parts else values
+
+    def _changes(self, values: pd.DataFrame, confirmed: pd.DataFrame,
+                 resolved: ResolvedFields) -> tuple[dict[str, dict], dict[str, str]]:
+        """``({record_id: {field: value}} of what differs from the ledger, {record_id: profile_key})``."""
+        values = values.assign(encoded=[encode(v) for v in values["value"].tolist()])
+        merged = values.merge(confirmed[["record_id", "field", "value"]], on=["record_id", "field"], how="left",
+                              suffixes=("", "_confirmed"))
         changed = merged[merged["encoded"] != merged["value_confirmed"]]
         changes: dict[str, dict] = {}
         for rid, fld, value in zip(changed["record_id"], changed["field"], changed["value"]):
-            changes.setdefault(rid, {})[fld] = json_value(value)
+            changes.setdefault(rid, {})[fld] = value
         if self.dest.external_id is not None:  # upsert needs the key in every record, changed or not
             key_field = resolved.api_names[self.dest.external_id.field]
             keys = values[values["field"] == key_field].set_index("record_id")["value"]
             for rid, fields in changes.items():
-                fields.setdefault(key_field, keys.get(rid))
-        return dict(sorted(changes.items()))
+                fields.setdefault(key_field, keys.get(rid, rid))
+        owners = dict(zip(values["record_id"], values[PROFILE_KEY]))
+        return dict(sorted(changes.items())), owners
 
     def _checked(self, changes: dict[str, dict], resolved: ResolvedFields, out: SyncOutcome) -> list[tuple[str, dict]]:
         ready = []
         check_ids = self.dest.operation == "update"
         for rid, fields in changes.items():
-            fields, error = check_record(
-                self.dest.object, rid, fields, resolved.info, truncate=self.dest.truncate_long_values,
-                prefix=KEY_PREFIXES[self.dest.object], check_id=check_ids,
-            )
+            error = check_record(self.dest.object, rid, fields, resolved.info, check_id=check_ids)
             if error is None:
                 ready.append((rid, fields))
             else:
@@ -173,17 +211,21 @@ class DestinationSync:
         """``status_fields``: the API names of the destination's status fields."""
         for rid, fields in to_send:
             for name, value in fields.items():
-                if name in status_fields and value:
-                    for entry in str(value).split(";"):
-                        out.planned[(name, entry.split(":", 1)[1])] += 1
-                else:
+                if name not in status_fields:
                     out.planned[(name, "attribute")] += 1
+                elif value is None:
+                    out.planned[(name, "cleared")] += 1
+                else:
+                    for status in parse_entries(pd.Series([value]))["status"]:
+                        out.planned[(name, status)] += 1
         out.samples = [{"Id": rid, **fields} for rid, fields in to_send[:5]]
 
-    def _send(self, to_send: list[tuple[str, dict]], out: SyncOutcome) -> None:
+    def _send(self, to_send: list[tuple[str, dict]], owners: dict[str, str], resolved: ResolvedFields,
+              out: SyncOutcome) -> None:
         queue = deque(to_send)
         lock_attempts: Counter = Counter()
         size = self.settings.batch_size
+        status_names = set(out.status_fields.values())
         while queue:
             usage = self.target.api_usage
             if usage is not None and usage.share >= self.settings.usage_threshold:
@@ -206,7 +248,11 @@ class DestinationSync:
                 if result.success:
                     out.succeeded += 1
                     out.created += bool(result.created)
-                    confirmed_rows.extend((rid, name, value) for name, value in fields.items())
+                    confirmed_rows.extend(
+                        Confirmed(rid, name, STATUS if name in status_names else ATTRIBUTE, owners.get(rid),
+                                  result.id or rid, value)
+                        for name, value in fields.items()
+                    )
                 elif result.error_code == "UNABLE_TO_LOCK_ROW" and lock_attempts[rid] < self.settings.lock_retries:
                     lock_attempts[rid] += 1
                     queue.append((rid, fields))  # transient: re-sent in a later request of this run
@@ -214,7 +260,7 @@ class DestinationSync:
                     error = result.errors[0] if result.errors else RecordError("UNKNOWN", "no error detail returned")
                     out.failed[error.status_code] += 1
                     self._error(out, rid, fields, error, "failed")
-            self.ledger.record(self.dest.object, self.run_id, confirmed_rows)
+            self.ledger.record(self.dest.object, self.dest.name, self.run_id, confirmed_rows)
         out.pending = len(queue)
         out.unsettled.update(rid for rid, _ in queue)
         if out.stopped:
@@ -241,18 +287,3 @@ class DestinationSync:
                 "fields": ",".join(error.fields), "payload": json.dumps(fields, sort_keys=True, default=str),
             }
         )
-
-
-def reconcile(dest: DestinationConfig, statuses: pd.DataFrame, confirmed: pd.DataFrame, unsettled: set[str]) -> pd.DataFrame:
-    """Per mapped segment: current members (for this object) vs members with a confirmed in-segment
-    status in the ledger, both without the unsettled (failed, rejected, pending) records."""
-    prefix = KEY_PREFIXES[dest.object] if dest.operation == "update" else ""
-    current = statuses[statuses["status"].isin(IN_SEGMENT) & statuses["SubscriberKey"].str.startswith(prefix)]
-    in_crm_all = confirmed_memberships(dest, confirmed)
-    rows = []
-    for segment, fld in sorted(dest.segments.items()):
-        members = set(current.loc[current["segment"] == segment, "SubscriberKey"]) - unsettled
-        in_crm = set(in_crm_all.loc[in_crm_all["segment"] == segment, "record_id"]) - unsettled
-        rows.append({"segment": segment, "field": fld, "members": len(members), "confirmed_in_crm": len(in_crm),
-                     "missing": len(members - in_crm), "stale": len(in_crm - members)})
-    return pd.DataFrame(rows)

@@ -17,11 +17,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sfmc_pipeline.transport import ConfigurationError
+
+
+class StorageError(ConfigurationError):
+    """The storage directory (or a file in it) cannot be used; the message names the path and the fix."""
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success it replaces ``target``."""
+    """Yield a temporary path next to ``target``; on success it replaces ``target``. Temporary files
+    of this target left behind by a killed write are removed first."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -41,7 +50,14 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
 
 def read_parquet(path: Path) -> pd.DataFrame:
     """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals)."""
-    return pq.read_table(path).to_pandas(types_mapper=_keep_decimals)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StorageError(
+            f"{path} cannot be read as parquet ({type(exc).__name__}: {exc}); it was damaged or written by "
+            "something else. Delete it and materialize the asset that writes it again."
+        ) from None
+    return table.to_pandas(types_mapper=_keep_decimals)
 
 
 def _keep_decimals(arrow_type: pa.DataType):
@@ -52,6 +68,37 @@ def write_json(data: Any, target: Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
     return target
+
+
+def open_store(base_dir: str | Path, *, setting: str) -> "DatasetStore":
+    """A ``DatasetStore`` on ``base_dir`` once it exists (created if only it is missing, not its parent)
+    and is writable; otherwise ``StorageError`` naming the path, the setting and the fix."""
+    base = Path(base_dir).expanduser()
+    if not base.exists():
+        if not base.parent.is_dir():
+            raise StorageError(
+                f"Storage directory {base} does not exist, nor does its parent {base.parent}. Create it, or point "
+                f"{setting} at an existing directory (unset, it is data/storage in the repository)."
+            )
+        try:
+            base.mkdir()
+        except OSError as exc:
+            raise _unwritable(base, setting, exc) from None
+    if not base.is_dir():
+        raise StorageError(f"Storage path {base} is not a directory; point {setting} at a directory.")
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".write-check.", dir=base):
+            pass
+    except OSError as exc:
+        raise _unwritable(base, setting, exc) from None
+    return DatasetStore(base)
+
+
+def _unwritable(base: Path, setting: str, exc: OSError) -> StorageError:
+    return StorageError(
+        f"Cannot write to the storage directory {base} ({exc.strerror or exc}). Make it writable for this user, "
+        f"or point {setting} at a writable directory."
+    )
 
 
 class DatasetStore:

@@ -47,7 +47,7 @@ def validate_extract(raw: pd.DataFrame, extension: DataExtensionConfig) -> Valid
     """``raw`` holds string values under the configured column names, one row per source row."""
     raw = raw.reset_index(drop=True)
     converted = convert_frame(raw, extension)
-    schema_issues = _schema_issues(converted.frame, extension)
+    schema_issues = _schema_issues(converted.frame, raw, extension)
     if len(converted.issues):
         # A value that did not convert is already reported; skip the knock-on "required" failure.
         flagged = set(zip(converted.issues["row"], converted.issues["column"]))
@@ -64,7 +64,7 @@ def validate_extract(raw: pd.DataFrame, extension: DataExtensionConfig) -> Valid
     return ValidationResult(valid=valid, quarantine=quarantine, issues=issues, rows_read=len(raw))
 
 
-def _schema_issues(frame: pd.DataFrame, extension: DataExtensionConfig) -> pd.DataFrame:
+def _schema_issues(frame: pd.DataFrame, raw: pd.DataFrame, extension: DataExtensionConfig) -> pd.DataFrame:
     try:
         build_schema(extension).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
@@ -81,6 +81,8 @@ def _schema_issues(frame: pd.DataFrame, extension: DataExtensionConfig) -> pd.Da
         ["schema_context", "column", "check", "check_number", "failure_case", "index"]
     ].itertuples(index=False):
         kind = failure_kind(extension, context, column, check, number)
+        if context == "Column" and kind != "required" and column in raw:
+            value = _as_served(raw.at[int(row), column], value)
         reason, summary = describe_failure(extension, kind, column, number, value)
         if kind == "primary_key":  # reported once per row, not once per key column
             column = ",".join(extension.primary_key)
@@ -90,6 +92,14 @@ def _schema_issues(frame: pd.DataFrame, extension: DataExtensionConfig) -> pd.Da
         records.append((int(row), column, kind, reason, summary))
     issues = pd.DataFrame.from_records(records, columns=ISSUE_COLUMNS)
     return issues.drop_duplicates(["row", "check", "reason"], ignore_index=True)
+
+
+def _as_served(raw_value, typed_value):
+    """The value a reason quotes: the source's string (stripped, as converted), not its typed form
+    (``'-03'``, not ``-3``; the 15-character Id, not its 18-character form)."""
+    if isinstance(raw_value, str) and raw_value.strip():
+        return raw_value.strip()
+    return typed_value
 
 
 def _quarantine_frame(

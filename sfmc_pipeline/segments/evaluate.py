@@ -3,11 +3,13 @@ profiles (or, inside ``has_related``, over the related rows); no per-row Python.
 
 Semantics (see rules.py for the grammar):
 - A comparison on a null value is false (so ``not`` of it is true); ``is_null`` tests nulls.
-- Dates compare on UTC calendar days. ``within_last_days N``: ``as_of - N <= day <= as_of``;
-  ``older_than_days N``: ``day < as_of - N``.
+- Dates compare on calendar days in the evaluation time zone (``evaluation.timezone``, default
+  UTC). ``within_last_days N``: ``as_of - N <= day <= as_of``; ``older_than_days N``:
+  ``day < as_of - N``.
 - ``has_related``: at least one row of the related dataset whose join key is the profile's key
   and which matches ``where``. Related rows whose key is not a valid profile are orphans: they
-  never match and are counted (``orphans``).
+  never match and are counted (``orphans``), except rows of held profiles (profiles whose own
+  row is quarantined for now), which are not orphans.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ _OPS = {
     "lte": lambda s, v: s <= v,
 }
 
-MEMBERSHIP_COLUMNS = ["SubscriberKey", "segment"]
+PROFILE_KEY = "profile_key"  # memberships and statuses name the profile by this column (the profiles.key value)
+MEMBERSHIP_COLUMNS = [PROFILE_KEY, "segment"]
 
 
 def _arrow_strings(series: pd.Series) -> pa.Array:
@@ -40,23 +43,35 @@ def _arrow_strings(series: pd.Series) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def utc_days(series: pd.Series) -> np.ndarray:
-    """``datetime64[D]`` UTC calendar days of a datetime column (NaT stays NaT)."""
-    values = series
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    return pd.to_datetime(values).to_numpy(dtype="datetime64[D]")
+def calendar_days(series: pd.Series, timezone: str = "UTC") -> np.ndarray:
+    """``datetime64[D]`` calendar days in ``timezone`` of a datetime column (NaT stays NaT); naive
+    values are taken to be UTC."""
+    values = pd.to_datetime(series)
+    if not isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_localize("UTC")
+    return values.dt.tz_convert(timezone).dt.tz_localize(None).to_numpy(dtype="datetime64[D]")
 
 
 class SegmentEvaluator:
-    def __init__(self, profiles: pd.DataFrame, related: Mapping[str, pd.DataFrame], *, key: str, as_of: dt.date):
+    def __init__(
+        self,
+        profiles: pd.DataFrame,
+        related: Mapping[str, pd.DataFrame],
+        *,
+        key: str,
+        as_of: dt.date,
+        timezone: str = "UTC",
+        held_keys: Iterable[str] = (),
+    ):
         self.profiles = profiles.reset_index(drop=True)
         self.related = dict(related)
         self.key = key
         self.as_of = np.datetime64(as_of, "D")
+        self.timezone = timezone
         self._keys = _arrow_strings(self.profiles[key])
         if pc.count_distinct(self._keys).as_py() != len(self._keys):
             raise ValueError(f"profile key {key!r} is not unique in the profile dataset")
+        self._held = pa.array(sorted(set(held_keys)), type=pa.string())
         self._codes: dict[str, np.ndarray] = {}
 
     @property
@@ -72,14 +87,22 @@ class SegmentEvaluator:
         return self._codes[dataset]
 
     def orphans(self, dataset: str) -> int:
-        return int((self.codes(dataset) < 0).sum())
+        """Related rows whose key is neither a valid profile nor a held one."""
+        unmatched = self.codes(dataset) < 0
+        if unmatched.any() and len(self._held):
+            keys = _arrow_strings(self.related[dataset][self.key]).filter(pa.array(unmatched))
+            return int(len(keys) - pc.sum(pc.is_in(keys, value_set=self._held)).as_py())
+        return int(unmatched.sum())
+
+    def days(self, column: pd.Series) -> np.ndarray:
+        return calendar_days(column, self.timezone)
 
     def evaluate(self, rule: Rule) -> np.ndarray:
         """Boolean mask over the profiles."""
         return self._mask(rule, self.profiles)
 
     def members(self, segments: Iterable[tuple[str, Rule]]) -> pd.DataFrame:
-        """``SubscriberKey, segment`` for every profile in every segment, sorted."""
+        """``profile_key, segment`` for every profile in every segment, sorted."""
         order = pc.sort_indices(self._keys).to_numpy()  # sort the keys once, not once per segment
         sorted_keys = self._keys.take(pa.array(order))
         keys, names = [], []
@@ -90,7 +113,7 @@ class SegmentEvaluator:
         if not keys:
             return pd.DataFrame({c: pd.Series(dtype="string") for c in MEMBERSHIP_COLUMNS})
         return pd.DataFrame({
-            "SubscriberKey": pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(keys, pa.string()))),
+            PROFILE_KEY: pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(keys, pa.string()))),
             "segment": pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(names, pa.string()))),
         })
 
@@ -118,13 +141,13 @@ class SegmentEvaluator:
         if op == "not_null":
             return column.notna().to_numpy()
         if op in ("within_last_days", "older_than_days"):
-            days = utc_days(column)
+            days = self.days(column)
             start = self.as_of - np.timedelta64(int(value), "D")
             if op == "within_last_days":
                 return (days >= start) & (days <= self.as_of)
             return days < start
         if pd.api.types.is_datetime64_any_dtype(column.dtype):
-            days = utc_days(column)
+            days = self.days(column)
             target = [np.datetime64(dt.date.fromisoformat(str(v)), "D") for v in (value if isinstance(value, list) else [value])]
             if op in ("in", "not_in"):
                 hit = np.isin(days, target) & ~np.isnat(days)
@@ -147,11 +170,11 @@ class SegmentEvaluator:
         if rule.latest_is_after is None:
             hit[codes[matching]] = True
             return hit
-        related_days = utc_days(frame[rule.latest_is_after.column])[matching]
+        related_days = self.days(frame[rule.latest_is_after.column])[matching]
         owners = codes[matching]
         dated = ~np.isnat(related_days)
         latest = pd.Series(related_days[dated]).groupby(owners[dated]).max()
-        profile_days = utc_days(self.profiles[rule.latest_is_after.profile_column])[latest.index.to_numpy()]
+        profile_days = self.days(self.profiles[rule.latest_is_after.profile_column])[latest.index.to_numpy()]
         latest_days = latest.to_numpy(dtype="datetime64[D]")
         after = np.isnat(profile_days) | (profile_days < latest_days)
         hit[latest.index.to_numpy()[after]] = True

@@ -2,13 +2,14 @@
 
 First set wins: run config ``as_of`` > ``$SFMC_PIPELINE_AS_OF`` > ``evaluation.as_of`` in the
 pipeline config > the sample data's anchor date (embedded mode only, so the shipped demo stays
-meaningful whatever today is) > today's UTC date.
+meaningful whatever today is) > today's date in the evaluation time zone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import zoneinfo
 
 AS_OF_ENV = "SFMC_PIPELINE_AS_OF"
 
@@ -18,6 +19,7 @@ def resolve_as_of(
     run_config: str | None,
     configured: dt.date | None,
     sample_anchor: dt.date | None,
+    timezone: str = "UTC",
     today: dt.date | None = None,
 ) -> tuple[dt.date, str]:
     """``(as_of, where it came from)``; a malformed date raises ``ValueError`` naming its source."""
@@ -31,4 +33,4 @@ def resolve_as_of(
         return configured, "pipeline config evaluation.as_of"
     if sample_anchor is not None:
         return sample_anchor, "sample data anchor date (embedded mode)"
-    return today or dt.datetime.now(dt.timezone.utc).date(), "today (UTC)"
+    return today or dt.datetime.now(zoneinfo.ZoneInfo(timezone)).date(), f"today ({timezone})"

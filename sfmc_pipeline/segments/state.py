@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet, write_json, write_parquet
+from sfmc_pipeline.segments.evaluate import MEMBERSHIP_COLUMNS, PROFILE_KEY
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Evaluation:
 
 
 def fingerprint(as_of: dt.date, members: pd.DataFrame) -> str:
-    ordered = members[["SubscriberKey", "segment"]].sort_values(["segment", "SubscriberKey"], ignore_index=True)
+    ordered = members[MEMBERSHIP_COLUMNS].sort_values(MEMBERSHIP_COLUMNS[::-1], ignore_index=True)
     digest = hashlib.sha256(as_of.isoformat().encode())
     digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
     return digest.hexdigest()
@@ -57,7 +58,10 @@ class SegmentStateStore:
     def members(self, evaluation: Evaluation | None) -> pd.DataFrame | None:
         if evaluation is None:
             return None
-        return read_parquet(self.dir / evaluation.members_file)
+        members = read_parquet(self.dir / evaluation.members_file)
+        if PROFILE_KEY not in members:  # written before the key column had its own name
+            members = members.rename(columns={c: PROFILE_KEY for c in members.columns if c != "segment"})
+        return members
 
     def commit(self, as_of: dt.date, run_id: str, members: pd.DataFrame) -> Evaluation:
         """Record ``members`` as the latest successful evaluation (the old latest becomes previous).
@@ -73,7 +77,7 @@ class SegmentStateStore:
             members_file=f"members-{run_id}.parquet",
             committed_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
-        write_parquet(members[["SubscriberKey", "segment"]], self.dir / evaluation.members_file)
+        write_parquet(members[MEMBERSHIP_COLUMNS], self.dir / evaluation.members_file)
         write_json({"latest": asdict(evaluation), "previous": asdict(latest) if latest else None}, self.index_path)
         keep = {evaluation.members_file} | ({latest.members_file} if latest else set())
         for stale in self.dir.glob("members-*.parquet"):

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+
 STATUSES = ("realized", "existing", "exited")
 
 
 def compute_statuses(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
-    """``current``/``previous``: ``SubscriberKey, segment`` members. Returns one row per
+    """``current``/``previous``: ``profile_key, segment`` members. Returns one row per
     (profile, segment) with a status, sorted by segment then key."""
-    pairs = ["SubscriberKey", "segment"]
+    pairs = [PROFILE_KEY, "segment"]
     now = current[pairs].astype("string")
     before = (previous[pairs] if previous is not None else now.iloc[0:0]).astype("string")
     merged = now.merge(before, on=pairs, how="outer", indicator=True)
     status = merged["_merge"].map({"left_only": "realized", "both": "existing", "right_only": "exited"})
     out = merged[pairs].assign(status=status.astype("string"))
-    return out.sort_values(["segment", "SubscriberKey"], ignore_index=True)
+    return out.sort_values(["segment", PROFILE_KEY], ignore_index=True)
 
 
 def status_counts(statuses: pd.DataFrame, segments: list[str]) -> pd.DataFrame:

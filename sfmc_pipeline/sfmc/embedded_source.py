@@ -2,18 +2,23 @@
 
 Files are named ``<external key>.csv`` in the format an SFMC Data Extract produces (header row,
 every value a string). They go through exactly the same typing and validation as API rows.
+A file that cannot be read as such an extract (missing, empty, not UTF-8, a row with too many
+fields) fails with ``ExtractError`` naming the file, the line and the fix; a header-only file is
+an extract of 0 rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.sfmc.source import RawExtract, align_columns
+from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, align_columns
 
 
 class EmbeddedSampleSource:
@@ -31,17 +36,58 @@ class EmbeddedSampleSource:
 
     def read(self, extension: DataExtensionConfig) -> RawExtract:
         path = self.sample_dir / f"{extension.key}.csv"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No sample extract for Data Extension {extension.key!r}: expected {path}. "
-                "Run `python scripts/generate_sample_data.py`, or set the SFMC_* credentials to read "
-                "from your SFMC tenant."
-            )
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
-        frame, unmapped, missing = align_columns(raw, extension)
+        frame, unmapped, missing = align_columns(_read_csv(path, extension.key), extension)
         return RawExtract(
             frame=frame,
             source=f"embedded sample {path}",
             unmapped_columns=unmapped,
             missing_columns=missing,
         )
+
+
+_REGENERATE = "regenerate the sample data with `python scripts/generate_sample_data.py`"
+_TOO_MANY_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def _read_text(path: Path, key: str) -> str:
+    """The file's text, decoded as UTF-8 (a byte-order mark is allowed)."""
+    if not path.is_file():
+        raise ExtractError(
+            f"No sample extract for Data Extension {key!r}: expected {path}. Run `python "
+            "scripts/generate_sample_data.py`, or set the SFMC_* credentials to read from your SFMC tenant."
+        )
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ExtractError(
+            f"Sample extract {path} is not UTF-8: line {line} has the byte 0x{data[exc.start]:02x}. "
+            f"Save it as UTF-8, or {_REGENERATE}."
+        ) from None
+
+
+def _read_csv(path: Path, key: str) -> pd.DataFrame:
+    """Every value as a string (``""`` for empty), columns as in the header row."""
+    text = _read_text(path, key)
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise ExtractError(
+            f"Sample extract {path} is empty, but an extract has at least a header row. "
+            f"Restore the file, or {_REGENERATE}."
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise ExtractError(_parse_problem(path, exc)) from None
+
+
+def _parse_problem(path: Path, exc: pd.errors.ParserError) -> str:
+    found = _TOO_MANY_FIELDS.search(str(exc))
+    if found:
+        expected, line, saw = found.groups()
+        what = f"line {line} has {saw} fields but the header row has {expected}"
+        hint = "quote values that contain a comma"
+    else:
+        what = f"it is not valid CSV ({str(exc).split('C error: ')[-1].strip()})"
+        hint = "check its quoting"
+    return f"Sample extract {path} cannot be read: {what}. Fix the file ({hint}), or {_REGENERATE}."

@@ -1,24 +1,33 @@
 """Read Data Extension rows over the SFMC REST API (``data/v1/customobjectdata``, the "rowset").
 
-Observed contract (see shared/api-notes.md 1.2): pages of up to 2,500 rows; ``count`` is the
-total; ``links.next`` is relative and lacks the ``/data`` prefix and appears only while more
-pages exist; each item is ``{"keys": {...}, "values": {...}}`` with lower-cased field names and
-every value a string. Reading stops at the first of: no ``links.next``, an empty page, or
-``count`` rows collected.
+The rowset read is not in SFMC's API reference; this is its observed contract:
+
+* ``GET {rest_instance_url}data/v1/customobjectdata/key/{external key}/rowset?$page=1&$pageSize=N``
+  answers a JSON object with ``count`` (the total rows of the read, not of the page), ``items``
+  (at most 2,500 per page, each ``{"keys": {...}, "values": {...}}`` with lower-cased field
+  names and every value a string) and ``links``;
+* ``links.next`` appears only while more pages exist. It is relative and lacks the ``/data``
+  prefix (``/v1/customobjectdata/token/{requestToken}/rowset?$page=2``), so it is resolved
+  against ``rest_instance_url + "data"``.
+
+A read is complete or it fails with ``ExtractError``: every page must be an object with an
+``items`` list and the same whole-number ``count``, and the rows collected must reach ``count``
+exactly when the pages end. A page that breaks a rule is read once more before the read fails.
+``links.next`` is followed only within the origin (scheme, host, port) of ``rest_instance_url``:
+the bearer token is never sent anywhere else.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.sfmc.auth import SfmcAuth
-from sfmc_pipeline.sfmc.source import RawExtract, align_columns
+from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, align_columns
 from sfmc_pipeline.transport import ApiError, HttpTransport, Redactor, RetrySettings, body_excerpt
 
 MAX_PAGE_SIZE = 2500
@@ -69,29 +78,45 @@ class SfmcRestSource:
         )
 
     def iter_pages(self, key: str) -> Iterator[list[dict[str, str]]]:
-        """Yield each page's rows as flat dicts (keys and values merged, names as served)."""
+        """Yield each page's rows as flat dicts (keys and values merged, names as served), until
+        ``count`` rows are collected; raise ``ExtractError`` when the pages do not add up."""
         rest = self.auth.token().rest_instance_url
         url = f"{rest}data/v1/customobjectdata/key/{quote(key, safe='')}/rowset"
         params: dict | None = {"$page": 1, "$pageSize": self.page_size}
-        collected, pages_read, max_pages = 0, 0, None
+        expected: int | None = None
+        collected, number = 0, 1
         while True:
-            body = self._get_json(url, params, key)
-            items = body.get("items") or []
-            pages_read += 1
-            collected += len(items)
-            if items:
-                yield [{**(item.get("keys") or {}), **(item.get("values") or {})} for item in items]
-            count = body.get("count")
-            if isinstance(count, int) and max_pages is None:
-                max_pages = math.ceil(count / max(len(items), 1)) + 1
-            next_link = (body.get("links") or {}).get("next")
-            if not items or not next_link or (isinstance(count, int) and collected >= count):
+            body = self._read_page(url, params, key, number, expected, collected)
+            expected = body["count"]
+            collected += len(body["items"])
+            if body["items"]:
+                yield [{**(item.get("keys") or {}), **(item.get("values") or {})} for item in body["items"]]
+            if collected == expected:
                 return
-            if max_pages is not None and pages_read >= max_pages:
-                raise ApiError(f"SFMC kept returning pages for {key!r} past its count of {count} rows; stopping.")
-            url, params = _resolve_link(rest, next_link), None
+            url, params, number = _next_url(rest, _next_link(body), key, number), None, number + 1
 
-    def _get_json(self, url: str, params: dict | None, key: str) -> dict:
+    def _read_page(
+        self, url: str, params: dict | None, key: str, number: int, expected: int | None, collected: int
+    ) -> dict:
+        """GET one page that passes ``_page_problem``, reading it a second time if it does not."""
+        for _ in (1, 2):
+            body = self._get_json(url, params, key)
+            problem = _page_problem(body, expected, collected)
+            if problem is None:
+                return body
+        where = "the first page" if expected is None else f"after {collected} of the {expected} rows in 'count'"
+        raise ExtractError(
+            self.transport.redact(
+                f"SFMC rowset read of Data Extension {key!r} is incomplete: page {number} ({where}) was read "
+                f"twice and both times {problem}. The rows read so far are discarded. The Data Extension may "
+                "be changing during the read (an import, query or automation writing to it), so the read is "
+                f"retried; if it keeps failing, check that nothing writes to {key!r} while it is extracted."
+            ),
+            retryable=True,
+        )
+
+    def _get_json(self, url: str, params: dict | None, key: str) -> object:
+        """The parsed body of a 200 answer (``None`` if it is not JSON); any other status raises."""
         for attempt in (1, 2):
             token = self.auth.token()
             response = self.transport.request(
@@ -101,15 +126,12 @@ class SfmcRestSource:
                 self.auth.invalidate()  # expired or revoked early: one fresh token, one more try
                 continue
             break
-        if response.status_code == 200:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if isinstance(body, dict):
-                return body
-            raise ApiError(f"SFMC rowset for {key!r} did not return a JSON object{self.transport.redact(body_excerpt(response))}")
-        raise self._read_error(response, key)
+        if response.status_code != 200:
+            raise self._read_error(response, key)
+        try:
+            return response.json()
+        except ValueError:
+            return None
 
     def _read_error(self, response, key: str) -> ApiError:
         status = response.status_code
@@ -136,9 +158,68 @@ class SfmcRestSource:
         return ApiError(message, status=status)
 
 
+def _page_problem(body: object, expected: int | None, collected: int) -> str | None:
+    """What makes this page unusable, given the ``count`` of earlier pages (``None`` on the first)
+    and the rows collected before it; ``None`` when it is a valid page."""
+    if not isinstance(body, dict):
+        return "it was not a JSON object"
+    items, count = body.get("items"), body.get("count")
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        if "errorcode" in body or "message" in body:
+            message, code = body.get("message"), body.get("errorcode")
+            return f"it was an SFMC error object, not rows: {message!r} (errorcode {code!r})"
+        return "it had no 'items' list"
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        return f"its 'count' (total rows) was {count!r}, not a whole number"
+    if expected is not None and count != expected:
+        return f"its 'count' (total rows) changed to {count}"
+    total = collected + len(items)
+    if total > count:
+        return f"it had {len(items)} row(s), {total} in all, more than the {count} in 'count'"
+    if total < count and not items:
+        return f"it was empty, {count - collected} rows short of 'count'"
+    if total < count and _next_link(body) is None:
+        return f"it had {len(items)} row(s) and no links.next, ending the read at {total} of {count} rows ('count')"
+    return None
+
+
+def _next_link(body: dict) -> str | None:
+    links = body.get("links")
+    link = links.get("next") if isinstance(links, dict) else None
+    return link if isinstance(link, str) and link else None
+
+
+def _next_url(rest_instance_url: str, link: str, key: str, number: int) -> str:
+    """The next page's URL, refused (``ExtractError``) unless it is on ``rest_instance_url``'s origin."""
+    url = _resolve_link(rest_instance_url, link)
+    if _origin(url) != _origin(rest_instance_url):
+        raise ExtractError(
+            f"SFMC rowset page {number} of Data Extension {key!r} links its next page to {_origin_text(url)}, "
+            f"not to the REST instance {_origin_text(rest_instance_url)} (rest_instance_url of the token "
+            "response). The link was refused and the access token was not sent there. SFMC serves relative "
+            "links; check for a proxy or gateway between the pipeline and SFMC that rewrites responses."
+        )
+    return url
+
+
 def _resolve_link(rest_instance_url: str, link: str) -> str:
     if link.startswith(("http://", "https://")):
         return link
     if link.startswith("/data/"):
         return rest_instance_url + link.lstrip("/")
     return rest_instance_url + "data" + (link if link.startswith("/") else "/" + link)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` with the scheme's default port filled in; ``None`` if unparsable."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:  # a port that is not a number
+        return None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def _origin_text(url: str) -> str:
+    origin = _origin(url)
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else repr(url[:80])

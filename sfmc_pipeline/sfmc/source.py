@@ -8,6 +8,17 @@ from typing import Protocol
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.transport import ApiError
+
+
+class ExtractError(ApiError):
+    """A Data Extension extract is incomplete, malformed or unreadable, so none of its rows may be
+    used: a read is complete or it fails.
+
+    ``retryable=True`` when reading again later may heal it (SFMC served pages that do not add up,
+    e.g. while the Data Extension was being rewritten); ``retryable=False`` when someone must fix
+    something first (a broken sample file, a next-page link leaving the REST instance).
+    """
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,31 @@
 """A stateful fake Salesforce org (Platform REST API) for real-HTTP tests.
 
-It imitates the contract written down in ``/work/shared/api-notes.md`` PART 2 (2.1-2.5, 2.7):
+It imitates the documented Salesforce OAuth and REST contract our client relies on:
 
 * ``POST /services/oauth2/token``: OAuth 2.0 username-password flow (``grant_type=password``, password = password +
   security token) and client-credentials flow. Success bodies have ``access_token, instance_url, id, token_type,
-  issued_at`` (epoch ms string) and ``signature``; no ``expires_in`` and no refresh token. Errors are HTTP 400 with
-  ``{"error": ..., "error_description": ...}``. Token calls do not count toward API usage.
+  issued_at`` (epoch ms string) and ``signature``; no ``expires_in`` and no refresh token. ``id`` is the identity URL
+  ``{base_url}/id/{org_id}/{user_id}`` (each server is its own org, with a random ``org_id``); ``identity_in_token =
+  False`` leaves it out. Errors are HTTP 400 with ``{"error": ..., "error_description": ...}``.
+* ``GET /services/oauth2/userinfo`` (Bearer): ``{"sub", "user_id", "organization_id", "preferred_username", ...}``;
+  401 ``INVALID_SESSION_ID`` without a valid token. Token and userinfo calls do not count toward API usage and carry
+  no ``Sforce-Limit-Info``.
 * ``/services/data/vNN.N/...`` needs ``Authorization: Bearer <token>``; otherwise 401
   ``[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]``. Every other response there carries
   ``Sforce-Limit-Info: api-usage=USED/LIMIT`` and each such request adds 1 to USED.
 * ``GET .../limits/``, ``GET .../sobjects/{Contact|Lead}/describe``,
-  ``PATCH .../composite/sobjects`` (update by Id, <= 200 records, positional results) and
-  ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}`` (upsert by external id, ``created`` flag).
+  ``PATCH .../composite/sobjects`` (update by Id, <= 200 records, positional results),
+  ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}`` (upsert by external id, ``created`` flag) and
+  ``POST .../composite/sobjects/{SObject}`` with ``{"ids": [...], "fields": [...]}`` (retrieve, <= 2,000 ids: an
+  array in the order of ``ids``, ``null`` for unknown, malformed, other-object or deleted ids, else
+  ``{"attributes": {"type", "url"}, "<Field>": value, ...}`` with describe names; an unknown field is 400
+  ``INVALID_FIELD``).
+* JSON bodies are read with exact decimals (``parse_float=decimal.Decimal``), so stored numbers keep their digits.
+  Values are checked against field types, request-level like Salesforce's deserialiser (HTTP 400
+  ``JSON_PARSER_ERROR`` "Cannot deserialize instance of date from VALUE_STRING value ..."): ``date`` takes
+  ``"YYYY-MM-DD"``, ``datetime`` an ISO 8601 string (``2026-11-20T18:00:00Z``, an offset, or none),
+  ``double``/``currency``/``percent`` a JSON number or a numeric string (stored as ``Decimal``), ``int`` a JSON
+  integer, ``boolean`` a JSON boolean; null (or ``""``) is always accepted here. Text types take any scalar.
 * Request-level errors are JSON arrays ``[{"message":..., "errorCode":...}]``; per-record errors are
   ``{"statusCode":..., "message":..., "fields":[...]}`` inside a ``{"success": false, "errors": [...]}`` result
   that has no ``id``.
@@ -27,6 +41,7 @@ guarded by one lock, so tests may drive it from several threads.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -38,6 +53,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -50,6 +66,7 @@ __all__ = [
     "fake_id",
     "MAX_COLLECTION_RECORDS",
     "MAX_COLLECTION_CHUNKS",
+    "MAX_RETRIEVE_IDS",
 ]
 
 MAX_COLLECTION_RECORDS = 200
@@ -57,6 +74,9 @@ MAX_COLLECTION_RECORDS = 200
 
 MAX_COLLECTION_CHUNKS = 10
 """sObject Collections process consecutive same-type records as one chunk; at most this many chunks per request."""
+
+MAX_RETRIEVE_IDS = 2000
+"""sObject Collections retrieve (POST) accepts at most this many ids per request."""
 
 _JSON_CT = "application/json;charset=UTF-8"
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -70,6 +90,12 @@ _MIN_VERSION, _MAX_VERSION = 20, 67
 _STRING_TYPES = frozenset(
     {"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox", "encryptedstring"}
 )
+_NUMBER_TYPES = frozenset({"double", "currency", "percent"})
+_SOAP_TYPES = {"id": "tns:ID", "date": "xsd:date", "datetime": "xsd:dateTime", "int": "xsd:int",
+               "boolean": "xsd:boolean", **{t: "xsd:double" for t in _NUMBER_TYPES}}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?$")
+_NUMERIC = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 
 _INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 _NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
@@ -153,9 +179,7 @@ class _Field:
             "name": self.name,
             "label": self.label,
             "type": self.type,
-            "soapType": "tns:ID" if self.type == "id" else (
-                "xsd:string" if self.type in _STRING_TYPES else "xsd:anyType"
-            ),
+            "soapType": _SOAP_TYPES.get(self.type, "xsd:string" if self.type in _STRING_TYPES else "xsd:anyType"),
             "length": self.length,
             "byteLength": byte_length,
             "updateable": self.updateable,
@@ -220,8 +244,86 @@ _DROP = object()
 
 
 def _json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
-    body = json.dumps(payload).encode("utf-8")
+    body = _dumps(payload).encode("utf-8")
     return _Response(status, body, [("Content-Type", _JSON_CT), *(headers or [])])
+
+
+def _dumps(value: Any) -> str:
+    """``json.dumps``, with ``Decimal`` written as an exact number (stored values keep the digits they came with)."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _loads(text: str) -> Any:
+    """JSON as Salesforce reads it: exact decimals, no NaN/Infinity."""
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"Non-standard token '{name}'")
+
+    return json.loads(text, parse_float=Decimal, parse_constant=constant)
+
+
+def _parse_json(body: str) -> Any:
+    """The request body as JSON, else 400 JSON_PARSER_ERROR with a Jackson-style message."""
+    if not body.strip():
+        raise _RequestError(400, "JSON_PARSER_ERROR", "No content to map due to end-of-input at [line:1, column:0]")
+    try:
+        return _loads(body)
+    except json.JSONDecodeError as exc:
+        if exc.pos < len(exc.doc):
+            ch = exc.doc[exc.pos]
+            message = (
+                f"Unexpected character ('{ch}' (code {ord(ch)})): expected a valid value (number, String, array, "
+                f"object, 'true', 'false' or 'null') at [line:{exc.lineno}, column:{exc.colno}]"
+            )
+        else:
+            message = f"Unexpected end-of-input at [line:{exc.lineno}, column:{exc.colno}]"
+        raise _RequestError(400, "JSON_PARSER_ERROR", message) from None
+    except ValueError as exc:
+        raise _RequestError(400, "JSON_PARSER_ERROR", str(exc)) from None
+
+
+def _typed_value(fdef: _Field, value: Any) -> Any:
+    """``value`` as stored in a field of ``fdef.type``; 400 JSON_PARSER_ERROR when the JSON type does not fit."""
+    if value is None or value == "" or fdef.type not in _SOAP_TYPES or fdef.type == "id":
+        return value
+    if fdef.type == "boolean":
+        fits = isinstance(value, bool)
+    elif isinstance(value, bool):
+        fits = False
+    elif fdef.type == "int":
+        fits = isinstance(value, int)
+    elif fdef.type in _NUMBER_TYPES:
+        if isinstance(value, str) and _NUMERIC.match(value):
+            return Decimal(value)
+        fits = isinstance(value, (int, Decimal))
+    else:
+        pattern = _DATE if fdef.type == "date" else _DATETIME
+        parse = dt.date.fromisoformat if fdef.type == "date" else dt.datetime.fromisoformat
+        fits = isinstance(value, str) and bool(pattern.match(value))
+        try:
+            fits = fits and bool(parse(value.replace("Z", "+00:00")))
+        except ValueError:
+            fits = False
+    if fits:
+        return value
+    token = (
+        ("VALUE_TRUE" if value else "VALUE_FALSE") if isinstance(value, bool)
+        else "VALUE_NUMBER_INT" if isinstance(value, int)
+        else "VALUE_NUMBER_FLOAT" if isinstance(value, (float, Decimal))
+        else "VALUE_STRING"
+    )
+    raise _RequestError(
+        400,
+        "JSON_PARSER_ERROR",
+        f"Cannot deserialize instance of {_SOAP_TYPES[fdef.type].split(':')[1].lower()} from {token} value "
+        f"{_dumps(value).strip(chr(34))} or request may be missing a required field",
+    )
 
 
 def _record_error(code: str, message: str, fields: list[str] | None = None) -> dict[str, Any]:
@@ -339,6 +441,7 @@ class FakeSalesforceServer:
     * ``write_log``: every applied record write ``(sobject, Id, fields written)`` in order.
     * ``requests``: every :class:`RecordedRequest`, token calls included.
     * ``api_usage`` / ``daily_api_limit``: the numbers behind ``Sforce-Limit-Info``.
+    * ``org_id`` / ``user_id``: this org's random 18-character ids (in the identity URL and userinfo).
     """
 
     def __init__(
@@ -351,6 +454,7 @@ class FakeSalesforceServer:
         security_token: str = "TOKEN123",
         api_version: str = "66.0",
         daily_api_limit: int = 15000,
+        identity_in_token: bool = True,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -359,6 +463,8 @@ class FakeSalesforceServer:
         self.security_token = security_token
         self.api_version = api_version
         self.daily_api_limit = daily_api_limit
+        self.identity_in_token = identity_in_token
+        """False: token responses leave out ``id`` (the identity URL); clients must ask userinfo for the org."""
         self.api_usage = 0
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Contact": {}, "Lead": {}}
         self.write_log: list[tuple[str, str, dict[str, Any]]] = []
@@ -440,6 +546,21 @@ class FakeSalesforceServer:
     def api_url(self) -> str:
         """``base_url + "/services/data/v{api_version}"`` (no trailing slash)."""
         return f"{self.base_url}/services/data/v{self.api_version}"
+
+    @property
+    def org_id(self) -> str:
+        """This org's 18-character id (``00D...``), random per server instance."""
+        return self._org_id
+
+    @property
+    def user_id(self) -> str:
+        """The 18-character id (``005...``) of the user every token belongs to."""
+        return self._user_id
+
+    @property
+    def identity_url(self) -> str:
+        """``base_url + "/id/{org_id}/{user_id}"``, the ``id`` of token responses."""
+        return f"{self.base_url}/id/{self._org_id}/{self._user_id}"
 
     @property
     def handler_errors(self) -> list[str]:
@@ -626,6 +747,11 @@ class FakeSalesforceServer:
         with self._lock:
             return [r for r in self.requests if r.path.startswith("/services/oauth2/token")]
 
+    def userinfo_requests(self) -> list[RecordedRequest]:
+        """Recorded ``/services/oauth2/userinfo`` requests."""
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith("/services/oauth2/userinfo")]
+
     # ------------------------------------------------------------------ internals: helpers
 
     def _sobject(self, name: str) -> _SObject:
@@ -703,7 +829,7 @@ class FakeSalesforceServer:
         parsed_json: Any = None
         if body_text:
             try:
-                parsed_json = json.loads(body_text)
+                parsed_json = _loads(body_text)
             except ValueError:
                 parsed_json = None
         recorded = RecordedRequest(
@@ -748,16 +874,16 @@ class FakeSalesforceServer:
 
         if path.rstrip("/") == "/services/oauth2/token":
             return self._handle_token(method, headers, body)
+        if path.rstrip("/") == "/services/oauth2/userinfo":
+            return self._handle_userinfo(method, headers)
         if path.rstrip("/") == "/services/data":
             return self._handle_versions(method)
         if not is_api:
             return _json_response(404, _NOT_FOUND)
 
         # ---- authenticated API call
-        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() not in ("bearer", "oauth") or token.strip() not in self._valid_tokens:
-            return _json_response(401, _INVALID_SESSION, [("WWW-Authenticate", 'Token realm="fake-salesforce"')])
+        if not self._authorized(headers):
+            return self._unauthorized()
         self.api_usage += 1
         limit_header = [self._limit_header()]
         if self._limit_blocked or self.api_usage > self.daily_api_limit:
@@ -778,6 +904,15 @@ class FakeSalesforceServer:
             if self._limit_countdown <= 0:
                 self._limit_blocked = True
         return _json_response(status, payload, limit_header)
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, token = auth.partition(" ")
+        return scheme.lower() in ("bearer", "oauth") and token.strip() in self._valid_tokens
+
+    @staticmethod
+    def _unauthorized() -> _Response:
+        return _json_response(401, _INVALID_SESSION, [("WWW-Authenticate", 'Token realm="fake-salesforce"')])
 
     def _handle_versions(self, method: str) -> _Response:
         if method not in ("GET", "HEAD"):
@@ -822,7 +957,7 @@ class FakeSalesforceServer:
 
         token = self._new_token()
         issued_at = str(int(time.time() * 1000))
-        identity = f"{self.base_url}/id/{self._org_id}/{self._user_id}"
+        identity = self.identity_url
         signature = base64.b64encode(
             hmac.new(self.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256).digest()
         ).decode()
@@ -834,9 +969,31 @@ class FakeSalesforceServer:
             "issued_at": issued_at,
             "signature": signature,
         }
+        if not self.identity_in_token:
+            del payload["id"]
         if grant == "client_credentials":
             payload["scope"] = "api"
         return _json_response(200, payload, no_store)
+
+    def _handle_userinfo(self, method: str, headers: dict[str, str]) -> _Response:
+        if method != "GET":
+            return _json_response(405, self._method_not_allowed(method, "GET"))
+        if not self._authorized(headers):
+            return self._unauthorized()
+        return _json_response(200, {
+            "sub": self.identity_url,
+            "user_id": self._user_id,
+            "organization_id": self._org_id,
+            "preferred_username": self.username,
+            "nickname": self.username.split("@")[0],
+            "name": "Fake User",
+            "email": self.username,
+            "email_verified": True,
+            "zoneinfo": "Europe/Berlin",
+            "locale": "en_US",
+            "user_type": "STANDARD",
+            "active": True,
+        })
 
     # ------------------------------------------------------------------ internals: REST resources
 
@@ -869,6 +1026,9 @@ class FakeSalesforceServer:
             if obj is None:
                 return 404, _NOT_FOUND
             return 200, obj.describe()
+        if segments[:2] == ["composite", "sobjects"] and len(segments) == 3:
+            self._require(method, "POST")
+            return 200, self._collection_retrieve(version, segments[2], body)
         if segments[:2] == ["composite", "sobjects"] and len(segments) in (2, 4):
             self._require(method, "PATCH")
             if len(segments) == 2:
@@ -892,22 +1052,49 @@ class FakeSalesforceServer:
 
     # ------------------------------------------------------------------ internals: sObject Collections
 
+    def _collection_retrieve(self, version: str, sobject_name: str, body: str) -> list[dict[str, Any] | None]:
+        obj = self._lookup_sobject(sobject_name)
+        if obj is None:
+            raise _RequestError(404, "NOT_FOUND", "The requested resource does not exist")
+        doc = _parse_json(body)
+        if not isinstance(doc, dict):
+            raise _RequestError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of SObjectCollectionRetrieve")
+        for key in ("ids", "fields"):
+            if not doc.get(key):
+                raise _RequestError(400, "MISSING_ARGUMENT", f"Required parameter '{key}' is missing")
+            if not isinstance(doc[key], list) or not all(isinstance(v, str) for v in doc[key]):
+                raise _RequestError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of string list for {key}")
+        ids, names = doc["ids"], doc["fields"]
+        if len(ids) > MAX_RETRIEVE_IDS:
+            raise _RequestError(
+                400, "EXCEEDED_ID_LIMIT", f"id limit reached. cannot retrieve more than {MAX_RETRIEVE_IDS} ids"
+            )
+        fields = []
+        for name in names:
+            fdef = obj.field(name)
+            if fdef is None:
+                raise _RequestError(
+                    400,
+                    "INVALID_FIELD",
+                    f"No such column '{name}' on entity '{obj.name}'. If you are attempting to use a custom field, be "
+                    "sure to append the '__c' after the custom field name. Please reference your WSDL or the describe "
+                    "call for the appropriate names.",
+                )
+            fields.append(fdef)
+        items: list[dict[str, Any] | None] = []
+        for raw in ids:
+            rid = to_18(raw[:15]) if _well_formed_id(raw) and raw.startswith(obj.key_prefix) else None
+            record = self.records[obj.name].get(rid) if rid else None
+            if record is None or rid in self.deleted_ids[obj.name]:
+                items.append(None)
+                continue
+            url = f"/services/data/{version}/sobjects/{obj.name}/{rid}"
+            items.append({"attributes": {"type": obj.name, "url": url}, **{f.name: record.get(f.name) for f in fields}})
+        return items
+
     @staticmethod
     def _parse_collection(body: str) -> tuple[bool, list[dict[str, Any]]]:
-        if not body.strip():
-            raise _RequestError(400, "JSON_PARSER_ERROR", "No content to map due to end-of-input at [line:1, column:0]")
-        try:
-            doc = json.loads(body)
-        except json.JSONDecodeError as exc:
-            if exc.pos < len(exc.doc):
-                ch = exc.doc[exc.pos]
-                message = (
-                    f"Unexpected character ('{ch}' (code {ord(ch)})): expected a valid value (number, String, array, "
-                    f"object, 'true', 'false' or 'null') at [line:{exc.lineno}, column:{exc.colno}]"
-                )
-            else:
-                message = f"Unexpected end-of-input at [line:{exc.lineno}, column:{exc.colno}]"
-            raise _RequestError(400, "JSON_PARSER_ERROR", message) from None
+        doc = _parse_json(body)
         if not isinstance(doc, dict):
             raise _RequestError(
                 400, "JSON_PARSER_ERROR", "Cannot deserialize instance of SObjectCollection out of START_ARRAY token"
@@ -963,9 +1150,9 @@ class FakeSalesforceServer:
                 )
             if isinstance(value, bool) and fdef.type in _STRING_TYPES:
                 value = "true" if value else "false"
-            elif isinstance(value, (int, float)) and fdef.type in _STRING_TYPES:
+            elif isinstance(value, (int, float, Decimal)) and fdef.type in _STRING_TYPES:
                 value = str(value)
-            resolved[fdef.name] = value
+            resolved[fdef.name] = _typed_value(fdef, value)
         return resolved, []
 
     @staticmethod
@@ -1000,6 +1187,14 @@ class FakeSalesforceServer:
             return _record_error("REQUIRED_FIELD_MISSING", message, missing)
         return None
 
+    @staticmethod
+    def _check_types(obj: _SObject, record: dict[str, Any]) -> None:
+        """Request-level: every value of a known field must deserialise into the field's type (400 otherwise)."""
+        for key, value in record.items():
+            fdef = obj.field(key) if key != "attributes" else None
+            if fdef is not None:
+                _typed_value(fdef, value)
+
     def _lock_check(self, rid: str) -> dict[str, Any] | None:
         if self._locks.get(rid, 0) > 0:
             self._locks[rid] -= 1
@@ -1029,6 +1224,8 @@ class FakeSalesforceServer:
                 "Please rearrange the data to reduce chunking.",
             )
 
+        for record, obj in zip(records, objects):
+            self._check_types(obj, record)
         outcomes: list[tuple[str, _SObject, str, dict[str, Any]] | dict[str, Any]] = []
         for record, obj in zip(records, objects):
             outcomes.append(self._check_update(obj, record))
@@ -1080,6 +1277,9 @@ class FakeSalesforceServer:
                     f"All records in an upsert request must be of the type in the URI ({obj.name}); "
                     f"got {record['attributes']['type']}",
                 )
+
+        for record in records:
+            self._check_types(obj, record)
 
         def ext_key(value: Any) -> str:
             return str(value).lower() if ext.type in _STRING_TYPES else str(value)

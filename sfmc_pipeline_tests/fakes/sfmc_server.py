@@ -1,13 +1,20 @@
 """A stateful fake Salesforce Marketing Cloud (SFMC) server for real-HTTP tests.
 
-It imitates the contract described in ``/work/shared/api-notes.md`` PART 1:
+It imitates the SFMC contract the pipeline relies on:
 
-* ``POST {auth}/v2/token`` -- OAuth2 client-credentials token (section 1.1);
+* ``POST {auth}/v2/token`` -- the OAuth2 client-credentials token: a JSON body with
+  ``grant_type``, ``client_id``, ``client_secret`` (optional ``account_id``, ``scope``), answered
+  with ``access_token``, ``token_type`` ``Bearer``, ``expires_in`` (1080 s for a token that lives
+  20 minutes) and ``rest_instance_url`` ending in ``/``; OAuth errors such as ``invalid_client``;
 * ``GET {rest}data/v1/customobjectdata/key/{key}/rowset`` and the continuation
   ``GET {rest}data/v1/customobjectdata/token/{requestToken}/rowset?$page=N`` -- the Data
-  Extension "rowset" read (section 1.2), including lower-cased field names, string-only
-  values, the SFMC date format, ``count`` = total rows and relative ``links`` without ``/data``;
-* the SFMC REST error envelope ``{"message", "errorcode", "documentation"}`` (section 1.4).
+  Extension "rowset" read (observed behaviour, not in SFMC's API reference): 1-based ``$page``,
+  ``$pageSize`` up to 2,500, ``count`` = total rows of the read, ``items`` of
+  ``{"keys": {...}, "values": {...}}`` with lower-cased field names and every value a string
+  (dates as ``M/D/YYYY h:mm:ss AM|PM``), and relative ``links`` without the ``/data`` prefix,
+  ``links.next`` only while more pages exist;
+* the SFMC REST error envelope ``{"message", "errorcode", "documentation"}`` (401 Not
+  Authorized, 403 insufficient privileges, 404, 429 rate limit with ``retryAfter``).
 
 Only the standard library is used.  The server runs on ``127.0.0.1`` with an ephemeral port in a
 background thread; all state is guarded by one lock.  Time (token expiry) follows a fake clock
@@ -638,7 +645,8 @@ class FakeSfmcServer:
         first queued fault that matches it.  Matching is a substring test on the percent-decoded path
         (e.g. ``"/v2/token"``, ``"/rowset"``, ``"/token/"``); ``""`` matches everything.  A ``dict``
         body is sent as JSON, a ``str`` body verbatim (still ``Content-Type: application/json`` unless
-        ``headers`` override it).  Default bodies: 429 -> ``{"message":"Rate limit exceeded",
+        ``headers`` override it), so ``fail_next(200, body={...})`` serves a custom (e.g. short or
+        malformed) rowset page.  Default bodies: 429 -> ``{"message":"Rate limit exceeded",
         "errorcode":50100,"retryAfter":N,...}`` with N from a ``Retry-After`` header if given, else 1
         (no ``Retry-After`` header is sent unless given); 500/503 -> ``{"message":"Internal Server
         Error","errorcode":0,...}``; 401/403 -> the SFMC Not Authorized / insufficient-privileges

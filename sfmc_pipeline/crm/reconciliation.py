@@ -1,0 +1,119 @@
+"""Reconciliation reads the CRM, not the ledger.
+
+After a sync, the status fields of every managed record (or a random sample above
+``sync.reconciliation_sample_size``) are read back from the target itself: Salesforce through the
+sObject Collections retrieve (2,000 Ids per request), the local target from its tables. Per mapped
+segment it reports:
+
+- ``members``: records in the segment now (failed, rejected, pending and held records aside);
+- ``confirmed``: members the CRM shows in the segment; ``missing``: members it does not;
+- ``stale``: records the CRM shows in the segment that are not members;
+- and, over all status fields, ``drifted`` records: the CRM holds something other than what was
+  last confirmed written (someone edited the field, or the record is gone). Their confirmations
+  are dropped from the ledger, so the next run sends them again.
+
+The check passes only when nothing is missing, stale or drifted: it cannot pass when the CRM
+lacks what the ledger claims.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from sfmc_pipeline.crm.payloads import STATUS
+from sfmc_pipeline.crm.records import CrmTarget
+from sfmc_pipeline.crm.status_format import IN_SEGMENT, parse_entries
+
+TABLE_COLUMNS = ["segment", "field", "members", "confirmed", "missing", "stale"]
+
+
+@dataclass
+class Reconciliation:
+    table: pd.DataFrame  # TABLE_COLUMNS, one row per mapped segment
+    managed_records: int
+    checked_records: int
+    sampled: bool
+    drifted: list[tuple[str, str]] = field(default_factory=list)  # (record_id, field API name)
+    not_found: int = 0
+    api_requests: int = 0
+
+    @property
+    def drifted_records(self) -> int:
+        return len({rid for rid, _ in self.drifted})
+
+    @property
+    def passed(self) -> bool:
+        return not (self.table["missing"].sum() or self.table["stale"].sum() or self.drifted)
+
+
+def reconcile(
+    target: CrmTarget,
+    sobject: str,
+    segment_fields: dict[str, str],
+    members: dict[str, set[str]],
+    confirmed: pd.DataFrame,
+    excluded: set[str],
+    *,
+    sample_size: int,
+    seed: str,
+) -> Reconciliation:
+    """``segment_fields``: segment -> status field API name; ``members``: segment -> record ids in it now;
+    ``confirmed``: the destination's ledger rows; ``excluded``: failed, rejected, pending and held records."""
+    status_rows = confirmed[confirmed["kind"] == STATUS]
+    managed = (set(status_rows["record_id"]) | set().union(*members.values())) - excluded
+    checked = sorted(managed)
+    sampled = len(checked) > sample_size
+    if sampled:
+        checked = sorted(random.Random(seed).sample(checked, sample_size))
+    crm_ids = _crm_ids(status_rows, checked)
+    fields = sorted(set(segment_fields.values()))
+    before = target.api_requests
+    found = target.retrieve(sobject, [crm_ids[rid] for rid in checked], fields) if checked and fields else []
+    requests = target.api_requests - before
+
+    values = {rid: item for rid, item in zip(checked, found)}
+    drifted, not_found = _drift(status_rows, values, fields)
+    crm_rows = [(rid, name, item.get(name)) for rid, item in values.items() if item is not None for name in fields]
+    crm = pd.DataFrame(crm_rows, columns=["record_id", "field", "value"])
+    entries = parse_entries(crm["value"])
+    in_crm = pd.DataFrame({"record_id": crm["record_id"].reindex(entries.index).to_numpy(),
+                           "field": crm["field"].reindex(entries.index).to_numpy(),
+                           "segment": entries["segment"].to_numpy(), "status": entries["status"].to_numpy()})
+    in_crm = in_crm[in_crm["status"].isin(IN_SEGMENT)]
+    checked_set = set(checked)
+    rows = []
+    for segment, fld in sorted(segment_fields.items()):
+        now = members.get(segment, set()) & checked_set
+        shown = set(in_crm.loc[(in_crm["segment"] == segment) & (in_crm["field"] == fld), "record_id"])
+        rows.append((segment, fld, len(now), len(now & shown), len(now - shown), len(shown - now)))
+    return Reconciliation(
+        table=pd.DataFrame(rows, columns=TABLE_COLUMNS), managed_records=len(managed), checked_records=len(checked),
+        sampled=sampled, drifted=drifted, not_found=not_found, api_requests=requests,
+    )
+
+
+def _crm_ids(status_rows: pd.DataFrame, record_ids: list[str]) -> dict[str, str]:
+    """The CRM record Id of each record key (the same for updates; the Id an upsert matched or created)."""
+    known = status_rows.dropna(subset=["crm_id"]).drop_duplicates("record_id").set_index("record_id")["crm_id"]
+    return {rid: known.get(rid, rid) for rid in record_ids}
+
+
+def _drift(status_rows: pd.DataFrame, values: dict[str, dict | None], fields: list[str]) -> tuple[list, int]:
+    """``(record_id, field)`` confirmed in the ledger whose CRM value differs, and how many checked
+    records the CRM does not have at all."""
+    lowered = {f.lower(): f for f in fields}
+    drifted, missing_records = [], set()
+    for rid, fld, value in status_rows[["record_id", "field", "value"]].itertuples(index=False):
+        if rid not in values or fld.lower() not in lowered:
+            continue
+        item = values[rid]
+        if item is None:
+            missing_records.add(rid)
+            drifted.append((rid, fld))
+        elif item.get(lowered[fld.lower()]) != (json.loads(value) if value is not None else None):
+            drifted.append((rid, fld))
+    return drifted, len(missing_records)

@@ -1,0 +1,33 @@
+"""Held profiles: profiles whose own row is quarantined in this extract.
+
+A quarantined row (a malformed email, say) says nothing about whether the profile left its
+segments, so the profile is *held*: it keeps its memberships of the last successful evaluation,
+neither exiting nor entering anything, and the CRM keeps its last confirmed values, until its row
+is valid again.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.datasets.conversion import convert_frame
+from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+
+
+def held_profile_keys(quarantine: pd.DataFrame | None, profiles: pd.DataFrame, extension: DataExtensionConfig,
+                      key: str) -> set[str]:
+    """Keys (typed as the dataset holds them, e.g. 18-character Ids) of quarantined profile rows
+    that are not also valid profiles."""
+    if quarantine is None or quarantine.empty or key not in quarantine:
+        return set()
+    keys = convert_frame(quarantine[[c.name for c in extension.columns]], extension).frame[key].dropna()
+    return set(keys.astype(str)) - set(profiles[key].astype(str))
+
+
+def hold(current: pd.DataFrame, previous: pd.DataFrame | None, held: set[str]) -> pd.DataFrame:
+    """``current`` memberships plus the previous memberships of held profiles (carried over)."""
+    if previous is None or not held:
+        return current
+    carried = previous[previous[PROFILE_KEY].isin(held)]
+    return pd.concat([current, carried[current.columns]], ignore_index=True)
