@@ -73,7 +73,7 @@ from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_me
 from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType  # noqa: E402
 from sfmc_pipeline.datasets.conversion import pandas_dtype  # noqa: E402
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator  # noqa: E402
+from sfmc_pipeline.segments.evaluate import PROFILE_KEY, SegmentEvaluator  # noqa: E402
 from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule, related_datasets  # noqa: E402
 from sfmc_pipeline.segments.statuses import compute_statuses, status_counts  # noqa: E402
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH  # noqa: E402
@@ -477,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     naive, naive_s = timed(lambda: naive_members(contacts, related, key, sample, catalogue, AS_OF))
     naive_extrapolated_s = naive_s / len(sample) * args.contacts
     sample_keys = contacts[key].iloc[sample].astype("string")
-    in_sample = members[members["SubscriberKey"].isin(sample_keys)]
-    vectorised = set(zip(in_sample["SubscriberKey"].astype(str), in_sample["segment"].astype(str)))
+    in_sample = members[members[PROFILE_KEY].isin(sample_keys)]
+    vectorised = set(zip(in_sample[PROFILE_KEY].astype(str), in_sample["segment"].astype(str)))
     only_naive, only_vectorised = sorted(naive - vectorised), sorted(vectorised - naive)
 
     # 4. Report.

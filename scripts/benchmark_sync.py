@@ -1,11 +1,10 @@
 """Benchmark the CRM sink (sObject Collections, ledger diff) against a per-record baseline.
 
-    cd /work/main && PYTHONPATH=. /tmp/venv/bin/python scripts/benchmark_sync.py \
-        [--records 20000 --naive-records 2000 --segments 3 --seed 7]
+    python scripts/benchmark_sync.py [--records 20000 --naive-records 2000 --segments 3 --seed 7]
 
 What is measured, and why. What Salesforce limits is API calls: every org has a daily
 allocation counted over a rolling 24 hours for the whole org (a Developer Edition org gets
-15,000; production orgs start at 100,000, see shared/api-notes.md), and once it is used up every
+15,000; production orgs start at 100,000), and once it is used up every
 integration of the org is blocked. So the headline figure is API requests per sync, and the sink
 keeps it low in two ways: it writes up to 200 records per sObject Collections request, and it
 diffs against its SQLite ledger so records whose values were already confirmed written are not
@@ -74,14 +73,15 @@ from sfmc_pipeline.datasets.salesforce_id import to_18
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
 
-DEVELOPER_EDITION_DAILY = 15_000  # shared/api-notes.md: Developer Edition, per rolling 24 h
+DEVELOPER_EDITION_DAILY = 15_000  # a Developer Edition org, per rolling 24 h
 PRODUCTION_BASE_DAILY = 100_000  # production orgs: 100,000 + per-licence adders
 FAKE_DAILY_LIMIT = 1_000_000_000  # far above any workload here: the usage guard never stops a phase
 CHANGED_SHARE, EXITED_SHARE = 0.10, 0.02
+CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 
 
 # ----------------------------------------------------------------------------------------------
-# Inputs (built the way sfmc_pipeline_tests/test_crm_sync.py builds them)
+# Inputs (shaped like the profiles and segment_statuses datasets)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -108,7 +108,7 @@ def statuses_frame(ids: list[str], segments: list[str], status: np.ndarray | str
     per_record = np.broadcast_to(np.asarray(status, dtype=object), (len(ids),))
     return pd.DataFrame(
         {
-            "SubscriberKey": np.repeat(np.asarray(ids, dtype=object), len(segments)),
+            "profile_key": np.repeat(np.asarray(ids, dtype=object), len(segments)),
             "segment": np.tile(np.asarray(segments, dtype=object), len(ids)),
             "status": np.repeat(per_record, len(segments)),
         },
@@ -143,9 +143,10 @@ def sync_once(org: FakeSalesforceServer, dest: DestinationConfig, settings: Sync
               run_id: str, statuses: pd.DataFrame, profiles: pd.DataFrame) -> Phase:
     """One sync with a fresh client and ledger connection; ``DestinationSync.run`` is timed."""
     client = SalesforceClient(base_url=org.base_url, client_id=org.client_id, client_secret=org.client_secret)
-    ledger = SyncLedger(ledger_path)
+    ledger = SyncLedger(ledger_path, client.target_id)
     try:
-        syncer = DestinationSync(dest, settings, client, ledger, run_id=run_id)
+        pipeline = CONFIG.model_copy(update={"sync": settings})
+        syncer = DestinationSync.for_pipeline(pipeline, dest, client, ledger, run_id=run_id)
         start = time.perf_counter()
         outcome = syncer.run(statuses, profiles)
         seconds = time.perf_counter() - start
@@ -178,7 +179,7 @@ def ledger_bytes(path: Path) -> int:
 
 def ledger_rows(path: Path) -> int:
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT COUNT(*) FROM confirmed").fetchone()[0]
+        return db.execute("SELECT COUNT(*) FROM confirmed_fields").fetchone()[0]
 
 
 def org_state_problems(org: FakeSalesforceServer, ids: list[str], segments: list[str], expected: np.ndarray) -> int:
@@ -226,7 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = load_pipeline_config(DEFAULT_CONFIG_PATH)
+    config = CONFIG
     dest = config.destination("contacts")
     if args.segments > len(dest.segments):
         raise SystemExit(f"--segments {args.segments}: the contacts destination maps only {len(dest.segments)}")

@@ -134,3 +134,139 @@ def test_at_most_25_status_fields_per_object(shipped):
     # sharing fields keeps the same segments within the limit
     raw["destinations"][0]["segments"] = {f"extra_{i}": f"shared_{i % 5}__c" for i in range(26)}
     parse_pipeline_config(raw)
+
+
+# --- the YAML itself: duplicate keys, anchors and merges, dates, encoding ----------------------------
+
+
+def _write(tmp_path, text: str, name: str = "pipeline.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _load_error(path) -> str:
+    with pytest.raises(PipelineConfigError) as info:
+        load_pipeline_config(path)
+    return str(info.value)
+
+
+def _insert_after(lines: list[str], anchor: str, new: str) -> int:
+    """Insert ``new`` after the first line equal to ``anchor``; returns the new line's number (1-based)."""
+    at = lines.index(anchor) + 1
+    lines.insert(at, new)
+    return at + 1
+
+
+def test_duplicate_keys_are_all_reported_with_file_and_lines(tmp_path):
+    lines = DEFAULT_CONFIG_PATH.read_text().splitlines()
+    first_threshold = lines.index("  quarantine_threshold: 0.05") + 1
+    # a second threshold under settings (YAML would silently keep the last one)
+    threshold = _insert_after(lines, "  page_size: 2500", "  quarantine_threshold: 0.5")
+    # a segment mapped twice in the shared (anchored, then aliased) segments mapping
+    first_mapping = lines.index("      new_customer: new_customer__c") + 1
+    mapping = _insert_after(lines, "      form_submitters: form_submitters__c", "      new_customer: welcome__c")
+    # a duplicate inside a flow mapping
+    flow = lines.index("      - {name: FirstName, type: Text, length: 40, nullable: true}")
+    lines[flow] = "      - {name: FirstName, type: Text, length: 40, nullable: true, length: 50}"
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+
+    message = _load_error(path)
+    assert message.splitlines() == [
+        f"Invalid pipeline config {path}:",
+        f"  - {path} line {threshold}: 'quarantine_threshold' is set twice in one mapping "
+        f"(first on line {first_threshold}); keep one",
+        f"  - {path} line {flow + 1}: 'length' is set twice in one mapping (first on line {flow + 1}); keep one",
+        f"  - {path} line {mapping}: 'new_customer' is set twice in one mapping (first on line {first_mapping}); "
+        "keep one",
+    ]  # sorted by line; the aliased mapping is reported once, where it is written
+
+
+MERGED = """\
+data_extensions:
+  - key: Contacts
+    asset: contacts
+    primary_key: [SubscriberKey]
+    columns:
+      - {name: SubscriberKey, type: Text, length: 18, format: salesforce_id}
+      - {name: LastName, type: Text}
+      - {name: Company, type: Text, nullable: true}
+      - {name: Email, type: EmailAddress}
+      - {name: Stage, type: Text, nullable: true}
+segments:
+  - {name: new_customer, rule: {column: Stage, op: eq, value: new}}
+  - {name: lapsed, rule: {column: Stage, op: eq, value: lapsed}}
+destinations:
+  - &contact_destination
+    name: contacts
+    object: Contact
+    attributes: {LastName: LastName, Email: Email}
+    segments: &fields {new_customer: new_customer__c, lapsed: lapsed__c}
+    operation: update
+  - <<: *contact_destination
+    name: leads
+    object: Lead
+    attributes: {LastName: LastName, Company: Company, Email: Email}
+"""
+
+
+def test_anchors_and_merge_keys_still_work_and_only_real_duplicates_are_errors(tmp_path):
+    config = load_pipeline_config(_write(tmp_path, MERGED))
+    contacts, leads = config.destinations
+    assert (leads.name, leads.object, leads.operation) == ("leads", "Lead", "update")  # merged, then overridden
+    assert leads.segments == contacts.segments == {"new_customer": "new_customer__c", "lapsed": "lapsed__c"}
+    assert leads.attribute_map == {"LastName": "LastName", "Company": "Company", "Email": "Email"}
+    # the shipped config shares its segment mapping through &catalogue_fields / *catalogue_fields
+    shipped_config = load_pipeline_config(DEFAULT_CONFIG_PATH)
+    assert shipped_config.destination("leads").segments == shipped_config.destination("contacts").segments
+
+    # overriding a merged key is fine; setting an explicit key twice next to the merge is not
+    lines = MERGED.splitlines()
+    name_line = lines.index("    name: leads") + 1
+    again = _insert_after(lines, "    object: Lead", "    name: leads_again")
+    message = _load_error(_write(tmp_path, "\n".join(lines) + "\n", "again.yaml"))
+    assert message.splitlines()[1:] == [
+        f"  - {tmp_path / 'again.yaml'} line {again}: 'name' is set twice in one mapping (first on line "
+        f"{name_line}); keep one",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("2026-02-30", "evaluation > as_of: '2026-02-30' is not a date (day is out of range for month); "
+                       "use YYYY-MM-DD, e.g. 2026-11-20"),  # unquoted and impossible: not a YAML traceback
+        ("2026-13-01", "evaluation > as_of: '2026-13-01' is not a date (month must be in 1..12)"),
+        ("86400", "evaluation > as_of: 86400 is not a date; use YYYY-MM-DD"),  # not a Unix timestamp
+        ("2026-11-20T10:00:00", "evaluation > as_of: '2026-11-20T10:00:00' is not a date; use YYYY-MM-DD"),
+    ],
+    ids=["february-30", "month-13", "a-number", "a-timestamp"],
+)
+def test_an_invalid_unquoted_date_is_a_setting_error(tmp_path, value, expected):
+    text = DEFAULT_CONFIG_PATH.read_text().replace("  as_of: null", f"  as_of: {value}")
+    message = _load_error(_write(tmp_path, text))
+    assert message.startswith(f"Invalid pipeline config {tmp_path / 'pipeline.yaml'}:")
+    assert expected in message
+
+
+def test_a_valid_unquoted_date_is_a_date(tmp_path):
+    import datetime as dt
+
+    for value in ("2026-11-20", "'2026-11-20'", "2024-02-29"):
+        text = DEFAULT_CONFIG_PATH.read_text().replace("  as_of: null", f"  as_of: {value}")
+        assert load_pipeline_config(_write(tmp_path, text)).evaluation.as_of in (dt.date(2026, 11, 20),
+                                                                                  dt.date(2024, 2, 29))
+    # a bad date elsewhere in the file is still text for the model to judge, not a YAML error
+    text = DEFAULT_CONFIG_PATH.read_text().replace("  as_of: null", "  as_of: 2026-11-20\n  as_of_note: 2026-02-30")
+    assert "evaluation > as_of_note: unknown setting" in _load_error(_write(tmp_path, text))
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path):
+    lines = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8").splitlines()
+    lines[2] = "# Validé au chargement"  # saved by an editor set to Latin-1
+    path = tmp_path / "pipeline.yaml"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    assert _load_error(path) == (
+        f"{path} is not UTF-8 text: line 3 has the byte 0xe9. Save the file as UTF-8 (your editor's encoding "
+        "setting), then load it again."
+    )

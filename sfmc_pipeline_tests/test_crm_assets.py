@@ -139,3 +139,28 @@ def test_dry_run_from_run_config(sample_org, monkeypatch, tmp_path):
     assert meta["dry_run"] is True and meta["records_sent"] == 0 and meta["records_to_send"] > 0
     assert "| field | status | records |" in meta["would_write"]
     assert sample_org.write_log == []
+
+
+def test_drift_in_the_crm_fails_the_run_and_the_next_run_repairs_it(sample_org, monkeypatch, tmp_path):
+    _salesforce_env(monkeypatch, sample_org, tmp_path)
+    first = _materialize(build_resources())
+    assert first.success
+    assert _sync_metadata(first)["contacts"]["target"].startswith(f"Salesforce org {sample_org.org_id}")
+    edited = next(rid for rid, r in sample_org.records["Contact"].items() if r.get("new_customer__c"))
+    sample_org.records["Contact"][edited]["new_customer__c"] = "edited by hand"
+
+    def sync_contacts():
+        return dg.materialize(ASSETS, selection=[dg.AssetKey(["salesforce", "contacts"])], resources=build_resources(),
+                              raise_on_error=False, instance=dg.DagsterInstance.ephemeral())
+
+    drifted = sync_contacts()
+    assert not drifted.success  # a green run means the CRM is right
+    check = _checks(drifted)[("contacts", "reconciliation")]
+    assert not check.passed and check.metadata["drifted_records"].value == 1
+    failure = next(e for e in drifted.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "Reconciliation of contacts" in failure.event_specific_data.error.message
+
+    repaired = sync_contacts()
+    assert repaired.success and _sync_metadata(repaired)["contacts"]["records_sent"] == 1
+    assert sample_org.records["Contact"][edited]["new_customer__c"].startswith("new_customer:")
+    assert _checks(repaired)[("contacts", "reconciliation")].passed

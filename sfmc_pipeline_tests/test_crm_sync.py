@@ -7,95 +7,15 @@ every field before sending anything, supports upsert, and sends nothing in a dry
 
 from collections import Counter
 
-import pandas as pd
 import pytest
 
 from sfmc_pipeline.config.models import DestinationConfig
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.preflight import PreflightError
-from sfmc_pipeline.crm.salesforce_client import SalesforceClient
 from sfmc_pipeline.crm.reconciliation import reconcile
-from sfmc_pipeline.crm.sync import DestinationSync
-from sfmc_pipeline.datasets.salesforce_id import to_18
-from sfmc_pipeline.transport import RetrySettings
-from sfmc_pipeline_tests.segment_fixtures import CONFIG
-
-CONTACTS = CONFIG.destination("contacts")
-LEADS = CONFIG.destination("leads")
-STATUS_FIELDS = sorted(CONTACTS.status_fields)
-
-
-def cid(n: int, prefix: str = "003") -> str:
-    return to_18(f"{prefix}5e0000{n:06d}")
-
-
-def profiles(ids, overrides: dict | None = None) -> pd.DataFrame:
-    rows = [{"SubscriberKey": rid, "FirstName": f"First{i}", "LastName": f"Last{i}", "Email": f"p{i}@example.com",
-             "Company": f"Co{i}"} for i, rid in enumerate(ids)]
-    frame = pd.DataFrame(rows, dtype="string")
-    for (rid, column), value in (overrides or {}).items():
-        frame.loc[frame["SubscriberKey"] == rid, column] = value
-    return frame
-
-
-def statuses(*rows) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=["profile_key", "segment", "status"], dtype="string")
-
-
-def members(ids, segment="new_customer", status="realized") -> pd.DataFrame:
-    return statuses(*((rid, segment, status) for rid in ids))
-
-
-@pytest.fixture()
-def org(fake_salesforce):
-    """The fake org with the shipped status fields on Contact and Lead."""
-    for sobject in ("Contact", "Lead"):
-        for name in STATUS_FIELDS:
-            fake_salesforce.add_field(sobject, name)
-    return fake_salesforce
-
-
-def seed(org, ids, sobject="Contact"):
-    for i, rid in enumerate(ids):
-        org.add_record(sobject, rid, LastName=f"Old{i}", **({"Company": "Old"} if sobject == "Lead" else {}))
-
-
-@pytest.fixture()
-def client(org, sleeps):
-    made = []
-
-    def make(**kw):
-        c = SalesforceClient(base_url=org.base_url, client_id=org.client_id, client_secret=org.client_secret,
-                             retry=RetrySettings(max_retries=3, backoff_seconds=0.5), sleep=sleeps, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-
-
-def sync(target, tmp_path, dest=CONTACTS, run_id="run-1", settings=None):
-    ledger = SyncLedger(tmp_path / "ledger.sqlite", target.target_id)
-    pipeline = CONFIG.model_copy(update={"sync": settings}) if settings else CONFIG
-    return DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=run_id), ledger
-
-
-def run(target, tmp_path, status_frame, profile_frame, dest=CONTACTS, dry_run=False, settings=None, run_id="run-1"):
-    syncer, ledger = sync(target, tmp_path, dest, run_id, settings)
-    try:
-        return syncer.run(status_frame, profile_frame, dry_run=dry_run)
-    finally:
-        ledger.close()
-
-
-def collection_requests(org):
-    return [r for r in org.requests if "/composite/sobjects" in r.path]
-
-
-def writes_per_id(org) -> Counter:
-    return Counter(rid for _, rid, _ in org.write_log)
-
+from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
+    CONTACTS, LEADS, cid, client, collection_requests, members, org, profiles, run, seed, statuses, writes_per_id,
+)
 
 def test_first_sync_writes_statuses_and_attributes_then_unchanged_sends_nothing(org, client, tmp_path):
     ids = [cid(i) for i in range(3)]
@@ -370,6 +290,9 @@ def test_truncation_is_opt_in(org, client, tmp_path):
     lenient = CONTACTS.model_copy(update={"truncate_long_values": True})
     out = run(client(), tmp_path, members([a]), frame, dest=lenient, run_id="run-2")
     assert out.succeeded == 1 and org.records["Contact"][a]["FirstName"] == "x" * 40
+    # the ledger holds what was written (the cut value), so unchanged input sends nothing
+    again = run(client(), tmp_path, members([a]), frame, dest=lenient, run_id="run-3")
+    assert (again.to_send, again.sent, again.unchanged) == (0, 0, 1)
 
 
 def test_a_lost_exit_in_a_shared_field_without_the_suffix(org, client, tmp_path):

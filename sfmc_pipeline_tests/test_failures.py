@@ -18,6 +18,13 @@ def test_transient_api_failure_requests_a_bounded_step_retry():
     assert info.value.seconds_to_wait == TRANSIENT_RETRY_WAIT
 
 
+def test_the_last_retry_fails_with_the_errors_own_message():
+    with pytest.raises(dg.Failure) as info:
+        with api_failures(retry_number=TRANSIENT_RETRIES):
+            raise ApiError("SFMC rowset for 'Contacts' stopped at 2,500 of 3,000 rows", retryable=True)
+    assert "stopped at 2,500 of 3,000 rows" in info.value.description and "after 3 attempts" in info.value.description
+
+
 @pytest.mark.parametrize(
     "error",
     [

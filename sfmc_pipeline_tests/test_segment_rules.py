@@ -1,15 +1,20 @@
 """Contract: each shipped segment rule selects exactly the right profiles at its date boundaries
 (exactly N days, N+1, same-day purchase), related rows join on SubscriberKey with orphans ignored
-and counted, and a bad rule is rejected at load with the segment, the path and the fix."""
+and counted, calendar-day rules count days in the evaluation time zone (``evaluation.timezone``,
+default UTC), and a bad rule is rejected at load with the segment, the path and the fix."""
 
 import copy
+import datetime as dt
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from sfmc_pipeline.config import PipelineConfigError
 from sfmc_pipeline.config.loader import parse_pipeline_config
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator
+from sfmc_pipeline.segments.evaluate import SegmentEvaluator, calendar_days
+from sfmc_pipeline.segments.rules import parse_rule
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_tests.segment_fixtures import AS_OF, CONFIG, activity, contact, day, engagement, key, typed
 
@@ -226,3 +231,89 @@ def test_decimal_and_list_operators():
     # not_in and ne leave nulls out; `not` of a comparison on a null is true
     assert picked({"column": "LifecycleStage", "op": "not_in", "value": ["new"]}) == {key(3)}
     assert picked({"not": {"column": "LifecycleStage", "op": "eq", "value": "loyal"}}) == {key(1), key(2)}
+
+
+# --- calendar days in the evaluation time zone -------------------------------------------------------
+
+WITHIN_0 = "within_last_days 0"  # on the as_of day itself
+OLDER_1 = "older_than_days 1"  # before the day before as_of
+ON_19TH = "eq 2026-11-19"
+VISIT_AFTER_PURCHASE = "latest_is_after"  # a visit in the last 7 days, on a later day than LastPurchaseDate
+ZONE_RULES = {
+    WITHIN_0: {"has_related": {"dataset": "activities",
+                               "where": {"column": "OccurredAt", "op": "within_last_days", "value": 0}}},
+    OLDER_1: {"has_related": {"dataset": "activities",
+                              "where": {"column": "OccurredAt", "op": "older_than_days", "value": 1}}},
+    ON_19TH: {"has_related": {"dataset": "activities",
+                              "where": {"column": "OccurredAt", "op": "eq", "value": "2026-11-19"}}},
+    VISIT_AFTER_PURCHASE: {"has_related": {
+        "dataset": "activities", "where": {"column": "OccurredAt", "op": "within_last_days", "value": 7},
+        "latest_is_after": {"column": "OccurredAt", "profile_column": "LastPurchaseDate"}}},
+}
+
+
+def _sfmc_time(utc: str) -> str:
+    """The SFMC extract text (US Central Standard Time, UTC-6 all year) of a UTC instant."""
+    t = dt.datetime.fromisoformat(utc) - dt.timedelta(hours=6)
+    return f"{t.month}/{t.day}/{t.year} {t.strftime('%I:%M:%S %p').lstrip('0')}"
+
+
+def _in_zone(where, occurred_utc, as_of, timezone: dict, purchase_utc=None):
+    rule = ZONE_RULES[where]
+    fields = {"OrderCount": 1, "LastPurchaseDate": _sfmc_time(purchase_utc)} if purchase_utc else {}
+    visit = {"ActivityId": "00000000-0000-4000-8000-000000000001", "SubscriberKey": key(1),
+             "ActivityType": "web_visit", "OccurredAt": _sfmc_time(occurred_utc)}
+    profiles, related = typed("contacts", [contact(1, **fields)]), {"activities": typed("activities", [visit])}
+    evaluator = SegmentEvaluator(profiles, related,
+                                 key="SubscriberKey", as_of=dt.date.fromisoformat(as_of), **timezone)
+    return bool(evaluator.evaluate(parse_rule(rule))[0])
+
+
+@pytest.mark.parametrize(
+    "where, occurred_utc, purchase_utc, as_of, timezone, expected",
+    [
+        # 03:00Z on the 20th is 19:00 on the 19th in Los Angeles (UTC-8 in November): today there
+        (WITHIN_0, "2026-11-20T03:00", None, "2026-11-19", "America/Los_Angeles", True),
+        # ... but already the 20th in UTC: after as_of, so not "within the last 0 days"
+        (WITHIN_0, "2026-11-20T03:00", None, "2026-11-19", "UTC", False),
+        (WITHIN_0, "2026-11-20T03:00", None, "2026-11-20", "UTC", True),
+        # as of the 20th, Los Angeles saw it yesterday
+        (WITHIN_0, "2026-11-20T03:00", None, "2026-11-20", "America/Los_Angeles", False),
+        # 16:00Z on the 19th is 01:00 on the 20th in Tokyo (UTC+9): zones east of UTC move the other way
+        (WITHIN_0, "2026-11-19T16:00", None, "2026-11-20", "Asia/Tokyo", True),
+        (WITHIN_0, "2026-11-19T16:00", None, "2026-11-20", "UTC", False),
+        # daylight saving: 07:30Z on 1 July is 00:30 PDT (UTC-7) on the 1st, not 23:30 on 30 June
+        (WITHIN_0, "2026-07-01T07:30", None, "2026-07-01", "America/Los_Angeles", True),
+        # ... and 06:30Z is 23:30 PDT on 30 June
+        (WITHIN_0, "2026-07-01T06:30", None, "2026-07-01", "America/Los_Angeles", False),
+        # older than 1 day as of the 21st means before the 20th: the 19th in Los Angeles is
+        (OLDER_1, "2026-11-20T03:00", None, "2026-11-21", "America/Los_Angeles", True),
+        # ... the 20th in UTC is not
+        (OLDER_1, "2026-11-20T03:00", None, "2026-11-21", "UTC", False),
+        # a date comparison compares the day in the zone
+        (ON_19TH, "2026-11-20T03:00", None, "2026-11-20", "America/Los_Angeles", True),
+        (ON_19TH, "2026-11-20T03:00", None, "2026-11-20", "UTC", False),
+        # latest_is_after: visit on the 20th (UTC), purchase at 18:00Z on the 19th: the visit is a later day
+        (VISIT_AFTER_PURCHASE, "2026-11-20T03:00", "2026-11-19T18:00", "2026-11-20", "UTC", True),
+        # ... in Los Angeles both are on the 19th (19:00 and 10:00): same day, so the purchase counts as after
+        (VISIT_AFTER_PURCHASE, "2026-11-20T03:00", "2026-11-19T18:00", "2026-11-20", "America/Los_Angeles", False),
+        # ... and in Tokyo both are on the 20th (12:00 and 03:00)
+        (VISIT_AFTER_PURCHASE, "2026-11-20T03:00", "2026-11-19T18:00", "2026-11-20", "Asia/Tokyo", False),
+    ],
+    ids=lambda v: str(v).replace(" ", "_") if v is not None else "-",
+)
+def test_calendar_day_rules_count_days_in_the_evaluation_timezone(
+    where, occurred_utc, purchase_utc, as_of, timezone, expected
+):
+    assert _in_zone(where, occurred_utc, as_of, {"timezone": timezone}, purchase_utc) is expected
+    if timezone == "UTC":  # and UTC is the default
+        assert _in_zone(where, occurred_utc, as_of, {}, purchase_utc) is expected
+
+
+def test_calendar_days_of_aware_naive_and_missing_values():
+    aware = pd.Series(pd.to_datetime(["2026-11-20T03:00Z", None], utc=True))
+    assert calendar_days(aware, "America/Los_Angeles").tolist()[0] == dt.date(2026, 11, 19)
+    assert np.isnat(calendar_days(aware, "America/Los_Angeles")[1])
+    naive = pd.Series(pd.to_datetime(["2026-11-20T03:00"]))  # naive values are UTC
+    assert calendar_days(naive, "America/Los_Angeles").tolist() == [dt.date(2026, 11, 19)]
+    assert calendar_days(naive).tolist() == [dt.date(2026, 11, 20)]

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from sfmc_pipeline.assets.dry_run import SYNC_KEY_PREFIX
+from sfmc_pipeline.assets.dry_run import SYNC_KEY_PREFIX, is_dry_run
 from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.assets.segments import STATUSES
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
@@ -88,7 +88,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
     )
     def _sync(context: dg.AssetExecutionContext, config: SyncRunConfig, salesforce: SalesforceResource,
               storage: StorageResource):
-        with api_failures(), storage.writing(context) as store:
+        dry_run = config.dry_run or is_dry_run(context)  # a run with any dry sync sends nothing anywhere
+        with api_failures(context.retry_number), storage.writing(context) as store:
             statuses = store.read_dataset(STATUSES)
             profiles = store.read_dataset(profile_asset)
             mode = salesforce.mode
@@ -101,12 +102,12 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
                     sync = DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=context.run.run_id,
                                                         log=context.log.warning)
                     try:
-                        outcome = sync.run(statuses, profiles, dry_run=config.dry_run, accept_exits=config.accept_exits)
+                        outcome = sync.run(statuses, profiles, dry_run=dry_run, accept_exits=config.accept_exits)
                     except ExitGuardTripped as exc:
                         raise dg.Failure(description=str(exc), allow_retries=False) from None
                     sync_requests = target.api_requests
                     check = _reconcile(target, dest, pipeline, ledger, outcome, context.run.run_id)
-                    if check.drifted and not config.dry_run:
+                    if check.drifted and not dry_run:
                         ledger.forget(dest.object, check.drifted)  # re-sent by the next run
                 finally:
                     ledger.close()
@@ -114,7 +115,7 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             finally:
                 target.close()
             errors_path = sync_errors_path(store, dest.name)
-            if not config.dry_run:
+            if not dry_run:
                 write_parquet(pd.DataFrame(outcome.errors, columns=ERROR_COLUMNS), errors_path)
 
         metadata = _metadata(mode, label, dest, pipeline, outcome, sync_requests, check, errors_path)

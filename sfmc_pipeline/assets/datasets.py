@@ -76,7 +76,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
     )
     def _dataset(context: dg.AssetExecutionContext, config: DatasetRunConfig, sfmc: SfmcResource,
                  storage: StorageResource):
-        with api_failures():
+        with api_failures(context.retry_number):
             mode = sfmc.mode
             extract = sfmc.get_source(page_size=pipeline.settings.page_size).read(extension)
         result = validate_extract(extract.frame, extension)
@@ -84,7 +84,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             f"{extension.key}: {result.rows_read} rows read from {extract.source} (mode {mode}): "
             f"{result.rows_valid} valid, {result.rows_quarantined} quarantined"
         )
-        with api_failures(), storage.writing(context) as store:
+        with api_failures(context.retry_number), storage.writing(context) as store:
             quarantine = result.quarantine.assign(_run_id=context.run.run_id)
             quarantine_path = store.write_quarantine(extension.asset, quarantine)
             metadata = _metadata(mode, extract, result, threshold, quarantine_path)
@@ -123,7 +123,10 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                 f"{extension.key}: {result.rows_quarantined} row(s) quarantined to {quarantine_path}"
             )
         if not volume.passed:
-            context.log.warning(f"accept_volume_change is set: {volume.explain(extension.asset)}")
+            context.log.warning(
+                f"{volume.summary(extension.asset)}; accepted for this run (accept_volume_change), so the dataset "
+                "was updated" + ("" if is_dry_run(context) else " and its row count is the guard's new baseline")
+            )
         yield dg.MaterializeResult(
             metadata={
                 **metadata,

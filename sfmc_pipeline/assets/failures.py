@@ -21,12 +21,15 @@ TRANSIENT_RETRY_WAIT = 60
 
 
 @contextmanager
-def api_failures() -> Iterator[None]:
+def api_failures(retry_number: int = 0) -> Iterator[None]:
+    """``retry_number``: the step's ``context.retry_number``; the last attempt fails with the error's
+    own message (instead of Dagster's bare "Exceeded max_retries")."""
     try:
         yield
     except ConfigurationError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except ApiError as exc:
-        if exc.retryable:
+        if exc.retryable and retry_number < TRANSIENT_RETRIES:
             raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT) from exc
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        attempts = f" (after {retry_number + 1} attempts of this step)" if exc.retryable else ""
+        raise dg.Failure(description=f"{exc}{attempts}", allow_retries=False) from None

@@ -68,7 +68,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     def segment_memberships(
         context: dg.AssetExecutionContext, config: SegmentRunConfig, sfmc: SfmcResource, storage: StorageResource
     ) -> dg.MaterializeResult:
-        with api_failures():
+        with api_failures(context.retry_number):
             mode = sfmc.mode
         anchor = EmbeddedSampleSource(sfmc.sample_dir).anchor_date() if mode == "embedded" else None
         try:
@@ -77,7 +77,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             )
         except ValueError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        with api_failures(), storage.writing(context) as store:
+        with api_failures(context.retry_number), storage.writing(context) as store:
             profiles = store.read_dataset(profile_asset)
             held = read_held_keys(store, pipeline, profiles)
             evaluator = SegmentEvaluator(
@@ -151,7 +151,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     )
     def segment_statuses(context: dg.AssetExecutionContext, storage: StorageResource):
         dry_run = is_dry_run(context)
-        with api_failures(), storage.writing(context) as store:
+        with api_failures(context.retry_number), storage.writing(context) as store:
             members = store.read_dataset(MEMBERSHIPS)
             meta = json.loads(membership_meta_path(store).read_text(encoding="utf-8"))
             as_of = dt.date.fromisoformat(meta["as_of"])

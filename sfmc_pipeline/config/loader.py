@@ -26,7 +26,7 @@ class _ConfigLoader(yaml.SafeLoader):
 
     def __init__(self, stream):
         super().__init__(stream)
-        self.duplicates: list[str] = []
+        self.duplicates: list[tuple[int, str]] = []  # (line, problem)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -38,10 +38,10 @@ class _ConfigLoader(yaml.SafeLoader):
                 line = key_node.start_mark.line + 1
                 try:
                     if key in first_line:
-                        self.duplicates.append(
+                        self.duplicates.append((line, (
                             f"line {line}: {key!r} is set twice in one mapping (first on line {first_line[key]}); "
                             "keep one"
-                        )
+                        )))
                     else:
                         first_line[key] = line
                 except TypeError:
@@ -63,9 +63,19 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
             "pipeline.yaml, or unset it to use the one in the repository root."
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PipelineConfigError(
+            f"Pipeline config {path} cannot be read ({exc.strerror or exc}); make it readable for this user."
+        ) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PipelineConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PipelineConfigError(
+            f"{path} is not UTF-8 text: line {line} has the byte 0x{data[exc.start]:02x}. Save the file as UTF-8 "
+            "(your editor's encoding setting), then load it again."
+        ) from None
     return parse_pipeline_config(read_yaml(text, source=str(path)), source=str(path))
 
 
@@ -79,7 +89,7 @@ def read_yaml(text: str, *, source: str = "<config>") -> Any:
     finally:
         loader.dispose()
     if loader.duplicates:
-        listing = "\n".join(f"  - {source} {d}" for d in loader.duplicates)
+        listing = "\n".join(f"  - {source} {problem}" for _, problem in sorted(loader.duplicates))
         raise PipelineConfigError(f"Invalid pipeline config {source}:\n{listing}")
     return raw
 

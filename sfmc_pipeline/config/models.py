@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import date
+from datetime import date, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class SfmcType(str, Enum):
@@ -220,12 +221,28 @@ class EvaluationConfig(_Strict):
         "latest_is_after) and in which 'today' and Date values sent to Salesforce date fields are taken.",
     )
 
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        """Only ``YYYY-MM-DD`` (or a date object): pydantic alone would also take ``86400`` (a Unix
+        timestamp) or ``2026-11-20T00:00`` for a date."""
+        if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+            return value
+        example = "use YYYY-MM-DD, e.g. 2026-11-20"
+        text = value.strip() if isinstance(value, str) else ""
+        if not ISO_DATE.match(text):
+            raise ValueError(f"{value!r} is not a date; {example}")
+        try:
+            return date.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a date ({exc}); {example}") from None
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as 'America'
             raise ValueError(
                 f"unknown time zone {value!r}; use an IANA name such as 'UTC', 'Europe/Paris' or 'America/Chicago'"
             ) from None

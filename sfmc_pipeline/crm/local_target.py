@@ -60,8 +60,8 @@ from sfmc_pipeline.crm.records import (
     RecordError,
     RecordResult,
 )
-from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES, to_18, valid_id_mask
+from sfmc_pipeline.crm.salesforce_rules import STANDARD_FIELDS, malformed_id, missing_required, value_error
+from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES, is_valid_id, to_18, valid_id_mask
 
 __all__ = [
     "LocalCrmTarget",
@@ -81,7 +81,6 @@ MAX_LONG_TEXT_LENGTH = 131072  # Long Text Area maximum
 EXTERNAL_ID_LENGTH = 255
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_EMAIL = re.compile(EMAIL_PATTERN)  # the same address check the datasets and the sink use
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _CREATED_ID_INFIX = "Lc"  # ids created by upserts: prefix + "Lc" + 10 base-62 digits (15 chars) + checksum
 
@@ -118,15 +117,12 @@ class _Field:
 
 
 def _standard_fields(sobject: str) -> list[_Field]:
-    fields = [
+    """``Id`` and the object's standard fields as Salesforce describes them (``salesforce_rules``)."""
+    return [
         _Field("Id", f"{sobject} ID", "id", 18, required=True, updateable=False, id_lookup=True),
-        _Field("FirstName", "First Name", "string", 40, extra_type_info="personname"),
-        _Field("LastName", "Last Name", "string", 80, required=True, extra_type_info="personname"),
+        *(_Field(f.name, f.label, f.type, f.length, required=f.required, extra_type_info=f.extra_type_info,
+                 id_lookup=f.type == "email") for f in STANDARD_FIELDS[sobject]),
     ]
-    if sobject == "Lead":
-        fields.append(_Field("Company", "Company", "string", 255, required=True))
-    fields.append(_Field("Email", "Email", "email", 80, id_lookup=True))
-    return fields
 
 
 def _identifier(name: str, what: str = "name") -> str:
@@ -338,13 +334,12 @@ class LocalCrmTarget:
             )
         fields = {t: self._fields(t) for t in set(types)}
         raw_ids = [next((v for k, v in r.items() if k.lower() == "id"), None) for r in records]
-        well_formed = _well_formed(raw_ids)
 
         results: list[RecordResult] = []
         with self._transaction() as cur:  # checks and writes see one consistent state
-            for record, sobject, raw_id, ok_shape in zip(records, types, raw_ids, well_formed):
+            for record, sobject, raw_id in zip(records, types, raw_ids):
                 values = {k: v for k, v in record.items() if k != "attributes" and k.lower() != "id"}
-                result = self._check_update(sobject, fields[sobject], raw_id, ok_shape, values)
+                result = self._check_update(sobject, fields[sobject], raw_id, values)
                 if isinstance(result, RecordResult):
                     results.append(result)
                 else:
@@ -467,13 +462,14 @@ class LocalCrmTarget:
         ]
 
     def _check_update(
-        self, sobject: str, fields: list[_Field], raw_id: Any, ok_shape: bool, values: Mapping[str, Any]
+        self, sobject: str, fields: list[_Field], raw_id: Any, values: Mapping[str, Any]
     ) -> RecordResult | tuple[str, dict[str, str | None]]:
         """A failed result, or (18-char id, values by field name) to write. Checks in Salesforce's order."""
         if raw_id in (None, ""):
             return _error("MISSING_ARGUMENT", "Id not specified in an update call")
-        if not ok_shape or not raw_id.startswith(KEY_PREFIXES[sobject]):
-            return _error("MALFORMED_ID", f"{sobject} ID: id value of incorrect type: {raw_id}", ["Id"])
+        error = malformed_id(sobject, raw_id)
+        if error is not None:
+            return RecordResult(success=False, errors=(error,))
         record_id = to_18(raw_id[:15])
         resolved = _resolve_fields(sobject, fields, values)
         if isinstance(resolved, RecordResult):
@@ -587,7 +583,7 @@ def _well_formed(raw_ids: Sequence[Any]) -> list[bool]:
 
 def _normalise_id(value: Any, prefix: str) -> str | None:
     """The 18-character form of a well-formed id with ``prefix``, else None."""
-    if not isinstance(value, str) or not value.startswith(prefix) or not _well_formed([value])[0]:
+    if not isinstance(value, str) or not value.startswith(prefix) or not is_valid_id(value):
         return None
     return to_18(value[:15])
 
@@ -623,24 +619,19 @@ def _value_problem(
     fields: Sequence[_Field], values: Mapping[str, str | None], *, creating: bool
 ) -> RecordResult | None:
     """STRING_TOO_LONG, then INVALID_EMAIL_ADDRESS, then REQUIRED_FIELD_MISSING (all fields on create, else only
-    the required fields this record sets to null)."""
+    the required fields this record sets to null), by Salesforce's rules (``salesforce_rules``)."""
     by_name = {f.name: f for f in fields}
-    for name, value in values.items():
-        fdef = by_name[name]
-        if value is not None and len(value) > fdef.length:
-            shown = value if len(value) <= 255 else value[:252] + "..."
-            return _error(
-                "STRING_TOO_LONG", f"{fdef.label}: data value too large: {shown} (max length={fdef.length})", [name]
-            )
-    for name, value in values.items():
-        if by_name[name].type == "email" and value is not None and not _EMAIL.match(value):
-            return _error("INVALID_EMAIL_ADDRESS", f"{by_name[name].label}: invalid email address: {value}", [name])
+    for check in ("STRING_TOO_LONG", "INVALID_EMAIL_ADDRESS"):
+        for name, value in values.items():
+            error = value_error(by_name[name].info(), value) if value is not None else None
+            if error is not None and error.status_code == check:
+                return RecordResult(success=False, errors=(error,))
     if creating:
         missing = [f.name for f in fields if f.required and f.updateable and values.get(f.name) is None]
     else:
         missing = [name for name, value in values.items() if value is None and by_name[name].required]
     if missing:
-        return _error("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
+        return RecordResult(success=False, errors=(missing_required(missing),))
     return None
 
 

@@ -43,7 +43,7 @@ class DesiredState:
     #                       column: the profile column of an attribute (None for status fields); value: typed
     considered: int  # records with a status value to hold
     skipped: int  # profiles with a status whose record is another object's, or who have no record key
-    held: int  # held profiles (row quarantined), left as they are
+    held: int  # records of held profiles (row quarantined), left as they are
     null_attributes: int  # attribute values left as they are because the source value is null
     cleared: Counter = field(default_factory=Counter)  # (field, segment) -> records cleared of an unmapped segment
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> records in it now (not held)
@@ -68,7 +68,7 @@ def build_desired_state(
     held_profiles = set(mapped.loc[mapped["held"], PROFILE_KEY].astype(str)) if "held" in mapped else set()
     keys = record_keys(dest, profiles, confirmed, profile_key)
     prefix = KEY_PREFIXES[dest.object] if dest.operation == "update" else ""
-    held_records = set(keys.reindex(list(held_profiles)).dropna())
+    held_records = {rid for rid in keys.reindex(list(held_profiles)).dropna() if rid.startswith(prefix)}
 
     in_crm = confirmed_entries(confirmed)
     exits = _lost_exits(in_crm, mapped, field_of)
@@ -90,19 +90,22 @@ def build_desired_state(
     members = {segment: set(current.loc[current["segment"] == segment, "record_id"]) for segment in dest.segments}
     values = pd.concat([status_values[DESIRED_COLUMNS], attributes], ignore_index=True)
     return DesiredState(
-        values=values, considered=len(record_ids), skipped=skipped, held=len(held_profiles),
+        values=values, considered=len(record_ids), skipped=skipped, held=len(held_records),
         null_attributes=null_attributes, cleared=cleared, members=members, held_records=held_records,
     )
 
 
 def confirmed_entries(confirmed: pd.DataFrame) -> pd.DataFrame:
-    """``record_id, profile_key, field (lower-cased), segment, status`` of every confirmed status entry."""
+    """``record_id, profile_key, field (API name), field_key (lower-cased), segment, status`` of every
+    confirmed status entry."""
     rows = confirmed[(confirmed["kind"] == STATUS)].reset_index(drop=True)
     entries = parse_entries(rows["value"].map(lambda v: None if v is None else json.loads(v)))
+    fields = rows["field"].reindex(entries.index).to_numpy()
     return pd.DataFrame({
         "record_id": rows["record_id"].reindex(entries.index).to_numpy(),
         PROFILE_KEY: rows[PROFILE_KEY].reindex(entries.index).to_numpy(),
-        "field": rows["field"].str.lower().reindex(entries.index).to_numpy(),
+        "field": fields,
+        "field_key": pd.Series(fields, dtype=object).str.lower().to_numpy(),
         "segment": entries["segment"].to_numpy(),
         "status": entries["status"].to_numpy(),
     }, dtype=object)
@@ -111,7 +114,7 @@ def confirmed_entries(confirmed: pd.DataFrame) -> pd.DataFrame:
 def _lost_exits(in_crm: pd.DataFrame, mapped: pd.DataFrame, field_of: dict[str, str]) -> pd.DataFrame:
     """``exited`` rows for confirmed in-segment entries (in the segment's current field) of profiles
     the statuses no longer mention for that segment."""
-    current = in_crm[in_crm["status"].isin(IN_SEGMENT) & (in_crm["field"] == in_crm["segment"].map(field_of))]
+    current = in_crm[in_crm["status"].isin(IN_SEGMENT) & (in_crm["field_key"] == in_crm["segment"].map(field_of))]
     known = mapped[[PROFILE_KEY, "segment"]].astype(str)
     lost = current.merge(known, on=[PROFILE_KEY, "segment"], how="left", indicator=True)
     lost = lost[lost["_merge"] == "left_only"]
@@ -120,25 +123,25 @@ def _lost_exits(in_crm: pd.DataFrame, mapped: pd.DataFrame, field_of: dict[str, 
 
 def _clears(in_crm: pd.DataFrame, field_of: dict[str, str], status_values: pd.DataFrame,
             held_records: set[str]) -> tuple[pd.DataFrame, Counter]:
-    """Values without the entries of segments no longer mapped to their field, for (record, field)s
-    that get no new value anyway; ``None`` when nothing is left (the field is cleared)."""
-    stale = in_crm["field"] != in_crm["segment"].map(field_of).fillna("")
-    affected = in_crm.loc[stale & ~in_crm["record_id"].isin(held_records), ["record_id", "field"]].drop_duplicates()
+    """Confirmed entries of segments no longer mapped to their field (removed from the mapping, or
+    moved) come out of it: ``(values for the (record, field)s that get no new value anyway: the
+    entries that stay, or None to clear the field; (field, segment) -> records cleared)``."""
+    entries = in_crm[~in_crm["record_id"].isin(held_records)]
+    stale = entries["field_key"] != entries["segment"].map(field_of).fillna("")
+    cleared = Counter(zip(entries.loc[stale, "field"], entries.loc[stale, "segment"]))
+    affected = entries.loc[stale, ["record_id", "field", "field_key"]].drop_duplicates(["record_id", "field_key"])
     written = set(zip(status_values["record_id"], status_values["field"].str.lower()))
-    affected = affected[[pair not in written for pair in zip(affected["record_id"], affected["field"])]]
-    cleared = Counter(zip(in_crm.loc[stale, "field"], in_crm.loc[stale, "segment"]))
+    affected = affected[[pair not in written for pair in zip(affected["record_id"], affected["field_key"])]]
+    columns = ["record_id", PROFILE_KEY, "field", "value"]
     if affected.empty:
-        return pd.DataFrame(columns=["record_id", PROFILE_KEY, "field", "value"]), Counter()
-    entries = in_crm.merge(affected, on=["record_id", "field"])
-    kept = entries[entries["field"] == entries["segment"].map(field_of).fillna("")]
-    values = format_entries(kept[["record_id", "field", "segment", "status"]], ["record_id", "field"])
-    out = affected.merge(values, on=["record_id", "field"], how="left")
+        return pd.DataFrame(columns=columns), cleared
+    kept = entries[~stale].merge(affected[["record_id", "field_key"]], on=["record_id", "field_key"])
+    remaining = format_entries(kept[["record_id", "field_key", "segment", "status"]], ["record_id", "field_key"])
+    out = affected.merge(remaining, on=["record_id", "field_key"], how="left")
     out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
     owners = entries.drop_duplicates("record_id").set_index("record_id")[PROFILE_KEY]
     out[PROFILE_KEY] = out["record_id"].map(owners)
-    fields = in_crm.drop_duplicates("field").set_index("field")["field"]
-    cleared = Counter({k: v for k, v in cleared.items() if k[0] in set(out["field"])})
-    return out.assign(field=out["field"].map(fields)), cleared
+    return out[columns], cleared
 
 
 def _attribute_values(dest: DestinationConfig, profiles: pd.DataFrame, records: pd.DataFrame,

@@ -11,6 +11,8 @@ EXITED = "exited"
 
 def format_entries(entries: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """One value per ``by`` group from rows with ``segment`` and ``status`` columns."""
+    if entries.empty:
+        return pd.DataFrame(columns=[*by, "value"])
     ordered = entries.assign(entry=entries["segment"] + ":" + entries["status"]).sort_values([*by, "segment"])
     return ordered.groupby(by, sort=True)["entry"].agg(";".join).rename("value").reset_index()
 

@@ -139,8 +139,10 @@ class DestinationSync:
         out.longest = status_rows.groupby("field")["value"].agg(
             lambda s: int(s.dropna().str.len().max()) if s.notna().any() else 0).to_dict()
 
-        resolved = run_preflight(dest, self.target.describe(dest.object), out.longest, self.columns)
+        describe = self.target.describe(dest.object)
+        resolved = run_preflight(dest, describe, out.longest, self.columns)
         out.status_fields = {segment: resolved.api_names[fld] for segment, fld in dest.segments.items()}
+        values = self._without_deleted_fields(values, describe, dry_run)
         written = self._written_values(values, resolved)
         changes, owners = self._changes(written, confirmed, resolved)
         out.unchanged = out.considered - len(changes)
@@ -148,7 +150,10 @@ class DestinationSync:
         out.to_send = len(to_send)
 
         status_api_names = set(out.status_fields.values())
-        out.exit_guard = exit_guard(confirmed_entries(confirmed), to_send, status_api_names, self.exit_limits,
+        entries = confirmed_entries(confirmed)
+        current_field = {segment: fld.lower() for segment, fld in dest.segments.items()}
+        in_current_field = entries[entries["field_key"] == entries["segment"].map(current_field)]
+        out.exit_guard = exit_guard(in_current_field, to_send, status_api_names, self.exit_limits,
                                     min_members=self.settings.exit_guard_min_members)
         if out.exit_guard_tripped and not accept_exits:
             if not dry_run:
@@ -161,9 +166,21 @@ class DestinationSync:
         out.usage = self.target.api_usage
         return out
 
+    def _without_deleted_fields(self, values: pd.DataFrame, describe, dry_run: bool) -> pd.DataFrame:
+        """Drop clears of old status fields the org no longer has (nothing left to clear there), and
+        forget what the ledger knew about them."""
+        gone = [f for f in values.loc[values["kind"] == STATUS, "field"].unique()
+                if f not in self.dest.status_fields and describe.find(f) is None]
+        if not gone:
+            return values
+        dropped = values[values["field"].isin(gone)]
+        if not dry_run:
+            self.ledger.forget(self.dest.object, zip(dropped["record_id"], dropped["field"]))
+        return values[~values["field"].isin(gone)]
+
     def _written_values(self, values: pd.DataFrame, resolved: ResolvedFields) -> pd.DataFrame:
         """``values`` with API field names and each value exactly as it will be written."""
-        values = values.assign(field=values["field"].map(resolved.api_names))
+        values = values.assign(field=[resolved.api_names.get(f, f) for f in values["field"]])
         parts = [values[values["kind"] == STATUS]]
         attributes = values[values["kind"] == ATTRIBUTE]
         for (column, name), group in attributes.groupby(["column", "field"], sort=False):
@@ -209,6 +226,7 @@ class DestinationSync:
 
     def _plan(self, to_send: list[tuple[str, dict]], status_fields: set[str], out: SyncOutcome) -> None:
         """``status_fields``: the API names of the destination's status fields."""
+        statuses = []
         for rid, fields in to_send:
             for name, value in fields.items():
                 if name not in status_fields:
@@ -216,8 +234,10 @@ class DestinationSync:
                 elif value is None:
                     out.planned[(name, "cleared")] += 1
                 else:
-                    for status in parse_entries(pd.Series([value]))["status"]:
-                        out.planned[(name, status)] += 1
+                    statuses.append((name, value))
+        entries = parse_entries(pd.Series([value for _, value in statuses], dtype=object))
+        names = [statuses[i][0] for i in entries.index]
+        out.planned.update(zip(names, entries["status"]))
         out.samples = [{"Id": rid, **fields} for rid, fields in to_send[:5]]
 
     def _send(self, to_send: list[tuple[str, dict]], owners: dict[str, str], resolved: ResolvedFields,

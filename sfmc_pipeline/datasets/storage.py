@@ -6,6 +6,7 @@ crash never leaves a half-written dataset and a re-run replaces instead of appen
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sfmc_pipeline.settings import STORAGE_ENV
 from sfmc_pipeline.transport import ConfigurationError
 
 
@@ -27,19 +29,36 @@ class StorageError(ConfigurationError):
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it replaces ``target``. Temporary files
-    of this target left behind by a killed write are removed first."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    of this target left behind by a killed write (``.<name>.<random>.tmp``) are removed first. A
+    file-system failure (directory missing or read-only, a file where a directory should be, disk
+    full) is a ``StorageError`` naming the path and the fix."""
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(target)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:
+        raise StorageError(
+            f"Cannot write {target} ({exc.strerror or exc}). Make sure {target.parent} is a writable directory "
+            f"with free space (not a file), or point {STORAGE_ENV} at a directory that is."
+        ) from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete ``.<name>.<random>.tmp`` files of ``target`` (never another target's: the random part of
+    ``mkstemp`` has no dot, so ``.x.parquet.bak.<random>.tmp`` is not one of ``x.parquet``'s)."""
+    prefix = f".{target.name}."
+    for stale in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        random_part = stale.name[len(prefix):-len(".tmp")]
+        if random_part and "." not in random_part and stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
@@ -49,13 +68,17 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
-    """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals)."""
+    """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals).
+    A file that is not a readable parquet file is a ``StorageError`` naming it and the fix."""
+    fix = "Delete it and materialize the asset that writes it again."
+    if path.is_dir():
+        raise StorageError(f"{path} is a directory, not a parquet file written by this pipeline. {fix}")
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise StorageError(
             f"{path} cannot be read as parquet ({type(exc).__name__}: {exc}); it was damaged or written by "
-            "something else. Delete it and materialize the asset that writes it again."
+            f"something else. {fix}"
         ) from None
     return table.to_pandas(types_mapper=_keep_decimals)
 
@@ -75,6 +98,11 @@ def open_store(base_dir: str | Path, *, setting: str) -> "DatasetStore":
     and is writable; otherwise ``StorageError`` naming the path, the setting and the fix."""
     base = Path(base_dir).expanduser()
     if not base.exists():
+        if base.parent.exists() and not base.parent.is_dir():
+            raise StorageError(
+                f"Storage directory {base} cannot be created: its parent {base.parent} is a file, not a directory. "
+                f"Point {setting} at a directory (unset, it is data/storage in the repository)."
+            )
         if not base.parent.is_dir():
             raise StorageError(
                 f"Storage directory {base} does not exist, nor does its parent {base.parent}. Create it, or point "
@@ -125,7 +153,7 @@ class DatasetStore:
     def read_dataset(self, name: str) -> pd.DataFrame:
         path = self.dataset_path(name)
         if not path.exists():
-            raise FileNotFoundError(
+            raise StorageError(
                 f"Dataset {name!r} has not been materialized yet ({path} does not exist); "
                 f"materialize the asset {name!r} first."
             )

@@ -13,9 +13,10 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sfmc_pipeline.datasets.storage import DatasetStore, write_json
+from sfmc_pipeline.datasets.storage import DatasetStore, StorageError, write_json
 
 
 @dataclass(frozen=True)
@@ -38,20 +39,23 @@ class VolumeVerdict:
             return self.allow_empty
         return self.drop <= self.max_drop
 
-    def explain(self, asset: str) -> str:
-        before = "no earlier materialization" if self.previous is None else f"{self.previous:,} at the last successful materialization"
+    def summary(self, asset: str) -> str:
+        """What the guard found, with both counts (no advice)."""
+        before = ("no earlier materialization" if self.previous is None
+                  else f"{self.previous:,} at the last successful materialization")
         if self.rows_valid == 0:
-            what = f"{asset}: the extract has no valid rows ({before})"
-            allow = "or set `allow_empty: true`"
-        else:
-            what = (
-                f"{asset}: {self.rows_valid:,} valid rows against {before}, a drop of {self.drop:.0%}, "
-                f"more than the {self.max_drop:.0%} allowed"
-            )
-            allow = "or raise `max_row_drop`"
+            return f"{asset}: the extract has no valid rows ({before})"
         return (
-            f"{what}. This looks like an incomplete or wrong extract, so the dataset was not updated and nothing "
-            f"downstream ran. If the change is real, accept it for one run with run config "
+            f"{asset}: {self.rows_valid:,} valid rows against {before}, a drop of {self.drop:.0%}, "
+            f"more than the {self.max_drop:.0%} allowed"
+        )
+
+    def explain(self, asset: str) -> str:
+        """Why the materialization failed and both ways to accept the change."""
+        allow = "or set `allow_empty: true`" if self.rows_valid == 0 else "or raise `max_row_drop`"
+        return (
+            f"{self.summary(asset)}. This looks like an incomplete or wrong extract, so the dataset was not "
+            "updated and nothing downstream ran. If the change is real, accept it for one run with run config "
             f"`ops: {{{asset}: {{config: {{accept_volume_change: true}}}}}}`, {allow} for this Data Extension in the "
             "pipeline config."
         )
@@ -67,11 +71,27 @@ class VolumeState:
         return self.store.state_path("datasets") / f"{asset}.json"
 
     def last(self, asset: str) -> int | None:
+        """The count of the last successful materialization (None: there was none). A file that cannot be
+        read is a ``StorageError`` naming it and the fix."""
         path = self._path(asset)
         if path.exists():
-            return int(json.loads(path.read_text(encoding="utf-8"))["rows_valid"])
+            try:
+                return int(json.loads(path.read_text(encoding="utf-8"))["rows_valid"])
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise StorageError(
+                    f"{path} cannot be read as the volume guard's row count of {asset!r} ({type(exc).__name__}: "
+                    f"{exc}). Delete it: the guard then compares with the row count of the landed dataset."
+                ) from None
         dataset = self.store.dataset_path(asset)  # landed before counts were kept: its row count
-        return pq.ParquetFile(dataset).metadata.num_rows if dataset.exists() else None
+        if not dataset.exists():
+            return None
+        try:
+            return pq.ParquetFile(dataset).metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise StorageError(
+                f"{dataset} cannot be read as parquet ({type(exc).__name__}: {exc}); it was damaged or written by "
+                "something else. Delete it and materialize the asset that writes it again."
+            ) from None
 
     def record(self, asset: str, rows_valid: int, run_id: str) -> None:
         at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -21,7 +21,10 @@ def held_profile_keys(quarantine: pd.DataFrame | None, profiles: pd.DataFrame, e
     that are not also valid profiles."""
     if quarantine is None or quarantine.empty or key not in quarantine:
         return set()
-    keys = convert_frame(quarantine[[c.name for c in extension.columns]], extension).frame[key].dropna()
+    # Only the key is typed (e.g. a 15-character Id becomes its 18-character form): the other values are
+    # the ones that failed, and a quarantine written before a column was added to the config lacks it.
+    key_only = extension.model_copy(update={"columns": [c for c in extension.columns if c.name == key]})
+    keys = convert_frame(quarantine[[key]], key_only).frame[key].dropna()
     return set(keys.astype(str)) - set(profiles[key].astype(str))
 
 

@@ -4,15 +4,15 @@ A rule is one of::
 
     {column: LifecycleStage, op: eq, value: new}          # comparison on a column
     {column: LastPurchaseDate, op: is_null}
-    {column: SendDate, op: within_last_days, value: 90}   # as_of - 90 days <= date <= as_of (UTC days)
+    {column: SendDate, op: within_last_days, value: 90}   # as_of - 90 days <= date <= as_of (calendar days)
     {column: LastPurchaseDate, op: older_than_days, value: 180}   # date < as_of - 180 days
     {all: [rule, ...]}   {any: [rule, ...]}   {not: rule}
     {has_related: {dataset: campaign_engagement,          # at least one related row (joined on the
                    where: rule,                           #  profile key) matching `where`
                    latest_is_after: {column: OccurredAt, profile_column: LastPurchaseDate}}}
 
-``latest_is_after`` additionally requires the latest matching related date to fall on a later UTC
-day than the profile's date (a null profile date counts as earlier; matching related rows whose
+``latest_is_after`` additionally requires the latest matching related date to fall on a later
+calendar day than the profile's date (a null profile date counts as earlier; matching related rows whose
 own date is null are ignored for it).
 
 ``parse_rule`` checks the shape; ``check_rule`` checks columns, operators and values against the

@@ -1,0 +1,242 @@
+"""Contract: the volume guard (check ``row_volume_stable``). A dataset whose valid rows are 0, or
+fell by more than ``settings.max_row_drop`` (default 20%) below the last successful
+materialization, fails its step before anything downstream runs: the message gives both counts
+and names both overrides (run config ``accept_volume_change`` and the extension's ``max_row_drop``
+/ ``allow_empty``), the previous dataset and its count stay in place, segments and the CRM sync do
+not run and the CRM is untouched. An empty first extract fails unless the extension allows it;
+``accept_volume_change`` lets a drop through with a WARN check; a per-extension ``max_row_drop``
+raises the limit."""
+
+import csv
+import logging
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path, local_db_path
+from sfmc_pipeline.assets.datasets import build_dataset_asset, build_dataset_assets
+from sfmc_pipeline.assets.segments import build_segment_assets
+from sfmc_pipeline.config.loader import parse_pipeline_config
+from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.resources.salesforce import SalesforceResource
+from sfmc_pipeline.resources.sfmc import SfmcResource
+from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline_tests.segment_fixtures import CONFIG
+
+FULL_FLOW = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG), *build_crm_assets(CONFIG)]
+ACCEPT = {"ops": {"contacts": {"config": {"accept_volume_change": True}}}}
+ACCEPT_HINT = "`ops: {contacts: {config: {accept_volume_change: true}}}`"
+
+
+def _config_with_contacts(**overrides):
+    """The shipped config with ``overrides`` set on the Contacts extension."""
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    (contacts,) = [ext for ext in raw["data_extensions"] if ext["asset"] == "contacts"]
+    contacts.update(overrides)
+    return parse_pipeline_config(raw, source="test config")
+
+
+def _contacts_asset(config=CONFIG):
+    return [build_dataset_asset(config.extension("contacts"), config)]
+
+
+@pytest.fixture()
+def sample(tmp_path) -> Path:
+    return Path(shutil.copytree(SAMPLE_DATA_DIR, tmp_path / "sample"))
+
+
+@pytest.fixture()
+def storage(tmp_path) -> Path:
+    path = tmp_path / "storage"
+    path.mkdir()
+    return path
+
+
+def _run(assets, sample: Path, storage: Path, run_config=None, instance=None):
+    resources = {"sfmc": SfmcResource(sample_dir=str(sample)), "salesforce": SalesforceResource(),
+                 "storage": StorageResource(base_dir=str(storage))}
+    return dg.materialize(assets, resources=resources, run_config=run_config, raise_on_error=False,
+                          instance=instance or dg.DagsterInstance.ephemeral())
+
+
+def _keep_contacts(sample: Path, share: float) -> None:
+    """Rewrite Contacts.csv with its header and the first ``share`` of its rows (0: header only)."""
+    path = sample / "Contacts.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames, list(reader)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, header)
+        writer.writeheader()
+        writer.writerows(rows[: round(len(rows) * share)])
+
+
+def _failure(result, step: str) -> str:
+    messages = [e.event_specific_data.error.message for e in result.all_events
+                if e.event_type_value == "STEP_FAILURE" and e.step_key == step]
+    assert messages, f"step {step} did not fail"
+    return messages[0]
+
+
+def _volume_check(result) -> dg.AssetCheckEvaluation:
+    (check,) = [e.event_specific_data for e in result.all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                and e.event_specific_data.asset_key == dg.AssetKey("contacts")
+                and e.event_specific_data.check_name == "row_volume_stable"]
+    return check
+
+
+def _meta(entries) -> dict:
+    return {k: getattr(v, "value", v) for k, v in entries.items()}
+
+
+def _rows_valid(result) -> int:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("contacts")]
+    return event.materialization.metadata["rows_valid"].value
+
+
+def _count_file(storage: Path) -> Path:
+    return storage / "state" / "datasets" / "contacts.json"
+
+
+def _contents(*paths: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in paths if path.exists()}
+
+
+def _ledger(storage: Path) -> dict:
+    path = ledger_path(DatasetStore(storage))
+    if not path.exists():
+        return {}
+    with closing(sqlite3.connect(path)) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+
+
+def _crm(storage: Path) -> dict:
+    with LocalCrmTarget(local_db_path(DatasetStore(storage))) as crm:
+        return {sobject: crm.read(sobject) for sobject in ("Contact", "Lead")}
+
+
+def test_header_only_contacts_fails_before_segments_and_leaves_the_crm_untouched(sample, storage):
+    first = _run(FULL_FLOW, sample, storage)
+    assert first.success
+    previous = _rows_valid(first)
+    store = DatasetStore(storage)
+    crm, ledger = _crm(storage), _ledger(storage)
+    assert ledger and any(ledger.values())
+    kept = _contents(store.dataset_path("contacts"), store.dataset_path("segment_statuses"), _count_file(storage),
+                     storage / "state" / "segments" / "evaluations.json")
+
+    _keep_contacts(sample, 0)
+    second = _run(FULL_FLOW, sample, storage)
+
+    assert not second.success
+    message = _failure(second, "contacts")
+    assert "no valid rows" in message and f"{previous:,}" in message
+    assert ACCEPT_HINT in message and "`allow_empty: true`" in message
+    check = _volume_check(second)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert _meta(check.metadata)["rows_valid"] == 0 and _meta(check.metadata)["previous_rows_valid"] == previous
+    materialized = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
+    assert materialized == {"campaign_engagement", "activities"}  # nothing downstream of contacts ran
+    assert _contents(*kept) == kept  # dataset, count, statuses, baseline as they were
+    assert _crm(storage) == crm and _ledger(storage) == ledger
+    assert len(kept) == 4
+
+
+def test_an_empty_first_extract_fails_unless_the_extension_allows_it(sample, storage):
+    _keep_contacts(sample, 0)
+    refused = _run(_contacts_asset(), sample, storage)
+    assert not refused.success
+    message = _failure(refused, "contacts")
+    assert "no valid rows" in message and "no earlier materialization" in message and "`allow_empty: true`" in message
+    assert not DatasetStore(storage).dataset_path("contacts").exists() and not _count_file(storage).exists()
+
+    allowed = _run(_contacts_asset(_config_with_contacts(allow_empty=True)), sample, storage)
+    assert allowed.success
+    assert _volume_check(allowed).passed and _rows_valid(allowed) == 0
+    assert len(DatasetStore(storage).read_dataset("contacts")) == 0
+
+
+def test_a_drop_beyond_the_limit_fails_and_one_within_it_passes(sample, storage):
+    first = _run(_contacts_asset(), sample, storage)
+    assert first.success
+    previous = _rows_valid(first)
+    dataset = DatasetStore(storage).dataset_path("contacts")
+    kept = _contents(dataset, _count_file(storage))
+
+    _keep_contacts(sample, 0.75)
+    dropped = _run(_contacts_asset(), sample, storage)
+    assert not dropped.success
+    check = _volume_check(dropped)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    now = _meta(check.metadata)["rows_valid"]
+    assert 0.7 * previous < now < 0.8 * previous and _meta(check.metadata)["max_drop"] == 0.2
+    message = _failure(dropped, "contacts")
+    assert f"{now:,} valid rows" in message and f"{previous:,} at the last successful materialization" in message
+    assert ACCEPT_HINT in message and "`max_row_drop`" in message
+    assert _contents(*kept) == kept and len(kept) == 2
+
+    shutil.copy(SAMPLE_DATA_DIR / "Contacts.csv", sample / "Contacts.csv")
+    _keep_contacts(sample, 0.85)
+    within = _run(_contacts_asset(), sample, storage)
+    assert within.success
+    assert _volume_check(within).passed
+    assert len(DatasetStore(storage).read_dataset("contacts")) == _rows_valid(within) < 0.9 * previous
+    assert f'"rows_valid": {_rows_valid(within)}' in _count_file(storage).read_text()  # the new count is the baseline
+
+
+def test_accept_volume_change_lets_a_drop_through_with_a_warning(sample, storage):
+    previous = _rows_valid(_run(_contacts_asset(), sample, storage))
+    _keep_contacts(sample, 0.75)
+    instance = dg.DagsterInstance.ephemeral()
+    accepted = _run(_contacts_asset(), sample, storage, run_config=ACCEPT, instance=instance)
+    assert accepted.success
+    (warning,) = [e.user_message for e in instance.all_logs(accepted.run_id)
+                  if e.level == logging.WARNING and "valid rows against" in (e.user_message or "")]
+    assert f"{previous:,} at the last successful materialization" in warning and "accepted for this run" in warning
+    assert "not updated" not in warning and "new baseline" in warning
+    check = _volume_check(accepted)
+    assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    meta = _meta(check.metadata)
+    assert meta["accepted_by_run_config"] is True and meta["previous_rows_valid"] == previous
+    assert len(DatasetStore(storage).read_dataset("contacts")) == _rows_valid(accepted) < 0.8 * previous
+    assert f'"rows_valid": {_rows_valid(accepted)}' in _count_file(storage).read_text()
+
+
+def test_a_per_extension_max_row_drop_raises_the_limit(sample, storage):
+    lenient = _contacts_asset(_config_with_contacts(max_row_drop=0.5))
+    previous = _rows_valid(_run(lenient, sample, storage))
+    _keep_contacts(sample, 0.75)
+    passed = _run(lenient, sample, storage)
+    assert passed.success
+    check = _volume_check(passed)
+    assert check.passed and _meta(check.metadata)["max_drop"] == 0.5
+    assert _meta(check.metadata)["accepted_by_run_config"] is False
+    assert _rows_valid(passed) < 0.8 * previous
+
+    _keep_contacts(sample, 0.4)  # 40% of the 75% kept: a 70% drop, beyond even this limit
+    assert not _run(lenient, sample, storage).success
+
+
+@pytest.mark.parametrize("damaged", ["count", "dataset"])
+def test_a_damaged_count_or_previous_dataset_fails_with_the_file_and_the_fix(sample, storage, damaged):
+    """The guard's previous count comes from its state file, or (landed before counts were kept) from the
+    dataset itself; either one damaged fails the step naming the file, not with a raw parser error."""
+    path = _count_file(storage) if damaged == "count" else DatasetStore(storage).dataset_path("contacts")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not what it should be")
+    result = _run(_contacts_asset(), sample, storage)
+    assert not result.success
+    (event,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    description = event.step_failure_data.user_failure_data.description
+    assert description.startswith(f"{path} cannot be read as ")
+    assert "Delete it" in description and "Traceback" not in event.step_failure_data.error.message
+    assert path.read_bytes() == b"not what it should be"  # the evidence is left in place
