@@ -82,18 +82,29 @@ def test_25_fields_spelled_with_and_without_suffix_load(shipped):
     assert "destinations: 26 distinct status fields map to Contact, above Salesforce's limit of 25" in message
 
 
-def test_the_cap_counts_a_field_once_across_destinations_of_one_object(shipped):
+def test_the_cap_counts_fields_across_destinations_of_one_object(shipped):
     raw = _with_segments(shipped, 25)
     contacts = raw["destinations"][0]
-    contacts["segments"] = {f"extra_{i}": f"field_{i}" for i in range(25)}
-    second = {**copy.deepcopy(contacts), "name": "contacts_again",
-              "segments": {f"extra_{i}": f"Field_{i}__c" for i in range(25)}}
+    contacts["segments"] = {f"extra_{i}": f"field_{i}" for i in range(20)}
+    second = {"name": "contacts_again", "object": "Contact", "attributes": {}, "identity_column": "SubscriberKey",
+              "segments": {f"extra_{i}": f"Field_{i}__c" for i in range(20, 25)}}
     raw["destinations"].append(second)
-    config = parse_pipeline_config(raw)
-    assert {f.lower() for f in config.destination("contacts_again").status_fields} == {
-        f.lower() for f in config.destination("contacts").status_fields}
-    second["segments"]["extra_0"] = "another_field"  # now 26 distinct fields on Contact
+    parse_pipeline_config(raw)  # 20 + 5 = 25 fields on Contact
+    second["segments"]["extra_19"] = "another_field"
     assert "26 distinct status fields map to Contact" in _error(raw)
+
+
+def test_a_field_is_written_by_one_destination_of_an_object(shipped):
+    """Two destinations writing one field of one object would overwrite each other on every run."""
+    raw = _with_segments(shipped, 2)
+    second = {"name": "contacts_again", "object": "Contact", "attributes": {}, "identity_column": "SubscriberKey",
+              "segments": {"extra_0": "New_Customer"}}  # the contacts destination writes new_customer__c
+    raw["destinations"].append(second)
+    message = _error(raw)
+    assert "Contact.New_Customer__c is also written by destination 'contacts'" in message
+    second["segments"] = {"extra_0": "extra_0__c"}
+    second["attributes"] = {"Email": "Email"}
+    assert "Contact.Email is also written by destination 'contacts'" in _error(raw)
 
 
 # --- evaluation.timezone ---------------------------------------------------------------------------

@@ -6,65 +6,48 @@ never show a secret in logs, metadata or errors."""
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.assets.crm import build_crm_assets, local_db_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.datasets.salesforce_id import is_valid_id
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.definitions import build_resources
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.settings import SAMPLE_DATA_DIR
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
+from sfmc_pipeline_tests.flow_fixtures import (
+    ASSETS,
+    check_evaluations,
+    local_crm_records,
+    local_resources,
+    materialize,
+    sync_metadata,
+)
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
-ASSETS = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG), *build_crm_assets(CONFIG)]
 PASSWORD = "correct-horse-battery"
 TOKEN = "SECTOKEN987654"
 
 
-def _materialize(resources, run_config=None, instance=None):
-    return dg.materialize(ASSETS, resources=resources, run_config=run_config, raise_on_error=False,
-                          instance=instance or dg.DagsterInstance.ephemeral())
-
-
-def _sync_metadata(result) -> dict[str, dict]:
-    return {
-        e.asset_key.path[1]: {k: getattr(v, "value", v) for k, v in e.materialization.metadata.items()}
-        for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "salesforce"
-    }
-
-
 def _checks(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    return {
-        (e.event_specific_data.asset_key.path[-1], e.event_specific_data.check_name): e.event_specific_data
-        for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
+    return {(c.asset_key.path[-1], c.check_name): c for c in check_evaluations(result)}
 
 
 def test_local_target_end_to_end(tmp_path):
-    resources = {"sfmc": SfmcResource(), "salesforce": SalesforceResource(),
-                 "storage": StorageResource(base_dir=str(tmp_path))}
-    first = _materialize(resources)
+    resources = local_resources(tmp_path)
+    first = materialize(ASSETS, resources)
     assert first.success
-    meta = _sync_metadata(first)
+    meta = sync_metadata(first)
     assert meta["contacts"]["mode"] == "local" and meta["leads"]["mode"] == "local"
     assert meta["contacts"]["records_succeeded"] == meta["contacts"]["records_considered"] > 0
     assert meta["contacts"]["records_skipped"] == meta["leads"]["records_considered"]
     checks = _checks(first)
     assert checks[("contacts", "reconciliation")].passed and checks[("leads", "failure_share")].passed
-    with LocalCrmTarget(local_db_path(DatasetStore(tmp_path))) as crm:
-        contacts = crm.read("Contact")
+    contacts = local_crm_records(tmp_path)["Contact"]
     statuses = DatasetStore(tmp_path).read_dataset("segment_statuses")
     new = statuses[(statuses["segment"] == "new_customer") & statuses["profile_key"].str.startswith("003")]
     written = {r["Id"] for r in contacts if r.get("new_customer__c") == "new_customer:realized"}
     assert written == set(new["profile_key"])
 
-    second = _materialize(resources)
+    second = materialize(ASSETS, resources)
     assert second.success
-    assert _sync_metadata(second)["contacts"]["records_sent"] == 0
+    assert sync_metadata(second)["contacts"]["records_sent"] == 0
 
 
 @pytest.fixture()
@@ -103,9 +86,9 @@ def _all_text(result, instance) -> str:
 def test_salesforce_mode_via_environment_never_shows_secrets(sample_org, monkeypatch, tmp_path):
     _salesforce_env(monkeypatch, sample_org, tmp_path)
     instance = dg.DagsterInstance.ephemeral()
-    result = _materialize(build_resources(), instance=instance)
+    result = materialize(ASSETS, build_resources(), instance=instance)
     assert result.success
-    meta = _sync_metadata(result)
+    meta = sync_metadata(result)
     assert meta["contacts"]["mode"] == "salesforce" and meta["contacts"]["api_version"] == "66.0"
     assert meta["contacts"]["records_succeeded"] > 0 and meta["contacts"]["records_failed"] == 0
     assert meta["contacts"]["api_usage"].split(" ")[0].endswith("/15000")
@@ -120,7 +103,7 @@ def test_wrong_password_fails_clearly_without_the_secret(sample_org, monkeypatch
     wrong = "not-the-password-42"
     _salesforce_env(monkeypatch, sample_org, tmp_path, password=wrong)
     instance = dg.DagsterInstance.ephemeral()
-    result = _materialize(build_resources(), instance=instance)
+    result = materialize(ASSETS, build_resources(), instance=instance)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failures[0].event_specific_data.error.message
@@ -133,9 +116,9 @@ def test_wrong_password_fails_clearly_without_the_secret(sample_org, monkeypatch
 def test_dry_run_from_run_config(sample_org, monkeypatch, tmp_path):
     _salesforce_env(monkeypatch, sample_org, tmp_path)
     run_config = {"ops": {f"salesforce__{d.name}": {"config": {"dry_run": True}} for d in CONFIG.destinations}}
-    result = _materialize(build_resources(), run_config=run_config)
+    result = materialize(ASSETS, build_resources(), run_config=run_config)
     assert result.success
-    meta = _sync_metadata(result)["contacts"]
+    meta = sync_metadata(result)["contacts"]
     assert meta["dry_run"] is True and meta["records_sent"] == 0 and meta["records_to_send"] > 0
     assert "| field | status | records |" in meta["would_write"]
     assert sample_org.write_log == []
@@ -143,15 +126,14 @@ def test_dry_run_from_run_config(sample_org, monkeypatch, tmp_path):
 
 def test_drift_in_the_crm_fails_the_run_and_the_next_run_repairs_it(sample_org, monkeypatch, tmp_path):
     _salesforce_env(monkeypatch, sample_org, tmp_path)
-    first = _materialize(build_resources())
+    first = materialize(ASSETS, build_resources())
     assert first.success
-    assert _sync_metadata(first)["contacts"]["target"].startswith(f"Salesforce org {sample_org.org_id}")
+    assert sync_metadata(first)["contacts"]["target"].startswith(f"Salesforce org {sample_org.org_id}")
     edited = next(rid for rid, r in sample_org.records["Contact"].items() if r.get("new_customer__c"))
     sample_org.records["Contact"][edited]["new_customer__c"] = "edited by hand"
 
     def sync_contacts():
-        return dg.materialize(ASSETS, selection=[dg.AssetKey(["salesforce", "contacts"])], resources=build_resources(),
-                              raise_on_error=False, instance=dg.DagsterInstance.ephemeral())
+        return materialize(ASSETS, build_resources(), selection=[dg.AssetKey(["salesforce", "contacts"])])
 
     drifted = sync_contacts()
     assert not drifted.success  # a green run means the CRM is right
@@ -161,6 +143,6 @@ def test_drift_in_the_crm_fails_the_run_and_the_next_run_repairs_it(sample_org, 
     assert "Reconciliation of contacts" in failure.event_specific_data.error.message
 
     repaired = sync_contacts()
-    assert repaired.success and _sync_metadata(repaired)["contacts"]["records_sent"] == 1
+    assert repaired.success and sync_metadata(repaired)["contacts"]["records_sent"] == 1
     assert sample_org.records["Contact"][edited]["new_customer__c"].startswith("new_customer:")
     assert _checks(repaired)[("contacts", "reconciliation")].passed

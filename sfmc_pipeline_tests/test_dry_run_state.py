@@ -7,25 +7,14 @@ with the last real evaluation, not with the dry run's."""
 
 import csv
 import shutil
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path, local_db_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.settings import SAMPLE_DATA_DIR
+from sfmc_pipeline_tests.flow_fixtures import asset_metadata, copy_sample, ledger_rows, local_crm_records, run_flow
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
-ASSETS = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG), *build_crm_assets(CONFIG)]
 DRY_CONTACTS = {"salesforce__contacts": {"config": {"dry_run": True}}}  # the README's example
 DRY_ALL = {f"salesforce__{d.name}": {"config": {"dry_run": True}} for d in CONFIG.destinations}
 
@@ -38,40 +27,11 @@ def _run_config(ops: dict | None = None, as_of: str | None = None) -> dict:
     return {"ops": ops}
 
 
-def _run(sample: Path, storage: Path, run_config: dict):
-    resources = {"sfmc": SfmcResource(sample_dir=str(sample)), "salesforce": SalesforceResource(),
-                 "storage": StorageResource(base_dir=str(storage))}
-    result = dg.materialize(ASSETS, resources=resources, run_config=run_config, raise_on_error=False,
-                            instance=dg.DagsterInstance.ephemeral())
-    failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert result.success, failures
-    return result
-
-
-def _meta(result, asset: str) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
-    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
-
-
 def _state_files(storage: Path) -> dict[str, bytes]:
     """The segment baseline and the volume-guard counts, byte for byte."""
     return {str(p.relative_to(storage)): p.read_bytes()
             for folder in ("segments", "datasets") for p in sorted((storage / "state" / folder).glob("*"))
             if p.is_file()}
-
-
-def _ledger_rows(storage: Path) -> dict[str, list]:
-    path = ledger_path(DatasetStore(storage))
-    if not path.exists():
-        return {}
-    with closing(sqlite3.connect(path)) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
-
-
-def _crm(storage: Path) -> dict[str, list[dict]]:
-    with LocalCrmTarget(local_db_path(DatasetStore(storage))) as crm:
-        return {sobject: crm.read(sobject) for sobject in ("Contact", "Lead")}
 
 
 def _status_values(records: list[dict]) -> set[str]:
@@ -83,12 +43,12 @@ def dry_then_real(tmp_path_factory):
     """A dry run of the whole flow on fresh storage (the README's run config: the contacts sync dry), then
     the first real run, a day later."""
     base = tmp_path_factory.mktemp("dry_run")
-    sample = Path(shutil.copytree(SAMPLE_DATA_DIR, base / "sample"))
+    sample = copy_sample(base / "sample")
     storage = base / "storage"
     storage.mkdir()
-    dry = _run(sample, storage, _run_config(DRY_CONTACTS))
-    after_dry = {"state": _state_files(storage), "ledger": _ledger_rows(storage), "crm": _crm(storage)}
-    real = _run(sample, storage, _run_config(as_of="2026-11-21"))
+    dry = run_flow(sample, storage, _run_config(DRY_CONTACTS))
+    after_dry = {"state": _state_files(storage), "ledger": ledger_rows(storage), "crm": local_crm_records(storage)}
+    real = run_flow(sample, storage, _run_config(as_of="2026-11-21"))
     return {"sample": sample, "storage": storage, "dry": dry, "after_dry": after_dry, "real": real}
 
 
@@ -96,16 +56,16 @@ def test_a_dry_run_of_the_whole_flow_leaves_no_baseline_so_the_real_run_writes_r
     dry, after_dry = dry_then_real["dry"], dry_then_real["after_dry"]
     assert after_dry["state"] == {}  # no evaluation committed, no volume count recorded
     assert not _status_values(after_dry["crm"]["Contact"])  # nothing sent to Contacts
-    assert _meta(dry, "salesforce/contacts")["dry_run"] is True
-    assert _meta(dry, "segment_statuses")["baseline_advanced"] is False
+    assert asset_metadata(dry, "salesforce/contacts")["dry_run"] is True
+    assert asset_metadata(dry, "segment_statuses")["baseline_advanced"] is False
 
     storage = dry_then_real["storage"]
     real = dry_then_real["real"]
-    assert _meta(real, "segment_statuses")["baseline_as_of"] == "(none: first evaluation)"
+    assert asset_metadata(real, "segment_statuses")["baseline_as_of"] == "(none: first evaluation)"
     statuses = DatasetStore(storage).read_dataset("segment_statuses")
     assert set(statuses["status"]) == {"realized"}  # what a clean first run writes
     new = statuses[(statuses["segment"] == "new_customer") & statuses["profile_key"].str.startswith("003")]
-    contacts = _crm(storage)["Contact"]
+    contacts = local_crm_records(storage)["Contact"]
     written = {r["Id"] for r in contacts if r["new_customer__c"] == "new_customer:realized"}
     assert written == set(new["profile_key"]) and written
     assert {v.split(":")[1] for v in _status_values(contacts)} == {"realized"}
@@ -124,7 +84,7 @@ def test_a_dry_run_on_changed_data_changes_no_state_and_the_next_real_run_compar
     with (sample / "Contacts.csv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header, rows = reader.fieldnames, list(reader)
-    contacts = {r["Id"]: r for r in _crm(storage)["Contact"]}
+    contacts = {r["Id"]: r for r in local_crm_records(storage)["Contact"]}
     (moved,) = [r for r in rows if r["SubscriberKey"] in contacts and r["LifecycleStage"] == "new"][:1]
     moved["LifecycleStage"] = "repeat"
     with (sample / "Contacts.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -132,19 +92,19 @@ def test_a_dry_run_on_changed_data_changes_no_state_and_the_next_real_run_compar
         writer.writeheader()
         writer.writerows(rows)
     key = moved["SubscriberKey"]
-    state, ledger, crm = _state_files(storage), _ledger_rows(storage), _crm(storage)
+    state, ledger, crm = _state_files(storage), ledger_rows(storage), local_crm_records(storage)
 
-    dry = _run(sample, storage, _run_config(DRY_ALL, as_of="2026-11-22"))
+    dry = run_flow(sample, storage, _run_config(DRY_ALL, as_of="2026-11-22"))
     assert _state_files(storage) == state
-    assert _ledger_rows(storage) == ledger
-    assert _crm(storage) == crm
-    assert _meta(dry, "segment_statuses")["realized.repeat_buyer"] == 1  # the dry run saw the change
+    assert ledger_rows(storage) == ledger
+    assert local_crm_records(storage) == crm
+    assert asset_metadata(dry, "segment_statuses")["realized.repeat_buyer"] == 1  # the dry run saw the change
     assert {p.split("/")[-1] for p in state} >= {"evaluations.json", "contacts.json"} and any(ledger.values())
 
-    real = _run(sample, storage, _run_config(as_of="2026-11-23"))
-    meta = _meta(real, "segment_statuses")
+    real = run_flow(sample, storage, _run_config(as_of="2026-11-23"))
+    meta = asset_metadata(real, "segment_statuses")
     assert meta["baseline_as_of"] == "2026-11-21"  # the last real evaluation, not the dry run's
     assert (meta["realized.repeat_buyer"], meta["exited.new_customer"], meta["realized.new_customer"]) == (1, 1, 0)
-    record = {r["Id"]: r for r in _crm(storage)["Contact"]}[key]
+    record = {r["Id"]: r for r in local_crm_records(storage)["Contact"]}[key]
     assert record["new_customer__c"] == "new_customer:exited"
     assert record["repeat_buyer__c"] == "repeat_buyer:realized"

@@ -9,42 +9,19 @@ import csv
 import shutil
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.assets.crm import build_crm_assets, local_db_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.segments.held import held_profile_keys
-from sfmc_pipeline.settings import SAMPLE_DATA_DIR
+from sfmc_pipeline_tests.flow_fixtures import asset_metadata, copy_sample, local_crm_records, run_flow
 from sfmc_pipeline_tests.segment_fixtures import CONFIG, key
 
-ASSETS = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG), *build_crm_assets(CONFIG)]
 KEY = "profile_key"
 
 
-def _run(sample: Path, storage: Path):
-    resources = {"sfmc": SfmcResource(sample_dir=str(sample)), "salesforce": SalesforceResource(),
-                 "storage": StorageResource(base_dir=str(storage))}
-    result = dg.materialize(ASSETS, resources=resources, raise_on_error=False, instance=dg.DagsterInstance.ephemeral())
-    failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert result.success, failures
-    return result
-
-
-def _meta(result, asset: str) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
-    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
-
-
 def _orphans(result) -> dict:
-    return {k: v for k, v in _meta(result, "segment_memberships").items() if k.startswith("orphans.")}
+    return {k: v for k, v in asset_metadata(result, "segment_memberships").items() if k.startswith("orphans.")}
 
 
 def _read_contacts(sample: Path) -> tuple[list[str], list[dict]]:
@@ -68,8 +45,7 @@ def _edit(sample: Path, changes: dict[str, dict]) -> None:
 
 
 def _contact_record(storage: Path, record_id: str) -> dict:
-    with LocalCrmTarget(local_db_path(DatasetStore(storage))) as crm:
-        (record,) = [r for r in crm.read("Contact") if r["Id"] == record_id]
+    (record,) = [r for r in local_crm_records(storage)["Contact"] if r["Id"] == record_id]
     return record
 
 
@@ -85,10 +61,10 @@ def first_run(tmp_path_factory):
     """One full run on the sample, and a new customer (a Contact) in several segments with related rows in
     both related datasets, plus another new customer whose change keeps later runs from repeating this one."""
     base = tmp_path_factory.mktemp("held")
-    sample = Path(shutil.copytree(SAMPLE_DATA_DIR, base / "sample"))
+    sample = copy_sample(base / "sample")
     storage = base / "storage"
     storage.mkdir()
-    result = _run(sample, storage)
+    result = run_flow(sample, storage)
     store = DatasetStore(storage)
     statuses = store.read_dataset("segment_statuses")
     segments = statuses.groupby(KEY)["segment"].apply(set)
@@ -109,17 +85,17 @@ def test_a_quarantined_profile_holds_its_statuses_until_its_row_is_valid_again(f
     profile, other, segments = first_run["profile"], first_run["other"], first_run["segments"]
     record_before = _contact_record(storage, profile)
     assert {f"{s}__c" for s in segments} <= {f for f, v in record_before.items() if v and v.endswith(":realized")}
-    first_statuses = _meta(first_run["result"], "segment_statuses")
+    first_statuses = asset_metadata(first_run["result"], "segment_statuses")
 
     # Run 2: the profile's email is malformed (its row is quarantined); another customer changes, so this is a
     # new evaluation that is committed.
     _edit(sample, {profile: {"Email": "not-an-email.example.com"}, other: {"LifecycleStage": "repeat"}})
-    second = _run(sample, storage)
+    second = run_flow(sample, storage)
     held = _statuses_of(storage, profile)
     assert set(held) == segments  # neither exited nor entered anything
     assert all(is_held and status != "exited" for status, is_held in held.values())
     assert not any(is_held for _, is_held in _statuses_of(storage, other).values())
-    meta = _meta(second, "segment_statuses")
+    meta = asset_metadata(second, "segment_statuses")
     assert meta["held_profiles"] == first_statuses["held_profiles"] + 1
     assert profile in meta["held_profiles_sample"].split(", ")
     assert meta["baseline_as_of"] != "(none: first evaluation)" and meta["repeat_of_latest_evaluation"] is False
@@ -130,7 +106,7 @@ def test_a_quarantined_profile_holds_its_statuses_until_its_row_is_valid_again(f
 
     # Run 3: the row is valid again, and the customer moved from "new" to "repeat".
     _edit(sample, {profile: {"Email": record_before["Email"], "LifecycleStage": "repeat"}})
-    _run(sample, storage)
+    run_flow(sample, storage)
     statuses = _statuses_of(storage, profile)
     expected = {s: ("existing", False) for s in segments - {"new_customer"}}
     expected |= {"new_customer": ("exited", False), "repeat_buyer": ("realized", False)}
@@ -143,10 +119,11 @@ def test_a_quarantined_profile_holds_its_statuses_until_its_row_is_valid_again(f
 
 def test_held_keys_are_typed_like_the_dataset_and_need_only_the_key_column():
     """A quarantine written before a column was added to the config still yields its held profiles, as the
-    18-character Ids the dataset holds; a key that also has a valid row is not held."""
+    18-character Ids the dataset holds; a key that also has a valid row is not held, and a malformed key names
+    no profile to hold."""
     contacts = CONFIG.extension("contacts")
-    quarantine = pd.DataFrame({"SubscriberKey": [key(1)[:15], key(2), " "], "Email": ["x", "y", "z"],
-                               "_row_number": [2, 3, 4], "_reasons": ["Email: bad"] * 3}, dtype="string")
+    quarantine = pd.DataFrame({"SubscriberKey": [key(1)[:15], key(2), " ", "003notAnId"], "Email": ["x", "y", "z", "w"],
+                               "_row_number": [2, 3, 4, 5], "_reasons": ["Email: bad"] * 4}, dtype="string")
     profiles = pd.DataFrame({"SubscriberKey": [key(2), key(3)]}, dtype="string")
     assert held_profile_keys(quarantine, profiles, contacts, "SubscriberKey") == {key(1)}
     assert held_profile_keys(quarantine.iloc[0:0], profiles, contacts, "SubscriberKey") == set()

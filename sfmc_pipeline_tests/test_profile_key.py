@@ -13,18 +13,14 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path, local_db_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
+from sfmc_pipeline.assets.crm import ledger_path, local_db_path
 from sfmc_pipeline.config import PipelineConfigError
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.datasets.salesforce_id import to_18
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline_tests.flow_fixtures import flow_assets, local_resources, sync_metadata
 
 PIPELINE = textwrap.dedent("""\
     settings:
@@ -139,13 +135,6 @@ def test_profile_dataset_without_a_one_column_primary_key_needs_profiles_key():
         parse_pipeline_config(raw)
 
 
-def _sync_metadata(result) -> dict[str, dict]:
-    return {
-        e.asset_key.path[1]: {k: getattr(v, "value", v) for k, v in e.materialization.metadata.items()}
-        for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "salesforce"
-    }
-
-
 def test_whole_flow_with_a_renamed_profile_key(tmp_path):
     config = _config()
     sample = tmp_path / "sample"
@@ -153,9 +142,8 @@ def test_whole_flow_with_a_renamed_profile_key(tmp_path):
     (sample / "Members.csv").write_text(MEMBERS_CSV, encoding="utf-8")
     (sample / "Visits.csv").write_text(VISITS_CSV, encoding="utf-8")
     storage = tmp_path / "storage"
-    assets = [*build_dataset_assets(config), *build_segment_assets(config), *build_crm_assets(config)]
-    resources = {"sfmc": SfmcResource(sample_dir=str(sample)), "salesforce": SalesforceResource(),
-                 "storage": StorageResource(base_dir=str(storage))}
+    assets = flow_assets(config)
+    resources = local_resources(storage, sample)
 
     first = dg.materialize(assets, resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert first.success
@@ -204,11 +192,11 @@ def test_whole_flow_with_a_renamed_profile_key(tmp_path):
     assert (memberships["as_of"].value, memberships["as_of_source"].value) == (
         "2026-11-20", "pipeline config evaluation.as_of")
 
-    meta = _sync_metadata(first)
+    meta = sync_metadata(first)
     assert meta["crm_contacts"]["records_succeeded"] == 3 and meta["crm_contacts"]["records_failed"] == 0
     assert meta["crm_leads"]["records_succeeded"] == 1
 
     second = dg.materialize(assets, resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert second.success
-    again = _sync_metadata(second)
+    again = sync_metadata(second)
     assert again["crm_contacts"]["records_sent"] == 0 and again["crm_leads"]["records_sent"] == 0

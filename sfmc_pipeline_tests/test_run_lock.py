@@ -17,20 +17,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path, local_db_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
+from sfmc_pipeline.assets.crm import ledger_path, local_db_path
 from sfmc_pipeline.datasets.salesforce_id import is_valid_id
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.run_lock import StorageBusy, run_lease
 from sfmc_pipeline.settings import SAMPLE_DATA_DIR
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
+from sfmc_pipeline_tests.flow_fixtures import ASSETS, asset_metadata, local_resources, materialize, step_failures
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
-ASSETS = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG), *build_crm_assets(CONFIG)]
 UPSTREAM = dg.AssetSelection.groups("sfmc_datasets", "segments")
 SYNC_CONTACTS = [dg.AssetKey(["salesforce", "contacts"])]
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -157,29 +153,17 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
     assert not (tmp_path / "state" / "locks" / "run-run-A.lock").exists()
 
 
-def _local(base_dir: Path) -> dict:
-    return {"sfmc": SfmcResource(), "salesforce": SalesforceResource(),
-            "storage": StorageResource(base_dir=str(base_dir))}
-
-
 def _materialize(resources, selection):
     with dg.DagsterInstance.ephemeral() as instance:  # disposed in the thread that used it
-        return dg.materialize(ASSETS, resources=resources, selection=selection, raise_on_error=False,
-                              instance=instance)
-
-
-def _failures(result) -> dict[str, str]:
-    return {e.step_key: e.event_specific_data.error.message for e in result.all_events
-            if e.event_type_value == "STEP_FAILURE"}
+        return materialize(ASSETS, resources, selection=selection, instance=instance)
 
 
 def _sent(result) -> int:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == SYNC_CONTACTS[0]]
-    return event.materialization.metadata["records_sent"].value
+    return asset_metadata(result, SYNC_CONTACTS[0].to_user_string())["records_sent"]
 
 
 def test_a_sync_or_dataset_step_of_another_run_writes_nothing_while_the_lease_is_held(tmp_path):
-    resources = _local(tmp_path)
+    resources = local_resources(tmp_path)
     assert _materialize(resources, UPSTREAM).success
     store = DatasetStore(tmp_path)
     dataset = store.dataset_path("contacts")
@@ -190,7 +174,7 @@ def test_a_sync_or_dataset_step_of_another_run_writes_nothing_while_the_lease_is
         contacts = _materialize(resources, [dg.AssetKey("contacts")])
     for result, step in ((sync, "salesforce__contacts"), (contacts, "contacts")):
         assert not result.success
-        message = _failures(result)[step]
+        message = step_failures(result)[step]
         assert "StorageBusy" in message or "is being written by run run-A" in message
         assert "run run-A (step salesforce__leads" in message
     assert not ledger_path(store).exists() and not local_db_path(store).exists()  # nothing sent, nothing recorded
@@ -217,7 +201,7 @@ def test_two_concurrent_syncs_never_send_a_record_twice(sample_org, tmp_path):
     salesforce = SalesforceResource(login_url=sample_org.base_url, client_id=sample_org.client_id,
                                     client_secret=sample_org.client_secret, username=sample_org.username,
                                     password=sample_org.password, security_token=sample_org.security_token)
-    resources = {**_local(tmp_path), "salesforce": salesforce}
+    resources = {**local_resources(tmp_path), "salesforce": salesforce}
     assert _materialize(resources, UPSTREAM).success
     start, results = threading.Barrier(2, timeout=30), {}
 
@@ -236,4 +220,4 @@ def test_two_concurrent_syncs_never_send_a_record_twice(sample_org, tmp_path):
     succeeded = [r for r in results.values() if r.success]
     assert succeeded and sum(_sent(r) for r in succeeded) == len(writes)
     for failed in (r for r in results.values() if not r.success):
-        assert "is being written by run" in _failures(failed)["salesforce__contacts"]
+        assert "is being written by run" in step_failures(failed)["salesforce__contacts"]

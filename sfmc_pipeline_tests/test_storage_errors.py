@@ -28,6 +28,7 @@ from sfmc_pipeline.datasets.storage import (
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline_tests.flow_fixtures import materialize
 from sfmc_pipeline_tests.segment_fixtures import CONFIG, contact, typed
 
 SETTING = "SFMC_PIPELINE_STORAGE"
@@ -230,10 +231,6 @@ def _assert_clean_failure(event: dg.DagsterEvent, expected: str) -> None:
     assert "Traceback" not in error.message and 'File "' not in error.message
 
 
-def _materialize(assets, resources):
-    return dg.materialize(assets, resources=resources, raise_on_error=False, instance=dg.DagsterInstance.ephemeral())
-
-
 @pytest.mark.parametrize("where", ["missing-parent", "a-file", "under-a-file"])
 def test_dataset_steps_fail_with_the_storage_message(tmp_path, header_only_sample, where):
     if where == "missing-parent":
@@ -245,7 +242,7 @@ def test_dataset_steps_fail_with_the_storage_message(tmp_path, header_only_sampl
         (tmp_path / "file").write_text("x")
         base = tmp_path / "file" / "storage"
     expected = _store_error(base)
-    result = _materialize(build_dataset_assets(CONFIG), {
+    result = materialize(build_dataset_assets(CONFIG), {
         "sfmc": SfmcResource(sample_dir=str(header_only_sample)), "storage": StorageResource(base_dir=str(base))})
     assert not result.success
     failures = _failures(result)
@@ -261,7 +258,7 @@ def test_dataset_steps_fail_on_a_read_only_storage_directory(tmp_path, header_on
     base.chmod(0o555)
     try:
         expected = _store_error(base)
-        result = _materialize(build_dataset_assets(CONFIG)[:1], {
+        result = materialize(build_dataset_assets(CONFIG)[:1], {
             "sfmc": SfmcResource(sample_dir=str(header_only_sample)), "storage": StorageResource(base_dir=str(base))})
     finally:
         base.chmod(0o755)
@@ -273,7 +270,7 @@ def test_segment_step_fails_on_a_damaged_profile_dataset(tmp_path, header_only_s
     path = store.dataset_path("contacts")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PAR1 this was cut short")
-    result = _materialize(build_segment_assets(CONFIG)[:1], {
+    result = materialize(build_segment_assets(CONFIG)[:1], {
         "sfmc": SfmcResource(sample_dir=str(header_only_sample)),
         "storage": StorageResource(base_dir=str(store.base_dir))})
     assert not result.success
@@ -293,7 +290,7 @@ def test_sync_step_fails_on_a_ledger_that_is_not_sqlite(tmp_path):
     ledger = ledger_path(store)
     ledger.parent.mkdir(parents=True)
     ledger.write_text("not a database\n" * 100)
-    result = _materialize(build_crm_assets(CONFIG)[:1], {
+    result = materialize(build_crm_assets(CONFIG)[:1], {
         "salesforce": SalesforceResource(), "storage": StorageResource(base_dir=str(store.base_dir))})
     assert not result.success
     event = _failures(result)["salesforce__contacts"]
@@ -309,7 +306,7 @@ def test_dataset_step_with_a_damaged_previous_dataset_and_no_volume_state(tmp_pa
     path = store.dataset_path("contacts")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not parquet")
-    result = _materialize(build_dataset_assets(CONFIG)[:1], {
+    result = materialize(build_dataset_assets(CONFIG)[:1], {
         "sfmc": SfmcResource(sample_dir=str(header_only_sample)),
         "storage": StorageResource(base_dir=str(store.base_dir))})
     event = _failures(result)["contacts"]
@@ -327,7 +324,7 @@ def test_a_dataset_step_removes_temporaries_of_its_killed_write(tmp_path, header
     stale.write_bytes(b"half")
     other.write_bytes(b"half")
     # the empty extract fails the volume guard, but only after its (empty) quarantine was written
-    _materialize(build_dataset_assets(CONFIG)[:1], {
+    materialize(build_dataset_assets(CONFIG)[:1], {
         "sfmc": SfmcResource(sample_dir=str(header_only_sample)),
         "storage": StorageResource(base_dir=str(store.base_dir))})
     assert quarantine.exists() and not stale.exists()

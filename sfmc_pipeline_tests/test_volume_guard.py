@@ -10,27 +10,30 @@ raises the limit."""
 import csv
 import logging
 import shutil
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path, local_db_path
-from sfmc_pipeline.assets.datasets import build_dataset_asset, build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
+from sfmc_pipeline.assets.datasets import build_dataset_asset
 from sfmc_pipeline.config.loader import parse_pipeline_config
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline_tests.flow_fixtures import (
+    ASSETS as FULL_FLOW,
+    asset_metadata,
+    check_evaluations,
+    copy_sample,
+    ledger_rows,
+    local_crm_records,
+    local_resources,
+    materialize,
+    plain_values,
+    step_failures,
+)
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
-FULL_FLOW = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG), *build_crm_assets(CONFIG)]
 ACCEPT = {"ops": {"contacts": {"config": {"accept_volume_change": True}}}}
 ACCEPT_HINT = "`ops: {contacts: {config: {accept_volume_change: true}}}`"
 
@@ -49,7 +52,7 @@ def _contacts_asset(config=CONFIG):
 
 @pytest.fixture()
 def sample(tmp_path) -> Path:
-    return Path(shutil.copytree(SAMPLE_DATA_DIR, tmp_path / "sample"))
+    return copy_sample(tmp_path / "sample")
 
 
 @pytest.fixture()
@@ -60,10 +63,7 @@ def storage(tmp_path) -> Path:
 
 
 def _run(assets, sample: Path, storage: Path, run_config=None, instance=None):
-    resources = {"sfmc": SfmcResource(sample_dir=str(sample)), "salesforce": SalesforceResource(),
-                 "storage": StorageResource(base_dir=str(storage))}
-    return dg.materialize(assets, resources=resources, run_config=run_config, raise_on_error=False,
-                          instance=instance or dg.DagsterInstance.ephemeral())
+    return materialize(assets, local_resources(storage, sample), run_config=run_config, instance=instance)
 
 
 def _keep_contacts(sample: Path, share: float) -> None:
@@ -79,27 +79,19 @@ def _keep_contacts(sample: Path, share: float) -> None:
 
 
 def _failure(result, step: str) -> str:
-    messages = [e.event_specific_data.error.message for e in result.all_events
-                if e.event_type_value == "STEP_FAILURE" and e.step_key == step]
-    assert messages, f"step {step} did not fail"
-    return messages[0]
+    failures = step_failures(result)
+    assert step in failures, f"step {step} did not fail"
+    return failures[step]
 
 
 def _volume_check(result) -> dg.AssetCheckEvaluation:
-    (check,) = [e.event_specific_data for e in result.all_events
-                if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                and e.event_specific_data.asset_key == dg.AssetKey("contacts")
-                and e.event_specific_data.check_name == "row_volume_stable"]
+    (check,) = [c for c in check_evaluations(result)
+                if c.asset_key == dg.AssetKey("contacts") and c.check_name == "row_volume_stable"]
     return check
 
 
-def _meta(entries) -> dict:
-    return {k: getattr(v, "value", v) for k, v in entries.items()}
-
-
 def _rows_valid(result) -> int:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("contacts")]
-    return event.materialization.metadata["rows_valid"].value
+    return asset_metadata(result, "contacts")["rows_valid"]
 
 
 def _count_file(storage: Path) -> Path:
@@ -110,26 +102,12 @@ def _contents(*paths: Path) -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in paths if path.exists()}
 
 
-def _ledger(storage: Path) -> dict:
-    path = ledger_path(DatasetStore(storage))
-    if not path.exists():
-        return {}
-    with closing(sqlite3.connect(path)) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
-
-
-def _crm(storage: Path) -> dict:
-    with LocalCrmTarget(local_db_path(DatasetStore(storage))) as crm:
-        return {sobject: crm.read(sobject) for sobject in ("Contact", "Lead")}
-
-
 def test_header_only_contacts_fails_before_segments_and_leaves_the_crm_untouched(sample, storage):
     first = _run(FULL_FLOW, sample, storage)
     assert first.success
     previous = _rows_valid(first)
     store = DatasetStore(storage)
-    crm, ledger = _crm(storage), _ledger(storage)
+    crm, ledger = local_crm_records(storage), ledger_rows(storage)
     assert ledger and any(ledger.values())
     kept = _contents(store.dataset_path("contacts"), store.dataset_path("segment_statuses"), _count_file(storage),
                      storage / "state" / "segments" / "evaluations.json")
@@ -143,11 +121,12 @@ def test_header_only_contacts_fails_before_segments_and_leaves_the_crm_untouched
     assert ACCEPT_HINT in message and "`allow_empty: true`" in message
     check = _volume_check(second)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    assert _meta(check.metadata)["rows_valid"] == 0 and _meta(check.metadata)["previous_rows_valid"] == previous
+    meta = plain_values(check.metadata)
+    assert meta["rows_valid"] == 0 and meta["previous_rows_valid"] == previous
     materialized = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
     assert materialized == {"campaign_engagement", "activities"}  # nothing downstream of contacts ran
     assert _contents(*kept) == kept  # dataset, count, statuses, baseline as they were
-    assert _crm(storage) == crm and _ledger(storage) == ledger
+    assert local_crm_records(storage) == crm and ledger_rows(storage) == ledger
     assert len(kept) == 4
 
 
@@ -177,8 +156,8 @@ def test_a_drop_beyond_the_limit_fails_and_one_within_it_passes(sample, storage)
     assert not dropped.success
     check = _volume_check(dropped)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    now = _meta(check.metadata)["rows_valid"]
-    assert 0.7 * previous < now < 0.8 * previous and _meta(check.metadata)["max_drop"] == 0.2
+    now = plain_values(check.metadata)["rows_valid"]
+    assert 0.7 * previous < now < 0.8 * previous and plain_values(check.metadata)["max_drop"] == 0.2
     message = _failure(dropped, "contacts")
     assert f"{now:,} valid rows" in message and f"{previous:,} at the last successful materialization" in message
     assert ACCEPT_HINT in message and "`max_row_drop`" in message
@@ -205,7 +184,7 @@ def test_accept_volume_change_lets_a_drop_through_with_a_warning(sample, storage
     assert "not updated" not in warning and "new baseline" in warning
     check = _volume_check(accepted)
     assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    meta = _meta(check.metadata)
+    meta = plain_values(check.metadata)
     assert meta["accepted_by_run_config"] is True and meta["previous_rows_valid"] == previous
     assert len(DatasetStore(storage).read_dataset("contacts")) == _rows_valid(accepted) < 0.8 * previous
     assert f'"rows_valid": {_rows_valid(accepted)}' in _count_file(storage).read_text()
@@ -218,8 +197,8 @@ def test_a_per_extension_max_row_drop_raises_the_limit(sample, storage):
     passed = _run(lenient, sample, storage)
     assert passed.success
     check = _volume_check(passed)
-    assert check.passed and _meta(check.metadata)["max_drop"] == 0.5
-    assert _meta(check.metadata)["accepted_by_run_config"] is False
+    assert check.passed and plain_values(check.metadata)["max_drop"] == 0.5
+    assert plain_values(check.metadata)["accepted_by_run_config"] is False
     assert _rows_valid(passed) < 0.8 * previous
 
     _keep_contacts(sample, 0.4)  # 40% of the 75% kept: a 70% drop, beyond even this limit

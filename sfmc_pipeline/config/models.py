@@ -493,6 +493,7 @@ class PipelineConfig(_Strict):
         segments = {s.name for s in self.segments}
         names: set[str] = set()
         fields_per_object: dict[str, set[str]] = {}
+        writer: dict[tuple[str, str], str] = {}  # (object, field) -> the destination that writes it
         for i, dest in enumerate(self.destinations):
             where = f"destinations[{i}] ({dest.name})"
             if dest.name in names:
@@ -519,6 +520,16 @@ class PipelineConfig(_Strict):
                         f"{where} > segments: unknown segment {segment!r}; defined segments: {', '.join(sorted(segments))}"
                     )
             fields_per_object.setdefault(dest.object, set()).update(f.lower() for f in dest.status_fields)
+            written = [*dest.status_fields, *dest.attribute_map.values()]
+            if dest.external_id is not None:
+                written.append(dest.external_id.field)
+            for fld in {f.lower(): f for f in reversed(written)}.values():
+                other = writer.setdefault((dest.object, fld.lower()), dest.name)
+                if other != dest.name:
+                    problems.append(
+                        f"{where}: {dest.object}.{fld} is also written by destination {other!r}; each field of an "
+                        "object is written by one destination (they would overwrite each other): map it in one of them"
+                    )
         for obj, fields in fields_per_object.items():
             if len(fields) > MAX_STATUS_FIELDS_PER_OBJECT:
                 problems.append(

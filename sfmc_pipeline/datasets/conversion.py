@@ -136,7 +136,7 @@ def _matches(values: pd.Series, pattern: str) -> pd.Series:
 def _number_parts(values: pd.Series) -> pd.DataFrame:
     """``sign``, ``int`` and ``frac`` of plain decimal numbers (``""`` for nulls), with the leading
     zeros of the integer part and the trailing zeros of the fraction removed."""
-    parts = pc.extract_regex(_arrow_strings(values), _NUMBER_PARTS)
+    parts = pc.extract_regex(arrow_strings(values), _NUMBER_PARTS)
     return pd.DataFrame(
         {
             name: pd.Series(pd.arrays.ArrowStringArray(pc.fill_null(pc.struct_field(parts, name), "")), index=values.index)
@@ -157,7 +157,7 @@ def _number(values: pd.Series, column: ColumnConfig):
     limit = pd.Series(str(INT64_MAX), index=values.index, dtype="string").mask(negative, str(INT64_MIN)[1:])
     fits = whole & ((length < 19) | ((length == 19) & (digits <= limit).fillna(False).astype(bool)))
     text = ("-" + digits).where(negative, digits).where(fits)
-    numbers = pd.Int64Dtype().__from_arrow__(pc.cast(_arrow_strings(text), pa.int64()))
+    numbers = pd.Int64Dtype().__from_arrow__(pc.cast(arrow_strings(text), pa.int64()))
     return pd.Series(numbers, index=values.index), [
         (~numeric, "not a number (expected a whole number)"),
         (numeric & ~whole, "not a whole number"),
@@ -176,7 +176,7 @@ def _decimal(values: pd.Series, column: ColumnConfig):
     digits = parts["int"].mask(parts["int"] == "", "0")
     text = digits.where(parts["frac"] == "", digits + "." + parts["frac"])
     text = ("-" + text).where(parts["sign"] == "-", text).where(fits)
-    decimals = pc.cast(_arrow_strings(text), pa.decimal128(precision, scale))
+    decimals = pc.cast(arrow_strings(text), pa.decimal128(precision, scale))
     limits = f"at most {precision - scale} digits before and {scale} after the point"
     return pd.Series(decimals, index=values.index, dtype=pandas_dtype(column)), [
         (~numeric, f"not a number (expected a decimal with {limits})"),
@@ -214,7 +214,8 @@ def _boolean(values: pd.Series, column: ColumnConfig):
     return result, [(bad, "not a boolean (expected True or False)")]
 
 
-def _arrow_strings(values: pd.Series) -> pa.Array:
+def arrow_strings(values: pd.Series) -> pa.Array:
+    """A string Series as one contiguous arrow string array (nulls kept)."""
     array = pa.array(values.astype("string").array, type=pa.string())
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 

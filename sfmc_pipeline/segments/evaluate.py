@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sfmc_pipeline.datasets.conversion import arrow_strings
 from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule
 
 _OPS = {
@@ -36,11 +37,6 @@ _OPS = {
 
 PROFILE_KEY = "profile_key"  # memberships and statuses name the profile by this column (the profiles.key value)
 MEMBERSHIP_COLUMNS = [PROFILE_KEY, "segment"]
-
-
-def _arrow_strings(series: pd.Series) -> pa.Array:
-    array = pa.array(series.astype("string").array, type=pa.string()) if not isinstance(series, pa.Array) else series
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def calendar_days(series: pd.Series, timezone: str = "UTC") -> np.ndarray:
@@ -68,7 +64,7 @@ class SegmentEvaluator:
         self.key = key
         self.as_of = np.datetime64(as_of, "D")
         self.timezone = timezone
-        self._keys = _arrow_strings(self.profiles[key])
+        self._keys = arrow_strings(self.profiles[key])
         if pc.count_distinct(self._keys).as_py() != len(self._keys):
             raise ValueError(f"profile key {key!r} is not unique in the profile dataset")
         self._held = pa.array(sorted(set(held_keys)), type=pa.string())
@@ -81,7 +77,7 @@ class SegmentEvaluator:
     def codes(self, dataset: str) -> np.ndarray:
         """Position of each related row's profile (``-1`` for an orphan), computed once per dataset."""
         if dataset not in self._codes:
-            keys = _arrow_strings(self.related[dataset][self.key])
+            keys = arrow_strings(self.related[dataset][self.key])
             codes = pc.index_in(keys, value_set=self._keys).fill_null(-1)
             self._codes[dataset] = codes.to_numpy(zero_copy_only=False).astype(np.int64)
         return self._codes[dataset]
@@ -90,7 +86,7 @@ class SegmentEvaluator:
         """Related rows whose key is neither a valid profile nor a held one."""
         unmatched = self.codes(dataset) < 0
         if unmatched.any() and len(self._held):
-            keys = _arrow_strings(self.related[dataset][self.key]).filter(pa.array(unmatched))
+            keys = arrow_strings(self.related[dataset][self.key]).filter(pa.array(unmatched))
             return int(len(keys) - pc.sum(pc.is_in(keys, value_set=self._held)).as_py())
         return int(unmatched.sum())
 

@@ -12,19 +12,23 @@ import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
+from sfmc_pipeline.datasets.salesforce_id import valid_id_mask
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
 
 def held_profile_keys(quarantine: pd.DataFrame | None, profiles: pd.DataFrame, extension: DataExtensionConfig,
                       key: str) -> set[str]:
     """Keys (typed as the dataset holds them, e.g. 18-character Ids) of quarantined profile rows
-    that are not also valid profiles."""
+    that are not also valid profiles. A key that is itself malformed (not a Salesforce Id where the
+    column holds Ids) names no profile, so nothing is held for it."""
     if quarantine is None or quarantine.empty or key not in quarantine:
         return set()
     # Only the key is typed (e.g. a 15-character Id becomes its 18-character form): the other values are
     # the ones that failed, and a quarantine written before a column was added to the config lacks it.
     key_only = extension.model_copy(update={"columns": [c for c in extension.columns if c.name == key]})
     keys = convert_frame(quarantine[[key]], key_only).frame[key].dropna()
+    if extension.column(key).format == "salesforce_id":
+        keys = keys[valid_id_mask(keys)]
     return set(keys.astype(str)) - set(profiles[key].astype(str))
 
 
