@@ -48,6 +48,7 @@ class DesiredState:
     cleared: Counter = field(default_factory=Counter)  # (field, segment) -> records cleared of an unmapped segment
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> records in it now (not held)
     held_records: set[str] = field(default_factory=set)
+    confirmed_entries: pd.DataFrame | None = None  # ``confirmed_entries`` of the ledger rows it was built from
 
 
 def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.DataFrame, profile_key: str) -> pd.Series:
@@ -92,6 +93,7 @@ def build_desired_state(
     return DesiredState(
         values=values, considered=len(record_ids), skipped=skipped, held=len(held_records),
         null_attributes=null_attributes, cleared=cleared, members=members, held_records=held_records,
+        confirmed_entries=in_crm,
     )
 
 

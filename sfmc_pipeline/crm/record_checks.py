@@ -26,9 +26,3 @@ def check_record(
             return error
     return None
 
-
-def truncated(value: Any, field: FieldInfo | None) -> Any:
-    """``value`` cut to the field's length (text fields only), for destinations that opt in."""
-    if isinstance(value, str) and field is not None and field.length and len(value) > field.length:
-        return value[: field.length]
-    return value

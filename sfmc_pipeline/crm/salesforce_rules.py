@@ -74,9 +74,19 @@ def malformed_id(sobject: str, record_id: Any) -> RecordError | None:
 # ---------------------------------------------------------------------------- values
 
 
+def too_long(field: FieldInfo, value: Any) -> bool:
+    """Text longer than a text field holds (``STRING_TOO_LONG``)."""
+    return isinstance(value, str) and field.type in TEXT_FIELD_TYPES and bool(field.length) and len(value) > field.length
+
+
+def truncated(value: Any, field: FieldInfo) -> Any:
+    """``value`` cut to the field's length when it is too long, for destinations that opt in."""
+    return value[: field.length] if too_long(field, value) else value
+
+
 def value_error(field: FieldInfo, value: Any) -> RecordError | None:
     """``STRING_TOO_LONG`` or ``INVALID_EMAIL_ADDRESS`` for one value of a field, else None."""
-    if isinstance(value, str) and field.type in TEXT_FIELD_TYPES and field.length and len(value) > field.length:
+    if too_long(field, value):
         shown = value if len(value) <= 255 else value[:252] + "..."
         return RecordError(
             "STRING_TOO_LONG", f"{field.label}: data value too large: {shown} (max length={field.length})", (field.name,)

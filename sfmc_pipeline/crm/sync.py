@@ -27,12 +27,12 @@ import pandas as pd
 from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig, PipelineConfig, SyncSettings
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, exit_guard, explain
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
-from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState, build_desired_state, confirmed_entries
+from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState, build_desired_state
 from sfmc_pipeline.crm.preflight import ResolvedFields, run_preflight
-from sfmc_pipeline.crm.record_checks import check_record, truncated
+from sfmc_pipeline.crm.record_checks import check_record
 from sfmc_pipeline.crm.records import ApiUsage, CrmTarget, RecordError
 from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
-from sfmc_pipeline.crm.salesforce_rules import field_values
+from sfmc_pipeline.crm.salesforce_rules import field_values, truncated
 from sfmc_pipeline.crm.status_format import parse_entries
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
@@ -150,7 +150,7 @@ class DestinationSync:
         out.to_send = len(to_send)
 
         status_api_names = set(out.status_fields.values())
-        entries = confirmed_entries(confirmed)
+        entries = desired.confirmed_entries
         current_field = {segment: fld.lower() for segment, fld in dest.segments.items()}
         in_current_field = entries[entries["field_key"] == entries["segment"].map(current_field)]
         out.exit_guard = exit_guard(in_current_field, to_send, status_api_names, self.exit_limits,
