@@ -32,7 +32,8 @@ def test_definitions_load_and_resolve():
     for key in syncs:
         assert dg.AssetKey("segment_statuses") in graph.get(key).parent_keys
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
-    assert {(e.asset, "validation") for e in config.data_extensions} <= checks
+    assert {(e.asset, name) for e in config.data_extensions
+            for name in ("quarantine_below_threshold", "no_rows_quarantined", "row_volume_stable")} <= checks
     assert {("segment_statuses", "statuses_consistent"), ("segment_statuses", "members_are_valid_profiles")} <= checks
     assert {(f"salesforce/{d.name}", n) for d in config.destinations for n in ("reconciliation", "failure_share")} <= checks
     job = defs.resolve_job_def("sfmc_pipeline_job")

@@ -24,7 +24,8 @@ from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.sfmc.source import RawExtract
 
 GROUP = "sfmc_datasets"
-VALIDATION_CHECK = "validation"
+THRESHOLD_CHECK = "quarantine_below_threshold"
+CLEAN_CHECK = "no_rows_quarantined"
 VOLUME_CHECK = "row_volume_stable"
 
 
@@ -56,11 +57,19 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         },
         check_specs=[
             dg.AssetCheckSpec(
-                VALIDATION_CHECK,
+                THRESHOLD_CHECK,
                 asset=extension.asset,
                 description=(
-                    "Rows that failed the schema are quarantined: WARN when any were, ERROR when "
-                    f"more than {threshold:.0%} were (the materialization then fails)."
+                    f"At most {threshold:.0%} of the rows read failed the schema; above that the materialization "
+                    "fails (ERROR) and the previous dataset stays in place."
+                ),
+            ),
+            dg.AssetCheckSpec(
+                CLEAN_CHECK,
+                asset=extension.asset,
+                description=(
+                    "Every row read passed the schema. A WARN only: quarantined rows below the threshold are "
+                    "expected now and then; their reasons are in the metadata and the quarantine dataset."
                 ),
             ),
             dg.AssetCheckSpec(
@@ -90,13 +99,13 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             metadata = _metadata(mode, extract, result, threshold, quarantine_path)
 
             over_threshold = result.quarantined_share > threshold
-            check = _check_result(result, threshold, over_threshold)
+            checks = _quarantine_checks(result, threshold, over_threshold)
             volume_state = VolumeState(store)
             volume = VolumeVerdict(rows_valid=result.rows_valid, previous=volume_state.last(extension.asset),
                                    max_drop=max_drop, allow_empty=extension.allow_empty)
             volume_check = _volume_result(volume, config.accept_volume_change)
             if over_threshold:
-                yield check
+                yield from checks
                 yield volume_check
                 raise dg.Failure(
                     description=(
@@ -110,7 +119,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                     allow_retries=False,
                 )
             if not volume_check.passed:
-                yield check
+                yield from checks
                 yield volume_check
                 raise dg.Failure(description=volume.explain(extension.asset), metadata=metadata, allow_retries=False)
             dataset_path = store.write_dataset(extension.asset, result.valid)
@@ -133,7 +142,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                 "dataset_path": dg.MetadataValue.path(str(dataset_path)),
                 "preview": dg.MetadataValue.md(markdown_table(result.valid, max_rows=5)),
             },
-            check_results=[check, volume_check],
+            check_results=[*checks, volume_check],
         )
 
     return _dataset
@@ -190,24 +199,23 @@ def _volume_result(volume: VolumeVerdict, accepted: bool) -> dg.AssetCheckResult
     )
 
 
-def _check_result(result: ValidationResult, threshold: float, over_threshold: bool) -> dg.AssetCheckResult:
-    if over_threshold:
-        severity, passed = dg.AssetCheckSeverity.ERROR, False
-    elif result.rows_quarantined:
-        severity, passed = dg.AssetCheckSeverity.WARN, False
-    else:
-        severity, passed = dg.AssetCheckSeverity.WARN, True
-    return dg.AssetCheckResult(
-        check_name=VALIDATION_CHECK,
-        passed=passed,
-        severity=severity,
-        metadata={
-            "rows_read": result.rows_read,
-            "rows_quarantined": result.rows_quarantined,
-            "quarantined_share": round(result.quarantined_share, 6),
-            "threshold": threshold,
-            "top_reasons": dg.MetadataValue.md(
-                counts_table(result.top_reasons(5), ["reason", "rows"]) if result.rows_quarantined else "_(none)_"
-            ),
-        },
-    )
+def _quarantine_checks(result: ValidationResult, threshold: float, over_threshold: bool) -> list[dg.AssetCheckResult]:
+    metadata = {
+        "rows_read": result.rows_read,
+        "rows_quarantined": result.rows_quarantined,
+        "quarantined_share": round(result.quarantined_share, 6),
+        "threshold": threshold,
+        "top_reasons": dg.MetadataValue.md(
+            counts_table(result.top_reasons(5), ["reason", "rows"]) if result.rows_quarantined else "_(none)_"
+        ),
+    }
+    return [
+        dg.AssetCheckResult(
+            check_name=THRESHOLD_CHECK, passed=not over_threshold, severity=dg.AssetCheckSeverity.ERROR,
+            metadata=metadata,
+        ),
+        dg.AssetCheckResult(
+            check_name=CLEAN_CHECK, passed=result.rows_quarantined == 0, severity=dg.AssetCheckSeverity.WARN,
+            metadata=metadata,
+        ),
+    ]

@@ -129,7 +129,9 @@ class DataExtensionConfig(_Strict):
     columns: list[ColumnConfig] = Field(min_length=1)
     row_checks: list[RowCheck] = Field(default_factory=list)
     incremental_column: str | None = Field(
-        default=None, description="Date column for incremental reads (used by the sync schedule)."
+        default=None,
+        description="Date column that grows when a row is added or changed (e.g. ModifiedDate, or OccurredAt of an "
+        "append-only log): the extension is then read incrementally and its newest value is watched for changes.",
     )
     quarantine_threshold: float | None = Field(
         default=None, ge=0, le=1, description="Overrides settings.quarantine_threshold."
@@ -209,6 +211,16 @@ class ProfilesConfig(_Strict):
     )
 
 
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as 'America'
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name such as 'UTC', 'Europe/Paris' or 'America/Chicago'"
+        ) from None
+    return value
+
+
 class EvaluationConfig(_Strict):
     as_of: date | None = Field(
         default=None,
@@ -240,13 +252,7 @@ class EvaluationConfig(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as 'America'
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name such as 'UTC', 'Europe/Paris' or 'America/Chicago'"
-            ) from None
-        return value
+        return _check_timezone(value)
 
 
 class SegmentConfig(_Strict):
@@ -408,6 +414,48 @@ class SyncSettings(_Strict):
     )
 
 
+class ScheduleConfig(_Strict):
+    """When the whole flow runs by itself (a Dagster schedule, shipped stopped)."""
+
+    cron: str = Field(
+        default="0 */4 * * *",
+        description="Cron expression (minute hour day-of-month month day-of-week); default every 4 hours on the hour.",
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone the cron expression is read in.")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(
+                f"{value!r} is not a cron expression; use five fields 'minute hour day month weekday', "
+                "e.g. '0 */4 * * *' for every 4 hours on the hour"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
+class ChangeSensorConfig(_Strict):
+    minimum_interval_seconds: int = Field(
+        default=300, ge=30,
+        description="Seconds between two polls of the Data Extensions (each poll costs one request per extension, "
+        "two with an incremental_column).",
+    )
+
+
+class AutomationConfig(_Strict):
+    """Unattended operation: the schedule and the change sensor."""
+
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    change_sensor: ChangeSensorConfig = Field(default_factory=ChangeSensorConfig)
+
+
 class PipelineSettings(_Strict):
     quarantine_threshold: float = Field(
         default=0.05, ge=0, le=1, description="Largest share of quarantined rows before a run fails."
@@ -417,6 +465,16 @@ class PipelineSettings(_Strict):
         default=0.2, ge=0, le=1,
         description="Volume guard: fail a dataset whose valid rows fall by more than this share since its last "
         "successful materialization (per extension: max_row_drop; per run: accept_volume_change).",
+    )
+    incremental_overlap_minutes: int = Field(
+        default=60, ge=0,
+        description="Incremental reads fetch rows whose incremental_column is at or after the stored high-water mark "
+        "minus this many minutes (SFMC dates have second precision, and clocks skew).",
+    )
+    full_refresh_every_days: int = Field(
+        default=7, ge=0,
+        description="An incremental extension is read in full when its last full read is this many days old, so rows "
+        "deleted in SFMC leave the dataset (0: only when a run asks for full_refresh).",
     )
 
 
@@ -428,6 +486,7 @@ class PipelineConfig(_Strict):
     segments: list[SegmentConfig] = Field(default_factory=list)
     destinations: list[DestinationConfig] = Field(default_factory=list)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    automation: AutomationConfig = Field(default_factory=AutomationConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, align_columns
+from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, SourceProbe, align_columns
 
 
 class EmbeddedSampleSource:
@@ -43,6 +43,14 @@ class EmbeddedSampleSource:
             unmapped_columns=unmapped,
             missing_columns=missing,
         )
+
+    def probe(self, extension: DataExtensionConfig) -> SourceProbe:
+        """Rows of the sample file (and the newest value of the incremental column, when configured)."""
+        frame = self.read(extension).frame
+        newest = None
+        if extension.incremental_column and len(frame):
+            newest = None  # filled in by the incremental read support
+        return SourceProbe(rows=len(frame), newest=newest)
 
 
 _REGENERATE = "regenerate the sample data with `python scripts/generate_sample_data.py`"

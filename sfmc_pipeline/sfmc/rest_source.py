@@ -27,7 +27,7 @@ import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.sfmc.auth import SfmcAuth
-from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, align_columns
+from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, SourceProbe, align_columns
 from sfmc_pipeline.transport import ApiError, HttpTransport, Redactor, RetrySettings, body_excerpt
 
 MAX_PAGE_SIZE = 2500
@@ -76,6 +76,15 @@ class SfmcRestSource:
             unmapped_columns=unmapped,
             missing_columns=missing,
         )
+
+    def probe(self, extension: DataExtensionConfig) -> SourceProbe:
+        """The rowset ``count`` from one request with ``$pageSize=1`` (newest-value lookup: see
+        the incremental read)."""
+        calls_before = self.transport.stats.requests
+        key = extension.key
+        url = f"{self.auth.token().rest_instance_url}data/v1/customobjectdata/key/{quote(key, safe='')}/rowset"
+        body = self._read_page(url, {"$page": 1, "$pageSize": 1}, key, 1, None, 0)
+        return SourceProbe(rows=body["count"], api_calls=self.transport.stats.requests - calls_before)
 
     def iter_pages(self, key: str) -> Iterator[list[dict[str, str]]]:
         """Yield each page's rows as flat dicts (keys and values merged, names as served), until

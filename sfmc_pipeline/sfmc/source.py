@@ -33,10 +33,28 @@ class RawExtract:
     missing_columns: list[str] = field(default_factory=list)  # configured but never served
 
 
+@dataclass(frozen=True)
+class SourceProbe:
+    """What a cheap look at a Data Extension tells, without reading its rows: how many rows it
+    has and, when an ``incremental_column`` is configured, the newest value of that column (as
+    served). The change sensor compares probes; the connection check shows one."""
+
+    rows: int
+    newest: str | None = None  # newest incremental_column value as served; None without one (or no rows)
+    api_calls: int = 0
+
+    @property
+    def change_token(self) -> str:
+        """Equal for two probes that saw the same rows count and newest value."""
+        return f"{self.rows}|{self.newest or ''}"
+
+
 class DataExtensionSource(Protocol):
     mode: str  # "sfmc" (REST API) or "embedded" (sample data shipped in data/)
 
     def read(self, extension: DataExtensionConfig) -> RawExtract: ...
+
+    def probe(self, extension: DataExtensionConfig) -> SourceProbe: ...
 
 
 def align_columns(
