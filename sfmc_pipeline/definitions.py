@@ -27,6 +27,7 @@ def build_resources() -> dict:
             client_secret=settings.env_if_set("SFMC_CLIENT_SECRET"),
             auth_base_uri=settings.env_if_set("SFMC_AUTH_BASE_URI"),
             account_id=settings.env_if_set("SFMC_ACCOUNT_ID"),
+            sample_dir=str(settings.sample_data_dir()),
         ),
         "salesforce": SalesforceResource(
             domain=settings.env_if_set("SALESFORCE_DOMAIN"),

@@ -39,3 +39,8 @@ def env_if_set(name: str) -> dg.EnvVar | None:
 def env_or_default(name: str, default: str) -> str:
     """``dg.EnvVar(name)`` when set, else ``default`` (for non-secret locations)."""
     return env_if_set(name) or default
+
+
+def sample_data_dir() -> Path:
+    """The sample extracts the embedded default reads."""
+    return SAMPLE_DATA_DIR
