@@ -2,9 +2,10 @@
 
 Writes three CSV files, shaped like the output of a Salesforce Marketing Cloud *Data Extract*
 of three Data Extensions, into ``data/sample/`` (``--out DIR``; the default is resolved from this
-script's location, so it does not depend on the working directory)::
+script's location, so it does not depend on the working directory), and the same three files one
+day later into ``data/sample/next_day/`` (see *The next day* below)::
 
-    cd /work/main && /tmp/venv/bin/python scripts/generate_sample_data.py
+    python scripts/generate_sample_data.py          # with the project's venv active
 
 File format (what an SFMC Data Extract produces):
 
@@ -95,6 +96,50 @@ Everything is driven by one ``random.Random(--seed)`` (default 20261120) and by
 ``--anchor-date`` (default 2026-11-20, the evaluation date of the shipped config); every date is
 strictly before the anchor's midnight. Same arguments and Python version -> byte-identical files.
 Sizes: ``--contacts`` (default 3000, minimum 20) -> ~24,000 engagement and ~45,000 activity rows.
+
+The next day (``<out>/next_day/``, selected by ``SFMC_PIPELINE_SAMPLE=next_day``):
+    The same three files and a ``sample.json`` with ``anchor_date`` = anchor + 1 day (2026-11-21),
+    so a second run of the pipeline is a second evaluation against the first: ``existing`` for
+    most memberships, ``exited`` and ``realized`` for what changed. They are a *mutation* of the
+    first day's rows, not a new generation: every first-day row is kept in its place (the
+    deliberately invalid rows exactly as they are, so the quarantine looks the same), changed
+    rows are edited in place and new rows are added; the first day's files do not depend on it
+    (its RNG is ``random.Random(f"{seed}:next_day")``). Everything new happens on the anchor
+    day itself (the day that passes), and its passing moves every 7/14/30/90/180-day window by
+    one day. Counts per 3,000 contacts (``NEXT_DAY_COUNTS``, scaled with ``--contacts``), each
+    contact changed at most once, chosen among valid contacts with a unique key:
+
+    Contacts.csv (edited in place; new contacts appended):
+      new_to_repeat 30       new with 1 order -> a second order: LifecycleStage repeat
+      first_purchase 10      new, no order, visited this week -> a first order (stays new)
+      repeat_to_loyal 15     repeat with 9 orders -> a tenth order: LifecycleStage loyal
+      inactive_to_repeat 10  inactive, last order > 180 days ago -> an order: repeat
+      repeat_to_inactive 15  repeat, last order > 180 days ago -> LifecycleStage inactive
+      purchase_after_visit 20  repeat/loyal who visited this week -> an order (stage kept)
+      email_change 15, last_name_change 8, first_name_change 8 (an empty FirstName filled in),
+      company_change 5 (Leads)  -- on contacts in the new/repeat/loyal stages, which stay valid
+      new_contacts 12        created on the day, stage new, no order, 1-4 web visits and a
+                             Newsletter Signup form submit on the day
+      An order sets OrderCount + 1, TotalSpend + 15.00-250.00, LastPurchaseDate = the day, and
+      adds a checkout web visit on the same day (8 AM - 5 PM), so the profile leaves
+      visited_no_purchase (and inactive_customer when its previous order was > 180 days ago).
+    CampaignEngagement.csv (edited in place; the day's campaign's rows inserted after each
+    recipient's rows, so the file stays grouped by contact):
+      offer_clicks 25        Opens, Clicks, OfferClicks + 1, LastEngagedDate on the day, on a
+                             campaign of the last 4 weeks, for contacts without a recent one
+      positive_responses 25, negative_responses 10  Response '' / none -> positive / negative
+                             (engaged on the day) on a campaign of the last 85 days, for contacts
+                             without such a response in 90 days
+      new_campaign           one campaign (the next CMP-<year>-<nnn>) sent on the day at 10:00 AM
+                             to ~22 % of the valid contacts, rows as on the first day
+    Activities.csv (appended, in OccurredAt order): one day's activities (0.6 per contact, the
+      last week's daily rate; purchasers only have their checkout visit), the purchasers' and
+      the new contacts' activities.
+    ``next_day/sample.json`` lists every change (``changes``: name, file, description, rows and,
+    but for new_campaign and day_activities, the SubscriberKeys concerned);
+    ``next_day/README.md`` shows the same as a table.
+    Default run: Contacts 3,018 rows (148 changed or added), CampaignEngagement 24,313 (743),
+    Activities 47,548 (1,929 added).
 
 Only the standard library and ``sfmc_pipeline.datasets.salesforce_id`` are used.
 """
@@ -606,6 +651,413 @@ def build_activities(rng: random.Random, anchor: datetime, contacts: Sequence[Co
 
 
 # --------------------------------------------------------------------------------------------
+# The next day: the same extracts one day later, as a mutation of the first day's rows
+# --------------------------------------------------------------------------------------------
+
+NEXT_DAY_DIR = "next_day"
+NEXT_DAY_SEED_SUFFIX = "next_day"  # the next day's RNG: random.Random(f"{seed}:next_day")
+# Changed rows per 3,000 valid contacts (scaled with --contacts, at least 1 each when possible).
+NEXT_DAY_COUNTS = {
+    "new_to_repeat": 30, "first_purchase": 10, "repeat_to_loyal": 15, "inactive_to_repeat": 10,
+    "repeat_to_inactive": 15, "purchase_after_visit": 20, "email_change": 15, "last_name_change": 8,
+    "first_name_change": 8, "company_change": 5, "new_contacts": 12, "offer_clicks": 25,
+    "positive_responses": 25, "negative_responses": 10,
+}
+NEXT_DAY_ACTIVITIES_PER_CONTACT = 0.6  # one day's activities (the last week's daily rate)
+NEXT_DAY_CAMPAIGN_REACH = 0.22  # share of the valid contacts the day's campaign is sent to
+NEXT_DAY_CAMPAIGN_TIME = (10, 0)  # 10:00 AM
+IN_STAGE_SEGMENT = ("new", "repeat", "loyal")  # written stages that keep a profile in a segment
+
+
+@dataclass
+class DayChange:
+    """One documented kind of change of the next day (written to ``next_day/sample.json``)."""
+    name: str
+    file: str
+    description: str
+    rows: int = 0
+    keys: list[str] = field(default_factory=list)  # SubscriberKeys concerned, in file order
+
+    def manifest(self, with_keys: bool = True) -> dict[str, object]:
+        entry: dict[str, object] = {"name": self.name, "file": self.file,
+                                    "description": self.description, "rows": self.rows}
+        if with_keys:
+            entry["keys"] = self.keys
+        return entry
+
+
+def parse_sfmc_date(text: object) -> datetime | None:
+    try:
+        return datetime.strptime(str(text), "%m/%d/%Y %I:%M:%S %p")
+    except ValueError:
+        return None
+
+
+def cents(amount: object) -> int:
+    whole, _, fraction = str(amount).partition(".")
+    return int(whole) * 100 + int((fraction + "00")[:2])
+
+
+def engagement_is_invalid(row: dict[str, object]) -> bool:
+    """One of the deliberately invalid engagement rows of the first day (left exactly as they are)."""
+    try:
+        return int(row["OfferClicks"]) > int(row["Clicks"]) or row["Response"] not in (
+            "positive", "negative", "none", "") or int(row["Opens"]) < 0
+    except ValueError:
+        return True
+
+
+class NextDay:
+    """The first day's rows (never modified) -> the next day's rows and the list of changes."""
+
+    def __init__(self, rng: random.Random, anchor: datetime, contacts: Sequence[Contact],
+                 contact_rows: Sequence[dict[str, object]], campaigns: Sequence[Campaign],
+                 engagement_rows: Sequence[dict[str, object]],
+                 activity_rows: Sequence[dict[str, object]], taken_ids: set[str]):
+        self.rng = rng
+        self.today = anchor  # the day that passes: every new date falls on it
+        self.anchor = anchor + timedelta(days=1)
+        self.campaigns = campaigns
+        self.taken_ids = taken_ids
+        self.contact_rows = [dict(r) for r in contact_rows]
+        self.engagement_rows = [dict(r) for r in engagement_rows]
+        self.activity_rows = [dict(r) for r in activity_rows]
+        self.used_emails = {str(r["Email"]) for r in contact_rows}
+        self.activity_ids = {str(r["ActivityId"]) for r in activity_rows}
+        self.changes: list[DayChange] = []
+        self.claimed: set[str] = set()  # contacts given a documented change (one each)
+        self.purchasers: set[str] = set()
+
+        key_count: dict[str, int] = {}
+        for row in contact_rows:
+            key_count[str(row["SubscriberKey"])] = key_count.get(str(row["SubscriberKey"]), 0) + 1
+        position = {id(row): i for i, row in enumerate(contact_rows)}
+        # Valid contacts with a unique key (the duplicated key's rows stay as they are: quarantined).
+        self.valid = [c for c in contacts if key_count[c.key] == 1]
+        self.row_of = {c.key: self.contact_rows[position[id(c.row)]] for c in self.valid}
+        self.order = {c.key: i for i, c in enumerate(self.valid)}
+        self.n = len(contacts)
+
+        week_ago = self.today - timedelta(days=7)
+        self.recent_visitors = {str(r["SubscriberKey"]) for r in activity_rows
+                                if r["ActivityType"] == "web_visit"
+                                and (parse_sfmc_date(r["OccurredAt"]) or week_ago) > week_ago}
+
+    # ---- helpers
+
+    def count(self, name: str) -> int:
+        return max(1, round(NEXT_DAY_COUNTS[name] * self.n / DEFAULT_CONTACTS))
+
+    def pick(self, name: str, eligible) -> list[Contact]:
+        pool = [c for c in self.valid if c.key not in self.claimed and eligible(c, self.row_of[c.key])]
+        chosen = sorted(self.rng.sample(pool, min(self.count(name), len(pool))),
+                        key=lambda c: self.order[c.key])
+        self.claimed.update(c.key for c in chosen)
+        return chosen
+
+    def record(self, name: str, file: str, description: str, keys: Sequence[str],
+               rows: int | None = None) -> None:
+        self.changes.append(DayChange(name, file, description, len(keys) if rows is None else rows,
+                                      list(keys)))
+
+    def at(self, first_hour: int = 0, last_hour: int = 24) -> datetime:
+        """A time of the day that passes, in [first_hour, last_hour)."""
+        return self.today + timedelta(seconds=self.rng.randint(first_hour * 3600, last_hour * 3600 - 1))
+
+    def new_activity(self, key: str, occurred: datetime, activity_type: str,
+                     detail: str) -> dict[str, object]:
+        activity_id = seeded_uuid4(self.rng)
+        while activity_id in self.activity_ids:
+            activity_id = seeded_uuid4(self.rng)
+        self.activity_ids.add(activity_id)
+        return {"_at": occurred, "ActivityId": activity_id, "SubscriberKey": key,
+                "ActivityType": activity_type, "OccurredAt": sfmc_date(occurred), "Detail": detail}
+
+    # ---- Contacts
+
+    def purchase(self, contact: Contact, stage: str | None = None) -> None:
+        """An order placed on the day that passes (and the checkout visit before it, on the same
+        calendar day, so the visit is not later than the purchase)."""
+        row = self.row_of[contact.key]
+        row["OrderCount"] = int(row["OrderCount"]) + 1
+        row["TotalSpend"] = money(cents(row["TotalSpend"]) + self.rng.randint(1500, 25000))
+        row["LastPurchaseDate"] = sfmc_date(self.today.date())
+        if stage is not None:
+            row["LifecycleStage"] = stage
+        self.purchasers.add(contact.key)
+        self.new_activities.append(self.new_activity(
+            contact.key, self.at(8, 17), "web_visit", "https://www.example.com/checkout"))
+
+    def contact_changes(self) -> None:
+        old = self.today - timedelta(days=181)
+        week = self.today - timedelta(days=8)
+
+        def stage(*stages):
+            return lambda c, row: row["LifecycleStage"] in stages
+
+        def last_purchase(row) -> datetime | None:
+            return parse_sfmc_date(row["LastPurchaseDate"])
+
+        chosen = self.pick("new_to_repeat", lambda c, row: row["LifecycleStage"] == "new"
+                           and int(row["OrderCount"]) == 1)
+        for c in chosen:
+            self.purchase(c, "repeat")
+        self.record("new_to_repeat", "Contacts.csv", "LifecycleStage new -> repeat: a second order "
+                    "on the day (OrderCount 1 -> 2, TotalSpend, LastPurchaseDate); exits new_customer, "
+                    "realizes repeat_buyer", [c.key for c in chosen])
+
+        chosen = self.pick("first_purchase", lambda c, row: row["LifecycleStage"] == "new"
+                           and int(row["OrderCount"]) == 0 and c.key in self.recent_visitors)
+        for c in chosen:
+            self.purchase(c)
+        self.record("first_purchase", "Contacts.csv", "a first order after visiting the site this "
+                    "week (OrderCount 0 -> 1, LifecycleStage stays new); exits visited_no_purchase",
+                    [c.key for c in chosen])
+
+        chosen = self.pick("repeat_to_loyal", lambda c, row: row["LifecycleStage"] == "repeat"
+                           and int(row["OrderCount"]) == 9)
+        for c in chosen:
+            self.purchase(c, "loyal")
+        self.record("repeat_to_loyal", "Contacts.csv", "LifecycleStage repeat -> loyal: a tenth "
+                    "order on the day; exits repeat_buyer, realizes loyal_customer",
+                    [c.key for c in chosen])
+
+        chosen = self.pick("inactive_to_repeat", lambda c, row: row["LifecycleStage"] == "inactive"
+                           and (last_purchase(row) or self.today) < old)
+        for c in chosen:
+            self.purchase(c, "repeat")
+        self.record("inactive_to_repeat", "Contacts.csv", "LifecycleStage inactive -> repeat: an "
+                    "order after more than 180 days; exits inactive_customer, realizes repeat_buyer",
+                    [c.key for c in chosen])
+
+        chosen = self.pick("repeat_to_inactive", lambda c, row: row["LifecycleStage"] == "repeat"
+                           and (last_purchase(row) or self.today) < old)
+        for c in chosen:
+            self.row_of[c.key]["LifecycleStage"] = "inactive"
+        self.record("repeat_to_inactive", "Contacts.csv", "LifecycleStage repeat -> inactive (no "
+                    "order for more than 180 days; already in inactive_customer); exits repeat_buyer",
+                    [c.key for c in chosen])
+
+        chosen = self.pick("purchase_after_visit", lambda c, row: (
+            (row["LifecycleStage"] == "repeat" and int(row["OrderCount"]) < 9)
+            or row["LifecycleStage"] == "loyal")
+            and c.key in self.recent_visitors and (last_purchase(row) or self.today) < week)
+        for c in chosen:
+            self.purchase(c)
+        self.record("purchase_after_visit", "Contacts.csv", "an order by a repeat or loyal customer "
+                    "who visited the site this week (LifecycleStage unchanged); exits "
+                    "visited_no_purchase", [c.key for c in chosen])
+
+        chosen = self.pick("email_change", stage(*IN_STAGE_SEGMENT))
+        for c in chosen:
+            row = self.row_of[c.key]
+            row["Email"] = make_email(self.rng, str(row["FirstName"]), str(row["LastName"]),
+                                      self.used_emails)
+        self.record("email_change", "Contacts.csv", "a new Email (LifecycleStage unchanged); the "
+                    "sync sends the new address", [c.key for c in chosen])
+
+        chosen = self.pick("last_name_change", stage(*IN_STAGE_SEGMENT))
+        for c in chosen:
+            row = self.row_of[c.key]
+            row["LastName"] = self.rng.choice([n for n in LAST_NAMES if n != row["LastName"]])
+        self.record("last_name_change", "Contacts.csv", "a new LastName (Email kept)",
+                    [c.key for c in chosen])
+
+        chosen = self.pick("first_name_change", lambda c, row: row["LifecycleStage"] in
+                           IN_STAGE_SEGMENT and row["FirstName"] == "")
+        for c in chosen:
+            self.row_of[c.key]["FirstName"] = self.rng.choice(FIRST_NAMES)
+        self.record("first_name_change", "Contacts.csv", "a FirstName filled in where it was empty",
+                    [c.key for c in chosen])
+
+        chosen = self.pick("company_change", lambda c, row: c.key.startswith(LEAD_PREFIX)
+                           and row["LifecycleStage"] in IN_STAGE_SEGMENT)
+        for c in chosen:
+            row = self.row_of[c.key]
+            company = make_company(self.rng)
+            while company == row["Company"]:
+                company = make_company(self.rng)
+            row["Company"] = company
+        self.record("company_change", "Contacts.csv", "a new Company on a Lead (mapped to the "
+                    "leads destination)", [c.key for c in chosen])
+
+        keys = []
+        for _ in range(self.count("new_contacts")):
+            is_lead = self.rng.random() < 0.20
+            key = new_salesforce_id(self.rng, LEAD_PREFIX if is_lead else CONTACT_PREFIX,
+                                    self.taken_ids)
+            first = self.rng.choice(FIRST_NAMES)
+            last = self.rng.choice(LAST_NAMES)
+            self.contact_rows.append({
+                "SubscriberKey": key, "FirstName": first, "LastName": last,
+                "Email": make_email(self.rng, first, last, self.used_emails),
+                "Company": make_company(self.rng) if is_lead else "",
+                "LifecycleStage": "new", "OrderCount": 0, "TotalSpend": money(0),
+                "LastPurchaseDate": "", "CreatedDate": sfmc_date(self.today.date()),
+            })
+            for _ in range(self.rng.randint(1, 4)):
+                self.new_activities.append(self.new_activity(key, self.at(), "web_visit",
+                                                             web_url(self.rng)))
+            self.new_activities.append(self.new_activity(key, self.at(), "form_submit",
+                                                         "Newsletter Signup"))
+            keys.append(key)
+        self.record("new_contacts", "Contacts.csv", "new contacts created on the day (appended; "
+                    "LifecycleStage new, no order) with web visits and a Newsletter Signup form "
+                    "submit; realize new_customer, visited_no_purchase, form_submitters", keys)
+
+    # ---- CampaignEngagement
+
+    def engagement_changes(self) -> None:
+        valid = {c.key for c in self.valid}
+        rows = self.engagement_rows
+        usable = {i for i, r in enumerate(rows) if str(r["SubscriberKey"]) in valid
+                  and not engagement_is_invalid(r)}  # no orphan, no deliberately invalid row
+        month, quarter = self.today - timedelta(days=28), self.today - timedelta(days=85)
+
+        def engaged_today(row: dict[str, object]) -> None:
+            sent = parse_sfmc_date(row["SendDate"])
+            row["Opens"] = int(row["Opens"]) + 1
+            row["LastEngagedDate"] = sfmc_date(max(self.at(7, 23), sent + timedelta(minutes=1)))
+
+        def per_contact(name, row_ok, has_already, update, description):
+            already = {str(rows[i]["SubscriberKey"]) for i in usable if has_already(rows[i])}
+            candidates: dict[str, list[int]] = {}
+            for i in sorted(usable):
+                key = str(rows[i]["SubscriberKey"])
+                if key not in already and key not in self.claimed and row_ok(rows[i]):
+                    candidates.setdefault(key, []).append(i)
+            keys = sorted(self.rng.sample(sorted(candidates, key=self.order.__getitem__),
+                                          min(self.count(name), len(candidates))),
+                          key=self.order.__getitem__)
+            for key in keys:
+                index = self.rng.choice(candidates[key])
+                update(rows[index])
+            self.claimed.update(keys)
+            self.record(name, "CampaignEngagement.csv", description, keys)
+
+        def sent_after(row, day):
+            return parse_sfmc_date(row["SendDate"]) >= day
+
+        def offer_click(row):
+            engaged_today(row)
+            row["Clicks"] = int(row["Clicks"]) + 1
+            row["OfferClicks"] = int(row["OfferClicks"]) + 1
+
+        def responded(response):
+            def update(row):
+                engaged_today(row)
+                row["Response"] = response
+            return update
+
+        month_ago = self.today - timedelta(days=31)
+        per_contact(
+            "offer_clicks", lambda r: sent_after(r, month),
+            lambda r: int(r["OfferClicks"]) > 0 and (parse_sfmc_date(r["LastEngagedDate"])
+                                                       or self.today) >= month_ago,
+            offer_click, "an offer click on the day on a campaign of the last 4 weeks (Opens, Clicks, "
+            "OfferClicks + 1, LastEngagedDate on the day) by contacts without a recent offer click; "
+            "realizes offer_clickers")
+        per_contact(
+            "positive_responses", lambda r: sent_after(r, quarter) and r["Response"] in ("", "none"),
+            lambda r: r["Response"] == "positive" and sent_after(r, self.today - timedelta(days=92)),
+            responded("positive"), "Response '' or none -> positive on the day, on a campaign of the "
+            "last 85 days, by contacts without a positive response in 90 days; realizes "
+            "positive_responders")
+        per_contact(
+            "negative_responses", lambda r: sent_after(r, quarter) and r["Response"] in ("", "none"),
+            lambda r: r["Response"] == "negative" and sent_after(r, self.today - timedelta(days=92)),
+            responded("negative"), "Response '' or none -> negative on the day (same rule); realizes "
+            "negative_responders")
+
+        # The day's campaign, sent at 10:00 AM: one new row per recipient, after the recipient's
+        # other rows (the file stays grouped by contact, campaigns in send order).
+        year = self.today.year
+        number = sum(1 for c in self.campaigns if c.sent.year == year) + 1
+        hour, minute = NEXT_DAY_CAMPAIGN_TIME
+        self.campaign = Campaign(f"CMP-{year}-{number:03d}",
+                                 self.today + timedelta(hours=hour, minutes=minute))
+        self.recipients = [c for c in self.valid if self.rng.random() < NEXT_DAY_CAMPAIGN_REACH]
+        new_rows = {c.key: engagement_row(self.rng, self.anchor, c.key, self.campaign,
+                                          OPEN_RATE[c.stage]) for c in self.recipients}
+        last_row = {str(r["SubscriberKey"]): i for i, r in enumerate(rows)}
+        after: dict[int, list[dict[str, object]]] = {}
+        for c in self.recipients:
+            after.setdefault(last_row.get(c.key, len(rows) - 1), []).append(new_rows[c.key])
+        self.engagement_rows = [r for i, row in enumerate(rows) for r in [row, *after.get(i, [])]]
+        self.record("new_campaign", "CampaignEngagement.csv",
+                    f"campaign {self.campaign.campaign_id} sent on the day at 10:00 AM to "
+                    f"{len(self.recipients)} contacts (one row each, inserted after the contact's "
+                    "other rows) with same-day opens, clicks, offer clicks and responses",
+                    [c.key for c in self.recipients])
+
+    # ---- Activities
+
+    def activity_changes(self) -> None:
+        """A day's web visits, form submits and email events (purchasers only have their checkout
+        visit), appended after the first day's rows in OccurredAt order."""
+        received = {c.key: list(c.campaigns) for c in self.valid}
+        for c in self.recipients:
+            received[c.key].append(self.campaign)
+        pool = [c for c in self.valid if c.key not in self.purchasers]
+        weights = [sum(ACTIVITIES_PER_STAGE[c.stage]) for c in pool]
+        n_day = round(NEXT_DAY_ACTIVITIES_PER_CONTACT * self.n)
+        for contact in self.rng.choices(pool, weights=weights, k=n_day):
+            occurred = self.at()
+            activity_type = self.rng.choices(ACTIVITY_TYPES, weights=ACTIVITY_TYPE_WEIGHTS)[0]
+            detail = ""
+            if activity_type.startswith("email_"):
+                sent_before = [c for c in received[contact.key] if c.sent <= occurred]
+                if sent_before:
+                    detail = sent_before[-1 - min(len(sent_before) - 1,
+                                                  int(self.rng.expovariate(1.0)))].campaign_id
+                else:
+                    activity_type = "web_visit"
+            if activity_type == "web_visit":
+                detail = "" if self.rng.random() < 0.04 else web_url(self.rng)
+            elif activity_type == "form_submit":
+                detail = "" if self.rng.random() < 0.05 else self.rng.choice(FORM_NAMES)
+            self.new_activities.append(self.new_activity(contact.key, occurred, activity_type,
+                                                         detail))
+        self.new_activities.sort(key=lambda r: (r["_at"], str(r["ActivityId"])))
+        counts: dict[str, int] = {}
+        for row in self.new_activities:
+            counts[str(row["ActivityType"])] = counts.get(str(row["ActivityType"]), 0) + 1
+            del row["_at"]
+        self.activity_rows.extend(self.new_activities)
+        self.record("day_activities", "Activities.csv",
+                    f"{len(self.new_activities)} activities on the day, appended ("
+                    + ", ".join(f"{counts.get(t, 0)} {t}" for t in ACTIVITY_TYPES)
+                    + "), the checkout visits of the purchasers and the new contacts' visits and "
+                    "form submits included", [], rows=len(self.new_activities))
+
+    def build(self) -> "NextDay":
+        self.new_activities: list[dict[str, object]] = []
+        self.contact_changes()
+        self.engagement_changes()
+        self.activity_changes()
+        return self
+
+    def manifest(self, seed: int) -> dict[str, object]:
+        return {
+            "anchor_date": self.anchor.date().isoformat(),
+            "seed": seed,
+            "sample": "next_day",
+            "previous_anchor_date": self.today.date().isoformat(),
+            "description": (
+                f"The first day's extracts (../) one day later: what happened on "
+                f"{self.today.date().isoformat()}, evaluated as of {self.anchor.date().isoformat()}. "
+                "Every first-day row is kept (the deliberately invalid rows exactly as they are); "
+                "the changes below are the only differences, and the passage of the day moves the "
+                "7/14/30/90/180-day windows. An order on the day sets LastPurchaseDate to the day "
+                "and comes with a checkout web visit on the same day, so the profile also leaves "
+                "visited_no_purchase (and inactive_customer when its previous order was more than "
+                "180 days ago). Select it with SFMC_PIPELINE_SAMPLE=next_day."),
+            "changes": [c.manifest(with_keys=c.name not in ("new_campaign", "day_activities"))
+                        for c in self.changes],
+        }
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
 
@@ -667,7 +1119,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = args.out / "sample.json"
     manifest.write_text(json.dumps({"anchor_date": args.anchor_date.isoformat(), "seed": args.seed}, indent=2) + "\n")
     print(f"{display_path(manifest)}: anchor date {args.anchor_date.isoformat()}")
+
+    # The next day, from the first day's rows with its own RNG (the first day does not depend on it).
+    next_day = NextDay(random.Random(f"{args.seed}:{NEXT_DAY_SEED_SUFFIX}"), anchor, contacts,
+                       contact_rows, campaigns, engagement_rows, activity_rows, taken_ids).build()
+    out = args.out / NEXT_DAY_DIR
+    for name, columns, rows in [("Contacts.csv", CONTACT_COLUMNS, next_day.contact_rows),
+                                ("CampaignEngagement.csv", ENGAGEMENT_COLUMNS,
+                                 next_day.engagement_rows),
+                                ("Activities.csv", ACTIVITY_COLUMNS, next_day.activity_rows)]:
+        path = out / name
+        write_csv(path, columns, rows)
+        changed = sum(c.rows for c in next_day.changes if c.file == name)
+        print(f"{display_path(path)}: {len(rows)} rows written, {changed} changed or added"
+              f", {path.stat().st_size:,} bytes")
+    manifest = next_day.manifest(args.seed)
+    (out / "sample.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (out / "README.md").write_text(next_day_readme(manifest), encoding="utf-8")
+    print(f"{display_path(out / 'sample.json')}: anchor date {manifest['anchor_date']}, "
+          f"{len(next_day.changes)} kinds of change")
     return 0
+
+
+def next_day_readme(manifest: dict) -> str:
+    lines = [
+        "# Sample data: the next day",
+        "",
+        "Written by `scripts/generate_sample_data.py` with the first day in `data/sample/` (do not edit",
+        "by hand; regenerate). " + str(manifest["description"]),
+        "",
+        "```bash",
+        "dagster job execute -m sfmc_pipeline.definitions -j sfmc_pipeline_job                          # first day",
+        "SFMC_PIPELINE_SAMPLE=next_day dagster job execute -m sfmc_pipeline.definitions -j sfmc_pipeline_job  # next day",
+        "```",
+        "",
+        "| change | file | rows | what |",
+        "|---|---|---:|---|",
+    ]
+    lines += [f"| `{c['name']}` | {c['file']} | {c['rows']} | {c['description']} |"
+              for c in manifest["changes"]]
+    lines += ["", "`sample.json` lists the SubscriberKeys of each change (`changes[].keys`), except "
+              "for `new_campaign` and `day_activities` (too many to list).", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ from sfmc_pipeline.assets.crm import build_crm_assets
 from sfmc_pipeline.assets.datasets import build_dataset_assets
 from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.config import PipelineConfig, load_pipeline_config
-from sfmc_pipeline.jobs import sfmc_pipeline_job
+from sfmc_pipeline.automation.change_sensor import build_change_sensor
+from sfmc_pipeline.automation.downstream import build_automation_sensor, follows_inputs
+from sfmc_pipeline.automation.failure_alerts import failure_alerts
+from sfmc_pipeline.automation.schedule import build_schedule, dataset_freshness
+from sfmc_pipeline.jobs import ALL_JOBS
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
@@ -23,21 +27,9 @@ from sfmc_pipeline.resources.storage import StorageResource
 def build_resources() -> dict:
     return {
         "sfmc": SfmcResource(
-            client_id=settings.env_if_set("SFMC_CLIENT_ID"),
-            client_secret=settings.env_if_set("SFMC_CLIENT_SECRET"),
-            auth_base_uri=settings.env_if_set("SFMC_AUTH_BASE_URI"),
-            account_id=settings.env_if_set("SFMC_ACCOUNT_ID"),
-            sample_dir=str(settings.sample_data_dir()),
+            **settings.env_settings(settings.SFMC_ENV, as_env_var=True), sample_dir=str(settings.sample_data_dir())
         ),
-        "salesforce": SalesforceResource(
-            domain=settings.env_if_set("SALESFORCE_DOMAIN"),
-            login_url=settings.env_if_set("SALESFORCE_LOGIN_URL"),
-            client_id=settings.env_if_set("SALESFORCE_CLIENT_ID"),
-            client_secret=settings.env_if_set("SALESFORCE_CLIENT_SECRET"),
-            username=settings.env_if_set("SALESFORCE_USERNAME"),
-            password=settings.env_if_set("SALESFORCE_PASSWORD"),
-            security_token=settings.env_if_set("SALESFORCE_SECURITY_TOKEN"),
-        ),
+        "salesforce": SalesforceResource(**settings.env_settings(settings.SALESFORCE_ENV, as_env_var=True)),
         "storage": StorageResource(
             base_dir=settings.env_or_default(settings.STORAGE_ENV, str(settings.DEFAULT_STORAGE_DIR))
         ),
@@ -45,9 +37,14 @@ def build_resources() -> dict:
 
 
 def build_definitions(config: PipelineConfig) -> dg.Definitions:
+    freshness = dataset_freshness(config.automation.schedule)
+    datasets = dg.map_asset_specs(lambda spec: dg.apply_freshness_policy(spec, freshness), build_dataset_assets(config))
+    downstream = dg.map_asset_specs(follows_inputs, [*build_segment_assets(config), *build_crm_assets(config)])
     return dg.Definitions(
-        assets=[*build_dataset_assets(config), *build_segment_assets(config), *build_crm_assets(config)],
-        jobs=[sfmc_pipeline_job],
+        assets=[*datasets, *downstream],
+        jobs=ALL_JOBS,
+        schedules=[build_schedule(config.automation.schedule)],
+        sensors=[build_change_sensor(config), build_automation_sensor(), failure_alerts],
         resources=build_resources(),
     )
 

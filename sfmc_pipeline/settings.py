@@ -1,7 +1,8 @@
 """Where things live: the pipeline config file, the shipped sample data and the storage directory.
 
-The one place that reads the location environment variables. Credentials are not read here:
-they reach the resources through ``dagster.EnvVar`` (see ``definitions.py``).
+The one place that reads the location environment variables, and that names the credential
+variables of each resource. Credential values are not read here: they reach the resources through
+``dagster.EnvVar`` (see ``definitions.py``); the command line reads them from the environment.
 """
 
 from __future__ import annotations
@@ -11,19 +12,62 @@ from pathlib import Path
 
 import dagster as dg
 
+from sfmc_pipeline.transport import ConfigurationError, Redactor
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG_ENV = "SFMC_PIPELINE_CONFIG"
 STORAGE_ENV = "SFMC_PIPELINE_STORAGE"
+SAMPLE_ENV = "SFMC_PIPELINE_SAMPLE"
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "pipeline.yaml"
 DEFAULT_STORAGE_DIR = REPO_ROOT / "data" / "storage"
 SAMPLE_DATA_DIR = REPO_ROOT / "data" / "sample"
+# $SFMC_PIPELINE_SAMPLE -> the sample day the embedded default reads (scripts/generate_sample_data.py
+# writes both): the first day, and the next day's changes to it, one day later.
+SAMPLE_DAYS = {"first_day": SAMPLE_DATA_DIR, "next_day": SAMPLE_DATA_DIR / "next_day"}
+DEFAULT_SAMPLE_DAY = "first_day"
 
 
 def config_path() -> Path:
     """The pipeline config file: ``$SFMC_PIPELINE_CONFIG`` or ``pipeline.yaml`` at the repo root."""
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+# Resource setting -> the environment variable that sets it.
+SFMC_ENV = {
+    "client_id": "SFMC_CLIENT_ID",
+    "client_secret": "SFMC_CLIENT_SECRET",
+    "auth_base_uri": "SFMC_AUTH_BASE_URI",
+    "account_id": "SFMC_ACCOUNT_ID",
+}
+SALESFORCE_ENV = {
+    "domain": "SALESFORCE_DOMAIN",
+    "login_url": "SALESFORCE_LOGIN_URL",
+    "client_id": "SALESFORCE_CLIENT_ID",
+    "client_secret": "SALESFORCE_CLIENT_SECRET",
+    "username": "SALESFORCE_USERNAME",
+    "password": "SALESFORCE_PASSWORD",
+    "security_token": "SALESFORCE_SECURITY_TOKEN",
+}
+SECRET_ENV = ("SFMC_CLIENT_SECRET", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN")
+
+
+def env_settings(names: dict[str, str], *, as_env_var: bool) -> dict:
+    """``{setting: value}`` for the variables of ``names`` that are set and not empty: ``dg.EnvVar``s for
+    the code location (resolved by Dagster at run launch), plain values for the command line."""
+    if as_env_var:
+        return {setting: env_if_set(env) for setting, env in names.items()}
+    return {setting: os.environ.get(env) or None for setting, env in names.items()}
+
+
+def secret_redactor(*extra: str | None) -> Redactor:
+    """Redacts the secret variables' values (the password with its security token appended too) and ``extra``."""
+    values = [os.environ.get(name) for name in SECRET_ENV]
+    password, token = os.environ.get("SALESFORCE_PASSWORD"), os.environ.get("SALESFORCE_SECURITY_TOKEN")
+    if password and token:
+        values.append(password + token)
+    return Redactor([*values, *extra])
 
 
 def env_if_set(name: str) -> dg.EnvVar | None:
@@ -42,5 +86,14 @@ def env_or_default(name: str, default: str) -> str:
 
 
 def sample_data_dir() -> Path:
-    """The sample extracts the embedded default reads."""
-    return SAMPLE_DATA_DIR
+    """The sample extracts the embedded default reads: ``$SFMC_PIPELINE_SAMPLE`` names the sample day,
+    ``first_day`` (the default, also when empty: ``data/sample``) or ``next_day`` (``data/sample/next_day``,
+    the same extracts one day later). Any other value is a ``ConfigurationError`` naming the allowed ones."""
+    value = (os.environ.get(SAMPLE_ENV) or "").strip() or DEFAULT_SAMPLE_DAY
+    if value not in SAMPLE_DAYS:
+        allowed = ", ".join(f"{day} ({path.relative_to(REPO_ROOT)})" for day, path in SAMPLE_DAYS.items())
+        raise ConfigurationError(
+            f"{SAMPLE_ENV}={value!r} is not a sample day. Use one of: {allowed}; "
+            f"unset or empty means {DEFAULT_SAMPLE_DAY}."
+        )
+    return SAMPLE_DAYS[value]

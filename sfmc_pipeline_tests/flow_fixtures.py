@@ -34,8 +34,9 @@ ASSETS = flow_assets(CONFIG)  # the whole flow of the shipped config
 
 
 def copy_sample(dest: Path) -> Path:
-    """A copy of the shipped sample extracts (data/sample) at ``dest``, for a test to edit."""
-    return Path(shutil.copytree(SAMPLE_DATA_DIR, dest))
+    """A copy of the shipped first-day sample extracts (data/sample, without next_day/) at ``dest``, for a
+    test to edit."""
+    return Path(shutil.copytree(SAMPLE_DATA_DIR, dest, ignore=shutil.ignore_patterns("next_day")))
 
 
 def local_resources(storage: Path, sample: Path = SAMPLE_DATA_DIR) -> dict:

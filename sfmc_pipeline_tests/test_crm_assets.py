@@ -17,6 +17,7 @@ from sfmc_pipeline_tests.flow_fixtures import (
     local_crm_records,
     local_resources,
     materialize,
+    step_failures,
     sync_metadata,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
@@ -38,7 +39,7 @@ def test_local_target_end_to_end(tmp_path):
     assert meta["contacts"]["records_succeeded"] == meta["contacts"]["records_considered"] > 0
     assert meta["contacts"]["records_skipped"] == meta["leads"]["records_considered"]
     checks = _checks(first)
-    assert checks[("contacts", "reconciliation")].passed and checks[("leads", "failure_share")].passed
+    assert checks[("contacts", "reconciliation")].passed and checks[("leads", "failed_records_below_threshold")].passed
     contacts = local_crm_records(tmp_path)["Contact"]
     statuses = DatasetStore(tmp_path).read_dataset("segment_statuses")
     new = statuses[(statuses["segment"] == "new_customer") & statuses["profile_key"].str.startswith("003")]
@@ -146,3 +147,29 @@ def test_drift_in_the_crm_fails_the_run_and_the_next_run_repairs_it(sample_org, 
     assert repaired.success and sync_metadata(repaired)["contacts"]["records_sent"] == 1
     assert sample_org.records["Contact"][edited]["new_customer__c"].startswith("new_customer:")
     assert _checks(repaired)[("contacts", "reconciliation")].passed
+
+
+def test_failed_records_above_the_threshold_fail_the_step_and_below_it_only_warn(sample_org, monkeypatch, tmp_path):
+    _salesforce_env(monkeypatch, sample_org, tmp_path)
+    contacts = sorted(sample_org.records["Contact"])
+    for rid in contacts[: len(contacts) // 10]:  # ~10% of the Contacts were deleted in the org
+        sample_org.delete_record("Contact", rid)
+    result = materialize(ASSETS, build_resources())
+    assert not result.success
+    checks = _checks(result)
+    threshold = checks[("contacts", "failed_records_below_threshold")]
+    assert not threshold.passed and threshold.severity == dg.AssetCheckSeverity.ERROR
+    message = step_failures(result)["salesforce__contacts"]
+    assert "above the 5% threshold" in message and "sync_errors" in message
+    meta = sync_metadata(result)["contacts"]
+    assert meta["records_succeeded"] > 0  # the rest went through
+    # Leads had no failures: both of its checks pass
+    assert checks[("leads", "failed_records_below_threshold")].passed and checks[("leads", "no_failed_records")].passed
+
+    for rid in contacts[: len(contacts) // 10][3:]:  # all but 3 come back: below the threshold, a WARN only
+        sample_org.add_record("Contact", rid, LastName="x")
+    again = materialize(ASSETS, build_resources())
+    assert again.success, step_failures(again)  # a few failed records: the run stays green, the check warns
+    warn = _checks(again)[("contacts", "no_failed_records")]
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    assert _checks(again)[("contacts", "failed_records_below_threshold")].passed

@@ -1,7 +1,8 @@
 """Contract: materializing the dataset assets lands one parquet dataset and one quarantine per
 Data Extension, in both modes (embedded sample data; SFMC REST via environment variables), with
 metadata a user reads, a validation check with the right severity, atomic replace-not-append
-writes, and a failed run (with counts and top reasons) above the quarantine threshold."""
+writes (an incremental extension merges its delta), and a failed run (with counts and top
+reasons) above the quarantine threshold."""
 
 import shutil
 
@@ -74,10 +75,15 @@ def test_embedded_default_lands_every_extension(tmp_path):
 def test_rerun_replaces_instead_of_appending(tmp_path):
     _materialize(tmp_path)
     first = {e.asset: len(pd.read_parquet(DatasetStore(tmp_path).dataset_path(e.asset))) for e in CONFIG.data_extensions}
-    _materialize(tmp_path)
+    again = _materializations(_materialize(tmp_path))
     second = {e.asset: len(pd.read_parquet(DatasetStore(tmp_path).dataset_path(e.asset))) for e in CONFIG.data_extensions}
     assert first == second
     assert not list(tmp_path.rglob("*.tmp"))
+    # Activities (incremental_column OccurredAt) is merged from its last hour; the others are read in full
+    assert {asset: meta["read_mode"] for asset, meta in again.items()} == {
+        "contacts": "full", "campaign_engagement": "full", "activities": "incremental"}
+    assert all(meta["rows_changed"] == 0 for meta in again.values())
+    assert again["activities"]["rows_fetched"] < again["activities"]["dagster/row_count"] == first["activities"]
 
 
 def test_real_mode_via_environment_variables(tmp_path, fake_sfmc, monkeypatch):

@@ -35,7 +35,7 @@ def test_definitions_load_and_resolve():
     assert {(e.asset, name) for e in config.data_extensions
             for name in ("quarantine_below_threshold", "no_rows_quarantined", "row_volume_stable")} <= checks
     assert {("segment_statuses", "statuses_consistent"), ("segment_statuses", "members_are_valid_profiles")} <= checks
-    assert {(f"salesforce/{d.name}", n) for d in config.destinations for n in ("reconciliation", "failure_share")} <= checks
+    assert {(f"salesforce/{d.name}", n) for d in config.destinations for n in ("reconciliation", "failed_records_below_threshold", "no_failed_records")} <= checks
     job = defs.resolve_job_def("sfmc_pipeline_job")
     assert set(job.asset_layer.executable_asset_keys) == keys
     defs.resolve_all_job_defs()
@@ -62,18 +62,3 @@ def test_a_deployment_can_point_at_its_own_config_and_storage(tmp_path, monkeypa
     assert keys == {"contacts", "segment_memberships", "segment_statuses", "salesforce/contacts", "salesforce/leads"}
     base_dir = build_resources()["storage"].base_dir  # resolved by Dagster at run launch
     assert isinstance(base_dir, dg.EnvVar) and base_dir.get_value() == str(tmp_path / "store")
-
-
-def test_the_run_queue_keeps_runs_of_the_pipeline_from_overlapping(tmp_path):
-    """deploy/dagster.yaml limits in-progress runs carrying the job's storage tag to one."""
-    import shutil
-
-    from sfmc_pipeline.definitions import defs
-    from sfmc_pipeline.jobs import PIPELINE_JOB_NAME
-    from sfmc_pipeline.settings import REPO_ROOT
-
-    shutil.copy(REPO_ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
-    instance = dg.DagsterInstance.from_config(str(tmp_path))
-    limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-    tags = defs.resolve_job_def(PIPELINE_JOB_NAME).tags
-    assert any(limit["key"] in tags and limit["limit"] == 1 for limit in limits)

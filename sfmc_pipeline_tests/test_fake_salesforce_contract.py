@@ -16,6 +16,8 @@ Salesforce client relies on:
 * ``POST composite/sobjects/{SObject}`` retrieve: order of ids, ``null`` for missing ids, 400 for unknown fields and
   for more than 2,000 ids.
 * Exact decimals, and values checked against field types (400 ``JSON_PARSER_ERROR`` for the whole request).
+* ``GET query?q=SELECT ... FROM Organization``: the org's one Organization row (name, type, sandbox), SOQL errors
+  as 400 ``INVALID_FIELD`` / ``INVALID_TYPE`` / ``MALFORMED_QUERY``.
 """
 
 from __future__ import annotations
@@ -298,6 +300,35 @@ def test_identity_url_and_userinfo_name_the_org(fake_salesforce: FakeSalesforceS
         assert requests.get(f"{other.base_url}/services/oauth2/userinfo", timeout=5,
                             headers={"Authorization": f"Bearer {bare['access_token']}"}).json()[
             "organization_id"] == other.org_id
+
+
+def test_organization_query_names_the_org(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    headers = _login(sf)
+
+    def query(soql, **kwargs):
+        return requests.get(f"{sf.api_url}/query/", params={"q": soql}, timeout=5, **kwargs)
+
+    response = query("SELECT Id, Name, OrganizationType, IsSandbox FROM Organization", headers=headers)
+    assert response.status_code == 200 and response.headers["Sforce-Limit-Info"] == "api-usage=1/15000"
+    body = response.json()
+    assert body["totalSize"] == 1 and body["done"] is True
+    (row,) = body["records"]
+    assert row["attributes"] == {"type": "Organization", "url": f"/services/data/v66.0/sobjects/Organization/{sf.org_id}"}
+    assert {k: v for k, v in row.items() if k != "attributes"} == {
+        "Id": sf.org_id, "Name": "Fake Org", "OrganizationType": "Developer Edition", "IsSandbox": False}
+    assert query("select name from organization", headers=headers).json()["records"][0]["Name"] == "Fake Org"
+
+    for soql, code in (("SELECT Id, Nope FROM Organization", "INVALID_FIELD"), ("SELECT Id FROM Contact", "INVALID_TYPE"),
+                       ("DELETE Organization", "MALFORMED_QUERY"), ("", "MALFORMED_QUERY")):
+        bad = query(soql, headers=headers)
+        assert bad.status_code == 400 and bad.json()[0]["errorCode"] == code, soql
+    assert query("SELECT Id FROM Organization").status_code == 401
+    with FakeSalesforceServer(organization_name="Acme Sandbox", is_sandbox=True) as sandbox:
+        token = _login(sandbox)
+        rows = requests.get(f"{sandbox.api_url}/query", params={"q": "SELECT Name, IsSandbox FROM Organization"},
+                            headers=token, timeout=5).json()["records"]
+        assert (rows[0]["Name"], rows[0]["IsSandbox"]) == ("Acme Sandbox", True)
 
 
 def test_collections_retrieve(fake_salesforce: FakeSalesforceServer) -> None:

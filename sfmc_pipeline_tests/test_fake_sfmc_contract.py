@@ -6,6 +6,9 @@ They pin the SFMC behaviour our client relies on:
 - Data Extension rowset read: 1-based $page/$pageSize, `count` = total rows, relative `links.next` without the
   "/data" prefix (absent on the last page), token continuation of a snapshot, lower-cased field names, every value a
   string (dates as "M/D/YYYY h:mm:ss AM|PM"), keys/values split by primary key;
+- `$filter` (`Field eq 'v'`, `Field between 'A' and 'B'`; dates compared as dates) and `$orderBy`
+  (`Field asc|desc`) on the first page, fields in the schema casing; every other operator and OData parameter is a
+  400 (unconfirmed on the real API);
 - SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit.
 Plain `requests` over real HTTP, no sleeps.
 """
@@ -202,3 +205,121 @@ def test_page_size_cap_and_clean_stop_with_keepalive_connections():
     leftovers = [t for t in threading.enumerate() if t.name.startswith("fake-sfmc-")]
     assert leftovers == []  # serve thread and per-connection handler threads are all joined
     session.close()
+
+
+def _events_de(server: FakeSfmcServer) -> None:
+    """Five rows: a Date field (given as datetimes), a Text field, one row without a date."""
+    rows = [
+        {"EventId": "e1", "Kind": "Visit", "OccurredAt": dt.datetime(2026, 11, 1, 9, 30)},
+        {"EventId": "e2", "Kind": "visit", "OccurredAt": dt.datetime(2026, 11, 2, 13, 5, 9)},
+        {"EventId": "e3", "Kind": "Open", "OccurredAt": dt.datetime(2026, 11, 10, 0, 0)},
+        {"EventId": "e4", "Kind": "Click", "OccurredAt": None},
+        {"EventId": "e5", "Kind": "O'Hara", "OccurredAt": dt.datetime(2026, 10, 30, 23, 59, 59)},
+    ]
+    server.add_data_extension("Events", rows, primary_key=["EventId"])
+
+
+def _ids(body: dict) -> list[str]:
+    return [item["keys"]["eventid"] for item in body["items"]]
+
+
+def test_filter_eq_and_between_on_date_and_text_fields(sfmc):
+    _events_de(sfmc)
+    token = get_token(sfmc)
+
+    def read(filter_: str, **params) -> dict:
+        resp = requests.get(sfmc.rowset_url("Events"), params={"$filter": filter_, **params}, headers=bearer(token),
+                            timeout=5)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    # dates compare as dates, whatever format the bound is written in (ISO or the rowset's own)
+    window = read("OccurredAt between '2026-11-01T09:30:00' and '9999-12-31T23:59:59'")
+    assert _ids(window) == ["e1", "e2", "e3"] and window["count"] == 3  # count = rows matching; null excluded
+    assert _ids(read("OccurredAt between '11/2/2026 1:05:09 PM' and '11/2/2026 1:05:09 PM'")) == ["e2"]
+    assert _ids(read("OccurredAt eq '2026-11-10'")) == ["e3"]
+    assert _ids(read("Kind eq 'VISIT'")) == ["e1", "e2"]  # text: case-insensitive
+    assert _ids(read("Kind eq 'O''Hara'")) == ["e5"]  # '' quotes a quote
+    assert _ids(read("Kind between 'c' and 'p'")) == ["e3", "e4", "e5"]
+    assert read("OccurredAt between '2027-01-01' and '2028-01-01'")["count"] == 0
+
+    # the filtered rows are the read's snapshot: continuation pages carry them without the filter
+    first = read("OccurredAt between '2026-10-01' and '2026-12-01'", **{"$pageSize": 3})
+    assert first["count"] == 4 and "$filter" not in first["links"]["next"]
+    sfmc.add_data_extension("Events", [], primary_key=["EventId"])  # the DE changes meanwhile
+    second = requests.get(token["rest_instance_url"] + "data" + first["links"]["next"], headers=bearer(token),
+                          timeout=5).json()
+    assert _ids(first) + _ids(second) == ["e1", "e2", "e3", "e5"] and second["count"] == 4
+    sent = sfmc.rowset_requests()[0].query["$filter"]
+    assert sent == "OccurredAt between '2026-11-01T09:30:00' and '9999-12-31T23:59:59'"
+
+
+def test_order_by_sorts_dates_as_dates_with_nulls_lowest(sfmc):
+    _events_de(sfmc)
+    token = get_token(sfmc)
+
+    def ordered(expression: str, **params) -> dict:
+        resp = requests.get(sfmc.rowset_url("Events"), params={"$orderBy": expression, **params},
+                            headers=bearer(token), timeout=5)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    assert _ids(ordered("OccurredAt desc")) == ["e3", "e2", "e1", "e5", "e4"]
+    assert _ids(ordered("OccurredAt asc")) == ["e4", "e5", "e1", "e2", "e3"]
+    assert _ids(ordered("OccurredAt")) == ["e4", "e5", "e1", "e2", "e3"]  # asc by default
+    newest = ordered("OccurredAt desc", **{"$page": 1, "$pageSize": 1})
+    assert newest["count"] == 5 and newest["items"][0]["values"]["occurredat"] == "11/10/2026 12:00:00 AM"
+    both = requests.get(sfmc.rowset_url("Events"), headers=bearer(token), timeout=5, params={
+        "$filter": "Kind eq 'visit'", "$orderBy": "OccurredAt desc"}).json()
+    assert _ids(both) == ["e2", "e1"]
+    # a Date field declared as such (its values given as strings) sorts as dates too
+    sfmc.add_data_extension("Strings", [{"Id": "a", "When": "12/1/2026 9:00:00 AM"},
+                                        {"Id": "b", "When": "9/1/2026 9:00:00 AM"}],
+                            primary_key=["Id"], field_types={"When": "Date"})
+    desc = requests.get(sfmc.rowset_url("Strings"), params={"$orderBy": "When desc"}, headers=bearer(token),
+                        timeout=5).json()
+    assert [item["keys"]["id"] for item in desc["items"]] == ["a", "b"]  # as text, "9/..." would come first
+
+
+@pytest.mark.parametrize("params", [
+    {"$filter": "OccurredAt gt '2026-11-01'"},  # other operators: unconfirmed on the real API
+    {"$filter": "OccurredAt ge '2026-11-01'"},
+    {"$filter": "Kind ne 'Open'"},
+    {"$filter": "Kind like 'Op%'"},
+    {"$filter": "Kind eq 'Open' and EventId eq 'e3'"},
+    {"$filter": "Kind eq 'Open' or Kind eq 'Click'"},
+    {"$filter": "Kind eq Open"},  # unquoted value
+    {"$orderBy": "OccurredAt desc, Kind asc"},
+    {"$orderBy": "OccurredAt descending"},
+    {"$fields": "Kind"},
+    {"$top": "1"},
+    {"$offset": "1"},
+    {"$orderby": "OccurredAt desc"},  # not the parameter's spelling
+])
+def test_unsupported_grammar_and_parameters_are_a_400_error_envelope(sfmc, params):
+    _events_de(sfmc)
+    resp = requests.get(sfmc.rowset_url("Events"), params=params, headers=bearer(get_token(sfmc)), timeout=5)
+    assert resp.status_code == 400
+    assert set(resp.json()) == {"message", "errorcode", "documentation"} and resp.json()["errorcode"] == 10000
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"$filter": "occurredat eq '2026-11-10'"}, "write the field 'occurredat' as 'OccurredAt'"),
+    ({"$orderBy": "OCCURREDAT desc"}, "write the field 'OCCURREDAT' as 'OccurredAt'"),
+    ({"$filter": "Nope eq 'x'"}, "'Nope' is not a field of data extension Events"),
+    ({"$filter": "OccurredAt between 'yesterday' and '2026-12-01'"}, "'yesterday' is not a date"),
+])
+def test_filter_fields_need_the_schema_casing_and_date_bounds_must_be_dates(sfmc, params, message):
+    _events_de(sfmc)
+    resp = requests.get(sfmc.rowset_url("Events"), params=params, headers=bearer(get_token(sfmc)), timeout=5)
+    assert resp.status_code == 400 and message in resp.json()["message"]
+
+
+def test_filter_and_order_by_are_refused_on_a_continuation_page(sfmc):
+    _events_de(sfmc)
+    token = get_token(sfmc)
+    first = requests.get(sfmc.rowset_url("Events"), params={"$pageSize": 2}, headers=bearer(token), timeout=5).json()
+    for params in ({"$filter": "Kind eq 'Open'"}, {"$orderBy": "Kind asc"}):
+        resp = requests.get(token["rest_instance_url"] + "data" + first["links"]["next"], params=params,
+                            headers=bearer(token), timeout=5)
+        assert resp.status_code == 400 and "continuation page" in resp.json()["message"]

@@ -1,6 +1,8 @@
 """Contract: the SFMC REST client, over real HTTP against the fake SFMC server, gets one token per
 run and renews it before expiry and once on a 401; reads every page of a Data Extension,
-following ``links.next`` only within the REST instance's origin (the token goes nowhere else);
+following ``links.next`` only within the REST instance's origin (the token goes nowhere else), or
+with a window only the rows at or after a time (``$filter ... between``, in SFMC system time, on the
+first page only);
 retries 429 (honouring Retry-After), 5xx and dropped connections a bounded number of times; and
 fails other errors at once with a message that says what to check and never holds the secret.
 Completeness of a read (``count``, short and malformed pages) is in test_extract_completeness.py."""
@@ -15,7 +17,7 @@ from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
-from sfmc_pipeline.sfmc.rest_source import SfmcRestSource, _next_url
+from sfmc_pipeline.sfmc.rest_source import SfmcRestSource, _next_url, window_filter
 from sfmc_pipeline.sfmc.source import ExtractError
 from sfmc_pipeline.transport import ApiError, ConfigurationError, RetrySettings, normalize_base_url
 
@@ -117,6 +119,33 @@ def test_three_pages_are_read_in_order_following_next_links(fake_sfmc, source_fo
     assert "/customobjectdata/key/Activities/rowset" in rowsets[0].path
     assert all("/data/v1/customobjectdata/token/" in r.path for r in rowsets[1:])
     assert extract.api_calls == 4  # one token + three pages
+
+
+def test_a_windowed_read_filters_the_first_page_in_sfmc_system_time(fake_sfmc, source_for):
+    rows = [_activity(i) for i in range(8)]  # 9:30 AM, 10:30 AM, ... (SFMC system time, UTC-6)
+    fake_sfmc.add_data_extension("Activities", rows, primary_key=["ActivityId"],
+                                 field_types={"OccurredAt": "Date"})
+    since = dt.datetime(2026, 11, 1, 17, 30, 0, 999_000, tzinfo=dt.timezone.utc)  # 11:30:00 AM system time
+    extract = source_for(page_size=2).read(ACTIVITIES, since=since)
+    assert extract.frame["ActivityId"].tolist() == [r["ActivityId"] for r in rows[2:]]  # 11:30 AM and later
+    first, *continuations = fake_sfmc.rowset_requests()
+    expected = "OccurredAt between '2026-11-01T11:30:00' and '9999-12-31T23:59:59'"
+    assert first.query == {"$page": "1", "$pageSize": "2", "$filter": expected}
+    assert "%20" in first.raw_target and "+" not in first.raw_target
+    assert len(continuations) == 2 and all("$filter" not in r.query for r in continuations)  # 6 rows in 3 pages
+    assert f"$filter {expected}" in extract.source
+    assert window_filter("ModifiedDate", dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.timezone.utc)) == (
+        "ModifiedDate between '2025-12-31T21:00:00' and '9999-12-31T23:59:59'")  # the day before in SFMC time
+
+
+def test_a_windowed_read_is_complete_or_fails_like_any_read(fake_sfmc, source_for):
+    fake_sfmc.add_data_extension("Activities", [_activity(i) for i in range(5)], primary_key=["ActivityId"],
+                                 field_types={"OccurredAt": "Date"})
+    short = {"links": {"self": "/v1/x"}, "page": 2, "pageSize": 2, "count": 5, "items": []}
+    fake_sfmc.fail_next(200, body=short, path_contains="/token/", times=2)
+    with pytest.raises(ExtractError, match="it was empty, 3 rows short of 'count'") as info:
+        source_for(page_size=2).read(ACTIVITIES, since=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    assert info.value.retryable
 
 
 def test_429_waits_as_long_as_retry_after_says(fake_sfmc, source_for, sleeps):

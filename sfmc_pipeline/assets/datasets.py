@@ -3,11 +3,20 @@
 Valid rows go to ``datasets/<asset>.parquet``; rows that fail a check go to
 ``quarantine/<asset>.parquet`` with the reasons. Both are replaced atomically on every run. When
 the quarantined share is above the threshold the materialization fails (the previous dataset
-stays in place) and the ``validation`` check reports an error. The volume guard
+stays in place) and the ``quarantine_below_threshold`` check reports an error. The volume guard
 (``datasets/volume.py``) fails an empty extract, or one that lost more than the allowed share of
 its rows, the same way (check ``row_volume_stable``).
+
+An extension with an ``incremental_column`` is read incrementally once it has a high-water mark
+(``datasets/incremental.py`` decides full or incremental and keeps the mark, ``datasets/merge.py``
+merges the delta into the dataset and the quarantine); the threshold and the volume guard apply to the
+merged dataset, and the mark only moves when the materialization succeeds
+outside a dry run. Run config ``full_refresh: true`` reads every row.
 """
 
+import datetime as dt
+from dataclasses import dataclass
+from typing import Callable
 
 import dagster as dg
 from pydantic import Field
@@ -15,15 +24,20 @@ from pydantic import Field
 from sfmc_pipeline.assets.dry_run import is_dry_run
 from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineConfig
+from sfmc_pipeline.datasets.incremental import (
+    INCREMENTAL, IncrementalState, ReadPlan, load_previous, next_state, plan_read, record_state, stored_state, utc_now,
+)
+from sfmc_pipeline.datasets.merge import Landing, land
 from sfmc_pipeline.datasets.schemas import table_schema
 from sfmc_pipeline.datasets.validation import ValidationResult, validate_extract
 from sfmc_pipeline.datasets.volume import VolumeState, VolumeVerdict
 from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.sfmc.source import RawExtract
+from sfmc_pipeline.sfmc.source import ExtractError, RawExtract
 
 GROUP = "sfmc_datasets"
+POOL = "sfmc_api"  # dataset steps hold a slot of this Dagster pool while they read (.dagster_home/dagster.yaml)
 THRESHOLD_CHECK = "quarantine_below_threshold"
 CLEAN_CHECK = "no_rows_quarantined"
 VOLUME_CHECK = "row_volume_stable"
@@ -34,19 +48,27 @@ class DatasetRunConfig(dg.Config):
         default=False,
         description="Accept an empty extract or a drop in rows beyond the volume guard's limit, for this run.",
     )
+    full_refresh: bool = Field(
+        default=False,
+        description="Read every row of the Data Extension, even if it is read incrementally (incremental_column).",
+    )
 
 
-def build_dataset_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
-    return [build_dataset_asset(ext, pipeline) for ext in pipeline.data_extensions]
+def build_dataset_assets(pipeline: PipelineConfig, *, clock: Callable[[], dt.datetime] = utc_now
+                         ) -> list[dg.AssetsDefinition]:
+    return [build_dataset_asset(ext, pipeline, clock=clock) for ext in pipeline.data_extensions]
 
 
-def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig) -> dg.AssetsDefinition:
+def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig, *,
+                        clock: Callable[[], dt.datetime] = utc_now) -> dg.AssetsDefinition:
+    """``clock`` (UTC now) dates the read: the window, the mark's cap and the periodic full refresh."""
     threshold = pipeline.threshold_for(extension)
     max_drop = pipeline.max_row_drop_for(extension)
 
     @dg.asset(
         name=extension.asset,
         group_name=GROUP,
+        pool=POOL,
         kinds={"sfmc", "pandas", "parquet"},
         description=_description(extension),
         metadata={
@@ -54,6 +76,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             "sfmc_external_key": extension.key,
             "primary_key": ", ".join(extension.primary_key) or "(none)",
             "quarantine_threshold": threshold,
+            **({"incremental_column": extension.incremental_column} if extension.incremental_column else {}),
         },
         check_specs=[
             dg.AssetCheckSpec(
@@ -85,33 +108,53 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
     )
     def _dataset(context: dg.AssetExecutionContext, config: DatasetRunConfig, sfmc: SfmcResource,
                  storage: StorageResource):
+        now = clock()
         with api_failures(context.retry_number):
             mode = sfmc.mode
-            extract = sfmc.get_source(page_size=pipeline.settings.page_size).read(extension)
+            store = storage.get_store()
+            state, state_problem = stored_state(store, extension.asset)
+            previous = load_previous(store, extension)
+            plan = plan_read(extension, pipeline.settings, state, now=now, full_refresh=config.full_refresh,
+                             state_problem=state_problem, previous_problem=previous.problem)
+            extract = sfmc.get_source(page_size=pipeline.settings.page_size).read(extension, since=plan.since)
         result = validate_extract(extract.frame, extension)
+        landing = land(plan, result.valid, result.quarantine.assign(_run_id=context.run.run_id), previous, extension)
         context.log.info(
-            f"{extension.key}: {result.rows_read} rows read from {extract.source} (mode {mode}): "
-            f"{result.rows_valid} valid, {result.rows_quarantined} quarantined"
+            f"{extension.key}: {_read_summary(plan, extension)} from {extract.source} (mode {mode}): "
+            f"{result.rows_read} rows fetched, {result.rows_valid} valid, {result.rows_quarantined} quarantined; "
+            f"{landing.rows_changed} rows changed, {len(landing.valid)} rows in the dataset"
         )
         with api_failures(context.retry_number), storage.writing(context) as store:
-            quarantine = result.quarantine.assign(_run_id=context.run.run_id)
-            quarantine_path = store.write_quarantine(extension.asset, quarantine)
-            metadata = _metadata(mode, extract, result, threshold, quarantine_path)
-
-            over_threshold = result.quarantined_share > threshold
-            checks = _quarantine_checks(result, threshold, over_threshold)
+            if plan.tracks_mark and stored_state(store, extension.asset) != (state, state_problem):
+                raise ExtractError(
+                    f"{extension.asset}: another run landed this dataset while this run read {extension.key!r}, "
+                    "so this read is not merged into it; the step is tried again.",
+                    retryable=True,
+                )
+            share = QuarantineShare(quarantined=len(landing.quarantine), rows=len(landing.valid) + len(landing.quarantine))
+            over_threshold = share.value > threshold
+            checks = _quarantine_checks(result, share, threshold, over_threshold)
             volume_state = VolumeState(store)
-            volume = VolumeVerdict(rows_valid=result.rows_valid, previous=volume_state.last(extension.asset),
+            volume = VolumeVerdict(rows_valid=len(landing.valid), previous=volume_state.last(extension.asset),
                                    max_drop=max_drop, allow_empty=extension.allow_empty)
             volume_check = _volume_result(volume, config.accept_volume_change)
+            failing = over_threshold or not volume_check.passed
+            quarantine = landing.quarantine_if_failed if failing else landing.quarantine
+            quarantine_path = store.write_quarantine(extension.asset, quarantine)
+            landed_state = None
+            if plan.tracks_mark:
+                landed_state = next_state(plan, landing.valid, extension, now=now, run_id=context.run.run_id)
+            metadata = {**_metadata(mode, extract, result, threshold, quarantine_path),
+                        **_read_metadata(plan, result, landing, len(quarantine), None if failing else landed_state)}
             if over_threshold:
                 yield from checks
                 yield volume_check
                 raise dg.Failure(
                     description=(
-                        f"{extension.key}: {result.rows_quarantined} of {result.rows_read} rows "
-                        f"({result.quarantined_share:.1%}) failed validation, above the {threshold:.0%} "
-                        f"threshold; the dataset was not updated. Top reasons: "
+                        f"{extension.key}: {share.quarantined} of {share.rows} rows ({share.value:.1%}) failed "
+                        "validation" + (f" ({result.rows_quarantined} of the {result.rows_read} rows this incremental "
+                                         "read fetched)" if plan.mode == INCREMENTAL else "")
+                        + f", above the {threshold:.0%} threshold; the dataset was not updated. Top reasons: "
                         + "; ".join(f"{reason} ({n})" for reason, n in result.top_reasons(3))
                         + f". Quarantined rows: {quarantine_path}"
                     ),
@@ -122,11 +165,14 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                 yield from checks
                 yield volume_check
                 raise dg.Failure(description=volume.explain(extension.asset), metadata=metadata, allow_retries=False)
-            dataset_path = store.write_dataset(extension.asset, result.valid)
+            dataset_path = store.write_dataset(extension.asset, landing.valid)
             if is_dry_run(context):
-                context.log.info(f"{extension.asset}: dry run, the volume guard's count stays at {volume.previous}")
+                context.log.info(f"{extension.asset}: dry run, the volume guard's count stays at {volume.previous}"
+                                 + (" and the high-water mark is not stored" if plan.tracks_mark else ""))
             else:
-                volume_state.record(extension.asset, result.rows_valid, context.run.run_id)
+                volume_state.record(extension.asset, len(landing.valid), context.run.run_id)
+                if plan.tracks_mark:
+                    record_state(store, extension.asset, landed_state)
         if result.rows_quarantined:
             context.log.warning(
                 f"{extension.key}: {result.rows_quarantined} row(s) quarantined to {quarantine_path}"
@@ -140,7 +186,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             metadata={
                 **metadata,
                 "dataset_path": dg.MetadataValue.path(str(dataset_path)),
-                "preview": dg.MetadataValue.md(markdown_table(result.valid, max_rows=5)),
+                "preview": dg.MetadataValue.md(markdown_table(landing.valid, max_rows=5)),
             },
             check_results=[*checks, volume_check],
         )
@@ -150,9 +196,14 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
 
 def _description(extension: DataExtensionConfig) -> str:
     first = extension.description or f"Rows of the SFMC Data Extension {extension.key!r}."
+    incremental = (
+        f" Read incrementally on `{extension.incremental_column}` (the rows changed since the last read, merged "
+        "by primary key; run config `full_refresh: true` reads every row)." if extension.incremental_column else ""
+    )
     return (
         f"{first}\n\nSource: SFMC Data Extension with external key `{extension.key}` "
         "(or its sample extract in data/sample). Valid rows only; rejected rows are in the quarantine dataset."
+        + incremental
     )
 
 
@@ -169,7 +220,6 @@ def _metadata(mode: str, extract: RawExtract, result: ValidationResult, threshol
         "top_quarantine_reasons": dg.MetadataValue.md(
             counts_table(result.top_reasons(10), ["reason", "rows"]) if result.rows_quarantined else "_(none)_"
         ),
-        "dagster/row_count": result.rows_valid,
         "api_calls": extract.api_calls,
     }
     if result.rows_quarantined:
@@ -181,6 +231,40 @@ def _metadata(mode: str, extract: RawExtract, result: ValidationResult, threshol
     if extract.missing_columns:
         metadata["missing_columns"] = ", ".join(extract.missing_columns)
     return metadata
+
+
+def _read_summary(plan: ReadPlan, extension: DataExtensionConfig) -> str:
+    if plan.mode == INCREMENTAL:
+        return f"incremental read (rows with {extension.incremental_column} at or after {_iso(plan.since)})"
+    return f"full read ({plan.detail})"
+
+
+def _read_metadata(plan: ReadPlan, result: ValidationResult, landing: Landing, quarantine_rows: int,
+                   landed: IncrementalState | None) -> dict:
+    """How the dataset was read and what changed. ``rows_read`` / ``rows_valid`` / ``rows_quarantined``
+    describe the rows fetched (an incremental read's delta); ``dagster/row_count`` is the whole dataset's
+    and ``quarantine_row_count`` the whole quarantine's. ``landed``: the state this run stores (None when
+    it fails: the stored mark stays)."""
+    metadata = {
+        "read_mode": plan.mode,
+        "rows_fetched": result.rows_read,
+        "rows_changed": landing.rows_changed,
+        "dagster/row_count": len(landing.valid),
+        "quarantine_row_count": quarantine_rows,
+    }
+    if plan.mode == INCREMENTAL:
+        metadata["window_start"] = _iso(plan.since)
+    else:
+        metadata["full_read_reason"] = plan.reason
+    if plan.tracks_mark:
+        kept = landed or plan.state
+        mark = kept.high_water_mark if kept else None
+        metadata["high_water_mark"] = _iso(mark) if mark else "(none yet)"
+    return metadata
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat()
 
 
 def _volume_result(volume: VolumeVerdict, accepted: bool) -> dg.AssetCheckResult:
@@ -199,11 +283,28 @@ def _volume_result(volume: VolumeVerdict, accepted: bool) -> dg.AssetCheckResult
     )
 
 
-def _quarantine_checks(result: ValidationResult, threshold: float, over_threshold: bool) -> list[dg.AssetCheckResult]:
+@dataclass(frozen=True)
+class QuarantineShare:
+    """Quarantined rows among all the rows the dataset stands for (its valid rows and its quarantine). For a
+    full read that is the extract; for an incremental read the merged dataset, so the threshold means the same
+    whatever the size of the delta (one bad row in a 10-row delta is not 10% of the Data Extension)."""
+
+    quarantined: int
+    rows: int
+
+    @property
+    def value(self) -> float:
+        return self.quarantined / self.rows if self.rows else 0.0
+
+
+def _quarantine_checks(result: ValidationResult, share: QuarantineShare, threshold: float,
+                       over_threshold: bool) -> list[dg.AssetCheckResult]:
     metadata = {
         "rows_read": result.rows_read,
         "rows_quarantined": result.rows_quarantined,
-        "quarantined_share": round(result.quarantined_share, 6),
+        "dataset_rows": share.rows,
+        "dataset_rows_quarantined": share.quarantined,
+        "dataset_quarantined_share": round(share.value, 6),
         "threshold": threshold,
         "top_reasons": dg.MetadataValue.md(
             counts_table(result.top_reasons(5), ["reason", "rows"]) if result.rows_quarantined else "_(none)_"
@@ -215,7 +316,7 @@ def _quarantine_checks(result: ValidationResult, threshold: float, over_threshol
             metadata=metadata,
         ),
         dg.AssetCheckResult(
-            check_name=CLEAN_CHECK, passed=result.rows_quarantined == 0, severity=dg.AssetCheckSeverity.WARN,
+            check_name=CLEAN_CHECK, passed=share.quarantined == 0, severity=dg.AssetCheckSeverity.WARN,
             metadata=metadata,
         ),
     ]

@@ -290,6 +290,17 @@ class SalesforceClient:
         response = self._api("GET", "limits/", what="limits request")
         return _json(response, dict, "limits request", self.transport.redact)
 
+    def organization(self) -> dict:
+        """The org's ``Organization`` record (SOQL, one API request): ``{"Id", "Name", "OrganizationType",
+        "IsSandbox"}``, for naming the org a session is in (the connection check)."""
+        what = "Organization query"
+        soql = "SELECT Id, Name, OrganizationType, IsSandbox FROM Organization"
+        response = self._api("GET", f"query/?q={quote(soql)}", what=what)
+        records = _json(response, dict, what, self.transport.redact).get("records")
+        if not isinstance(records, list) or len(records) != 1 or not isinstance(records[0], Mapping):
+            raise ApiError(f"Salesforce {what} did not return the one Organization record.")
+        return {key: value for key, value in records[0].items() if key != "attributes"}
+
     # ------------------------------------------------------------------ internals: API calls
 
     def _collection(self, path: str, records: Sequence[Mapping[str, Any]], *, what: str) -> list[RecordResult]:

@@ -5,6 +5,10 @@ every value a string). They go through exactly the same typing and validation as
 A file that cannot be read as such an extract (missing, empty, not UTF-8, a row with too many
 fields) fails with ``ExtractError`` naming the file, the line and the fix; a header-only file is
 an extract of 0 rows.
+
+An incremental read (``since``) applies the window SFMC would apply to the file: the rows whose
+``incremental_column``, converted like the dataset converts it (SFMC system time to UTC), is at or
+after ``since``; a row whose value is empty or not a date is outside every window, as in SFMC.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.datasets.incremental import raw_cursor
 from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, SourceProbe, align_columns
 
 
@@ -34,22 +39,23 @@ class EmbeddedSampleSource:
             return None
         return dt.date.fromisoformat(json.loads(manifest.read_text(encoding="utf-8"))["anchor_date"])
 
-    def read(self, extension: DataExtensionConfig) -> RawExtract:
+    def read(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> RawExtract:
         path = self.sample_dir / f"{extension.key}.csv"
         frame, unmapped, missing = align_columns(_read_csv(path, extension.key), extension)
-        return RawExtract(
-            frame=frame,
-            source=f"embedded sample {path}",
-            unmapped_columns=unmapped,
-            missing_columns=missing,
-        )
+        if since is not None:
+            frame = frame[(raw_cursor(frame, extension) >= since).fillna(False).to_numpy()].reset_index(drop=True)
+        return RawExtract(frame=frame, source=f"embedded sample {path}", unmapped_columns=unmapped,
+                          missing_columns=missing)
 
     def probe(self, extension: DataExtensionConfig) -> SourceProbe:
-        """Rows of the sample file (and the newest value of the incremental column, when configured)."""
+        """Rows of the sample file and, with an incremental column, its newest value (compared as
+        dates, returned as written in the file)."""
         frame = self.read(extension).frame
         newest = None
         if extension.incremental_column and len(frame):
-            newest = None  # filled in by the incremental read support
+            cursor = raw_cursor(frame, extension)
+            if cursor.notna().any():
+                newest = frame.at[cursor.idxmax(), extension.incremental_column]
         return SourceProbe(rows=len(frame), newest=newest)
 
 

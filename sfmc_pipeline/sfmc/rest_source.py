@@ -15,22 +15,35 @@ A read is complete or it fails with ``ExtractError``: every page must be an obje
 exactly when the pages end. A page that breaks a rule is read once more before the read fails.
 ``links.next`` is followed only within the origin (scheme, host, port) of ``rest_instance_url``:
 the bearer token is never sent anywhere else.
+
+Of the rowset's OData-like parameters only what has been seen working is used: ``$filter`` as
+``Field between 'A' and 'B'`` for an incremental read (other operators are unconfirmed) and
+``$orderBy=Field desc`` for the probe's newest value, field names in the schema casing. The
+filter goes on the first page only (continuation pages carry the read's snapshot), and a
+filtered read obeys the same completeness rules (its ``count`` is the rows matching the filter).
+Its bounds are SFMC system time (US Central Standard Time, UTC-6 all year), as SFMC compares
+dates in it: ``OccurredAt between '2026-11-20T06:00:00' and '9999-12-31T23:59:59'`` is every row
+at or after 2026-11-20 12:00 UTC.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Callable, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.datasets.incremental import to_system_time
 from sfmc_pipeline.sfmc.auth import SfmcAuth
 from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, SourceProbe, align_columns
 from sfmc_pipeline.transport import ApiError, HttpTransport, Redactor, RetrySettings, body_excerpt
 
 MAX_PAGE_SIZE = 2500
+# The upper bound of an incremental read's window: "no upper bound", as a date SFMC can store.
+WINDOW_END = "9999-12-31T23:59:59"
 
 
 class SfmcRestSource:
@@ -64,34 +77,45 @@ class SfmcRestSource:
             clock=clock,
         )
 
-    def read(self, extension: DataExtensionConfig) -> RawExtract:
+    def read(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> RawExtract:
+        if since is not None and not extension.incremental_column:
+            raise ValueError(f"{extension.key}: a windowed read needs an incremental_column")
         calls_before = self.transport.stats.requests
-        pages = [pd.DataFrame.from_records(items) for items in self.iter_pages(extension.key)]
+        row_filter = window_filter(extension.incremental_column, since) if since is not None else None
+        pages = [pd.DataFrame.from_records(items) for items in self.iter_pages(extension.key, row_filter)]
         frame = pd.concat(pages, ignore_index=True) if pages else pd.DataFrame()
         frame, unmapped, missing = align_columns(frame, extension)
+        where = f"Data Extension key {extension.key!r}" + (f", $filter {row_filter}" if row_filter else "")
         return RawExtract(
             frame=frame,
-            source=f"SFMC REST {self.auth.token().rest_instance_url} (Data Extension key {extension.key!r})",
+            source=f"SFMC REST {self.auth.token().rest_instance_url} ({where})",
             api_calls=self.transport.stats.requests - calls_before,
             unmapped_columns=unmapped,
             missing_columns=missing,
         )
 
     def probe(self, extension: DataExtensionConfig) -> SourceProbe:
-        """The rowset ``count`` from one request with ``$pageSize=1`` (newest-value lookup: see
-        the incremental read)."""
+        """The rowset ``count`` from one request with ``$pageSize=1``; with an ``incremental_column``
+        and rows, one more request ordered by that column, newest first, gives its newest value."""
         calls_before = self.transport.stats.requests
-        key = extension.key
-        url = f"{self.auth.token().rest_instance_url}data/v1/customobjectdata/key/{quote(key, safe='')}/rowset"
-        body = self._read_page(url, {"$page": 1, "$pageSize": 1}, key, 1, None, 0)
-        return SourceProbe(rows=body["count"], api_calls=self.transport.stats.requests - calls_before)
+        key, column = extension.key, extension.incremental_column
+        url = self._rowset_url(key)
+        rows = self._read_page(url, _query({"$page": 1, "$pageSize": 1}), key, 1, None, 0)["count"]
+        newest = None
+        if column and rows:
+            body = self._read_page(url, _query({"$page": 1, "$pageSize": 1, "$orderBy": f"{column} desc"}),
+                                   key, 1, None, 0)
+            newest = _served_value(body["items"][:1], column, key)
+        return SourceProbe(rows=rows, newest=newest, api_calls=self.transport.stats.requests - calls_before)
 
-    def iter_pages(self, key: str) -> Iterator[list[dict[str, str]]]:
+    def iter_pages(self, key: str, row_filter: str | None = None) -> Iterator[list[dict[str, str]]]:
         """Yield each page's rows as flat dicts (keys and values merged, names as served), until
-        ``count`` rows are collected; raise ``ExtractError`` when the pages do not add up."""
+        ``count`` rows are collected; raise ``ExtractError`` when the pages do not add up.
+        ``row_filter`` is the first page's ``$filter`` (continuation pages carry it)."""
         rest = self.auth.token().rest_instance_url
-        url = f"{rest}data/v1/customobjectdata/key/{quote(key, safe='')}/rowset"
-        params: dict | None = {"$page": 1, "$pageSize": self.page_size}
+        url = self._rowset_url(key)
+        first = {"$page": 1, "$pageSize": self.page_size, **({"$filter": row_filter} if row_filter else {})}
+        params: str | None = _query(first)
         expected: int | None = None
         collected, number = 0, 1
         while True:
@@ -99,13 +123,16 @@ class SfmcRestSource:
             expected = body["count"]
             collected += len(body["items"])
             if body["items"]:
-                yield [{**(item.get("keys") or {}), **(item.get("values") or {})} for item in body["items"]]
+                yield [_flat(item) for item in body["items"]]
             if collected == expected:
                 return
             url, params, number = _next_url(rest, _next_link(body), key, number), None, number + 1
 
+    def _rowset_url(self, key: str) -> str:
+        return f"{self.auth.token().rest_instance_url}data/v1/customobjectdata/key/{quote(key, safe='')}/rowset"
+
     def _read_page(
-        self, url: str, params: dict | None, key: str, number: int, expected: int | None, collected: int
+        self, url: str, params: str | None, key: str, number: int, expected: int | None, collected: int
     ) -> dict:
         """GET one page that passes ``_page_problem``, reading it a second time if it does not."""
         for _ in (1, 2):
@@ -124,7 +151,7 @@ class SfmcRestSource:
             retryable=True,
         )
 
-    def _get_json(self, url: str, params: dict | None, key: str) -> object:
+    def _get_json(self, url: str, params: str | None, key: str) -> object:
         """The parsed body of a 200 answer (``None`` if it is not JSON); any other status raises."""
         for attempt in (1, 2):
             token = self.auth.token()
@@ -165,6 +192,37 @@ class SfmcRestSource:
         else:
             message = f"SFMC rowset read for {key!r} failed with HTTP {status}{detail}."
         return ApiError(message, status=status)
+
+
+def window_filter(column: str, since: dt.datetime) -> str:
+    """The rowset ``$filter`` of the rows whose ``column`` is at or after ``since`` (UTC), its
+    bounds in SFMC system time."""
+    start = to_system_time(since).replace(microsecond=0)
+    return f"{column} between '{start:%Y-%m-%dT%H:%M:%S}' and '{WINDOW_END}'"
+
+
+def _query(params: dict) -> str:
+    """A query string with spaces as ``%20`` (not ``+``), as SFMC's examples write ``$filter``."""
+    return urlencode(params, quote_via=quote)
+
+
+def _flat(item: dict) -> dict[str, str]:
+    return {**(item.get("keys") or {}), **(item.get("values") or {})}
+
+
+def _served_value(items: list[dict], column: str, key: str) -> str | None:
+    """``column``'s value in the first item as served (None: no item, or an empty value)."""
+    if not items:
+        return None
+    row = {name.lower(): value for name, value in _flat(items[0]).items()}
+    if column.lower() not in row:
+        raise ExtractError(
+            f"SFMC served Data Extension {key!r} without its incremental_column {column!r} (fields: "
+            f"{', '.join(sorted(row)) or 'none'}). Fix incremental_column in the pipeline config, or add the "
+            "field to the Data Extension."
+        )
+    value = row[column.lower()]
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _page_problem(body: object, expected: int | None, collected: int) -> str | None:

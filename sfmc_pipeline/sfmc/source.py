@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,7 +53,10 @@ class SourceProbe:
 class DataExtensionSource(Protocol):
     mode: str  # "sfmc" (REST API) or "embedded" (sample data shipped in data/)
 
-    def read(self, extension: DataExtensionConfig) -> RawExtract: ...
+    def read(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> RawExtract:
+        """Every row, or with ``since`` (a UTC datetime) only the rows whose ``incremental_column`` is at
+        or after it (an incremental read, see ``datasets/incremental.py``)."""
+        ...
 
     def probe(self, extension: DataExtensionConfig) -> SourceProbe: ...
 

@@ -14,6 +14,9 @@ It imitates the documented Salesforce OAuth and REST contract our client relies 
   ``[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]``. Every other response there carries
   ``Sforce-Limit-Info: api-usage=USED/LIMIT`` and each such request adds 1 to USED.
 * ``GET .../limits/``, ``GET .../sobjects/{Contact|Lead}/describe``,
+  ``GET .../query?q=SELECT <fields> FROM Organization`` (SOQL, only the one-row ``Organization`` object: ``Id``,
+  ``Name``, ``OrganizationType``, ``IsSandbox``, ``InstanceName``; another object is 400 ``INVALID_TYPE``, an unknown
+  field 400 ``INVALID_FIELD``, anything else 400 ``MALFORMED_QUERY``),
   ``PATCH .../composite/sobjects`` (update by Id, <= 200 records, positional results),
   ``PATCH .../composite/sobjects/{SObject}/{ExternalIdField}`` (upsert by external id, ``created`` flag) and
   ``POST .../composite/sobjects/{SObject}`` with ``{"ids": [...], "fields": [...]}`` (retrieve, <= 2,000 ids: an
@@ -96,6 +99,8 @@ _SOAP_TYPES = {"id": "tns:ID", "date": "xsd:date", "datetime": "xsd:dateTime", "
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?$")
 _NUMERIC = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_SOQL = re.compile(r"^\s*SELECT\s+(?P<fields>[A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[A-Za-z_][A-Za-z0-9_]*)*)\s+FROM\s+"
+                   r"(?P<object>[A-Za-z_][A-Za-z0-9_]*)\s*$", re.IGNORECASE)
 
 _INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 _NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
@@ -455,6 +460,8 @@ class FakeSalesforceServer:
         api_version: str = "66.0",
         daily_api_limit: int = 15000,
         identity_in_token: bool = True,
+        organization_name: str = "Fake Org",
+        is_sandbox: bool = False,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -465,6 +472,10 @@ class FakeSalesforceServer:
         self.daily_api_limit = daily_api_limit
         self.identity_in_token = identity_in_token
         """False: token responses leave out ``id`` (the identity URL); clients must ask userinfo for the org."""
+        self.organization_name = organization_name
+        """``Organization.Name`` (SOQL ``SELECT Name FROM Organization``)."""
+        self.is_sandbox = is_sandbox
+        """``Organization.IsSandbox``."""
         self.api_usage = 0
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Contact": {}, "Lead": {}}
         self.write_log: list[tuple[str, str, dict[str, Any]]] = []
@@ -896,7 +907,7 @@ class FakeSalesforceServer:
         version = match.group("version")
         rest = (match.group("rest") or "").rstrip("/")
         try:
-            status, payload = self._handle_api(method, version, rest, body)
+            status, payload = self._handle_api(method, version, rest, body, recorded.query)
         except _RequestError as err:
             status, payload = err.status, err.body
         if 200 <= status < 300 and self._limit_countdown is not None:
@@ -997,7 +1008,9 @@ class FakeSalesforceServer:
 
     # ------------------------------------------------------------------ internals: REST resources
 
-    def _handle_api(self, method: str, version: str, rest: str, body: str) -> tuple[int, Any]:
+    def _handle_api(
+        self, method: str, version: str, rest: str, body: str, query: dict[str, list[str]] | None = None
+    ) -> tuple[int, Any]:
         segments = [s for s in rest.split("/") if s]
         if not segments:
             self._require(method, "GET")
@@ -1010,6 +1023,9 @@ class FakeSalesforceServer:
         if segments == ["limits"]:
             self._require(method, "GET")
             return 200, self._limits_payload()
+        if segments == ["query"]:
+            self._require(method, "GET")
+            return 200, self._soql((query or {}).get("q", [""])[0], version)
         if segments == ["sobjects"]:
             self._require(method, "GET")
             return 200, {
@@ -1049,6 +1065,41 @@ class FakeSalesforceServer:
             "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
             "DataStorageMB": {"Max": 5, "Remaining": 5},
         }
+
+    def _organization_record(self) -> dict[str, Any]:
+        return {
+            "Id": self._org_id,
+            "Name": self.organization_name,
+            "OrganizationType": "Developer Edition",
+            "IsSandbox": self.is_sandbox,
+            "InstanceName": "FAKE1",
+        }
+
+    def _soql(self, soql: str, version: str) -> dict[str, Any]:
+        """``SELECT f1, f2 FROM Organization`` (the only object this fake can query), as Salesforce answers it."""
+        match = _SOQL.match(soql)
+        if not soql.strip():
+            raise _RequestError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        if match is None:
+            raise _RequestError(400, "MALFORMED_QUERY", f"unexpected token: {soql.split()[0] if soql.split() else ''}")
+        if match.group("object").lower() != "organization":
+            raise _RequestError(
+                400,
+                "INVALID_TYPE",
+                f"sObject type '{match.group('object')}' is not supported. If you are attempting to use a custom "
+                "object, be sure to append the '__c' after the entity name.",
+            )
+        record = self._organization_record()
+        by_lower = {name.lower(): name for name in record}
+        fields = [f.strip() for f in match.group("fields").split(",")]
+        row: dict[str, Any] = {
+            "attributes": {"type": "Organization", "url": f"/services/data/{version}/sobjects/Organization/{self._org_id}"}
+        }
+        for name in fields:
+            if name.lower() not in by_lower:
+                raise _RequestError(400, "INVALID_FIELD", f"No such column '{name}' on entity 'Organization'.")
+            row[by_lower[name.lower()]] = record[by_lower[name.lower()]]
+        return {"totalSize": 1, "done": True, "records": [row]}
 
     # ------------------------------------------------------------------ internals: sObject Collections
 

@@ -13,6 +13,13 @@ It imitates the SFMC contract the pipeline relies on:
   ``{"keys": {...}, "values": {...}}`` with lower-cased field names and every value a string
   (dates as ``M/D/YYYY h:mm:ss AM|PM``), and relative ``links`` without the ``/data`` prefix,
   ``links.next`` only while more pages exist;
+* on the first rowset page, the two OData-like parameters seen working on the real endpoint:
+  ``$filter`` as ``Field eq 'value'`` or ``Field between 'A' and 'B'`` (Date fields compared as
+  dates, Text case-insensitively; field names in the schema casing; ``''`` quotes a quote) and
+  ``$orderBy`` as ``Field [asc|desc]`` (nulls lowest). ``count`` is then the rows matching the
+  filter, and the snapshot (continuation pages) keeps the filtered, ordered rows. Every other
+  operator, ``$fields``, ``$top``, ``$offset``, and these two on a continuation page are a 400
+  SFMC error, so a client cannot come to rely on grammar nobody has confirmed;
 * the SFMC REST error envelope ``{"message", "errorcode", "documentation"}`` (401 Not
   Authorized, 403 insufficient privileges, 404, 429 rate limit with ``retryAfter``).
 
@@ -36,6 +43,7 @@ import http.server
 import json
 import math
 import numbers
+import re
 import secrets
 import socket
 import sys
@@ -65,9 +73,19 @@ OAUTH_ERROR_URI = "https://developer.salesforce.com/docs"
 
 _JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 _DEFAULT_PAGE_SIZE = 2500
-# OData-like rowset parameters that exist on the real endpoint but are not implemented here.
-# They are rejected (400) so a client relying on them fails loudly instead of getting unfiltered data.
-_UNSUPPORTED_ROWSET_PARAMS = ("$filter", "$fields", "$orderby", "$top", "$offset")
+# OData-like rowset parameters of the real endpoint. Only $filter and $orderBy (exactly so spelled)
+# are implemented, on the first page; the others are rejected (400) so a client relying on them
+# fails loudly instead of getting unfiltered data.
+_ODATA_ROWSET_PARAMS = ("$filter", "$fields", "$orderby", "$top", "$offset")
+_FIRST_PAGE_PARAMS = ("$filter", "$orderBy")
+_FIELD = r"([A-Za-z_][A-Za-z0-9_]*)"
+_QUOTED = r"'((?:[^']|'')*)'"
+_FILTER_EQ = re.compile(rf"^\s*{_FIELD}\s+eq\s+{_QUOTED}\s*$")
+_FILTER_BETWEEN = re.compile(rf"^\s*{_FIELD}\s+between\s+{_QUOTED}\s+and\s+{_QUOTED}\s*$")
+_ORDER_BY = re.compile(rf"^\s*{_FIELD}(?:\s+(asc|desc))?\s*$")
+# How the fake reads a Date value (a stored one, or a bound in $filter).
+_DATE_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+_FIELD_TYPES = ("Text", "Number", "Decimal", "Date", "Boolean", "EmailAddress", "Phone", "Locale")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,6 +230,8 @@ class _DataExtension:
     key: str
     object_id: str
     items: list[dict[str, dict[str, str]]]  # replaced wholesale, never mutated in place
+    fields: dict[str, str] = field(default_factory=dict)  # lower-cased name -> schema casing
+    date_fields: frozenset[str] = frozenset()  # lower-cased names of the Date fields
 
 
 @dataclass
@@ -256,6 +276,20 @@ def _sfmc_error(status: int, message: str, errorcode: int, documentation: str = 
 
 def _oauth_error(status: int, error: str, description: str) -> _FakeError:
     return _FakeError(status, {"error": error, "error_description": description, "error_uri": OAUTH_ERROR_URI})
+
+
+def _parse_date(text: str) -> _dt.datetime | None:
+    for fmt in _DATE_FORMATS:
+        try:
+            return _dt.datetime.strptime(text.strip(), fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _item_value(item: dict[str, dict[str, str]], lname: str) -> str:
+    keys, values = item.get("keys") or {}, item.get("values") or {}
+    return keys[lname] if lname in keys else values.get(lname, "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,8 +575,13 @@ class FakeSfmcServer:
 
     # -- data ------------------------------------------------------------------------------------
 
-    def add_data_extension(self, key: str, rows: list[dict], primary_key: Iterable[str] = ()) -> None:
+    def add_data_extension(self, key: str, rows: list[dict], primary_key: Iterable[str] = (),
+                           field_types: Mapping[str, str] | None = None) -> None:
         """Create (or replace) the Data Extension with external key ``key``.
+
+        ``field_types`` gives fields their SFMC type (``{"OccurredAt": "Date"}``); a field given only
+        ``date``/``datetime`` values is a Date field anyway, any other is Text. Only Date matters: it
+        is compared as a date in ``$filter`` and ``$orderBy``.
 
         ``rows`` use the schema casing and plain Python values (see :func:`format_sfmc_value`); they
         are converted and copied immediately, so later changes to ``rows`` have no effect.  The
@@ -557,6 +596,7 @@ class FakeSfmcServer:
         pk_lower = [name.lower() for name in primary_key]
         if len(set(pk_lower)) != len(pk_lower):
             raise ValueError(f"duplicate primary key field in {list(primary_key)!r}")
+        fields, date_fields = self._schema(rows, primary_key, field_types or {})
         items: list[dict[str, dict[str, str]]] = []
         seen_pks: set[tuple[str, ...]] = set()
         for index, row in enumerate(rows):
@@ -589,7 +629,28 @@ class FakeSfmcServer:
         with self._lock:
             existing = self._des.get(key)
             object_id = existing.object_id if existing else str(uuid.uuid4())
-            self._des[key] = _DataExtension(key=key, object_id=object_id, items=items)
+            self._des[key] = _DataExtension(key=key, object_id=object_id, items=items, fields=fields,
+                                            date_fields=date_fields)
+
+    @staticmethod
+    def _schema(rows: list[dict], primary_key: Iterable[str], field_types: Mapping[str, str]
+                ) -> tuple[dict[str, str], frozenset[str]]:
+        """The fields in schema casing (first spelling seen) and the Date ones, by lower-cased name."""
+        fields: dict[str, str] = {}
+        for name in [*primary_key, *field_types, *(n for row in rows for n in row if isinstance(n, str))]:
+            fields.setdefault(name.lower(), name)
+        for name, kind in field_types.items():
+            if kind not in _FIELD_TYPES:
+                raise ValueError(f"field {name!r}: unknown SFMC field type {kind!r}; use one of {_FIELD_TYPES}")
+        typed = {name.lower(): kind for name, kind in field_types.items()}
+        seen_date, seen_other = set(), set()  # lower-cased names given a date / anything else (not None)
+        for row in rows:
+            for name, value in row.items():
+                if isinstance(name, str) and value is not None:
+                    (seen_date if isinstance(value, _dt.date) else seen_other).add(name.lower())
+        inferred = seen_date - seen_other
+        dates = {lname for lname in fields if typed.get(lname, "Date" if lname in inferred else "Text") == "Date"}
+        return fields, frozenset(dates)
 
     def remove_data_extension(self, key: str) -> None:
         """Delete the DE ``key`` (later first-page reads get 404; open snapshots keep working)."""
@@ -902,28 +963,91 @@ class FakeSfmcServer:
                               10001)
         return number
 
-    def _check_unsupported(self, query: dict[str, str]) -> None:
+    def _check_unsupported(self, query: dict[str, str], allowed: Iterable[str] = ()) -> None:
         for name in query:
-            if name.lower() in _UNSUPPORTED_ROWSET_PARAMS:
-                raise _sfmc_error(400, f"The fake SFMC server does not implement the {name} parameter.", 10000)
+            if name.lower() in _ODATA_ROWSET_PARAMS and name not in allowed:
+                where = (" on a continuation page (the first page's $filter and $orderBy carry over)"
+                         if name in _FIRST_PAGE_PARAMS else "")
+                raise _sfmc_error(400, f"The fake SFMC server does not implement the {name} parameter{where}.", 10000)
 
     def _rowset_first(self, de: _DataExtension, query: dict[str, str]) -> _Response:
-        self._check_unsupported(query)
+        self._check_unsupported(query, allowed=_FIRST_PAGE_PARAMS)
         page = self._positive_int(query, "$page") or 1
         requested_size = self._positive_int(query, "$pageSize")
         default_size = min(_DEFAULT_PAGE_SIZE, self.max_page_size)
         page_size = min(requested_size, self.max_page_size) if requested_size else default_size
+        items = de.items
+        if "$filter" in query:
+            items = self._filtered(de, items, query["$filter"])
+        if "$orderBy" in query:
+            items = self._ordered(de, items, query["$orderBy"])
         snapshot = _Snapshot(
             request_token=str(uuid.uuid4()),
             de_key=de.key,
             object_id=de.object_id,
-            items=de.items,
+            items=items,
             page_size=page_size,
             page_size_explicit=requested_size is not None,
             expires_utc=self._utc_now() + _dt.timedelta(minutes=20),
         )
         self._snapshots[snapshot.request_token] = snapshot
         return self._rowset_page(snapshot, page, page_size, requested_size is not None)
+
+    @staticmethod
+    def _field(de: _DataExtension, name: str, parameter: str) -> str:
+        """The lower-cased name of field ``name``, which must be written in the schema casing."""
+        schema_name = de.fields.get(name.lower())
+        if schema_name is None:
+            raise _sfmc_error(400, f"{parameter}: {name!r} is not a field of data extension {de.key}.", 10000)
+        if schema_name != name:
+            raise _sfmc_error(400, f"{parameter}: write the field {name!r} as {schema_name!r} (the schema casing; "
+                                   "case-insensitive field names are not confirmed).", 10000)
+        return name.lower()
+
+    def _comparable(self, de: _DataExtension, lname: str, text: str):
+        """A value as the fake compares it: a datetime for a Date field (None: empty or not a date),
+        else the case-folded text (None: empty)."""
+        if lname in de.date_fields:
+            return _parse_date(text) if text.strip() else None
+        return text.casefold() if text != "" else None
+
+    def _bound(self, de: _DataExtension, lname: str, quoted: str, expression: str):
+        value = self._comparable(de, lname, quoted.replace("''", "'"))
+        if value is None:
+            kind = "date" if lname in de.date_fields else "value"
+            raise _sfmc_error(400, f"$filter: {quoted!r} is not a {kind} in {expression!r}.", 10001)
+        return value
+
+    def _filtered(self, de: _DataExtension, items: list, expression: str) -> list:
+        eq, between = _FILTER_EQ.match(expression), _FILTER_BETWEEN.match(expression)
+        if eq is None and between is None:
+            raise _sfmc_error(
+                400, f"$filter {expression!r} is not supported by the fake SFMC server: only \"Field eq 'value'\" "
+                     "and \"Field between 'A' and 'B'\" are (other operators are unconfirmed on the real API).",
+                10000)
+        match = eq or between
+        lname = self._field(de, match.group(1), "$filter")
+        low = self._bound(de, lname, match.group(2), expression)
+        high = self._bound(de, lname, match.group(3), expression) if between else low
+        kept = []
+        for item in items:
+            value = self._comparable(de, lname, _item_value(item, lname))
+            if value is not None and low <= value <= high:
+                kept.append(item)
+        return kept
+
+    def _ordered(self, de: _DataExtension, items: list, expression: str) -> list:
+        match = _ORDER_BY.match(expression)
+        if match is None:
+            raise _sfmc_error(400, f"$orderBy {expression!r} is not supported by the fake SFMC server: use "
+                                   "\"Field asc\" or \"Field desc\" (one field).", 10000)
+        lname = self._field(de, match.group(1), "$orderBy")
+
+        def sort_key(item):
+            value = self._comparable(de, lname, _item_value(item, lname))
+            return (0, _dt.datetime.min if lname in de.date_fields else "") if value is None else (1, value)
+
+        return sorted(items, key=sort_key, reverse=match.group(2) == "desc")
 
     def _rowset_continue(self, request_token: str, query: dict[str, str]) -> _Response:
         snapshot = self._snapshots.get(request_token)

@@ -1,0 +1,135 @@
+"""Land a read: a full read replaces the dataset and quarantine, an incremental one (a delta) is
+merged into them by primary key.
+
+Merge rules (``merge_delta``): a key the delta holds, valid or quarantined, takes the delta's row,
+unless the stored row's cursor is newer (a tie, or a cursor that is not a date, goes to the
+delta); every other stored row is kept as it is, in the dataset or in the quarantine. So a row
+quarantined in an earlier run and absent from the delta stays quarantined (its profile stays
+*held*, instead of looking like a profile that left), and a delta row replaces the stored one
+wherever it was: a row that became valid leaves the quarantine, one that became invalid leaves
+the dataset. Keys are compared as the dataset holds them (converted like the column: surrounding
+spaces stripped, 15-character Salesforce Ids in their 18-character form); a key part that does
+not convert is compared as served.
+
+When the materialization fails, the dataset stays as it was and the quarantine written for
+inspection keeps every row it held, those of the read's quarantined keys replaced by the read's
+(``Landing.quarantine_if_failed``): nothing held disappears because a run failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+
+import pandas as pd
+
+from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.datasets.conversion import clean_values, convert_frame
+from sfmc_pipeline.datasets.incremental import INCREMENTAL, Previous, ReadPlan, raw_cursor
+
+_SEPARATOR = "\x1f"  # between the parts of a composite key
+
+
+@dataclass(frozen=True)
+class Landing:
+    valid: pd.DataFrame  # the dataset to write
+    quarantine: pd.DataFrame  # the quarantine to write when the materialization succeeds
+    quarantine_if_failed: pd.DataFrame  # ... and when it fails (the dataset then stays as it was)
+    rows_changed: int  # rows of ``valid`` that are new or differ from the previous dataset
+
+
+def land(plan: ReadPlan, valid: pd.DataFrame, quarantine: pd.DataFrame, previous: Previous,
+         extension: DataExtensionConfig) -> Landing:
+    """What this read lands: merged into the previous dataset (incremental) or instead of it (full).
+    ``valid`` and ``quarantine`` are the read's validation result."""
+    if plan.mode == INCREMENTAL:
+        return merge_delta(previous.valid, previous.quarantine, valid, quarantine, extension)
+    return full_landing(valid, quarantine, previous.valid, previous.quarantine if plan.tracks_mark else None,
+                        extension)
+
+
+def full_landing(valid: pd.DataFrame, quarantine: pd.DataFrame, previous_valid: pd.DataFrame | None,
+                 previous_quarantine: pd.DataFrame | None, extension: DataExtensionConfig) -> Landing:
+    """A full read: it replaces both files. ``previous_quarantine`` (None: not kept) is what a failed
+    materialization keeps of the earlier quarantine."""
+    if_failed = quarantine
+    if previous_quarantine is not None and extension.primary_key:
+        if_failed = _replace_by_key(previous_quarantine, quarantine, extension)
+    return Landing(valid, quarantine, if_failed, count_changed(previous_valid, valid))
+
+
+def merge_delta(previous_valid: pd.DataFrame, previous_quarantine: pd.DataFrame, delta_valid: pd.DataFrame,
+                delta_quarantine: pd.DataFrame, extension: DataExtensionConfig) -> Landing:
+    """Merge a validated delta into the previous dataset and quarantine (see the module docstring)."""
+    column = extension.incremental_column
+    stored_keys, held_keys = typed_keys(previous_valid, extension), raw_keys(previous_quarantine, extension)
+    valid_keys, bad_keys = typed_keys(delta_valid, extension), raw_keys(delta_quarantine, extension)
+    stored = _newest(
+        previous_valid[column].set_axis(stored_keys), raw_cursor(previous_quarantine, extension).set_axis(held_keys)
+    )
+    fetched = _newest(
+        delta_valid[column].set_axis(valid_keys), raw_cursor(delta_quarantine, extension).set_axis(bad_keys)
+    )
+    older = (stored.reindex(fetched.index) > fetched).fillna(False).astype(bool)
+    winners = fetched.index[~older.to_numpy()]
+
+    new_valid = delta_valid[valid_keys.isin(winners)]
+    new_bad = delta_quarantine[bad_keys.isin(winners)]
+    valid = _concat(previous_valid[~stored_keys.isin(winners)], new_valid, like=delta_valid)
+    quarantine = _concat(previous_quarantine[~held_keys.isin(winners)], new_bad, like=delta_quarantine)
+    replaced_if_failed = held_keys.isin(bad_keys[bad_keys.isin(winners)])
+    if_failed = _concat(previous_quarantine[~replaced_if_failed], new_bad, like=delta_quarantine)
+    return Landing(valid, quarantine, if_failed, count_changed(previous_valid, new_valid))
+
+
+def count_changed(previous: pd.DataFrame | None, current: pd.DataFrame) -> int:
+    """Rows of ``current`` with no identical row in ``previous`` (new or changed rows)."""
+    if previous is None or len(previous) == 0 or list(previous.columns) != list(current.columns):
+        return len(current)
+    if len(current) == 0:
+        return 0
+    seen = pd.Index(pd.util.hash_pandas_object(previous, index=False))
+    return int((~pd.util.hash_pandas_object(current, index=False).isin(seen)).sum())
+
+
+def typed_keys(frame: pd.DataFrame, extension: DataExtensionConfig) -> pd.Series:
+    """The primary key of each row of a typed (dataset) frame, as one string."""
+    return _join([frame[name].astype("string") for name in extension.primary_key], frame.index)
+
+
+def raw_keys(frame: pd.DataFrame, extension: DataExtensionConfig) -> pd.Series:
+    """The primary key of each row of a raw (quarantine) frame, converted as the dataset converts it;
+    a part that does not convert is taken as served (stripped)."""
+    names = list(extension.primary_key)
+    key_only = extension.model_copy(update={"columns": [extension.column(name) for name in names]})
+    typed = convert_frame(frame[names].astype("string"), key_only).frame
+    parts = [typed[name].astype("string").fillna(clean_values(frame[name]).fillna("")) for name in names]
+    return _join(parts, frame.index)
+
+
+def _join(parts: list[pd.Series], index: pd.Index) -> pd.Series:
+    if not parts:
+        return pd.Series("", index=index, dtype="string")
+    return reduce(lambda left, right: left + _SEPARATOR + right, parts).fillna("")
+
+
+def _newest(*cursors: pd.Series) -> pd.Series:
+    """The newest cursor per key (NaT when a key has none that is a date)."""
+    combined = pd.concat(cursors)
+    return combined.groupby(level=0, sort=False).max()
+
+
+def _replace_by_key(base: pd.DataFrame, newer: pd.DataFrame, extension: DataExtensionConfig) -> pd.DataFrame:
+    """``base`` without the keys ``newer`` holds, then ``newer``."""
+    if list(base.columns) != list(newer.columns):
+        return newer
+    keep = ~raw_keys(base, extension).isin(raw_keys(newer, extension))
+    return _concat(base[keep], newer, like=newer)
+
+
+def _concat(kept: pd.DataFrame, added: pd.DataFrame, *, like: pd.DataFrame) -> pd.DataFrame:
+    """Stored rows then new ones, with the new frame's column types and a fresh index."""
+    if len(kept) == 0:
+        return added.reset_index(drop=True)
+    frame = pd.concat([kept, added], ignore_index=True) if len(added) else kept.reset_index(drop=True)
+    return frame.astype(like.dtypes.to_dict())
