@@ -44,7 +44,7 @@ def _tick(config, sfmc: SfmcResource, cursor: str | None):
 
 def _rest(fake_sfmc, **overrides) -> SfmcResource:
     settings = {"client_id": fake_sfmc.client_id, "client_secret": fake_sfmc.client_secret,
-                "auth_base_uri": fake_sfmc.auth_base_uri, "max_retries": 0}
+                "auth_base_uri": fake_sfmc.auth_base_uri, "max_retries": 0, "backoff_seconds": 0.0}
     return SfmcResource(**{**settings, **overrides})
 
 
@@ -104,8 +104,11 @@ def test_an_sfmc_error_is_a_skipped_tick_with_the_reason_and_the_cursor_unchange
     assert "not-the-secret" not in wrong.skip_message
 
     fake_sfmc.fail_next(503, path_contains="/rowset", times=5)
-    down = _tick(config, _rest(fake_sfmc), baseline)
+    fake_sfmc.clear_requests()
+    down = _tick(config, _rest(fake_sfmc, max_retries=5), baseline)
     assert not down.run_requests and "503" in down.skip_message
+    assert len(fake_sfmc.rowset_requests()) == 2  # one retry per request, whatever the resource says: short ticks
+    fake_sfmc.clear_faults()
 
     half = _tick(config, SfmcResource(client_id="only-this"), baseline)  # incomplete credentials
     assert not half.run_requests and "SFMC_CLIENT_SECRET" in half.skip_message

@@ -13,7 +13,9 @@ The sensor's whole state is its cursor, a JSON object::
 
 The first tick has nothing to compare with: it records the tokens and requests nothing. An SFMC
 error (or incomplete credentials) is a skipped tick with the reason and an unchanged cursor,
-never a crashed daemon; the next tick tries again. A change the probe cannot see (a row edited in
+never a crashed daemon; the next tick tries again. A requested run that fails raises a failure alert;
+the sensor does not request the same change again (the next change, or the schedule, reads it). A
+change the probe cannot see (a row edited in
 place without an ``incremental_column``, the count unchanged) is left to the schedule.
 """
 
@@ -32,6 +34,7 @@ from sfmc_pipeline.transport import ApiError, ConfigurationError
 
 CHANGE_SENSOR_NAME = "sfmc_change_sensor"
 CURSOR_VERSION = 1
+PROBE_RETRIES = 1  # per request: a tick stays well inside the daemon's sensor timeout when SFMC is down
 
 
 def read_cursor(text: str | None) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def build_change_sensor(pipeline: PipelineConfig) -> dg.SensorDefinition:
     def sfmc_change_sensor(context: dg.SensorEvaluationContext, sfmc: SfmcResource):
         state = read_cursor(context.cursor)
         try:
-            source = sfmc.get_source(page_size=pipeline.settings.page_size)
+            source = sfmc.get_source(page_size=pipeline.settings.page_size, max_retries=PROBE_RETRIES)
             tokens = {ext.asset: source.probe(ext).change_token for ext in pipeline.data_extensions}
         except (ApiError, ConfigurationError) as exc:
             return dg.SkipReason(f"Could not poll the Data Extensions, nothing requested; the next tick tries again: {exc}")

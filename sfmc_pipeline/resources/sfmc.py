@@ -59,8 +59,9 @@ class SfmcResource(dg.ConfigurableResource):
             )
         return "sfmc"
 
-    def get_source(self, page_size: int = 2500) -> DataExtensionSource:
-        """The source for this configuration; ``page_size`` comes from the pipeline config."""
+    def get_source(self, page_size: int = 2500, *, max_retries: int | None = None) -> DataExtensionSource:
+        """The source for this configuration; ``page_size`` comes from the pipeline config, ``max_retries``
+        overrides the retries per request (the change sensor keeps its ticks short)."""
         if self.mode == "embedded":
             return EmbeddedSampleSource(self.sample_dir)
         return SfmcRestSource(
@@ -70,5 +71,8 @@ class SfmcResource(dg.ConfigurableResource):
             account_id=self.account_id,
             page_size=page_size,
             timeout_seconds=self.timeout_seconds,
-            retry=RetrySettings(max_retries=self.max_retries, backoff_seconds=self.backoff_seconds),
+            retry=RetrySettings(
+                max_retries=self.max_retries if max_retries is None else max_retries,
+                backoff_seconds=self.backoff_seconds,
+            ),
         )
