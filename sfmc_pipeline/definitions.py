@@ -46,6 +46,7 @@ def build_definitions(config: PipelineConfig) -> dg.Definitions:
         schedules=[build_schedule(config.automation.schedule)],
         sensors=[build_change_sensor(config), build_automation_sensor(), failure_alerts],
         resources=build_resources(),
+        executor=dg.in_process_executor,
     )
 
 

@@ -412,6 +412,21 @@ class SyncSettings(_Strict):
         default=10000, ge=1,
         description="Reconciliation reads back every managed record up to this many, else a random sample of this size.",
     )
+    concurrent_requests: int = Field(
+        default=4, ge=1, le=25,
+        description="sObject Collections requests in flight at once per destination (UNABLE_TO_LOCK_ROW lowers it "
+        "for the rest of the run).",
+    )
+    bulk_threshold: int = Field(
+        default=2000, ge=1,
+        description="A destination's change set of at least this many records is written with Bulk API 2.0 "
+        "(Salesforce's guidance: Bulk for more than 2,000 records); smaller ones through sObject Collections.",
+    )
+    bulk_poll_timeout_seconds: int = Field(
+        default=1800, ge=10,
+        description="How long a sync waits for a Bulk API 2.0 job to finish before it stops and leaves the job to "
+        "the next run.",
+    )
 
 
 class ScheduleConfig(_Strict):
@@ -461,6 +476,10 @@ class PipelineSettings(_Strict):
         default=0.05, ge=0, le=1, description="Largest share of quarantined rows before a run fails."
     )
     page_size: int = Field(default=2500, ge=1, le=2500, description="SFMC rowset page size (max 2500).")
+    concurrent_page_reads: int = Field(
+        default=4, ge=1, le=16,
+        description="Rowset pages of one Data Extension fetched at once, once the first page has given the count.",
+    )
     max_row_drop: float = Field(
         default=0.2, ge=0, le=1,
         description="Volume guard: fail a dataset whose valid rows fall by more than this share since its last "
