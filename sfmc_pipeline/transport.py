@@ -5,16 +5,22 @@ Retries: connection errors, timeouts, 429 and 5xx are retried (only for calls th
 idempotent) with exponential backoff, honouring ``Retry-After`` (header, or SFMC's
 ``retryAfter`` body field). Everything else is returned to the caller, which knows what the
 status means for its API.
+
+Thread-safe for concurrent requests (the SFMC source fetches pages from several threads): the
+counters and the redactor take a lock, each request's retry loop is its own, and the session's
+connection pool keeps ``pool_size`` connections per host, at least one per thread that sends.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -69,22 +75,34 @@ class RetrySettings:
 class CallStats:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
 
 
 class Redactor:
     """Replaces known secret values (client secret, password, tokens) in any text with ``***``."""
 
     def __init__(self, secrets: Iterable[str | None] = ()):
-        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()  # longest first; replaced, never changed in place
         for s in secrets:
             self.add(s)
 
     def add(self, secret: str | None) -> None:
         if secret and len(secret) >= 4:
-            self._secrets.add(secret)
+            with self._lock:
+                if secret not in self._secrets:
+                    self._secrets = tuple(sorted((*self._secrets, secret), key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
 
@@ -101,13 +119,21 @@ class HttpTransport:
         redactor: Redactor | None = None,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
+        pool_size: int = 10,
     ):
         self.service = service
         self.timeout_seconds = timeout_seconds
         self.retry = retry or RetrySettings()
         self.redact = redactor or Redactor()
         self.sleep = sleep
-        self.session = session or requests.Session()
+        if session is None:
+            # Connections kept per host: one per thread that may send at once (requests' default 10
+            # would make more threads open and discard connections).
+            session = requests.Session()
+            size = max(10, pool_size)
+            for prefix in ("https://", "http://"):
+                session.mount(prefix, HTTPAdapter(pool_connections=10, pool_maxsize=size))
+        self.session = session
         self.stats = CallStats()
 
     def close(self) -> None:
@@ -120,7 +146,7 @@ class HttpTransport:
         attempt = 0
         while True:
             attempt += 1
-            self.stats.requests += 1
+            self.stats.count_request()
             try:
                 response = self.session.request(method, url, timeout=self.timeout_seconds, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -145,7 +171,7 @@ class HttpTransport:
                     retryable=True,
                     status=response.status_code if response is not None else None,
                 )
-            self.stats.retries += 1
+            self.stats.count_retry()
             self.sleep(delay)
 
 

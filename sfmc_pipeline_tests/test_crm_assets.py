@@ -93,7 +93,12 @@ def test_salesforce_mode_via_environment_never_shows_secrets(sample_org, monkeyp
     assert meta["contacts"]["mode"] == "salesforce" and meta["contacts"]["api_version"] == "66.0"
     assert meta["contacts"]["records_succeeded"] > 0 and meta["contacts"]["records_failed"] == 0
     assert meta["contacts"]["api_usage"].split(" ")[0].endswith("/15000")
-    assert meta["contacts"]["write_requests"] == -(-meta["contacts"]["records_sent"] // 200)
+    # 2,372 Contacts to send: at the 2,000-record threshold they go through one Bulk API 2.0 job (create, upload,
+    # close, poll, results); 604 Leads through sObject Collections, 200 a request
+    assert meta["contacts"]["write_path"] == "Bulk API 2.0" and meta["contacts"]["write_requests"] == 0
+    assert meta["contacts"]["bulk_requests"] == meta["contacts"]["write_requests_minimum"] == 5
+    assert meta["leads"]["write_path"] == "sObject Collections"
+    assert meta["leads"]["write_requests"] == meta["leads"]["write_requests_minimum"] == -(-meta["leads"]["records_sent"] // 200)
     assert _checks(result)[("contacts", "reconciliation")].passed
     text = _all_text(result, instance)
     for secret in (PASSWORD, TOKEN, PASSWORD + TOKEN, sample_org.client_secret, *sample_org.issued_tokens):

@@ -1,11 +1,14 @@
 """Contract: a Data Extension read over REST is complete or it fails. Over real HTTP against the
 fake SFMC server, every page must carry an ``items`` list and the same whole-number ``count``
-(total rows), and the rows collected must reach ``count`` exactly when the pages end. A page that
-breaks a rule is read once more; if it still does, the read fails with a retryable
-``ExtractError`` naming the Data Extension, the page and the counts, and the previous dataset
-stays in place."""
+(total rows), be the page asked for with the first page's page size, be full unless it is the
+last, and the rows collected must reach ``count`` exactly when the pages end; the rows' primary
+keys must not repeat (compared case-insensitively). A page that breaks a rule is read once more,
+that page only; if it still does, the read fails with a retryable ``ExtractError`` naming the
+Data Extension, the page and the counts, and the previous dataset stays in place. Each rule holds
+for pages read one at a time and concurrently (``concurrency`` 1 and 4)."""
 
 import re
+from collections import Counter
 
 import dagster as dg
 import pandas as pd
@@ -55,19 +58,29 @@ def _page(items: list, *, count=5, next_link: str | None = PAGE_3) -> dict:
     return body
 
 
-@pytest.fixture()
-def activities_source(fake_sfmc, clock, sleeps) -> SfmcRestSource:
-    """Five Activities rows in three pages of 2, 2 and 1."""
+@pytest.fixture(params=[1, 4], ids=["sequential", "concurrent"])
+def activities_source(request, fake_sfmc, clock, sleeps) -> SfmcRestSource:
+    """Five Activities rows in three pages of 2, 2 and 1, read with concurrency 1 and 4."""
     fake_sfmc.add_data_extension("Activities", [_activity(i) for i in range(5)], primary_key=["ActivityId"])
     return SfmcRestSource(
         client_id=fake_sfmc.client_id,
         client_secret=fake_sfmc.client_secret,
         auth_base_uri=fake_sfmc.auth_base_uri,
         page_size=2,
+        concurrency=request.param,
         clock=clock,
         sleep=sleeps,
         retry=RetrySettings(max_retries=0),
     )
+
+
+def _requests_per_page(fake_sfmc) -> Counter:
+    """How many times each rowset page was requested ("1" for the first page)."""
+    return Counter(int(r.query.get("$page", "1")) for r in fake_sfmc.rowset_requests())
+
+
+def _page_requests(fake_sfmc, number: int) -> list:
+    return [r for r in fake_sfmc.rowset_requests() if int(r.query.get("$page", "1")) == number]
 
 
 TWO_ROWS = [_wire(2), _wire(3)]
@@ -89,12 +102,22 @@ BAD_SECOND_PAGES = {
         _page([_wire(2), _wire(3), _wire(4), _wire(5)]),
         "it had 4 row(s), 6 in all, more than the 5 in 'count'",
     ),
+    # Pages are requested by number, out of order: each must be the page asked for, and full.
+    "not a full page": (_page([_wire(2)]), "it had 1 row(s), not a full page of 2, and it is page 2 of 3, not the last"),
+    "another page": ({**_page(TWO_ROWS), "page": 3}, "it was page 3 of the read, not page 2"),
+    "another page size": ({**_page(TWO_ROWS), "pageSize": 3}, "its pageSize was 3, not the first page's 2"),
+    # Primary keys: a row of page 1 served again (the extension rewritten during the read).
+    "a repeated primary key": (
+        _page([_wire(0), _wire(3)]),
+        "a row repeated the primary key (activityid) of a row on page 1",
+    ),
+    "two rows with one key": (_page([_wire(2), _wire(2)]), "two of its rows had the same primary key (activityid)"),
 }
 
 
 @pytest.mark.parametrize("body, problem", BAD_SECOND_PAGES.values(), ids=BAD_SECOND_PAGES.keys())
 def test_a_bad_page_is_read_again_then_fails_the_read(fake_sfmc, activities_source, body, problem):
-    fake_sfmc.fail_next(200, body=body, path_contains="/token/", times=2)
+    fake_sfmc.fail_next(200, body=body, path_contains="/token/", page=2, times=2)
     with pytest.raises(ExtractError, match=re.escape(problem)) as info:
         activities_source.read(ACTIVITIES)
     message = str(info.value)
@@ -103,9 +126,35 @@ def test_a_bad_page_is_read_again_then_fails_the_read(fake_sfmc, activities_sour
     assert "page 2 (after 2 of the 5 rows in 'count') was read twice" in message
     assert "check that nothing writes to 'Activities'" in message
     assert not any(token in message for token in fake_sfmc.issued_tokens)
-    pages = fake_sfmc.rowset_requests()
-    assert len(pages) == 3 and pages[1].raw_target == pages[2].raw_target  # the same URL, twice
+    per_page = _requests_per_page(fake_sfmc)
+    assert per_page[1] == 1 and per_page[2] == 2 and per_page[3] <= 1  # page 3 may have been fetched ahead
+    first, again = _page_requests(fake_sfmc, 2)
+    assert first.raw_target == again.raw_target  # the same URL, twice
     assert fake_sfmc.pending_faults == 0
+
+
+def _last_page(items: list, **fields) -> dict:
+    return {"links": {"self": "/v1/customobjectdata/token/t/rowset?$page=3"}, "page": 3, "pageSize": 2, "count": 5,
+            "items": items, **fields}
+
+
+BAD_LAST_PAGES = {
+    "short, with a next link": (
+        _last_page([], links={"self": "/v1/x", "next": "/v1/customobjectdata/token/t/rowset?$page=4"}),
+        "it was empty, 1 rows short of 'count'",
+    ),
+    "count changed": (_last_page([_wire(4)], count=6), "its 'count' (total rows) changed to 6"),
+    "a key of page 2 again": (_last_page([_wire(3)]), "a row repeated the primary key (activityid) of a row on page 2"),
+}
+
+
+@pytest.mark.parametrize("body, problem", BAD_LAST_PAGES.values(), ids=BAD_LAST_PAGES.keys())
+def test_a_bad_last_page_fails_the_read_after_one_more_read_of_it(fake_sfmc, activities_source, body, problem):
+    fake_sfmc.fail_next(200, body=body, path_contains="/token/", page=3, times=2)
+    with pytest.raises(ExtractError, match=re.escape(problem)) as info:
+        activities_source.read(ACTIVITIES)
+    assert info.value.retryable and "page 3 (after 4 of the 5 rows in 'count') was read twice" in str(info.value)
+    assert _requests_per_page(fake_sfmc) == {1: 1, 2: 1, 3: 2}
 
 
 def test_a_200_error_object_on_the_first_page_is_not_an_empty_extension(fake_sfmc, activities_source):
@@ -116,12 +165,15 @@ def test_a_200_error_object_on_the_first_page_is_not_an_empty_extension(fake_sfm
     assert info.value.retryable and "'Request timed out' (errorcode 10000)" in str(info.value)
 
 
-def test_a_transient_short_page_is_read_again_and_the_read_succeeds(fake_sfmc, activities_source):
-    fake_sfmc.fail_next(200, body=_page([_wire(2)], next_link=None), path_contains="/token/")
+@pytest.mark.parametrize("body", [_page([_wire(2)], next_link=None), _page([_wire(0), _wire(3)])],
+                         ids=["short page", "repeated primary key"])
+def test_a_transient_bad_page_is_read_again_and_the_read_succeeds(fake_sfmc, activities_source, body):
+    fake_sfmc.fail_next(200, body=body, path_contains="/token/", page=2)
     extract = activities_source.read(ACTIVITIES)
     assert extract.frame["ActivityId"].tolist() == [_activity(i)["ActivityId"] for i in range(5)]
-    pages = fake_sfmc.rowset_requests()
-    assert len(pages) == 4 and pages[1].raw_target == pages[2].raw_target  # page 2 twice, then page 3
+    assert _requests_per_page(fake_sfmc) == {1: 1, 2: 2, 3: 1}  # page 2 twice; no other page again
+    first, again = _page_requests(fake_sfmc, 2)
+    assert first.raw_target == again.raw_target
 
 
 def _contacts(n: int) -> list[dict]:

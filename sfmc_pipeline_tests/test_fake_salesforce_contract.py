@@ -446,3 +446,255 @@ def test_upsert_checks_value_types_and_nan_is_not_json(typed_org: FakeSalesforce
                          % fake_id(CONTACT_PREFIX, 1), timeout=5)
     assert nan.status_code == 400 and nan.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
     assert sf.write_log == []
+
+
+# ---------------------------------------------------------------------------------------------- Bulk API 2.0 ingest
+
+
+def _bulk(sf: FakeSalesforceServer, headers, method: str, path: str = "", **kwargs) -> requests.Response:
+    return requests.request(method, f"{sf.api_url}/jobs/ingest{path}", headers=headers, timeout=5, **kwargs)
+
+
+def _bulk_job(sf, headers, **spec) -> str:
+    response = _bulk(sf, headers, "POST", json={"object": "Contact", "operation": "update", "contentType": "CSV",
+                                                "lineEnding": "LF", **spec})
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def _upload(sf, headers, job_id: str, text: str, content_type: str = "text/csv") -> requests.Response:
+    return _bulk(sf, {**headers, "Content-Type": content_type}, "PUT", f"/{job_id}/batches",
+                 data=text.encode("utf-8"))
+
+
+def _csv_rows(response: requests.Response) -> list[list[str]]:
+    import csv
+    import io
+
+    return list(csv.reader(io.StringIO(response.content.decode("utf-8"), newline="")))
+
+
+def test_bulk_ingest_job_lifecycle(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG, length=10)
+    sf.add_field("Contact", "Score__c", type="double", length=0)
+    c1, c2, unknown = (fake_id(CONTACT_PREFIX, n) for n in (1, 2, 99))
+    sf.add_record("Contact", c1, LastName="Doe", **{SEG: "old"})
+    sf.add_record("Contact", c2, LastName="Roe")
+    headers = _login(sf)
+
+    created = _bulk(sf, headers, "POST", json={"object": "Contact", "operation": "update", "contentType": "CSV",
+                                               "lineEnding": "LF", "columnDelimiter": "COMMA"})
+    assert created.status_code == 200 and created.headers["Sforce-Limit-Info"] == "api-usage=1/15000"
+    job = created.json()
+    job_id = job["id"]
+    assert job_id.startswith("750") and is_valid_id(job_id) and len(job_id) == 18
+    assert (job["state"], job["object"], job["operation"], job["contentType"], job["lineEnding"]) == (
+        "Open", "Contact", "update", "CSV", "LF")
+    assert job["createdById"] == sf.user_id and job["contentUrl"] == f"services/data/v66.0/jobs/ingest/{job_id}/batches"
+
+    early = _bulk(sf, headers, "GET", f"/{job_id}/successfulResults/")
+    assert early.status_code == 400 and early.json()[0]["errorCode"] == "INVALIDJOBSTATE"
+    data = (f'Id,{SEG},Score__c,Email\n{c1},"a,""b""",12345678901234567.89,\n'
+            f"{c2},#N/A,,not-an-email\n{unknown},x,,\n")
+    uploaded = _upload(sf, headers, job_id, data)
+    assert uploaded.status_code == 201 and uploaded.content == b""
+    again = _upload(sf, headers, job_id, data)
+    assert again.status_code == 400 and again.json()[0]["errorCode"] == "INVALIDJOBSTATE"  # one upload per job
+
+    closed = _bulk(sf, headers, "PATCH", f"/{job_id}", json={"state": "UploadComplete"})
+    assert closed.status_code == 200 and closed.json()["state"] == "UploadComplete"
+    assert sf.write_log == []  # nothing is applied before the job is processed
+    info = _bulk(sf, headers, "GET", f"/{job_id}").json()
+    assert (info["state"], info["numberRecordsProcessed"], info["numberRecordsFailed"]) == ("JobComplete", 3, 2)
+    assert info["jobType"] == "V2Ingest" and "errorMessage" not in info
+    assert sf.records["Contact"][c1][SEG] == 'a,"b"' and sf.records["Contact"][c1]["Score__c"] == Decimal(
+        "12345678901234567.89")
+    assert "Email" not in sf.records["Contact"][c1]  # an empty cell leaves the field as it is
+
+    successful = _bulk(sf, headers, "GET", f"/{job_id}/successfulResults/")
+    assert successful.headers["Content-Type"] == "text/csv" and "Sforce-Limit-Info" in successful.headers
+    assert successful.content.startswith(b'"sf__Id","sf__Created","Id"')
+    assert _csv_rows(successful) == [["sf__Id", "sf__Created", "Id", SEG, "Score__c", "Email"],
+                                     [c1, "false", c1, 'a,"b"', "12345678901234567.89", ""]]
+    failed = _csv_rows(_bulk(sf, headers, "GET", f"/{job_id}/failedResults/"))
+    assert failed[0] == ["sf__Id", "sf__Error", "Id", SEG, "Score__c", "Email"]
+    assert sorted(row[1:3] for row in failed[1:]) == sorted([
+        ["INVALID_EMAIL_ADDRESS:Email: invalid email address: not-an-email:Email", c2],
+        ["INVALID_CROSS_REFERENCE_KEY:invalid cross reference id:--", unknown]])
+    assert all(row[0] == "" for row in failed[1:])
+    assert _csv_rows(_bulk(sf, headers, "GET", f"/{job_id}/unprocessedrecords/")) == [
+        ["Id", SEG, "Score__c", "Email"]]
+    assert SEG not in sf.records["Contact"][c2]  # its row failed as a whole
+    assert sf.api_usage == 9  # every Bulk request is an API request
+
+    aborting_done = _bulk(sf, headers, "PATCH", f"/{job_id}", json={"state": "Aborted"})
+    assert aborting_done.status_code == 400 and aborting_done.json()[0]["errorCode"] == "INVALIDJOBSTATE"
+    missing = _bulk(sf, headers, "GET", "/750Fk0000000099AAA")
+    assert missing.status_code == 404 and missing.json()[0]["errorCode"] == "NOT_FOUND"
+    assert _bulk(sf, headers, "DELETE", f"/{job_id}").status_code == 204 and job_id not in sf.bulk_jobs
+
+
+def test_bulk_rows_follow_the_composite_rules(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG, length=5)
+    sf.add_field("Contact", "Visits__c", type="int", length=0)
+    ids = [fake_id(CONTACT_PREFIX, n) for n in range(1, 5)]
+    for cid in ids:
+        sf.add_record("Contact", cid, LastName="Doe")
+    sf.delete_record("Contact", ids[3])
+    sf.lock_rows_next([ids[2]])
+    headers = _login(sf)
+    rows = [(fake_id(LEAD_PREFIX, 1), {SEG: "a"}), (ids[0], {SEG: "toolong"}), (ids[1], {"LastName": None}),
+            (ids[2], {SEG: "b"}), (ids[3], {SEG: "c"}), ("junk", {SEG: "d"})]
+    composite = _update(sf, headers, [{"attributes": {"type": "Contact"}, "id": rid, **values}
+                                      for rid, values in rows]).json()
+    expected = {rid: f"{r['errors'][0]['statusCode']}:{r['errors'][0]['message']}:"
+                     f"{','.join(r['errors'][0]['fields']) or '--'}" for (rid, _), r in zip(rows, composite)}
+    sf.lock_rows_next([ids[2]])
+
+    job_id = _bulk_job(sf, headers)
+    lines = [f"Id,{SEG},LastName,Visits__c"] + [
+        f"{rid},{values.get(SEG, '')},{'#N/A' if 'LastName' in values else ''}," for rid, values in rows]
+    lines.append(f"{ids[0]},,,many")
+    assert _upload(sf, headers, job_id, "\n".join(lines) + "\n").status_code == 201
+    _bulk(sf, headers, "PATCH", f"/{job_id}", json={"state": "UploadComplete"})
+    assert _bulk(sf, headers, "GET", f"/{job_id}").json()["numberRecordsFailed"] == 7
+    failed = {row[2]: row[1] for row in _csv_rows(_bulk(sf, headers, "GET", f"/{job_id}/failedResults"))[1:]
+              if row[5] != "many"}
+    assert failed == expected  # the same codes, messages and fields as the composite endpoint
+    typed = [row for row in _csv_rows(_bulk(sf, headers, "GET", f"/{job_id}/failedResults"))[1:] if row[5] == "many"]
+    assert typed[0][1].startswith("INVALID_TYPE_ON_FIELD_IN_RECORD:Cannot deserialize instance of int")
+
+
+def test_bulk_jobs_fail_for_what_bulk_cannot_read(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG, length=131072)
+    cid = fake_id(CONTACT_PREFIX, 1)
+    sf.add_record("Contact", cid, LastName="Doe")
+    headers = _login(sf)
+    cases = {
+        f"Id,Nope__c\n{cid},x\n": "InvalidBatch : Field name not found : Nope__c",
+        f"Id,{SEG}\r\n{cid},x\r\n": "ClientInputError : LineEnding is invalid on user data. Current LineEnding "
+                                    "setting is LF",
+        f"Id,{SEG}\n{cid},{'x' * 32001}\n": "exceeds the maximum of 32000 characters",
+        f"Id,{SEG}\n{cid},a,b\n": "Wrong number of columns in row 2",
+        f"{SEG}\nx\n": "Required column is missing from the header: Id",
+    }
+    for data, message in cases.items():
+        job_id = _bulk_job(sf, headers)
+        assert _upload(sf, headers, job_id, data).status_code == 201
+        _bulk(sf, headers, "PATCH", f"/{job_id}", json={"state": "UploadComplete"})
+        info = _bulk(sf, headers, "GET", f"/{job_id}").json()
+        assert info["state"] == "Failed" and message in info["errorMessage"], info
+        assert info["numberRecordsProcessed"] == 0
+    ok = _bulk_job(sf, headers)
+    _upload(sf, headers, ok, f'Id,{SEG}\n{cid},"{"x" * 32000}\nquoted\r\nbreaks"\n')
+    _bulk(sf, headers, "PATCH", f"/{ok}", json={"state": "UploadComplete"})
+    assert _bulk(sf, headers, "GET", f"/{ok}").json()["state"] == "Failed"  # 32,000 + the breaks: over the limit
+    empty = _bulk_job(sf, headers)
+    _bulk(sf, headers, "PATCH", f"/{empty}", json={"state": "UploadComplete"})
+    assert "No data" in _bulk(sf, headers, "GET", f"/{empty}").json()["errorMessage"]
+    assert sf.write_log == []
+
+
+def test_bulk_request_errors_upsert_list_and_abort(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", "Ext_Id__c", type="string", length=64, external_id=True)
+    sf.add_field("Contact", SEG)
+    existing = fake_id(CONTACT_PREFIX, 1)
+    sf.add_record("Contact", existing, LastName="Doe", Ext_Id__c="E-1")
+    headers = _login(sf)
+
+    for spec, text in (({"object": "Nope"}, "Invalid object"), ({"operation": "upsert"}, "External ID was blank"),
+                       ({"operation": "upsert", "externalIdFieldName": SEG}, "is not an External ID"),
+                       ({"operation": "delete"}, "update and upsert")):
+        bad = _bulk(sf, headers, "POST", json={"object": "Contact", "operation": "update", **spec})
+        assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALIDJOB" and text in bad.json()[0][
+            "message"]
+
+    job_id = _bulk_job(sf, headers, operation="upsert", externalIdFieldName="ext_id__c")
+    assert sf.bulk_job(job_id)["externalIdFieldName"] == "Ext_Id__c"
+    wrong_type = _upload(sf, headers, job_id, "x", content_type="application/json")
+    assert wrong_type.status_code == 400 and wrong_type.json()[0]["errorCode"] == "INVALID_CONTENT_TYPE"
+    sf.bulk_max_upload_bytes = 100
+    too_big = _upload(sf, headers, job_id, "x" * 101)
+    assert too_big.status_code == 413 and too_big.json()[0]["errorCode"] == "REQUEST_ENTITY_TOO_LARGE"
+    sf.bulk_max_upload_bytes = 10_000
+    _upload(sf, headers, job_id, f"Ext_Id__c,{SEG},LastName\ne-1,a,\nE-2,b,New\nE-3,c,\n")
+    _bulk(sf, headers, "PATCH", f"/{job_id}", json={"state": "UploadComplete"})
+    assert _bulk(sf, headers, "GET", f"/{job_id}").json()["numberRecordsFailed"] == 1
+    success = _csv_rows(_bulk(sf, headers, "GET", f"/{job_id}/successfulResults"))
+    by_key = {row[2]: row for row in success[1:]}
+    assert by_key["e-1"][:2] == [existing, "false"]  # text external ids match case-insensitively
+    assert by_key["E-2"][1] == "true" and sf.records["Contact"][by_key["E-2"][0]]["LastName"] == "New"
+    (failure,) = _csv_rows(_bulk(sf, headers, "GET", f"/{job_id}/failedResults"))[1:]
+    assert failure[1] == "REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName"
+
+    opened = _bulk_job(sf, headers)
+    aborted = _bulk(sf, headers, "PATCH", f"/{opened}", json={"state": "Aborted"})
+    assert aborted.status_code == 200 and aborted.json()["state"] == "Aborted"
+    assert _upload(sf, headers, opened, "Id\n").json()[0]["errorCode"] == "INVALIDJOBSTATE"
+    closing_aborted = _bulk(sf, headers, "PATCH", f"/{opened}", json={"state": "UploadComplete"})
+    assert closing_aborted.status_code == 400
+
+    sf.bulk_list_page_size = 1
+    first = _bulk(sf, headers, "GET", params={"jobType": "V2Ingest"}).json()
+    assert first["done"] is False and [j["id"] for j in first["records"]] == [job_id]
+    assert first["nextRecordsUrl"].startswith("/services/data/v66.0/jobs/ingest?queryLocator=")
+    second = requests.get(f"{sf.base_url}{first['nextRecordsUrl']}", headers=headers, timeout=5).json()
+    assert second["done"] is True and second["nextRecordsUrl"] is None
+    assert [(j["id"], j["state"]) for j in second["records"]] == [(opened, "Aborted")]
+    assert _bulk(sf, headers, "DELETE", f"/{opened}").status_code == 204
+    assert _bulk(sf, headers, "GET").status_code == 200 and _bulk(sf, {}, "GET").status_code == 401
+
+
+def test_bulk_fault_helpers(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.add_field("Contact", SEG)
+    ids = [fake_id(CONTACT_PREFIX, n) for n in range(1, 5)]
+    for cid in ids:
+        sf.add_record("Contact", cid, LastName="Doe")
+    headers = _login(sf)
+    data = f"Id,{SEG}\n" + "".join(f"{cid},v{n}\n" for n, cid in enumerate(ids))
+
+    def run(**poll_kwargs) -> dict:
+        job_id = _bulk_job(sf, headers)
+        _upload(sf, headers, job_id, data)
+        _bulk(sf, headers, "PATCH", f"/{job_id}", json={"state": "UploadComplete"})
+        return _bulk(sf, headers, "GET", f"/{job_id}").json()
+
+    sf.fail_next_bulk_job("InvalidBatch : Failed after 10 retries", process_first=1)
+    failed = run()
+    assert (failed["state"], failed["errorMessage"], failed["numberRecordsProcessed"]) == (
+        "Failed", "InvalidBatch : Failed after 10 retries", 1)
+    unprocessed = _csv_rows(_bulk(sf, headers, "GET", f"/{failed['id']}/unprocessedrecords"))
+    assert sorted(row[0] for row in unprocessed[1:]) == sorted(ids[1:])
+
+    sf.leave_unprocessed_next(2)
+    partial = run()
+    assert (partial["state"], partial["numberRecordsProcessed"]) == ("JobComplete", 2)
+
+    sf.bulk_polls_before_complete = 1
+    slow = run()
+    assert slow["state"] == "InProgress"
+    assert _bulk(sf, headers, "GET", f"/{slow['id']}").json()["state"] == "JobComplete"
+
+    sf.stall_bulk_jobs()
+    stalled = run()
+    for _ in range(5):
+        assert _bulk(sf, headers, "GET", f"/{stalled['id']}").json()["state"] == "InProgress"
+    assert sf.process_bulk_jobs() == [stalled["id"]] and sf.bulk_job(stalled["id"])["state"] == "JobComplete"
+
+    left_open = sf.seed_bulk_job("Contact")
+    left_closed = sf.seed_bulk_job("Contact", csv_text=data, state="UploadComplete")
+    assert sf.bulk_job(left_open)["state"] == "Open" and sf.bulk_job(left_closed)["data"] == data
+    sf.stall_bulk_jobs(False)
+    sf.bulk_polls_before_complete = 0
+    assert _bulk(sf, headers, "GET", f"/{left_closed}").json()["state"] == "JobComplete"
+
+    sf.reject_bulk_records({ids[0]: ("FIELD_CUSTOM_VALIDATION_EXCEPTION", "Nope: not allowed", ["crm_2_seg__c"])})
+    rejected = run()
+    errors = _csv_rows(_bulk(sf, headers, "GET", f"/{rejected['id']}/failedResults"))
+    assert errors[1][1:3] == ["FIELD_CUSTOM_VALIDATION_EXCEPTION:Nope: not allowed:crm_2_seg__c", ids[0]]
+    assert len(sf.bulk_requests()) == sum(1 for r in sf.requests if "/jobs/ingest" in r.path)

@@ -9,13 +9,17 @@ They pin the SFMC behaviour our client relies on:
 - `$filter` (`Field eq 'v'`, `Field between 'A' and 'B'`; dates compared as dates) and `$orderBy`
   (`Field asc|desc`) on the first page, fields in the schema casing; every other operator and OData parameter is a
   400 (unconfirmed on the real API);
-- SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit.
-Plain `requests` over real HTTP, no sleeps.
+- SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit;
+- the test harness: concurrent requests are served concurrently (``latency`` waits outside the fake's lock,
+  ``max_in_flight`` counts them), faults can target one page (``page=``) or revoke the tokens mid-read, and cached
+  page bodies are byte-for-byte what serialising the page gives.
+Plain `requests` over real HTTP, no sleeps (a latency only where requests must overlap).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from decimal import Decimal
 
@@ -323,3 +327,65 @@ def test_filter_and_order_by_are_refused_on_a_continuation_page(sfmc):
         resp = requests.get(token["rest_instance_url"] + "data" + first["links"]["next"], params=params,
                             headers=bearer(token), timeout=5)
         assert resp.status_code == 400 and "continuation page" in resp.json()["message"]
+
+
+def test_concurrent_requests_are_served_concurrently_with_latency():
+    with FakeSfmcServer(latency=0.2) as server:
+        server.add_data_extension("DE", [{"Id": f"r{i}"} for i in range(10)], primary_key=["Id"])
+        token = get_token(server)
+        assert server.max_in_flight == 1
+        server.reset_max_in_flight()
+        barrier, statuses = threading.Barrier(4), []
+
+        def get() -> None:
+            barrier.wait()
+            statuses.append(requests.get(server.rowset_url("DE"), headers=bearer(token), timeout=5).status_code)
+
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert statuses == [200] * 4
+        assert server.max_in_flight >= 2 and server.in_flight == 0  # they waited out the latency together
+        assert len(server.rowset_requests()) == 4 and server.errors == []
+
+
+def test_faults_can_target_one_page_and_revoke_tokens_mid_read(sfmc):
+    sfmc.add_data_extension("DE", [{"Id": f"r{i}"} for i in range(6)], primary_key=["Id"])
+    token = get_token(sfmc)
+    first = requests.get(sfmc.rowset_url("DE"), params={"$pageSize": 2}, headers=bearer(token), timeout=5).json()
+    page = lambda n: requests.get(  # noqa: E731
+        token["rest_instance_url"] + "data" + first["links"]["next"].replace("$page=2", f"$page={n}"),
+        headers=bearer(token), timeout=5)
+    sfmc.fail_next(503, path_contains="/token/", page=3)
+    assert page(2).status_code == 200 and page(3).status_code == 503 and page(3).status_code == 200
+    sfmc.fail_next(429, page=1)  # no $page on the first request: page 1
+    assert requests.get(sfmc.rowset_url("DE"), headers=bearer(token), timeout=5).status_code == 429
+    sfmc.revoke_tokens_next(path_contains="/token/", page=2)
+    assert page(3).status_code == 200  # not the page it waits for
+    assert page(2).status_code == 401 and page(3).status_code == 401  # revoked: every old token
+    fresh = get_token(sfmc)
+    assert requests.get(sfmc.rowset_url("DE"), headers=bearer(fresh), timeout=5).status_code == 200
+    assert sfmc.pending_faults == 0
+
+
+def test_cached_page_bodies_are_the_serialised_pages(sfmc):
+    rows = [{"Id": f"r{i}", "Name": f"Ann {i} \u00e9", "When": dt.datetime(2026, 1, 1 + i)} for i in range(7)]
+    sfmc.add_data_extension("DE", rows, primary_key=["Id"])
+    assert sfmc.warm_page_cache("DE", 3) == 3
+    token = get_token(sfmc)
+    cached = requests.get(sfmc.rowset_url("DE"), params={"$pageSize": 3}, headers=bearer(token), timeout=5)
+    body = cached.json()
+    assert cached.content == json.dumps(body, ensure_ascii=False).encode("utf-8")  # same bytes, items last
+    assert list(body)[-1] == "items" and [item["keys"]["id"] for item in body["items"]] == ["r0", "r1", "r2"]
+    assert body["items"][0]["values"]["name"] == "Ann 0 \u00e9"
+    sfmc.add_data_extension("DE", [{"Id": "new", "Name": "x", "When": None}], primary_key=["Id"])
+    again = requests.get(sfmc.rowset_url("DE"), params={"$pageSize": 3}, headers=bearer(token), timeout=5).json()
+    assert [item["keys"]["id"] for item in again["items"]] == ["new"]  # a replaced DE is not served from the cache
+    old = requests.get(token["rest_instance_url"] + "data" + body["links"]["next"], headers=bearer(token),
+                       timeout=5).json()
+    assert [item["keys"]["id"] for item in old["items"]] == ["r3", "r4", "r5"]  # the old snapshot keeps its rows
+    filtered = requests.get(sfmc.rowset_url("DE"), params={"$filter": "Id eq 'new'"}, headers=bearer(token),
+                            timeout=5).json()
+    assert filtered["count"] == 1 and filtered["items"][0]["keys"]["id"] == "new"

@@ -1,11 +1,12 @@
 """Contract: the SFMC REST client, over real HTTP against the fake SFMC server, gets one token per
-run and renews it before expiry and once on a 401; reads every page of a Data Extension,
-following ``links.next`` only within the REST instance's origin (the token goes nowhere else), or
-with a window only the rows at or after a time (``$filter ... between``, in SFMC system time, on the
-first page only);
+run and renews it before expiry and once on a 401; reads every page of a Data Extension, the
+pages after the first at the first page's ``links.next`` with ``$page`` and ``$pageSize`` and only
+within the REST instance's origin (the token goes nowhere else), or with a window only the rows at
+or after a time (``$filter ... between``, in SFMC system time, on the first page only);
 retries 429 (honouring Retry-After), 5xx and dropped connections a bounded number of times; and
 fails other errors at once with a message that says what to check and never holds the secret.
-Completeness of a read (``count``, short and malformed pages) is in test_extract_completeness.py."""
+Completeness of a read (``count``, short and malformed pages) is in test_extract_completeness.py,
+concurrent pages in test_concurrent_paging.py."""
 
 import datetime as dt
 from decimal import Decimal
@@ -89,15 +90,16 @@ def test_token_is_renewed_before_it_expires(fake_sfmc, source_for, clock):
     assert not [r for r in fake_sfmc.requests if r.status == 401]  # renewed before SFMC refused it
 
 
-def test_a_401_renews_the_token_once_and_the_read_goes_on(fake_sfmc, source_for):
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_401_renews_the_token_once_and_the_read_goes_on(fake_sfmc, source_for, concurrency):
     fake_sfmc.add_data_extension("Activities", [_activity(i) for i in range(5)], primary_key=["ActivityId"])
-    source = source_for(page_size=2)
-    pages = source.iter_pages("Activities")
-    first = next(pages)
-    fake_sfmc.revoke_tokens()  # e.g. the token was invalidated server-side mid-read
-    rest = [row for page in pages for row in page]
-    assert len(first) + len(rest) == 5
+    source = source_for(page_size=2, concurrency=concurrency)
+    # the token is invalidated server-side mid-read, when page 2 is asked for
+    fake_sfmc.revoke_tokens_next(path_contains="/token/", page=2)
+    frames = list(source.read_pages(ACTIVITIES))
+    assert sum(len(frame) for frame in frames) == 5
     assert len(fake_sfmc.token_requests()) == 2
+    assert [r.status for r in fake_sfmc.rowset_requests()].count(401) >= 1
 
 
 def test_a_second_401_fails_with_a_clear_message(fake_sfmc, source_for):
@@ -118,6 +120,10 @@ def test_three_pages_are_read_in_order_following_next_links(fake_sfmc, source_fo
     assert rowsets[0].query == {"$page": "1", "$pageSize": "3"}
     assert "/customobjectdata/key/Activities/rowset" in rowsets[0].path
     assert all("/data/v1/customobjectdata/token/" in r.path for r in rowsets[1:])
+    # pages 2 and 3 are links.next of page 1 with their own $page, and the page size kept explicit
+    token = rowsets[1].path.split("/token/")[1].split("/")[0]
+    assert sorted(r.raw_target for r in rowsets[1:]) == [
+        f"/rest/data/v1/customobjectdata/token/{token}/rowset?$page={n}&$pageSize=3" for n in (2, 3)]
     assert extract.api_calls == 4  # one token + three pages
 
 
@@ -142,7 +148,7 @@ def test_a_windowed_read_is_complete_or_fails_like_any_read(fake_sfmc, source_fo
     fake_sfmc.add_data_extension("Activities", [_activity(i) for i in range(5)], primary_key=["ActivityId"],
                                  field_types={"OccurredAt": "Date"})
     short = {"links": {"self": "/v1/x"}, "page": 2, "pageSize": 2, "count": 5, "items": []}
-    fake_sfmc.fail_next(200, body=short, path_contains="/token/", times=2)
+    fake_sfmc.fail_next(200, body=short, path_contains="/token/", page=2, times=2)
     with pytest.raises(ExtractError, match="it was empty, 3 rows short of 'count'") as info:
         source_for(page_size=2).read(ACTIVITIES, since=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
     assert info.value.retryable

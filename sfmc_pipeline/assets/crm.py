@@ -10,10 +10,12 @@ from sfmc_pipeline.assets.dry_run import SYNC_KEY_PREFIX, is_dry_run
 from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.assets.segments import STATUSES
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
+from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.reconciliation import Reconciliation, reconcile
+from sfmc_pipeline.crm.salesforce_client import SalesforceClient
 from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS
 from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
@@ -110,7 +112,9 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
                 ledger = SyncLedger(ledger_path(store), target.target_id)
                 try:
                     sync = DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=context.run.run_id,
-                                                        log=context.log.warning)
+                                                        log=context.log.warning,
+                                                        bulk=_bulk_writer(target, dest, pipeline, store, ledger,
+                                                                          context.run.run_id, context.log.info))
                     try:
                         outcome = sync.run(statuses, profiles, dry_run=dry_run, accept_exits=config.accept_exits)
                     except ExitGuardTripped as exc:
@@ -170,6 +174,19 @@ def _reconcile(target, dest: DestinationConfig, pipeline: PipelineConfig, ledger
     )
 
 
+def _bulk_writer(target, dest: DestinationConfig, pipeline: PipelineConfig, store: DatasetStore, ledger: SyncLedger,
+                 run_id: str, log) -> BulkWriter | None:
+    """The Bulk API 2.0 writer for a Salesforce org (the local target writes everything like Collections)."""
+    if not isinstance(target, SalesforceClient):
+        return None
+    return BulkWriter(
+        target, dest.object, dest.operation, dest.external_id.field if dest.external_id else None,
+        state=BulkJobStore.beside(ledger_path(store), target.target_id), destination=dest.name,
+        poll_timeout_seconds=pipeline.sync.bulk_poll_timeout_seconds, usage_threshold=pipeline.sync.usage_threshold,
+        confirm=lambda rows: ledger.record(dest.object, dest.name, run_id, rows), log=log,
+    )
+
+
 def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profiles: pd.DataFrame) -> None:
     """The local target mirrors an org that has the destination's fields and the sample's records."""
     external = dest.external_id.field if dest.external_id else None
@@ -209,9 +226,17 @@ def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: 
         "api_requests": sync_requests,
         "reconciliation_api_requests": check.api_requests,
         "write_requests": outcome.requests,
+        "write_requests_minimum": outcome.min_requests,
+        "write_path": ("Bulk API 2.0" + (" + sObject Collections" if outcome.requests else "")) if outcome.bulk_jobs
+        else "sObject Collections",
+        "requests_in_flight_max": outcome.max_in_flight,
         "api_usage": f"{usage.used}/{usage.limit} ({usage.share:.1%})" if usage else "(not reported)",
         "stopped_early": outcome.stopped or "no",
     }
+    if outcome.bulk_jobs or outcome.bulk_requests:
+        metadata["bulk_jobs"] = ", ".join(outcome.bulk_jobs) or "(none this run)"
+        metadata["bulk_requests"] = outcome.bulk_requests
+        metadata["bulk_records_recovered"] = outcome.bulk_recovered
     if dest.operation == "upsert":
         metadata["records_created"] = outcome.created
         metadata["records_updated"] = outcome.succeeded - outcome.created

@@ -15,10 +15,12 @@ outside a dry run. Run config ``full_refresh: true`` reads every row.
 """
 
 import datetime as dt
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from sfmc_pipeline.assets.dry_run import is_dry_run
@@ -29,12 +31,12 @@ from sfmc_pipeline.datasets.incremental import (
 )
 from sfmc_pipeline.datasets.merge import Landing, land
 from sfmc_pipeline.datasets.schemas import table_schema
-from sfmc_pipeline.datasets.validation import ValidationResult, validate_extract
+from sfmc_pipeline.datasets.validation import ValidationResult, validate_pages
 from sfmc_pipeline.datasets.volume import VolumeState, VolumeVerdict
 from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.sfmc.source import ExtractError, RawExtract
+from sfmc_pipeline.sfmc.source import ExtractError
 
 GROUP = "sfmc_datasets"
 POOL = "sfmc_api"  # dataset steps hold a slot of this Dagster pool while they read (.dagster_home/dagster.yaml)
@@ -116,8 +118,11 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             previous = load_previous(store, extension)
             plan = plan_read(extension, pipeline.settings, state, now=now, full_refresh=config.full_refresh,
                              state_problem=state_problem, previous_problem=previous.problem)
-            extract = sfmc.get_source(page_size=pipeline.settings.page_size).read(extension, since=plan.since)
-        result = validate_extract(extract.frame, extension)
+            source = sfmc.get_source(page_size=pipeline.settings.page_size,
+                                     concurrency=pipeline.settings.concurrent_page_reads)
+            # Pages are typed and checked as they arrive (the source's errors surface here, mid-read).
+            with open_read(source, extension, plan.since) as extract:
+                result = validate_pages(extract.pages, extension)
         landing = land(plan, result.valid, result.quarantine.assign(_run_id=context.run.run_id), previous, extension)
         context.log.info(
             f"{extension.key}: {_read_summary(plan, extension)} from {extract.source} (mode {mode}): "
@@ -207,7 +212,51 @@ def _description(extension: DataExtensionConfig) -> str:
     )
 
 
-def _metadata(mode: str, extract: RawExtract, result: ValidationResult, threshold: float, quarantine_path) -> dict:
+class PagedRead:
+    """One read of an extension as the dataset asset consumes it: ``pages`` (raw string frames under
+    the configured names, in order) and what the read says about itself, final once the pages are
+    consumed: ``source``, ``api_calls``, ``unmapped_columns``, ``missing_columns`` (taken from the
+    source's ``PageStream``, or from its ``RawExtract``)."""
+
+    def __init__(self, pages: Iterable[pd.DataFrame], about, fallback_source: str = ""):
+        self.pages, self._about, self._fallback_source = pages, about, fallback_source
+
+    @property
+    def source(self) -> str:
+        return getattr(self._about, "source", None) or self._fallback_source
+
+    @property
+    def api_calls(self) -> int:
+        return getattr(self._about, "api_calls", 0) or 0
+
+    @property
+    def unmapped_columns(self) -> list[str]:
+        return list(getattr(self._about, "unmapped_columns", None) or [])
+
+    @property
+    def missing_columns(self) -> list[str]:
+        return list(getattr(self._about, "missing_columns", None) or [])
+
+
+@contextmanager
+def open_read(source, extension: DataExtensionConfig, since: dt.datetime | None) -> Iterator[PagedRead]:
+    """The read of ``extension`` page by page: ``source.read_pages`` when the source has it (a
+    ``PageStream``, closed on leaving, so a failed validation stops the read), else ``source.read``
+    as a single page."""
+    if not hasattr(source, "read_pages"):
+        extract = source.read(extension, since=since)
+        yield PagedRead([extract.frame], extract)
+        return
+    stream = source.read_pages(extension, since=since)
+    try:
+        yield PagedRead(stream, stream, fallback_source=f"{source.mode} source, Data Extension {extension.key!r}")
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _metadata(mode: str, extract: PagedRead, result: ValidationResult, threshold: float, quarantine_path) -> dict:
     metadata = {
         "source_mode": mode,
         "source": extract.source,

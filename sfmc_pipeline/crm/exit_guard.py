@@ -14,7 +14,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT, parse_entries
+from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT
+from sfmc_pipeline.crm.vectors import isin, parse_entries, text
 from sfmc_pipeline.transport import ConfigurationError
 
 GUARD_COLUMNS = ["segment", "confirmed_members", "exits", "exit_share", "limit", "tripped"]
@@ -25,29 +26,46 @@ class ExitGuardTripped(ConfigurationError):
 
 
 def exit_guard(
-    confirmed_entries: pd.DataFrame, to_send: list[tuple[str, dict]], status_fields: set[str],
+    confirmed_entries: pd.DataFrame, to_send: list[tuple[str, dict]] | pd.DataFrame, status_fields: set[str],
     limits: Mapping[str, float], *, min_members: int = 1,
 ) -> pd.DataFrame:
     """Per segment in ``limits``: confirmed in-segment records, exits this run would write, share.
 
     ``confirmed_entries``: ``record_id, segment, status`` of the ledger's confirmed status entries;
-    ``to_send``: ``(record_id, fields)`` about to be written; ``status_fields``: their API names."""
-    members = confirmed_entries[confirmed_entries["status"].isin(IN_SEGMENT)][["record_id", "segment"]]
-    members = members.drop_duplicates().astype(object)
-    sent = [(rid, value) for rid, fields in to_send for name, value in fields.items() if name in status_fields and value]
-    values = pd.Series([value for _, value in sent], dtype=object)
-    entries = parse_entries(values)
-    exits = pd.DataFrame({"record_id": [sent[i][0] for i in entries.index], "segment": entries["segment"].to_numpy(),
-                          "status": entries["status"].to_numpy()}, dtype=object)
-    exits = exits[exits["status"] == EXITED].merge(members, on=["record_id", "segment"])
+    ``to_send``: what is about to be written, as ``(record_id, fields)`` pairs or as a frame of
+    ``record_id, field, value`` rows; ``status_fields``: the API names of the status fields.
+    Computed column-wise (a first sync of 200,000 records sends 600,000 status values)."""
+    members = confirmed_entries.loc[confirmed_entries["status"].isin(list(IN_SEGMENT)).to_numpy(dtype=bool),
+                                    ["record_id", "segment"]].drop_duplicates()
+    sent = _sent_statuses(to_send, status_fields)
+    entries = parse_entries(sent["value"])
+    at = entries.index.to_numpy()
+    exits = pd.DataFrame({"record_id": text(sent["record_id"]).take(at).to_numpy(),
+                          "segment": entries["segment"].to_numpy()})
+    exits = exits[(entries["status"] == EXITED).to_numpy(dtype=bool, na_value=False)]
+    if len(exits):
+        exits = exits[isin(exits["segment"], members["segment"].unique())]
+        exits = exits.merge(members.astype(object), on=["record_id", "segment"])
     counted_members = members.groupby("segment").size()
-    counted_exits = exits.groupby("segment")["record_id"].nunique()
+    counted_exits = exits.groupby("segment")["record_id"].nunique() if len(exits) else pd.Series(dtype=int)
     rows = []
     for segment, limit in sorted(limits.items()):
         n_members, n_exits = int(counted_members.get(segment, 0)), int(counted_exits.get(segment, 0))
         share = n_exits / n_members if n_members else 0.0
         rows.append((segment, n_members, n_exits, round(share, 6), limit, n_members >= min_members and share > limit))
     return pd.DataFrame(rows, columns=GUARD_COLUMNS)
+
+
+def _sent_statuses(to_send: list[tuple[str, dict]] | pd.DataFrame, status_fields: set[str]) -> pd.DataFrame:
+    """``record_id, value`` of the non-empty status values about to be written."""
+    if isinstance(to_send, pd.DataFrame):
+        frame = to_send[isin(to_send["field"], sorted(status_fields))] if len(to_send) else to_send
+        values = frame["value"]
+        keep = (values.notna() & (values != "")).to_numpy(dtype=bool)
+        return pd.DataFrame({"record_id": text(frame["record_id"][keep]).reset_index(drop=True),
+                             "value": text(values[keep]).reset_index(drop=True)})
+    sent = [(rid, value) for rid, fields in to_send for name, value in fields.items() if name in status_fields and value]
+    return pd.DataFrame({"record_id": text([rid for rid, _ in sent]), "value": text([value for _, value in sent])})
 
 
 def explain(destination: str, table: pd.DataFrame) -> str:

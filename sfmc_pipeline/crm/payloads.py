@@ -17,30 +17,58 @@ format (``status_format.py``). Rules, in the order they apply:
 - Attributes are written for the records that get a status value. A null source value leaves the
   field as it is, unless the destination opts in to ``clear_null_attributes``; a null in a field
   Salesforce requires is always sent, so the record is rejected (``REQUIRED_FIELD_MISSING``).
+
+Everything is computed column-wise (``vectors.py``): a re-run over 200,000 records handles about a
+million (record, field) rows without a Python call per row or per group.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from sfmc_pipeline.config.models import DestinationConfig
 from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS
-from sfmc_pipeline.crm.status_format import IN_SEGMENT, format_entries, parse_entries
+from sfmc_pipeline.crm.status_format import IN_SEGMENT
+from sfmc_pipeline.crm.vectors import (
+    TEXT,
+    arrow,
+    format_groups,
+    isin,
+    joined,
+    json_strings,
+    key_codes,
+    lookup,
+    map_small,
+    parse_entries,
+    text,
+)
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
 DESIRED_COLUMNS = ["record_id", PROFILE_KEY, "field", "kind", "column", "value"]
 STATUS, ATTRIBUTE = "status", "attribute"
+STATUS_COLUMNS = ["record_id", PROFILE_KEY, "field", "value", "clearing"]
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """The values of one mapped profile column for the records that get a status value."""
+
+    column: str  # the profile column
+    field: str  # the field as configured (an API name, matched case-insensitively)
+    values: pd.DataFrame  # record_id, profile_key (str), value (the column's own dtype; null: clear the field)
 
 
 @dataclass(frozen=True)
 class DesiredState:
-    values: pd.DataFrame  # DESIRED_COLUMNS; field: status field API name or attribute field as configured;
-    #                       column: the profile column of an attribute (None for status fields); value: typed
+    statuses: pd.DataFrame  # STATUS_COLUMNS: field as configured (a clear: the ledger's API name); value str,
+    #                         missing to set the field to null; clearing: the row takes unmapped segments out
+    attributes: list[Attribute]
     considered: int  # records with a status value to hold
     skipped: int  # profiles with a status whose record is another object's, or who have no record key
     held: int  # records of held profiles (row quarantined), left as they are
@@ -50,14 +78,33 @@ class DesiredState:
     held_records: set[str] = field(default_factory=set)
     confirmed_entries: pd.DataFrame | None = None  # ``confirmed_entries`` of the ledger rows it was built from
 
+    @property
+    def values(self) -> pd.DataFrame:
+        """Everything as one ``DESIRED_COLUMNS`` frame (object values; for inspection, not the hot path)."""
+        statuses = self.statuses.drop(columns="clearing").assign(kind=STATUS, column=None)
+        statuses["value"] = statuses["value"].astype(object).where(statuses["value"].notna(), None)
+        parts = [statuses[DESIRED_COLUMNS]]
+        for attribute in self.attributes:
+            values = attribute.values.assign(field=attribute.field, kind=ATTRIBUTE, column=attribute.column)
+            values["value"] = values["value"].astype(object).where(values["value"].notna(), None)
+            parts.append(values[DESIRED_COLUMNS])
+        return pd.concat(parts, ignore_index=True)
+
 
 def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.DataFrame, profile_key: str) -> pd.Series:
-    """profile key -> record key: from the profiles, else from the ledger (profiles that left)."""
+    """profile key -> record key (``str``): from the profiles, else from the ledger (profiles that left)."""
     current = profiles[list(dict.fromkeys([profile_key, dest.key_column]))].dropna()
-    mapping = pd.Series(current[dest.key_column].astype(str).to_numpy(), index=current[profile_key].astype(str))
-    known = confirmed[[PROFILE_KEY, "record_id"]].dropna().drop_duplicates(PROFILE_KEY)
-    earlier = pd.Series(known["record_id"].to_numpy(), index=known[PROFILE_KEY].astype(str))
-    return pd.concat([mapping, earlier[~earlier.index.isin(mapping.index)]])
+    mapping = text(current[dest.key_column].astype(str), index=pd.Index(current[profile_key].astype(str)))
+    known = confirmed[[PROFILE_KEY, "record_id"]]
+    if len(known) > 1:  # a row with the same record and profile as the row before is never a profile's first
+        ids, owners = arrow(known["record_id"]), arrow(known[PROFILE_KEY])
+        repeat = pc.and_(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)),
+                         pc.equal(owners.slice(1), owners.slice(0, len(owners) - 1))).fill_null(False)
+        known = known[np.concatenate([[True], ~repeat.to_numpy(zero_copy_only=False).astype(bool)])]
+    known = known.dropna()
+    known = known[~isin(known[PROFILE_KEY].astype(str), mapping.index)].drop_duplicates(PROFILE_KEY)
+    earlier = text(known["record_id"], index=pd.Index(known[PROFILE_KEY].astype(str)))
+    return pd.concat([mapping, earlier])
 
 
 def build_desired_state(
@@ -69,29 +116,35 @@ def build_desired_state(
     held_profiles = set(mapped.loc[mapped["held"], PROFILE_KEY].astype(str)) if "held" in mapped else set()
     keys = record_keys(dest, profiles, confirmed, profile_key)
     prefix = KEY_PREFIXES[dest.object] if dest.operation == "update" else ""
-    held_records = {rid for rid in keys.reindex(list(held_profiles)).dropna() if rid.startswith(prefix)}
+    held_records = set()
+    if held_profiles:
+        held_records = {rid for rid in keys.reindex(list(held_profiles)).dropna() if rid.startswith(prefix)}
 
     in_crm = confirmed_entries(confirmed)
     exits = _lost_exits(in_crm, mapped, field_of)
-    wanted = mapped[~mapped[PROFILE_KEY].astype(str).isin(held_profiles)]
-    wanted = wanted.assign(record_id=wanted[PROFILE_KEY].astype(str).map(keys))
-    mine = wanted["record_id"].notna() & wanted["record_id"].fillna("").str.startswith(prefix)
+    wanted = mapped[~mapped[PROFILE_KEY].astype(str).isin(list(held_profiles))] if held_profiles else mapped
+    wanted = pd.DataFrame({
+        PROFILE_KEY: wanted[PROFILE_KEY].astype(str), "segment": wanted["segment"].astype(str),
+        "status": wanted["status"].astype(str),
+    })
+    wanted["record_id"] = lookup(wanted[PROFILE_KEY], keys.index, keys, index=wanted.index)
+    mine = (wanted["record_id"].notna() & wanted["record_id"].fillna("").str.startswith(prefix)).to_numpy()
     skipped = int(wanted.loc[~mine, PROFILE_KEY].nunique())
-    rows = pd.concat([wanted[mine], exits], ignore_index=True)
-    rows = rows.assign(field=rows["segment"].map(dest.segments))
-    status_values = format_entries(rows[["record_id", PROFILE_KEY, "field", "segment", "status"]],
-                                   ["record_id", PROFILE_KEY, "field"])
+    rows = pd.concat([wanted.loc[mine, ["record_id", PROFILE_KEY, "segment", "status"]], exits], ignore_index=True)
+    rows["field"] = map_small(rows["segment"], dest.segments)
+    rows["entry"] = text(joined(rows["segment"], rows["status"], sep=":"), index=rows.index)
+    status_values = format_groups(rows, ["record_id", PROFILE_KEY, "field"]).assign(clearing=False)
 
     clears, cleared = _clears(in_crm, field_of, status_values, held_records)
-    status_values = pd.concat([status_values, clears], ignore_index=True).assign(kind=STATUS, column=None)
-    record_ids = status_values[["record_id", PROFILE_KEY]].drop_duplicates("record_id")
+    record_ids = _records(status_values, clears)
     attributes, null_attributes = _attribute_values(dest, profiles, record_ids, profile_key)
 
-    current = rows[rows["status"].isin(IN_SEGMENT)]
-    members = {segment: set(current.loc[current["segment"] == segment, "record_id"]) for segment in dest.segments}
-    values = pd.concat([status_values[DESIRED_COLUMNS], attributes], ignore_index=True)
+    current = rows[rows["status"].isin(list(IN_SEGMENT)).to_numpy()]
+    members = {segment: set(arrow(current.loc[(current["segment"] == segment).to_numpy(), "record_id"]).to_pylist())
+               for segment in dest.segments}
     return DesiredState(
-        values=values, considered=len(record_ids), skipped=skipped, held=len(held_records),
+        statuses=pd.concat([status_values[STATUS_COLUMNS], clears[STATUS_COLUMNS]], ignore_index=True),
+        attributes=attributes, considered=len(record_ids), skipped=skipped, held=len(held_records),
         null_attributes=null_attributes, cleared=cleared, members=members, held_records=held_records,
         confirmed_entries=in_crm,
     )
@@ -99,28 +152,53 @@ def build_desired_state(
 
 def confirmed_entries(confirmed: pd.DataFrame) -> pd.DataFrame:
     """``record_id, profile_key, field (API name), field_key (lower-cased), segment, status`` of every
-    confirmed status entry."""
-    rows = confirmed[(confirmed["kind"] == STATUS)].reset_index(drop=True)
-    entries = parse_entries(rows["value"].map(lambda v: None if v is None else json.loads(v)))
-    fields = rows["field"].reindex(entries.index).to_numpy()
+    confirmed status entry (``str`` columns)."""
+    rows = confirmed[(confirmed["kind"] == STATUS).to_numpy()].reset_index(drop=True)
+    entries = parse_entries(json_strings(rows["value"]))
+    at = entries.index.to_numpy()
+    fields = text(rows["field"]).take(at).reset_index(drop=True)
     return pd.DataFrame({
-        "record_id": rows["record_id"].reindex(entries.index).to_numpy(),
-        PROFILE_KEY: rows[PROFILE_KEY].reindex(entries.index).to_numpy(),
+        "record_id": text(rows["record_id"]).take(at).reset_index(drop=True),
+        PROFILE_KEY: text(rows[PROFILE_KEY]).take(at).reset_index(drop=True),
         "field": fields,
-        "field_key": pd.Series(fields, dtype=object).str.lower().to_numpy(),
-        "segment": entries["segment"].to_numpy(),
-        "status": entries["status"].to_numpy(),
-    }, dtype=object)
+        "field_key": fields.str.lower(),
+        "segment": entries["segment"].reset_index(drop=True),
+        "status": entries["status"].reset_index(drop=True),
+    })
+
+
+def _anti_join(left: pd.DataFrame, right: pd.DataFrame, on: list[str]) -> np.ndarray:
+    """True for each row of ``left`` whose ``on`` values appear in no row of ``right`` (nulls match nulls)."""
+    if left.empty:
+        return np.zeros(0, dtype=bool)
+    if right.empty:
+        return np.ones(len(left), dtype=bool)
+    left_keys, right_keys = key_codes([left, right], on)
+    return ~pd.Index(left_keys).isin(right_keys)
 
 
 def _lost_exits(in_crm: pd.DataFrame, mapped: pd.DataFrame, field_of: dict[str, str]) -> pd.DataFrame:
     """``exited`` rows for confirmed in-segment entries (in the segment's current field) of profiles
     the statuses no longer mention for that segment."""
-    current = in_crm[in_crm["status"].isin(IN_SEGMENT) & (in_crm["field_key"] == in_crm["segment"].map(field_of))]
-    known = mapped[[PROFILE_KEY, "segment"]].astype(str)
-    lost = current.merge(known, on=[PROFILE_KEY, "segment"], how="left", indicator=True)
-    lost = lost[lost["_merge"] == "left_only"]
-    return lost[["record_id", PROFILE_KEY, "segment"]].assign(status="exited")
+    columns = ["record_id", PROFILE_KEY, "segment", "status"]
+    in_field = (in_crm["field_key"] == map_small(in_crm["segment"], field_of)).to_numpy(dtype=bool, na_value=False)
+    current = in_crm[in_crm["status"].isin(list(IN_SEGMENT)).to_numpy() & in_field]
+    if current.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in columns})
+    known = pd.DataFrame({PROFILE_KEY: mapped[PROFILE_KEY].astype(str), "segment": mapped["segment"].astype(str)})
+    lost = current[_anti_join(current, known, [PROFILE_KEY, "segment"])]
+    return lost[["record_id", PROFILE_KEY, "segment"]].assign(status=text(["exited"] * len(lost), index=lost.index))
+
+
+def _records(status_values: pd.DataFrame, clears: pd.DataFrame) -> pd.DataFrame:
+    """``record_id, profile_key`` of every record that gets a status value: the first profile key in
+    (record, profile key) order (status values), then in order (records with only clears)."""
+    pairs = status_values[["record_id", PROFILE_KEY]].drop_duplicates()
+    if pairs["record_id"].duplicated().any():  # one record, several profiles: the lowest key, as sorted groups give
+        pairs = pairs.sort_values(["record_id", PROFILE_KEY])
+    pairs = pairs.drop_duplicates("record_id")
+    only_clears = clears.loc[~isin(clears["record_id"], pairs["record_id"]), ["record_id", PROFILE_KEY]]
+    return pd.concat([pairs, only_clears.drop_duplicates("record_id")], ignore_index=True)
 
 
 def _clears(in_crm: pd.DataFrame, field_of: dict[str, str], status_values: pd.DataFrame,
@@ -128,44 +206,46 @@ def _clears(in_crm: pd.DataFrame, field_of: dict[str, str], status_values: pd.Da
     """Confirmed entries of segments no longer mapped to their field (removed from the mapping, or
     moved) come out of it: ``(values for the (record, field)s that get no new value anyway: the
     entries that stay, or None to clear the field; (field, segment) -> records cleared)``."""
-    entries = in_crm[~in_crm["record_id"].isin(held_records)]
-    stale = entries["field_key"] != entries["segment"].map(field_of).fillna("")
+    empty = pd.DataFrame({c: pd.Series([], dtype=TEXT) for c in STATUS_COLUMNS}).assign(clearing=False)
+    entries = in_crm[~isin(in_crm["record_id"], list(held_records))] if held_records else in_crm
+    stale = (entries["field_key"] != map_small(entries["segment"], field_of).fillna("")).to_numpy(dtype=bool)
+    if not stale.any():
+        return empty, Counter()
     cleared = Counter(zip(entries.loc[stale, "field"], entries.loc[stale, "segment"]))
     affected = entries.loc[stale, ["record_id", "field", "field_key"]].drop_duplicates(["record_id", "field_key"])
-    written = set(zip(status_values["record_id"], status_values["field"].str.lower()))
-    affected = affected[[pair not in written for pair in zip(affected["record_id"], affected["field_key"])]]
-    columns = ["record_id", PROFILE_KEY, "field", "value"]
+    written = pd.DataFrame({"record_id": status_values["record_id"], "field_key": status_values["field"].str.lower()})
+    affected = affected[_anti_join(affected, written, ["record_id", "field_key"])]
     if affected.empty:
-        return pd.DataFrame(columns=columns), cleared
+        return empty, cleared
     kept = entries[~stale].merge(affected[["record_id", "field_key"]], on=["record_id", "field_key"])
-    remaining = format_entries(kept[["record_id", "field_key", "segment", "status"]], ["record_id", "field_key"])
+    kept = kept.assign(entry=text(joined(kept["segment"], kept["status"], sep=":"), index=kept.index))
+    remaining = format_groups(kept, ["record_id", "field_key"])
     out = affected.merge(remaining, on=["record_id", "field_key"], how="left")
-    out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
-    owners = entries.drop_duplicates("record_id").set_index("record_id")[PROFILE_KEY]
-    out[PROFILE_KEY] = out["record_id"].map(owners)
-    return out[columns], cleared
+    owners = entries.drop_duplicates("record_id")
+    out[PROFILE_KEY] = lookup(out["record_id"], owners["record_id"], owners[PROFILE_KEY], index=out.index)
+    out["value"] = text(out["value"].astype(object).where(out["value"].notna(), None), index=out.index)
+    return out.assign(clearing=True)[STATUS_COLUMNS].reset_index(drop=True), cleared
 
 
 def _attribute_values(dest: DestinationConfig, profiles: pd.DataFrame, records: pd.DataFrame,
-                      profile_key: str) -> tuple[pd.DataFrame, int]:
+                      profile_key: str) -> tuple[list[Attribute], int]:
     columns = dict(dest.attribute_map)  # profile column -> field
     if dest.external_id is not None:
         columns[dest.external_id.column] = dest.external_id.field
-    rows = profiles[profiles[profile_key].astype(str).isin(set(records[PROFILE_KEY].astype(str)))]
-    rows = rows.assign(record_id=rows[dest.key_column].astype(str))
-    rows = rows[rows["record_id"].isin(set(records["record_id"]))]
+    rows = profiles[isin(profiles[profile_key].astype(str), records[PROFILE_KEY])]
+    record_id = rows[dest.key_column].astype(str)
+    mine = isin(record_id, records["record_id"]) & record_id.notna().to_numpy()
+    rows, record_id = rows[mine], record_id[mine]
+    owners = rows[profile_key].astype(str)
     required = {name.lower() for name in REQUIRED_FIELDS[dest.object]}
-    frames, nulls = [], 0
+    attributes, nulls = [], 0
     for column, fld in columns.items():
         values = rows[column]
-        keep = values.notna() | dest.clear_null_attributes | (fld.lower() in required)
+        keep = (values.notna() | dest.clear_null_attributes | (fld.lower() in required)).to_numpy(dtype=bool)
         nulls += int((~keep).sum())
-        frames.append(pd.DataFrame({
-            "record_id": rows["record_id"].to_numpy()[keep.to_numpy()],
-            PROFILE_KEY: rows[profile_key].astype(str).to_numpy()[keep.to_numpy()],
-            "field": fld, "kind": ATTRIBUTE, "column": column,
-            "value": pd.Series(values[keep].astype(object).where(values[keep].notna(), None).tolist(), dtype=object),
-        }))
-    if not frames:
-        return pd.DataFrame(columns=DESIRED_COLUMNS), 0
-    return pd.concat(frames, ignore_index=True)[DESIRED_COLUMNS], nulls
+        attributes.append(Attribute(column=column, field=fld, values=pd.DataFrame({
+            "record_id": text(record_id[keep]).reset_index(drop=True),
+            PROFILE_KEY: text(owners[keep]).reset_index(drop=True),
+            "value": values[keep].reset_index(drop=True),
+        })))
+    return attributes, nulls

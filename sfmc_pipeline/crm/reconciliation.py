@@ -27,6 +27,7 @@ import pandas as pd
 from sfmc_pipeline.crm.payloads import STATUS
 from sfmc_pipeline.crm.records import CrmTarget
 from sfmc_pipeline.crm.status_format import IN_SEGMENT, parse_entries
+from sfmc_pipeline.crm.vectors import isin
 
 TABLE_COLUMNS = ["segment", "field", "members", "confirmed", "missing", "stale"]
 
@@ -107,6 +108,7 @@ def _drift(status_rows: pd.DataFrame, values: dict[str, dict | None], fields: li
     records the CRM does not have at all."""
     lowered = {f.lower(): f for f in fields}
     drifted, missing_records = [], set()
+    status_rows = status_rows[isin(status_rows["record_id"], list(values))] if len(status_rows) else status_rows
     for rid, fld, value in status_rows[["record_id", "field", "value"]].itertuples(index=False):
         if rid not in values or fld.lower() not in lowered:
             continue

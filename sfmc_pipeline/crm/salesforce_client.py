@@ -29,12 +29,21 @@ Contract (Salesforce REST API and OAuth documentation):
   with the org's field names; an unknown field is HTTP 400 ``INVALID_FIELD``. Each request is one
   API call. Numbers are read as exact ``Decimal`` (integers as ``int``).
 * Every API response's ``Sforce-Limit-Info: api-usage=USED/LIMIT`` is recorded in ``api_usage``.
+
+Thread-safe: the sync sends several sObject Collections requests at once (``sync.concurrent_requests``),
+so ``supports_concurrent_requests`` is declared. One login at a time: the token lives behind a lock,
+and a thread whose request got a 401 drops only the token it sent; when several requests fail with
+the same expired session, the first thread logs in and the others use its new token (or its error),
+so one expiry costs one login, not one per thread. Usage readings are recorded under a lock, the
+highest one winning (concurrent responses can arrive out of order). The transport's session keeps a
+connection per concurrent request (``pool_size``) and counts requests and retries under a lock.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from decimal import Decimal
 from typing import Any, Callable, Mapping, Sequence
@@ -71,6 +80,8 @@ _MY_DOMAIN_HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*{re.escape(MY_DOMAIN_SUF
 _API_VERSION = re.compile(r"^\d{2}\.\d$")
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _API_USAGE = re.compile(r"(?:^|[\s,;])api-usage=(\d+)/(\d+)")
+MAX_CONCURRENT_REQUESTS = 25  # the most sync.concurrent_requests allows (Salesforce's long-running request limit)
+_UNSEEN = object()  # a thread that has not read the token yet
 
 
 class RequestLimitExceeded(ApiError):
@@ -140,6 +151,7 @@ class SalesforceClient:
     """Implements ``sfmc_pipeline.crm.records.CrmTarget`` against a Salesforce org's REST API."""
 
     mode = "salesforce"
+    supports_concurrent_requests = True  # several threads may call it at once (see the module docstring)
 
     def __init__(
         self,
@@ -154,7 +166,9 @@ class SalesforceClient:
         timeout_seconds: float = 30.0,
         retry: RetrySettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        pool_size: int = MAX_CONCURRENT_REQUESTS,
     ):
+        """``pool_size``: connections kept open to the org, one per request that may be in flight at once."""
         self.base_url = normalize_base_url(base_url, setting="SALESFORCE_LOGIN_URL")
         if not client_id or not client_secret:
             missing = " and ".join(
@@ -192,10 +206,17 @@ class SalesforceClient:
             retry=retry,
             redactor=Redactor([client_secret, password, security_token, self._password_and_token]),
             sleep=sleep,
+            pool_size=pool_size,
         )
         self.instance_url: str | None = None
         self.logins = 0  # token requests made (successful or not)
-        self._access_token: str | None = None
+        self._login_lock = threading.Lock()  # one login at a time
+        self._token_lock = threading.Lock()
+        self._usage_lock = threading.Lock()
+        self._seen = threading.local()  # per thread: the token it last read, and the login count then
+        self._token: str | None = None
+        self._login_failure: BaseException | None = None
+        self._access_token = None
         self._api_usage: ApiUsage | None = None
         self._org_id: str | None = None
 
@@ -210,6 +231,25 @@ class SalesforceClient:
 
     def close(self) -> None:
         self.transport.close()
+
+    # ------------------------------------------------------------------ the session token, shared by threads
+
+    @property
+    def _access_token(self) -> str | None:
+        """The current session token (None before the first login, or after a 401 dropped it). Each
+        thread remembers the token it read last: that is the one its request carried."""
+        token = self._token
+        self._seen.token, self._seen.logins = token, self.logins
+        return token
+
+    @_access_token.setter
+    def _access_token(self, value: str | None) -> None:
+        """A new token (``_login``), or None after a 401: that drops the token only if it is still the
+        one this thread sent (another thread may have logged in again already)."""
+        with self._token_lock:
+            if value is not None or getattr(self._seen, "token", _UNSEEN) in (_UNSEEN, self._token):
+                self._token = value
+        self._seen.token = value
 
     # ------------------------------------------------------------------ CrmTarget
 
@@ -301,6 +341,55 @@ class SalesforceClient:
             raise ApiError(f"Salesforce {what} did not return the one Organization record.")
         return {key: value for key, value in records[0].items() if key != "attributes"}
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
+        what: str | None = None,
+        idempotent: bool = True,
+    ) -> requests.Response:
+        """One authorized REST API request to ``services/data/v{api_version}/{path}`` with a raw body (e.g. a
+        Bulk API 2.0 CSV upload), through the same paths as every other call: lazy login, one re-login and
+        resend on 401, ``HttpTransport`` retries (429/5xx/connection errors, when ``idempotent``),
+        ``Sforce-Limit-Info`` recorded, secrets redacted. Returns the 2xx response; raises
+        ``RequestLimitExceeded`` for 403 ``REQUEST_LIMIT_EXCEEDED`` and ``ApiError`` (Salesforce's errorCode
+        and message, ``what`` naming the call) for any other non-2xx status. ``path`` is relative (it may
+        carry a query string); a leading ``/services/data/vXX.X/`` (as in ``nextRecordsUrl``) is accepted."""
+        prefix = f"services/data/v{self.api_version}/"
+        relative = path.lstrip("/")
+        if relative.startswith(prefix):
+            relative = relative[len(prefix):]
+        if "://" in relative or relative.startswith("services/") or ".." in relative.split("?")[0].split("/"):
+            raise ValueError(f"path must be relative to /{prefix}, got {path!r}")
+        what = what or f"{method} {relative.split('?')[0]}"
+        headers = {}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        if accept is not None:
+            headers["Accept"] = accept
+        for attempt in (1, 2):
+            if self._access_token is None:
+                self._login()
+            response = self.transport.request(
+                method,
+                f"{self.instance_url}{prefix}{relative}",
+                idempotent=idempotent,
+                headers={**headers, "Authorization": f"Bearer {self._access_token}"},
+                data=body,
+            )
+            self._record_limit_info(response)
+            if response.status_code == 401 and attempt == 1:
+                self._access_token = None  # expired or revoked: one fresh login, one more try
+                continue
+            break
+        if 200 <= response.status_code < 300:
+            return response
+        raise self._api_error(response, what)
+
     # ------------------------------------------------------------------ internals: API calls
 
     def _collection(self, path: str, records: Sequence[Mapping[str, Any]], *, what: str) -> list[RecordResult]:
@@ -352,7 +441,11 @@ class SalesforceClient:
     def _record_limit_info(self, response: requests.Response) -> None:
         match = _API_USAGE.search(response.headers.get("Sforce-Limit-Info") or "")
         if match:
-            self._api_usage = ApiUsage(used=int(match.group(1)), limit=int(match.group(2)))
+            usage = ApiUsage(used=int(match.group(1)), limit=int(match.group(2)))
+            with self._usage_lock:  # responses of concurrent requests may arrive out of order: the highest wins
+                current = self._api_usage
+                if current is None or usage.limit != current.limit or usage.used >= current.used:
+                    self._api_usage = usage
 
     def _api_error(self, response: requests.Response, what: str) -> ApiError:
         status = response.status_code
@@ -426,6 +519,27 @@ class SalesforceClient:
             )
 
     def _login(self) -> None:
+        """Log in (``_login_once``), one thread at a time. A thread that waited while another logged in
+        takes that outcome instead of logging in again: the new token, or the same error (a burst of
+        failed logins can lock the user out)."""
+        seen_token = getattr(self._seen, "token", _UNSEEN)
+        seen_logins = getattr(self._seen, "logins", None)
+        with self._login_lock:
+            if seen_token is not _UNSEEN:
+                if self._token is not None and self._token != seen_token:
+                    self._seen.token, self._seen.logins = self._token, self.logins
+                    return  # renewed by another thread meanwhile
+                if self.logins != seen_logins and self._login_failure is not None:
+                    raise self._login_failure  # the login this thread waited for failed
+            try:
+                self._login_once()
+            except BaseException as exc:
+                self._login_failure = exc
+                raise
+            self._login_failure = None
+            self._seen.logins = self.logins
+
+    def _login_once(self) -> None:
         form = {"grant_type": self.flow, "client_id": self._client_id, "client_secret": self._client_secret}
         if self.flow == "password":
             form["username"] = self._username or ""
@@ -450,8 +564,8 @@ class SalesforceClient:
         if org_id is not None:
             self._check_org(org_id)
             self._org_id = org_id
+        self.instance_url = instance_url  # before the token: a thread that sees the token uses this URL
         self._access_token = access_token
-        self.instance_url = instance_url
 
     def _login_error(self, response: requests.Response) -> ApiError:
         status = response.status_code

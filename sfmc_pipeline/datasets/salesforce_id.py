@@ -12,12 +12,14 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _ID_CHARS = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Z0-5]{3})?$")
-_ID15_CHARS = re.compile(r"^[A-Za-z0-9]{15}$")
 _ALPHABET_BYTES = np.frombuffer(CHECKSUM_ALPHABET.encode("ascii"), dtype=np.uint8)
 _BIT_WEIGHTS = np.array([1, 2, 4, 8, 16], dtype=np.uint8)
+_IS_UPPER = np.zeros(256, dtype=np.uint8)
+_IS_UPPER[ord("A") : ord("Z") + 1] = 1
 
 CONTACT_PREFIX = "003"
 LEAD_PREFIX = "00Q"
@@ -52,19 +54,16 @@ def is_valid_id(value: str) -> bool:
 def valid_id_mask(values: pd.Series) -> pd.Series:
     """Vectorised ``is_valid_id`` over a string Series; nulls are reported as valid (nullability is
     checked separately)."""
-    text = values.astype("string")
-    result = pd.Series(True, index=values.index, dtype=bool)
-    present = text.notna()
-    if not present.any():
-        return result
-    shaped = text[present].str.fullmatch(_ID_CHARS).fillna(False).astype(bool)
-    result.loc[shaped.index] = shaped
-    long_ids = text[present][shaped & (text[present].str.len() == 18)]
-    if len(long_ids):
-        raw = _ascii_matrix(long_ids, 18)
-        ok = (_suffix_matrix(raw[:, :15]) == raw[:, 15:]).all(axis=1)
-        result.loc[long_ids.index] = ok
-    return result
+    ids = _arrow_strings(values)
+    length, alphanumeric = _shape(ids)
+    result = (alphanumeric & (length == 15)) | ~_as_numpy(ids.is_valid())
+    # 18 alphanumeric characters: valid when the last three are the suffix of the first 15 (the
+    # suffix alphabet is A-Z0-5, so a matching suffix is also a well-formed one).
+    long_rows = np.flatnonzero(alphanumeric & (length == 18))
+    if len(long_rows):
+        raw = _ascii_matrix(ids if len(long_rows) == len(ids) else ids.take(pa.array(long_rows)), 18)
+        result[long_rows] = (_suffix_matrix(raw[:, :15]) == raw[:, 15:]).all(axis=1)
+    return pd.Series(result, index=values.index, dtype=bool)
 
 
 def to_18_series(values: pd.Series) -> pd.Series:
@@ -73,24 +72,49 @@ def to_18_series(values: pd.Series) -> pd.Series:
     is, so ``valid_id_mask`` still rejects it (an 18-character id with a wrong suffix stays invalid).
     Same index, ``string`` dtype."""
     text = values.astype("string")
-    short = text.str.fullmatch(_ID15_CHARS).fillna(False).astype(bool)
+    ids = _arrow_strings(text)
+    length, alphanumeric = _shape(ids)
+    short = alphanumeric & (length == 15)
     if not short.any():
         return text
-    ids15 = text[short]
-    raw = _ascii_matrix(ids15, 15)
+    raw = _ascii_matrix(ids.filter(pa.array(short)), 15)
     ids18 = np.ascontiguousarray(np.hstack([raw, _suffix_matrix(raw)])).view("S18").ravel()
-    strings = pa.array(ids18, type=pa.binary(18)).cast(pa.string())
-    converted = pd.Series(pd.arrays.ArrowStringArray(strings), index=ids15.index)
-    return text.where(~short, converted).astype("string")
+    converted = pa.array(ids18, type=pa.binary(18)).cast(ids.type)
+    merged = pc.replace_with_mask(ids, pa.array(short), converted)
+    return pd.Series(pd.arrays.ArrowStringArray(merged), index=values.index)
 
 
-def _ascii_matrix(ids: pd.Series, width: int) -> np.ndarray:
-    """The characters of ``width``-character ASCII ids as a ``(len(ids), width)`` byte matrix."""
-    return np.frombuffer("".join(ids.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, width)
+def _shape(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per value: its length in bytes (0 for nulls) and whether it is made of ASCII letters and
+    digits only (``[A-Za-z0-9]+``; False for nulls and ``""``)."""
+    length = _as_numpy(pc.fill_null(pc.binary_length(ids), 0))
+    alphanumeric = _as_numpy(pc.fill_null(pc.and_(pc.string_is_ascii(ids), pc.utf8_is_alnum(ids)), False))
+    return length, alphanumeric
+
+
+def _arrow_strings(values: pd.Series) -> pa.Array:
+    """The values as one arrow string array (no copy for one-chunk pyarrow-backed strings)."""
+    array = pa.array(values.astype("string").array)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _as_numpy(array: pa.Array) -> np.ndarray:
+    return np.array(array.to_numpy(zero_copy_only=False))
+
+
+def _ascii_matrix(ids: pa.Array, width: int) -> np.ndarray:
+    """The characters of ``width``-character ASCII ids (no nulls) as a ``(len(ids), width)`` byte
+    matrix, read straight from the arrow data buffer."""
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    if len(ids) == 0:
+        return np.empty((0, width), dtype=np.uint8)
+    offset_type = np.int64 if pa.types.is_large_string(ids.type) else np.int32
+    _, offsets, data = ids.buffers()
+    bounds = np.frombuffer(offsets, dtype=offset_type)[ids.offset : ids.offset + len(ids) + 1]
+    return np.frombuffer(data, dtype=np.uint8)[bounds[0] : bounds[-1]].reshape(-1, width)
 
 
 def _suffix_matrix(id15: np.ndarray) -> np.ndarray:
     """The case-safe suffix (as bytes, ``(n, 3)``) of each row of a ``(n, 15)`` id byte matrix."""
-    upper = ((id15 >= ord("A")) & (id15 <= ord("Z"))).astype(np.uint8)
-    bits = (upper.reshape(-1, 3, 5) * _BIT_WEIGHTS).sum(axis=2)
-    return _ALPHABET_BYTES[bits]
+    upper = _IS_UPPER[id15].reshape(-1, 3, 5)  # 1 for A-Z
+    return _ALPHABET_BYTES[upper @ _BIT_WEIGHTS]  # 5 bits per 5-character chunk, first character lowest

@@ -29,16 +29,36 @@ _ROW_OPS = {
 
 
 def build_schema(extension: DataExtensionConfig) -> pa.DataFrameSchema:
+    """The whole contract of a dataset: column types, nullability, column checks, row checks and
+    primary-key uniqueness. ``validation.py`` evaluates the same checks batch by batch
+    (``column_checks``, ``row_checks``) and the key on the keys alone, and validates the valid rows
+    against ``contract_schema``."""
     columns = {col.name: _column_schema(col) for col in extension.columns}
     return pa.DataFrameSchema(
         columns,
-        checks=[_row_check(check) for check in extension.row_checks],
+        checks=row_checks(extension),
         unique=list(extension.primary_key) or None,
         report_duplicates="all",
         strict=False,
         coerce=False,
         name=extension.asset,
     )
+
+
+def contract_schema(extension: DataExtensionConfig) -> pa.DataFrameSchema:
+    """The columns of the dataset, their dtypes and nullability, without the value checks: what the
+    valid rows are validated against once every check has passed (cheap on a large frame)."""
+    return pa.DataFrameSchema(
+        {col.name: pa.Column(pandas_dtype(col), nullable=col.nullable, required=True) for col in extension.columns},
+        strict=False,
+        coerce=False,
+        name=extension.asset,
+    )
+
+
+def row_checks(extension: DataExtensionConfig) -> list[pa.Check]:
+    """The dataframe-level checks (``row_checks`` of the config), in config order."""
+    return [_row_check(check) for check in extension.row_checks]
 
 
 def column_checks(col: ColumnConfig) -> list[tuple[str, pa.Check]]:

@@ -61,9 +61,19 @@ def _remove_stale_temporaries(target: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+ROW_GROUP_ROWS = 131_072  # rows per parquet row group: a frame is converted and written a row group at a time
+
+
 def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
+    """Write ``frame`` (without its index, pandas dtypes kept in the file's metadata) atomically, one
+    row group of ``ROW_GROUP_ROWS`` at a time: only that slice is converted to arrow at once."""
     with atomic_path(target) as tmp:
-        frame.to_parquet(tmp, index=False, engine="pyarrow")
+        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for start in range(0, max(len(frame), 1), ROW_GROUP_ROWS):
+                piece = pa.Table.from_pandas(frame.iloc[start : start + ROW_GROUP_ROWS], schema=schema,
+                                             preserve_index=False)
+                writer.write_table(piece, row_group_size=ROW_GROUP_ROWS)
     return target
 
 

@@ -59,17 +59,20 @@ class SfmcResource(dg.ConfigurableResource):
             )
         return "sfmc"
 
-    def get_source(self, page_size: int = 2500, *, max_retries: int | None = None) -> DataExtensionSource:
-        """The source for this configuration; ``page_size`` comes from the pipeline config, ``max_retries``
+    def get_source(self, page_size: int = 2500, *, max_retries: int | None = None,
+                   concurrency: int = 4) -> DataExtensionSource:
+        """The source for this configuration; ``page_size`` and ``concurrency`` (rowset pages fetched
+        at once, ``settings.concurrent_page_reads``) come from the pipeline config, ``max_retries``
         overrides the retries per request (the change sensor keeps its ticks short)."""
         if self.mode == "embedded":
-            return EmbeddedSampleSource(self.sample_dir)
+            return EmbeddedSampleSource(self.sample_dir, page_size=page_size)
         return SfmcRestSource(
             client_id=self.client_id,
             client_secret=self.client_secret,
             auth_base_uri=self.auth_base_uri,
             account_id=self.account_id,
             page_size=page_size,
+            concurrency=concurrency,
             timeout_seconds=self.timeout_seconds,
             retry=RetrySettings(
                 max_retries=self.max_retries if max_retries is None else max_retries,

@@ -4,10 +4,17 @@ before it expires or when a call answers 401.
 ``expires_in`` is about 1080 s for a token that lives 20 minutes; the default margin of 60 s
 renews it at about 17 minutes. The token request carries no Authorization header and the secret
 travels only in the JSON body, never in a URL.
+
+Thread-safe: pages of one read are fetched by several threads sharing one ``SfmcAuth``. One
+renewal at a time (a lock); a thread that waited while another renewed gets that token, or that
+renewal's error, instead of asking again. A 401 invalidates only the token that got it
+(``invalidate(token)``), so when several requests in flight all get a 401 for the same revoked
+token, exactly one new token is requested and every thread uses it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -45,15 +52,41 @@ class SfmcAuth:
         self._margin = refresh_margin_seconds
         self._clock = clock
         self._token: SfmcToken | None = None
+        self._lock = threading.Lock()
+        self._renewals = 0  # renewals finished (with a token or an error)
+        self._renewal_error: ApiError | None = None  # of the last renewal, if it failed
         transport.redact.add(client_secret)
 
     def token(self) -> SfmcToken:
-        if self._token is None or self._clock() >= self._token.expires_at - self._margin:
-            self._token = self._request_token()
-        return self._token
+        """A token fresh for at least the renewal margin, requested if there is none."""
+        renewals_seen = self._renewals
+        with self._lock:
+            token = self._token
+            if token is not None and self._clock() < token.expires_at - self._margin:
+                return token
+            if self._renewals != renewals_seen and self._renewal_error is not None:
+                # Another thread renewed while this one waited, and it failed: the same answer
+                # for every waiting thread, not one more token request each.
+                error = self._renewal_error
+                raise ApiError(str(error), retryable=error.retryable, status=error.status, code=error.code)
+            try:
+                token = self._request_token()
+            except ApiError as exc:
+                self._renewal_error = exc
+                raise
+            else:
+                self._renewal_error = None
+                self._token = token
+            finally:
+                self._renewals += 1
+            return token
 
-    def invalidate(self) -> None:
-        self._token = None
+    def invalidate(self, token: SfmcToken | None = None) -> None:
+        """Forget the cached token (a call answered 401). With ``token``, only if it is still the
+        cached one: when several calls with the same token got 401, one renewal serves them all."""
+        with self._lock:
+            if token is None or self._token is token:
+                self._token = None
 
     def _request_token(self) -> SfmcToken:
         body = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}

@@ -9,6 +9,9 @@ an extract of 0 rows.
 An incremental read (``since``) applies the window SFMC would apply to the file: the rows whose
 ``incremental_column``, converted like the dataset converts it (SFMC system time to UTC), is at or
 after ``since``; a row whose value is empty or not a date is outside every window, as in SFMC.
+
+``read_pages`` serves the same rows as pages of ``page_size`` rows (the REST source's page size),
+so that both modes go through one page-by-page code path.
 """
 
 from __future__ import annotations
@@ -18,19 +21,23 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.incremental import raw_cursor
-from sfmc_pipeline.sfmc.source import ExtractError, RawExtract, SourceProbe, align_columns
+from sfmc_pipeline.sfmc.source import ExtractError, PageStream, RawExtract, SourceProbe, align_columns
 
 
 class EmbeddedSampleSource:
     mode = "embedded"
 
-    def __init__(self, sample_dir: str | Path):
+    def __init__(self, sample_dir: str | Path, page_size: int = 2500):
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size}")
         self.sample_dir = Path(sample_dir)
+        self.page_size = page_size
 
     def anchor_date(self) -> dt.date | None:
         """The date the sample's relative dates were generated from (``sample.json``), if known."""
@@ -46,6 +53,22 @@ class EmbeddedSampleSource:
             frame = frame[(raw_cursor(frame, extension) >= since).fillna(False).to_numpy()].reset_index(drop=True)
         return RawExtract(frame=frame, source=f"embedded sample {path}", unmapped_columns=unmapped,
                           missing_columns=missing)
+
+    def read_pages(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> PageStream:
+        """The rows of ``read`` as pages of ``page_size`` rows, in file order (see ``PageStream``)."""
+        path = self.sample_dir / f"{extension.key}.csv"
+        stream = PageStream(extension, source=f"embedded sample {path}")
+
+        def frames(pages: PageStream) -> Iterator[pd.DataFrame]:
+            extract = self.read(extension, since)
+            frame = extract.frame
+            pages.expected_rows = len(frame)
+            pages.set_columns(extract.unmapped_columns, extract.missing_columns)
+            for start in range(0, len(frame), self.page_size):
+                pages.pages_ahead_peak = max(pages.pages_ahead_peak, 1)
+                yield frame.iloc[start:start + self.page_size]
+
+        return stream.attach(frames)
 
     def probe(self, extension: DataExtensionConfig) -> SourceProbe:
         """Rows of the sample file and, with an incremental column, its newest value (compared as

@@ -1,10 +1,16 @@
-"""The source interface both implementations share, and the raw extract they return."""
+"""The source interface both implementations share, and the raw extract they return.
+
+A read comes two ways: ``read`` returns every row in one ``RawExtract``; ``read_pages`` returns a
+``PageStream``, an iterator of the read's pages as frames, in page order, so that a consumer can
+convert and write each page as it arrives without holding the whole read. ``read`` is
+``collect_pages(read_pages(...))``: both give the same rows in the same order.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import pandas as pd
 
@@ -50,12 +56,135 @@ class SourceProbe:
         return f"{self.rows}|{self.newest or ''}"
 
 
+class PageStream(Iterator[pd.DataFrame]):
+    """The pages of one read, as frames, in page order: what ``DataExtensionSource.read_pages``
+    returns.
+
+    Each frame holds one page's rows aligned like ``align_columns``: exactly the configured
+    columns, in the configured order and names, every value a string (``""`` for null), dtype
+    ``string``. Its index is the rows' position in the read (page 2 of a read with 2,500-row
+    pages starts at 2500), so ``pd.concat(frames)`` has the index 0..n-1 and a row's position
+    gives its ``_row_number`` as in a whole read. Pages without rows are not yielded (an empty
+    extension yields nothing).
+
+    A read is complete or it fails: iteration either ends after the last page, every row of
+    the read yielded exactly once, or raises (``ExtractError``, ``ApiError``) part way. After a
+    failure every frame yielded so far must be discarded; nothing of a failed read may land.
+
+    Memory stays bounded: the source holds at most a small window of pages ahead of the consumer
+    (for the REST source, ``2 x concurrency`` pages), never the whole read.
+
+    ``source``, ``api_calls``, ``rows``, ``expected_rows``, ``unmapped_columns`` and
+    ``missing_columns`` describe the read; ``source`` and ``expected_rows`` are known once the
+    first page is read (the first ``next()``), the others are final once iteration has ended.
+    Closing the stream (``close()``, or leaving a ``with`` block) before the end stops the read:
+    pages not yet requested are not requested.
+    """
+
+    def __init__(self, extension: DataExtensionConfig, source: str):
+        self.extension = extension
+        self.source = source  # human-readable: where the rows come from
+        self.api_calls = 0  # HTTP requests of this read so far, retries and token requests included
+        self.rows = 0  # rows yielded so far
+        self.expected_rows: int | None = None  # the rows the read must yield (the rowset's count)
+        self.pages = 0  # pages yielded so far
+        self.pages_ahead_peak = 0  # most pages ever requested or held ahead of the consumer
+        self.finished = False  # iteration ended after the last page
+        self._served: set[str] = set()  # configured names (lower-cased) served on a page with rows
+        self._unmapped: set[str] = set()
+        self._configured = {c.name.lower() for c in extension.columns}
+        self._known: tuple[list[str], list[str]] | None = None  # (unmapped, missing) when known up front
+        self._frames: Iterator[pd.DataFrame] = iter(())
+
+    def attach(self, produce: Callable[["PageStream"], Iterator[pd.DataFrame]]) -> "PageStream":
+        """Let ``produce(self)`` (a generator that updates this stream) supply the frames."""
+        self._frames = produce(self)
+        return self
+
+    def note_columns(self, served: Iterable[str]) -> None:
+        """Record the field names (any case) a page served."""
+        for name in served:
+            lower = name.lower()
+            if lower in self._configured:
+                self._served.add(lower)
+            else:
+                self._unmapped.add(name)
+
+    def set_columns(self, unmapped: list[str], missing: list[str]) -> None:
+        """The unmapped and missing columns, when the source knows them before any page."""
+        self._known = (list(unmapped), list(missing))
+
+    @property
+    def unmapped_columns(self) -> list[str]:
+        """Fields served but not configured (as served), sorted."""
+        if self._known is not None:
+            return self._known[0]
+        return sorted(self._unmapped)
+
+    @property
+    def missing_columns(self) -> list[str]:
+        """Configured fields no page with rows served ([] for a read without rows)."""
+        if self._known is not None:
+            return self._known[1]
+        if not self.rows:
+            return []
+        return [c.name for c in self.extension.columns if c.name.lower() not in self._served]
+
+    def __iter__(self) -> "PageStream":
+        return self
+
+    def __next__(self) -> pd.DataFrame:
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            self.finished = True
+            raise
+        self.rows += len(frame)
+        self.pages += 1
+        return frame
+
+    def close(self) -> None:
+        close = getattr(self._frames, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "PageStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def collect_pages(pages: PageStream) -> RawExtract:
+    """Every page of ``pages`` in one ``RawExtract`` (index 0..n-1), or the read's error."""
+    with pages:
+        frames = list(pages)
+    if frames:
+        frame = pd.concat(frames, ignore_index=True)
+    else:
+        frame = align_columns(pd.DataFrame(), pages.extension)[0]
+    return RawExtract(
+        frame=frame,
+        source=pages.source,
+        api_calls=pages.api_calls,
+        unmapped_columns=pages.unmapped_columns,
+        missing_columns=pages.missing_columns,
+    )
+
+
 class DataExtensionSource(Protocol):
     mode: str  # "sfmc" (REST API) or "embedded" (sample data shipped in data/)
 
     def read(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> RawExtract:
         """Every row, or with ``since`` (a UTC datetime) only the rows whose ``incremental_column`` is at
-        or after it (an incremental read, see ``datasets/incremental.py``)."""
+        or after it (an incremental read, see ``datasets/incremental.py``). The same rows, in the same
+        order, as ``collect_pages(read_pages(extension, since))``."""
+        ...
+
+    def read_pages(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> PageStream:
+        """The same read as ``read``, as a ``PageStream``: the pages' frames in page order, as they
+        arrive (see ``PageStream`` for what each frame holds and what the stream guarantees).
+        Nothing is requested before the first ``next()``."""
         ...
 
     def probe(self, extension: DataExtensionConfig) -> SourceProbe: ...

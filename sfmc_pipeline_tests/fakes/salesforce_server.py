@@ -32,10 +32,33 @@ It imitates the documented Salesforce OAuth and REST contract our client relies 
 * Request-level errors are JSON arrays ``[{"message":..., "errorCode":...}]``; per-record errors are
   ``{"statusCode":..., "message":..., "fields":[...]}`` inside a ``{"success": false, "errors": [...]}`` result
   that has no ``id``.
+* Bulk API 2.0 ingest (``update`` and ``upsert``, CSV), stateful, each request one API request like the others:
+  ``POST .../jobs/ingest`` (JSON job spec; answers the job info, state ``Open``; upsert needs an external id
+  ``externalIdFieldName``), ``PUT .../jobs/ingest/{id}/batches`` (``text/csv``, **201**, one upload per Open job,
+  at most ``bulk_max_upload_bytes`` else 413), ``PATCH .../jobs/ingest/{id}`` ``{"state": "UploadComplete" |
+  "Aborted"}``, ``GET .../jobs/ingest/{id}`` (job info with ``numberRecordsProcessed``, ``numberRecordsFailed``,
+  ``errorMessage``), ``GET .../jobs/ingest`` (``{"done", "records", "nextRecordsUrl"}``, ``bulk_list_page_size``
+  per page), ``DELETE`` of a finished job, and the CSV results ``successfulResults`` (``sf__Id, sf__Created`` +
+  the uploaded cells), ``failedResults`` (``sf__Id`` (empty), ``sf__Error`` = ``CODE:message:fields`` or ``--``)
+  and ``unprocessedrecords``, all quoted, in a shuffled order (``bulk_result_order``). Job-state errors are 400
+  ``INVALIDJOBSTATE``, an unknown job 404 ``NOT_FOUND``. A closed job answers ``InProgress`` for
+  ``bulk_polls_before_complete`` polls (default 0), then is processed at the next poll: an empty cell leaves a
+  field as it is, ``#N/A`` sets null, cells are typed by the field (``true``/``false``, integers, exact decimals;
+  a cell that does not fit is a per-record ``INVALID_TYPE_ON_FIELD_IN_RECORD``), and each row goes through the
+  same checks as the composite endpoint (``MALFORMED_ID``, ``INVALID_CROSS_REFERENCE_KEY``,
+  ``ENTITY_IS_DELETED``, ``STRING_TOO_LONG``, ``INVALID_EMAIL_ADDRESS``, ``REQUIRED_FIELD_MISSING``, locks, upsert
+  ``DUPLICATE_VALUE``...). The job fails (``Failed`` + ``errorMessage``) for an unknown or duplicate header field,
+  a line ending other than the job's ``lineEnding``, a wrong number of cells, a cell over 32,000 or a row over
+  400,000 characters, or no data. (Job-level messages and the status codes of job-state errors follow Bulk API
+  conventions but are not confirmed against a live org.)
 
 Fault injection: :meth:`FakeSalesforceServer.expire_sessions`, :meth:`~FakeSalesforceServer.fail_next`,
 :meth:`~FakeSalesforceServer.exceed_request_limit_after`, :meth:`~FakeSalesforceServer.lock_rows_next`,
-:meth:`~FakeSalesforceServer.drop_connection_next`.
+:meth:`~FakeSalesforceServer.drop_connection_next`; for Bulk jobs :meth:`~FakeSalesforceServer.fail_next_bulk_job`,
+:meth:`~FakeSalesforceServer.leave_unprocessed_next`, :meth:`~FakeSalesforceServer.reject_bulk_records`,
+:meth:`~FakeSalesforceServer.stall_bulk_jobs` (poll timeouts), :meth:`~FakeSalesforceServer.seed_bulk_job` (a job
+left ``Open``/``UploadComplete`` by a crashed client, or another integration's) and
+:meth:`~FakeSalesforceServer.process_bulk_jobs`.
 
 Only the standard library is used for serving (``ThreadingHTTPServer`` on ``127.0.0.1``, port 0). All state is
 guarded by one lock, so tests may drive it from several threads.
@@ -44,10 +67,13 @@ guarded by one lock, so tests may drive it from several threads.
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import hashlib
 import hmac
+import io
 import json
+import random
 import re
 import secrets
 import socket
@@ -70,6 +96,9 @@ __all__ = [
     "MAX_COLLECTION_RECORDS",
     "MAX_COLLECTION_CHUNKS",
     "MAX_RETRIEVE_IDS",
+    "MAX_BULK_FIELD_CHARACTERS",
+    "MAX_BULK_RECORD_CHARACTERS",
+    "MAX_BULK_UPLOAD_BYTES",
 ]
 
 MAX_COLLECTION_RECORDS = 200
@@ -80,6 +109,15 @@ MAX_COLLECTION_CHUNKS = 10
 
 MAX_RETRIEVE_IDS = 2000
 """sObject Collections retrieve (POST) accepts at most this many ids per request."""
+
+MAX_BULK_FIELD_CHARACTERS = 32000
+"""Bulk API 2.0: characters per field value (a longer one fails the job here)."""
+
+MAX_BULK_RECORD_CHARACTERS = 400000
+"""Bulk API 2.0: characters per record (a longer one fails the job here)."""
+
+MAX_BULK_UPLOAD_BYTES = 150 * 1024 * 1024 * 3 // 4
+"""Bulk API 2.0: one upload is at most 150 MB after base64 encoding, i.e. this many raw bytes."""
 
 _JSON_CT = "application/json;charset=UTF-8"
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -364,6 +402,94 @@ def _standard_sobjects() -> dict[str, _SObject]:
     return {"Contact": contact, "Lead": lead}
 
 
+@dataclass
+class _Raw:
+    """A non-JSON API response body (Bulk CSV results, the empty 201 of an upload)."""
+
+    body: bytes
+    content_type: str | None = None
+
+
+@dataclass
+class _BulkJob:
+    id: str
+    object: str
+    operation: str
+    external_id_field: str | None
+    line_ending: str
+    column_delimiter: str
+    created_by_id: str
+    created_date: str
+    state: str = "Open"
+    data: str | None = None
+    polls: int = 0
+    processed: int = 0
+    failed: int = 0
+    error_message: str | None = None
+    successful: list[list[str]] = field(default_factory=list)  # sf__Id, sf__Created + the uploaded cells
+    failures: list[list[str]] = field(default_factory=list)  # sf__Id, sf__Error + the uploaded cells
+    unprocessed: list[list[str]] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)
+
+    def info(self, api_version: str, *, full: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "operation": self.operation,
+            "object": self.object,
+            "createdById": self.created_by_id,
+            "createdDate": self.created_date,
+            "systemModstamp": self.created_date,
+            "state": self.state,
+            "concurrencyMode": "Parallel",
+            "contentType": "CSV",
+            "apiVersion": Decimal(api_version),
+            "contentUrl": f"services/data/v{api_version}/jobs/ingest/{self.id}/batches",
+            "lineEnding": self.line_ending,
+            "columnDelimiter": self.column_delimiter,
+        }
+        if self.external_id_field:
+            body["externalIdFieldName"] = self.external_id_field
+        if full:
+            body.update({
+                "jobType": "V2Ingest",
+                "numberRecordsProcessed": self.processed,
+                "numberRecordsFailed": self.failed,
+                "retries": 0,
+                "totalProcessingTime": 0,
+                "apiActiveProcessingTime": 0,
+                "apexProcessingTime": 0,
+            })
+            if self.error_message:
+                body["errorMessage"] = self.error_message
+        return body
+
+_BULK_TERMINAL = frozenset({"JobComplete", "Failed", "Aborted"})
+_BULK_DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
+_BULK_INT = re.compile(r"^[+-]?\d+$")
+
+
+def _bulk_line_ending(text: str) -> str | None:
+    """``"LF"``/``"CRLF"``: the line ending of the rows (line breaks inside quoted cells do not count); None for
+    one line, ``"mixed"`` when both occur."""
+    found: set[str] = set()
+    quoted = False
+    for index, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "\n" and not quoted:
+            found.add("CRLF" if index and text[index - 1] == "\r" else "LF")
+    return None if not found else found.pop() if len(found) == 1 else "mixed"
+
+
+def _bulk_value(fdef: _Field, cell: str) -> Any:
+    """A CSV cell as the JSON value the composite endpoint would get for the field's type (type checks follow)."""
+    if fdef.type == "boolean" and cell.lower() in ("true", "false", "1", "0"):
+        return cell.lower() in ("true", "1")
+    if fdef.type == "int" and _BULK_INT.match(cell):
+        return int(cell)
+    return cell  # text; numbers, dates and datetimes are checked (and numbers made Decimal) by _typed_value
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeSalesforce/1.0"
@@ -404,7 +530,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         fake: FakeSalesforceServer = self.server.fake  # type: ignore[attr-defined]
         raw = self._read_body()
-        result = fake._dispatch(self.command, self.path, dict(self.headers.items()), raw)
+        fake._arrive()
+        try:
+            if fake.latency_seconds > 0:
+                time.sleep(fake.latency_seconds)  # outside the state lock: concurrent requests wait together
+            result = fake._dispatch(self.command, self.path, dict(self.headers.items()), raw)
+        finally:
+            fake._depart()  # before the response goes out, so the count never lags behind the client
         if result is _DROP:
             self.close_connection = True
             try:
@@ -462,6 +594,7 @@ class FakeSalesforceServer:
         identity_in_token: bool = True,
         organization_name: str = "Fake Org",
         is_sandbox: bool = False,
+        latency_seconds: float = 0.0,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -475,6 +608,12 @@ class FakeSalesforceServer:
         self.organization_name = organization_name
         """``Organization.Name`` (SOQL ``SELECT Name FROM Organization``)."""
         self.is_sandbox = is_sandbox
+        self.latency_seconds = latency_seconds
+        """Each request waits this long before it is handled (a network round trip), concurrently with others."""
+        self.in_flight = 0
+        """Requests being handled right now (between reading the body and answering)."""
+        self.max_in_flight = 0
+        """The most requests handled at once so far (set it to 0 to measure a phase)."""
         """``Organization.IsSandbox``."""
         self.api_usage = 0
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Contact": {}, "Lead": {}}
@@ -489,6 +628,20 @@ class FakeSalesforceServer:
         self._limit_countdown: int | None = None
         self._limit_blocked = False
         self._created_counter = 0
+        self.bulk_jobs: dict[str, _BulkJob] = {}
+        """Bulk API 2.0 ingest jobs by id (:meth:`bulk_job` gives the JSON view)."""
+        self.bulk_polls_before_complete = 0
+        """Job-info polls of a closed job that still answer ``InProgress`` before it is processed (0: the first)."""
+        self.bulk_result_order = "shuffled"
+        """Order of Bulk result rows: ``"shuffled"`` (seeded by the job id), ``"reversed"`` or ``"input"``."""
+        self.bulk_list_page_size = 1000
+        """Jobs per page of ``GET jobs/ingest`` (``nextRecordsUrl`` for the rest)."""
+        self.bulk_max_upload_bytes = MAX_BULK_UPLOAD_BYTES
+        """A larger upload is refused with 413."""
+        self._bulk_counter = 0
+        self._bulk_faults: list[dict[str, Any]] = []
+        self._bulk_record_errors: dict[str, tuple[str, str, list[str]]] = {}
+        self._bulk_stalled = False
         self._org_id = to_18("00D" + "Fk" + _base62(secrets.randbelow(62**10), 10))
         self._user_id = to_18("005" + "Fk" + _base62(secrets.randbelow(62**10), 10))
         self._lock = threading.RLock()
@@ -538,6 +691,15 @@ class FakeSalesforceServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def _arrive(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _depart(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
@@ -763,6 +925,84 @@ class FakeSalesforceServer:
         with self._lock:
             return [r for r in self.requests if r.path.startswith("/services/oauth2/userinfo")]
 
+    # ------------------------------------------------------------------ Bulk API 2.0 ingest: state and faults
+
+    def bulk_requests(self, path_suffix: str = "", method: str | None = None) -> list[RecordedRequest]:
+        """Recorded ``/services/data/vNN.N/jobs/ingest...`` requests (optionally ending with ``path_suffix``)."""
+        return [r for r in self.api_requests("/jobs/ingest", method) if r.path.rstrip("/").endswith(path_suffix)]
+
+    def bulk_job(self, job_id: str) -> dict[str, Any]:
+        """The job info ``GET jobs/ingest/{id}`` would answer, plus ``"data"`` (the uploaded CSV text or None);
+        no HTTP, no usage, no processing."""
+        with self._lock:
+            job = self.bulk_jobs[job_id]
+            return {**job.info(self.api_version), "data": job.data}
+
+    def seed_bulk_job(
+        self,
+        sobject: str,
+        operation: str = "update",
+        *,
+        csv_text: str | None = None,
+        state: str = "Open",
+        external_id_field: str | None = None,
+        created_by_id: str | None = None,
+    ) -> str:
+        """Create an ingest job directly (no HTTP), e.g. another integration's open job, or one "left behind" by a
+        crashed client: ``state`` ``Open`` (with or without ``csv_text``), ``UploadComplete`` (needs ``csv_text``;
+        processed on the next poll as usual) or ``Aborted``. Returns the job id."""
+        if state not in ("Open", "UploadComplete", "Aborted"):
+            raise ValueError("state must be Open, UploadComplete or Aborted")
+        if state == "UploadComplete" and csv_text is None:
+            raise ValueError("an UploadComplete job needs csv_text")
+        with self._lock:
+            obj = self._sobject(sobject)
+            job = self._new_bulk_job(obj, operation, external_id_field, "LF", "COMMA", created_by_id)
+            job.data = csv_text
+            job.state = state
+            return job.id
+
+    def process_bulk_jobs(self) -> list[str]:
+        """Finish every ``UploadComplete``/``InProgress`` job now (stalled ones too), as Salesforce would while no
+        client is polling (e.g. between a crashed run and the next one). Returns their ids."""
+        with self._lock:
+            done = []
+            for job in self.bulk_jobs.values():
+                if job.state in ("UploadComplete", "InProgress"):
+                    self._process_bulk_job(job)
+                    done.append(job.id)
+            return done
+
+    def stall_bulk_jobs(self, stalled: bool = True) -> None:
+        """``True``: closed jobs stay ``InProgress`` however often they are polled (a poll timeout); ``False``:
+        they finish again on the next poll (``process_bulk_jobs`` finishes them at once)."""
+        with self._lock:
+            self._bulk_stalled = stalled
+
+    def fail_next_bulk_job(self, error_message: str = "InvalidBatch : Failed to process the job", *,
+                           process_first: int = 0) -> None:
+        """The next job to be processed processes its first ``process_first`` rows (applied, in its successful
+        and failed results), then ends ``Failed`` with ``errorMessage``; its other rows are unprocessed."""
+        with self._lock:
+            self._bulk_faults.append({"kind": "fail", "message": error_message, "process_first": process_first})
+
+    def leave_unprocessed_next(self, count: int, *, state: str = "JobComplete") -> None:
+        """The next job to be processed leaves its last ``count`` rows unprocessed (not applied; in
+        ``unprocessedrecords``) and ends in ``state``."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        with self._lock:
+            self._bulk_faults.append({"kind": "unprocessed", "count": count, "state": state})
+
+    def reject_bulk_records(self, errors: dict[str, tuple[str, str, list[str]]]) -> None:
+        """Per-record failures for rows that would otherwise succeed, keyed by the row's key cell (``Id`` for
+        update, the external id value for upsert): ``(statusCode, message, fields)``, e.g. a validation rule's
+        ``("FIELD_CUSTOM_VALIDATION_EXCEPTION", "Email must be corporate", ["Email"])``. Applies to every Bulk job
+        until replaced (an empty dict clears it)."""
+        with self._lock:
+            self._bulk_record_errors = {key: (code, message, list(fields)) for key, (code, message, fields)
+                                        in errors.items()}
+
     # ------------------------------------------------------------------ internals: helpers
 
     def _sobject(self, name: str) -> _SObject:
@@ -907,13 +1147,19 @@ class FakeSalesforceServer:
         version = match.group("version")
         rest = (match.group("rest") or "").rstrip("/")
         try:
-            status, payload = self._handle_api(method, version, rest, body, recorded.query)
+            if rest == "/jobs/ingest" or rest.startswith("/jobs/ingest/"):
+                status, payload = self._handle_bulk(method, version, rest, headers, body, recorded.query)
+            else:
+                status, payload = self._handle_api(method, version, rest, body, recorded.query)
         except _RequestError as err:
             status, payload = err.status, err.body
         if 200 <= status < 300 and self._limit_countdown is not None:
             self._limit_countdown -= 1
             if self._limit_countdown <= 0:
                 self._limit_blocked = True
+        if isinstance(payload, _Raw):
+            content_type = [("Content-Type", payload.content_type)] if payload.content_type else []
+            return _Response(status, payload.body, content_type + limit_header)
         return _json_response(status, payload, limit_header)
 
     def _authorized(self, headers: dict[str, str]) -> bool:
@@ -1410,3 +1656,272 @@ class FakeSalesforceServer:
                 result["created"] = action == "created"
             results.append(result)
         return results
+
+    # ------------------------------------------------------------------ internals: Bulk API 2.0 ingest
+
+    def _new_bulk_job(self, obj: _SObject, operation: str, external_id_field: str | None, line_ending: str,
+                      column_delimiter: str, created_by_id: str | None) -> _BulkJob:
+        self._bulk_counter += 1
+        job_id = to_18("750" + "Fk" + _base62(self._bulk_counter, 10))
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+        job = _BulkJob(job_id, obj.name, operation, external_id_field, line_ending, column_delimiter,
+                       created_by_id or self._user_id, now)
+        self.bulk_jobs[job_id] = job
+        return job
+
+    def _handle_bulk(self, method: str, version: str, rest: str, headers: dict[str, str], body: str,
+                     query: dict[str, list[str]]) -> tuple[int, Any]:
+        segments = [s for s in rest.split("/") if s][2:]  # after "jobs", "ingest"
+        api_version = version[1:]
+        if not segments:
+            if method == "POST":
+                return 200, self._bulk_create(api_version, body)
+            self._require(method, "GET")
+            return 200, self._bulk_list(version, query)
+        job = self.bulk_jobs.get(segments[0])
+        if job is None:
+            return 404, _NOT_FOUND
+        if len(segments) == 1:
+            if method == "PATCH":
+                return 200, self._bulk_set_state(job, api_version, body)
+            if method == "DELETE":
+                if job.state not in _BULK_TERMINAL:
+                    raise _RequestError(400, "INVALIDJOBSTATE", f"Cannot delete a job in state {job.state}")
+                del self.bulk_jobs[job.id]
+                return 204, _Raw(b"")
+            self._require(method, "GET")
+            self._bulk_poll(job)
+            return 200, job.info(api_version)
+        if len(segments) == 2 and segments[1] == "batches":
+            self._require(method, "PUT")
+            return self._bulk_upload(job, headers, body)
+        resources = {"successfulresults": "successful", "failedresults": "failures", "unprocessedrecords": "unprocessed"}
+        if len(segments) == 2 and segments[1].lower() in resources:
+            self._require(method, "GET")
+            if job.state not in _BULK_TERMINAL:
+                raise _RequestError(400, "INVALIDJOBSTATE", f"Results are available once the job is complete; job "
+                                                            f"{job.id} is {job.state}")
+            kind = resources[segments[1].lower()]
+            prefix = {"successful": ["sf__Id", "sf__Created"], "failures": ["sf__Id", "sf__Error"],
+                      "unprocessed": []}[kind]
+            return 200, _Raw(self._bulk_csv([prefix + job.header, *self._bulk_ordered(job, getattr(job, kind))],
+                                            job), "text/csv")
+        return 404, _NOT_FOUND
+
+    def _bulk_create(self, api_version: str, body: str) -> dict[str, Any]:
+        spec = _parse_json(body)
+        if not isinstance(spec, dict):
+            raise _RequestError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of JobInfo from START_ARRAY")
+        obj = self._lookup_sobject(spec.get("object"))
+        if obj is None:
+            raise _RequestError(400, "INVALIDJOB", f"InvalidJob : Invalid object: {spec.get('object')}")
+        operation = spec.get("operation")
+        if operation not in ("update", "upsert"):
+            raise _RequestError(400, "INVALIDJOB", f"InvalidJob : This fake supports update and upsert, got "
+                                                   f"{operation!r}")
+        if spec.get("contentType", "CSV") != "CSV":
+            raise _RequestError(400, "INVALIDJOB", "InvalidJob : contentType must be CSV")
+        line_ending = spec.get("lineEnding", "LF")
+        delimiter = spec.get("columnDelimiter", "COMMA")
+        if line_ending not in ("LF", "CRLF") or delimiter not in _BULK_DELIMITERS:
+            raise _RequestError(400, "INVALIDJOB", "InvalidJob : invalid lineEnding or columnDelimiter")
+        ext_name = spec.get("externalIdFieldName")
+        if operation == "upsert":
+            ext = obj.field(ext_name) if isinstance(ext_name, str) else None
+            if not ext_name:
+                raise _RequestError(400, "INVALIDJOB", f"InvalidJob : External ID was blank for {obj.name}. An "
+                                                       "External ID must be specified for upsert.")
+            if ext is None or not (ext.external_id or ext.id_lookup):
+                raise _RequestError(400, "INVALIDJOB", f"InvalidJob : Field {ext_name} is not an External ID or "
+                                                       f"indexed field for {obj.name}")
+            ext_name = ext.name
+        else:
+            ext_name = None
+        job = self._new_bulk_job(obj, operation, ext_name, line_ending, delimiter, None)
+        return job.info(api_version, full=False)
+
+    def _bulk_list(self, version: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        jobs = [j for j in self.bulk_jobs.values()]
+        job_type = (query.get("jobType") or [None])[0]
+        if job_type not in (None, "V2Ingest"):
+            jobs = []
+        start = int((query.get("queryLocator") or ["0"])[0] or 0)
+        page = jobs[start:start + self.bulk_list_page_size]
+        done = start + self.bulk_list_page_size >= len(jobs)
+        next_url = None
+        if not done:
+            extra = f"&jobType={job_type}" if job_type else ""
+            next_url = f"/services/data/{version}/jobs/ingest?queryLocator={start + self.bulk_list_page_size}{extra}"
+        return {"done": done, "records": [j.info(version[1:], full=False) for j in page], "nextRecordsUrl": next_url}
+
+    def _bulk_set_state(self, job: _BulkJob, api_version: str, body: str) -> dict[str, Any]:
+        spec = _parse_json(body)
+        wanted = spec.get("state") if isinstance(spec, dict) else None
+        if wanted == "UploadComplete":
+            if job.state != "Open":
+                raise _RequestError(400, "INVALIDJOBSTATE", f"Job {job.id} is {job.state}, not Open: it cannot be "
+                                                            "closed")
+            job.state = "UploadComplete"
+            job.polls = 0
+        elif wanted == "Aborted":
+            if job.state in _BULK_TERMINAL:
+                raise _RequestError(400, "INVALIDJOBSTATE", f"Job {job.id} is already {job.state}: it cannot be "
+                                                            "aborted")
+            job.state = "Aborted"
+        else:
+            raise _RequestError(400, "INVALIDJOBSTATE", f"Invalid state for a job update: {wanted!r}")
+        return job.info(api_version, full=False)
+
+    def _bulk_upload(self, job: _BulkJob, headers: dict[str, str], body: str) -> tuple[int, Any]:
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        if ctype.split(";")[0].strip().lower() != "text/csv":
+            raise _RequestError(400, "INVALID_CONTENT_TYPE", f"Content-Type must be text/csv, got {ctype!r}")
+        if job.state != "Open":
+            raise _RequestError(400, "INVALIDJOBSTATE", f"Job {job.id} is {job.state}: data can only be uploaded to "
+                                                        "an Open job")
+        if job.data is not None:
+            raise _RequestError(400, "INVALIDJOBSTATE", f"Job {job.id} already has its data: one upload per job")
+        if len(body.encode("utf-8")) > self.bulk_max_upload_bytes:
+            raise _RequestError(413, "REQUEST_ENTITY_TOO_LARGE",
+                                f"The upload exceeds the maximum of {self.bulk_max_upload_bytes} bytes")
+        job.data = body
+        return 201, _Raw(b"")
+
+    def _bulk_poll(self, job: _BulkJob) -> None:
+        if job.state not in ("UploadComplete", "InProgress"):
+            return
+        if self._bulk_stalled:
+            job.state = "InProgress"
+            return
+        job.polls += 1
+        if job.polls > self.bulk_polls_before_complete:
+            self._process_bulk_job(job)
+        else:
+            job.state = "InProgress"
+
+    def _bulk_fail(self, job: _BulkJob, message: str) -> None:
+        """The whole job fails: nothing is applied; the rows (when they can be read) are its unprocessed records."""
+        job.state, job.error_message = "Failed", message
+        try:
+            rows = [r for r in csv.reader(io.StringIO(job.data or "", newline=""),
+                                          delimiter=_BULK_DELIMITERS[job.column_delimiter]) if r]
+        except csv.Error:
+            rows = []
+        if rows:
+            job.header, job.unprocessed = rows[0], rows[1:]
+
+    def _process_bulk_job(self, job: _BulkJob) -> None:
+        """Apply the uploaded CSV with the composite endpoint's per-record rules; set results and the final state."""
+        obj = self._sobject(job.object)
+        if not job.data:
+            return self._bulk_fail(job, "InvalidBatch : No data was uploaded for this job")
+        if _bulk_line_ending(job.data) not in (None, job.line_ending):
+            return self._bulk_fail(
+                job, f"ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is "
+                     f"{job.line_ending}")
+        try:
+            rows = list(csv.reader(io.StringIO(job.data, newline=""), delimiter=_BULK_DELIMITERS[job.column_delimiter],
+                                   strict=True))
+        except csv.Error as exc:
+            return self._bulk_fail(job, f"ClientInputError : Failed to parse CSV: {exc}")
+        rows = [row for row in rows if row]
+        if not rows:
+            return self._bulk_fail(job, "InvalidBatch : No data was uploaded for this job")
+        header, data = rows[0], rows[1:]
+        job.header = header
+        columns: list[_Field | None] = []  # None: the Id column of an update
+        seen_names: set[str] = set()
+        for name in header:
+            if name.lower() in seen_names:
+                return self._bulk_fail(job, f"InvalidBatch : Duplicate field name: {name}")
+            seen_names.add(name.lower())
+            fdef = obj.field(name)
+            if fdef is None:
+                return self._bulk_fail(job, f"InvalidBatch : Field name not found : {name}")
+            columns.append(None if fdef.name == "Id" and job.operation == "update" else fdef)
+        ext = obj.field(job.external_id_field) if job.external_id_field else None
+        key_index = next((i for i, f in enumerate(columns) if (f is None if ext is None else f is ext)), None)
+        if key_index is None:
+            missing = ext.name if ext is not None else "Id"
+            return self._bulk_fail(job, f"InvalidBatch : Required column is missing from the header: {missing}")
+        for number, row in enumerate(data, start=2):
+            if len(row) != len(header):
+                return self._bulk_fail(job, f"ClientInputError : Wrong number of columns in row {number}: "
+                                            f"{len(row)} instead of {len(header)}")
+            if sum(len(cell) for cell in row) > MAX_BULK_RECORD_CHARACTERS:
+                return self._bulk_fail(job, f"InvalidBatch : Record in row {number} exceeds the maximum of "
+                                            f"{MAX_BULK_RECORD_CHARACTERS} characters")
+            for name, cell in zip(header, row):
+                if len(cell) > MAX_BULK_FIELD_CHARACTERS:
+                    return self._bulk_fail(job, f"InvalidBatch : Field {name} in row {number} exceeds the maximum of "
+                                                f"{MAX_BULK_FIELD_CHARACTERS} characters")
+
+        final_state, message, last = "JobComplete", None, len(data)
+        fault = self._bulk_faults.pop(0) if self._bulk_faults else None
+        if fault is not None and fault["kind"] == "fail":
+            final_state, message, last = "Failed", fault["message"], min(fault["process_first"], len(data))
+        elif fault is not None:
+            final_state, last = fault["state"], max(len(data) - fault["count"], 0)
+        processed, job.unprocessed = data[:last], [list(row) for row in data[last:]]
+
+        def ext_key(value: Any) -> str:
+            return str(value).lower() if ext is not None and ext.type in _STRING_TYPES else str(value)
+
+        records, keys = [], []
+        for row in processed:
+            record: dict[str, Any] = {"attributes": {"type": obj.name}}
+            for fdef, name, cell in zip(columns, header, row):
+                if cell == "":
+                    continue  # an empty cell leaves the field as it is
+                record["Id" if fdef is None else fdef.name] = (
+                    None if cell == "#N/A" else cell if fdef is None else _bulk_value(fdef, cell))
+            records.append(record)
+            key = row[key_index]
+            keys.append(None if key in ("", "#N/A") else ext_key(key))
+        counts: dict[str, int] = {}
+        for key in keys:
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
+        outcomes = []
+        for row, record, key in zip(processed, records, keys):
+            try:
+                self._check_types(obj, record)
+            except _RequestError as err:
+                outcomes.append(_record_error("INVALID_TYPE_ON_FIELD_IN_RECORD", err.body[0]["message"], []))
+                continue
+            if ext is None:
+                outcome = self._check_update(obj, record)
+            else:
+                outcome = self._check_upsert(obj, ext, record, key, counts, ext_key)
+            rejection = self._bulk_record_errors.get(row[key_index])
+            if rejection is not None and not isinstance(outcome, dict):
+                outcome = _record_error(*rejection)
+            outcomes.append(outcome)
+        results = self._commit(outcomes, False, upsert=ext is not None)
+        job.successful, job.failures = [], []
+        for row, result in zip(processed, results):
+            if result["success"]:
+                job.successful.append([result["id"], "true" if result.get("created") else "false", *row])
+            else:
+                error = result["errors"][0]
+                fields = ",".join(error.get("fields") or []) or "--"
+                job.failures.append(["", f"{error['statusCode']}:{error['message']}:{fields}", *row])
+        job.processed, job.failed = len(processed), len(job.failures)
+        job.state, job.error_message = final_state, message
+
+    def _bulk_ordered(self, job: _BulkJob, rows: list[list[str]]) -> list[list[str]]:
+        if self.bulk_result_order == "input":
+            return list(rows)
+        if self.bulk_result_order == "reversed":
+            return list(reversed(rows))
+        shuffled = list(rows)
+        random.Random(job.id).shuffle(shuffled)
+        return shuffled
+
+    @staticmethod
+    def _bulk_csv(rows: list[list[str]], job: _BulkJob) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=_BULK_DELIMITERS[job.column_delimiter],
+                            lineterminator="\r\n" if job.line_ending == "CRLF" else "\n", quoting=csv.QUOTE_ALL)
+        writer.writerows(rows)
+        return buffer.getvalue().encode("utf-8")

@@ -24,8 +24,13 @@ It imitates the SFMC contract the pipeline relies on:
   Authorized, 403 insufficient privileges, 404, 429 rate limit with ``retryAfter``).
 
 Only the standard library is used.  The server runs on ``127.0.0.1`` with an ephemeral port in a
-background thread; all state is guarded by one lock.  Time (token expiry) follows a fake clock
-that only moves through :meth:`FakeSfmcServer.advance_clock`; nothing ever sleeps.
+background thread and serves each connection in a thread of its own, so concurrent requests are
+served concurrently; all state is guarded by one lock, held only while a request is routed (not
+while it waits out ``latency`` or its response is written).  Time (token expiry) follows a fake
+clock that only moves through :meth:`FakeSfmcServer.advance_clock`; nothing sleeps unless
+``latency`` (seconds added to every request, default 0) is set.  :attr:`FakeSfmcServer.max_in_flight`
+is the most requests it was serving at once.  A rowset page's ``items`` are serialised once per
+snapshot content and page (cached), so a large Data Extension costs the fake little per request.
 
 Typical use::
 
@@ -48,6 +53,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -232,6 +238,7 @@ class _DataExtension:
     items: list[dict[str, dict[str, str]]]  # replaced wholesale, never mutated in place
     fields: dict[str, str] = field(default_factory=dict)  # lower-cased name -> schema casing
     date_fields: frozenset[str] = frozenset()  # lower-cased names of the Date fields
+    page_cache: dict[tuple[int, int], str] = field(default_factory=dict)  # see _Snapshot.page_cache
 
 
 @dataclass
@@ -243,16 +250,45 @@ class _Snapshot:
     page_size: int
     page_size_explicit: bool
     expires_utc: _dt.datetime
+    # Serialised ``items`` of a page by (start, stop); shared with the Data Extension (and every
+    # snapshot of it) when the snapshot holds its rows unfiltered and unordered.
+    page_cache: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 @dataclass
 class _Fault:
-    kind: str  # "status" or "drop"
+    kind: str  # "status", "drop" or "revoke"
     path_contains: str
     remaining: int
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     body: dict | str | None = None
+    page: int | None = None  # only requests for this $page (no $page: page 1)
+
+    def matches(self, path: str, query: dict[str, str]) -> bool:
+        if self.path_contains not in path:
+            return False
+        if self.page is None:
+            return True
+        return (query.get("$page") or "1").strip() == str(self.page)
+
+
+@dataclass
+class _PageBody:
+    """A rowset page's JSON: the envelope, and its ``items`` from the snapshot's page cache."""
+
+    envelope: dict[str, Any]
+    snapshot: _Snapshot
+    start: int
+    stop: int
+
+    def render(self) -> bytes:
+        items = self.snapshot.page_cache.get((self.start, self.stop))
+        if items is None:  # two threads may both render it once; either result is the same
+            items = json.dumps(self.snapshot.items[self.start:self.stop], ensure_ascii=False)
+            self.snapshot.page_cache[(self.start, self.stop)] = items
+        head = json.dumps(self.envelope, ensure_ascii=False)
+        return (head[:-1] + (", " if self.envelope else "") + '"items": ' + items + "}").encode("utf-8")
 
 
 @dataclass
@@ -403,20 +439,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _dispatch(self) -> None:
-        body = self._read_body()
-        response = self.server.fake._handle(self.command, self.path, self.headers, body)
-        if response is None:  # injected connection drop: close without a single byte of response
-            self.close_connection = True
-            try:
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        self._write(response)
+        fake = self.server.fake
+        # In flight from its arrival until its answer starts: within the time the client waits for
+        # it, so the fake never counts more requests at once than the client has outstanding.
+        fake._request_started()
+        answered = False
+        try:
+            body = self._read_body()
+            if fake.latency > 0:
+                time.sleep(fake.latency)  # outside the fake's lock: concurrent requests wait together
+            response = fake._handle(self.command, self.path, self.headers, body)
+            fake._request_finished()
+            answered = True
+            if response is None:  # injected connection drop: close without a single byte of response
+                self.close_connection = True
+                try:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            self._write(response)
+        finally:
+            if not answered:
+                fake._request_finished()
 
     def _write(self, response: _Response) -> None:
-        if isinstance(response.body, (bytes, bytearray)):
+        if isinstance(response.body, _PageBody):
+            payload = response.body.render()
+        elif isinstance(response.body, (bytes, bytearray)):
             payload = bytes(response.body)
         elif isinstance(response.body, str):
             payload = response.body.encode("utf-8")
@@ -456,6 +507,8 @@ class FakeSfmcServer:
         max_page_size: silent cap for ``$pageSize`` (the default page size is ``min(2500, max_page_size)``).
         token_grace: extra seconds a token stays valid after ``expires_in`` (real tokens live 20 min
             while ``expires_in`` says 18, hence 120).
+        latency: seconds every request waits before it is answered (default 0: none), as network
+            and server time would; concurrent requests wait concurrently.  May be changed later.
     """
 
     def __init__(
@@ -468,9 +521,13 @@ class FakeSfmcServer:
         token_ttl: int = 1080,
         max_page_size: int = 2500,
         token_grace: float = 120,
+        latency: float = 0.0,
     ) -> None:
         if max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
+        if latency < 0:
+            raise ValueError("latency must be >= 0")
+        self.latency = float(latency)
         self.client_id = client_id
         self.client_secret = client_secret
         self.account_id = None if account_id is None else str(account_id)
@@ -488,6 +545,9 @@ class FakeSfmcServer:
         self._faults: list[_Fault] = []
         self._requests: list[RecordedRequest] = []
         self._errors: list[BaseException] = []
+        self._flight_lock = threading.Lock()
+        self._in_flight = 0
+        self._max_in_flight = 0
 
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -699,12 +759,16 @@ class FakeSfmcServer:
         times: int = 1,
         headers: dict | None = None,
         body: dict | str | None = None,
+        page: int | None = None,
     ) -> None:
         """Answer the next ``times`` requests whose path contains ``path_contains`` with ``status``.
 
-        Faults are queued FIFO (together with :meth:`drop_connection_next`); a request consumes the
-        first queued fault that matches it.  Matching is a substring test on the percent-decoded path
-        (e.g. ``"/v2/token"``, ``"/rowset"``, ``"/token/"``); ``""`` matches everything.  A ``dict``
+        Faults are queued FIFO (together with :meth:`drop_connection_next` and
+        :meth:`revoke_tokens_next`); a request consumes the first queued fault that matches it.
+        Matching is a substring test on the percent-decoded path (e.g. ``"/v2/token"``,
+        ``"/rowset"``, ``"/token/"``); ``""`` matches everything.  With ``page``, only requests for
+        that rowset page match (``$page``; a request without ``$page`` is page 1), so a fault hits
+        one page whatever order concurrent pages arrive in.  A ``dict``
         body is sent as JSON, a ``str`` body verbatim (still ``Content-Type: application/json`` unless
         ``headers`` override it), so ``fail_next(200, body={...})`` serves a custom (e.g. short or
         malformed) rowset page.  Default bodies: 429 -> ``{"message":"Rate limit exceeded",
@@ -720,19 +784,31 @@ class FakeSfmcServer:
         fault_headers = {str(k): str(v) for k, v in (headers or {}).items()}
         with self._lock:
             self._faults.append(
-                _Fault("status", path_contains, times, status=int(status), headers=fault_headers, body=body)
+                _Fault("status", path_contains, times, status=int(status), headers=fault_headers, body=body,
+                       page=page)
             )
 
-    def drop_connection_next(self, *, path_contains: str = "", times: int = 1) -> None:
+    def drop_connection_next(self, *, path_contains: str = "", times: int = 1, page: int | None = None) -> None:
         """Close the connection without any response for the next ``times`` matching requests.
 
         The request is still read and recorded (with ``status=None``); the client sees a
-        ``ConnectionError`` (``RemoteDisconnected``).  Shares the FIFO queue with :meth:`fail_next`.
+        ``ConnectionError`` (``RemoteDisconnected``).  Shares the FIFO queue with :meth:`fail_next`
+        (``path_contains`` and ``page`` match the same way).
         """
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
-            self._faults.append(_Fault("drop", path_contains, times))
+            self._faults.append(_Fault("drop", path_contains, times, page=page))
+
+    def revoke_tokens_next(self, *, path_contains: str = "", page: int | None = None) -> None:
+        """When the next matching request arrives, revoke every token issued so far (as
+        :meth:`revoke_tokens`), then answer it normally: it, and every other request still carrying
+        an old token, gets the real 401; tokens issued afterwards work.  A token revoked mid-read,
+        exactly when the first continuation page (say) is requested.  Shares the FIFO queue with
+        :meth:`fail_next`.
+        """
+        with self._lock:
+            self._faults.append(_Fault("revoke", path_contains, 1, page=page))
 
     def clear_faults(self) -> None:
         """Forget every queued fault that has not fired yet."""
@@ -746,6 +822,37 @@ class FakeSfmcServer:
             return sum(f.remaining for f in self._faults)
 
     # -- inspection ------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now: arrived, their answer not yet begun (so never more than
+        the client has outstanding; ``latency`` is spent in flight)."""
+        with self._flight_lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests served at the same time since start (or :meth:`reset_max_in_flight`)."""
+        with self._flight_lock:
+            return self._max_in_flight
+
+    def reset_max_in_flight(self) -> None:
+        with self._flight_lock:
+            self._max_in_flight = self._in_flight
+
+    def warm_page_cache(self, key: str, page_size: int = _DEFAULT_PAGE_SIZE) -> int:
+        """Serialise every page of DE ``key`` (unfiltered reads of ``page_size`` rows) ahead of the
+        first read, so that a benchmark measures the client, not the fake's JSON encoding.
+        Returns the number of pages."""
+        with self._lock:
+            de = self._de_by_key(key)
+            items, cache = de.items, de.page_cache
+        size = min(page_size, self.max_page_size)
+        for start in range(0, len(items), size):
+            stop = min(start + size, len(items))
+            if (start, start + size) not in cache:
+                cache[(start, start + size)] = json.dumps(items[start:stop], ensure_ascii=False)
+        return math.ceil(len(items) / size)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -776,6 +883,15 @@ class FakeSfmcServer:
 
     # -- request handling (called from handler threads) ------------------------------------------
 
+    def _request_started(self) -> None:
+        with self._flight_lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _request_finished(self) -> None:
+        with self._flight_lock:
+            self._in_flight -= 1
+
     def _record_internal_error(self, exc: BaseException | None) -> None:
         if exc is not None:
             with self._lock:
@@ -799,7 +915,10 @@ class FakeSfmcServer:
         with self._lock:
             clock = self._clock
             response: _Response | None
-            fault = self._take_fault(path)
+            fault = self._take_fault(path, query)
+            if fault is not None and fault.kind == "revoke":
+                self.revoke_tokens()
+                fault = None
             if fault is not None:
                 response = None if fault.kind == "drop" else self._fault_response(fault)
             else:
@@ -826,9 +945,9 @@ class FakeSfmcServer:
             )
             return response
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _take_fault(self, path: str, query: dict[str, str]) -> _Fault | None:
         for index, fault in enumerate(self._faults):
-            if fault.path_contains in path:
+            if fault.matches(path, query):
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     del self._faults[index]
@@ -982,6 +1101,7 @@ class FakeSfmcServer:
         if "$orderBy" in query:
             items = self._ordered(de, items, query["$orderBy"])
         snapshot = _Snapshot(
+            page_cache=de.page_cache if items is de.items else {},
             request_token=str(uuid.uuid4()),
             de_key=de.key,
             object_id=de.object_id,
@@ -1063,7 +1183,6 @@ class FakeSfmcServer:
     def _rowset_page(self, snapshot: _Snapshot, page: int, page_size: int, explicit_size: bool) -> _Response:
         total = len(snapshot.items)
         start = (page - 1) * page_size
-        items = snapshot.items[start:start + page_size]
         base = f"/v1/customobjectdata/token/{snapshot.request_token}/rowset"
         suffix = f"&$pageSize={page_size}" if explicit_size else ""
         links = {"self": f"{base}?$page={page}{suffix}"}
@@ -1071,21 +1190,19 @@ class FakeSfmcServer:
             links["previous"] = f"{base}?$page={page - 1}{suffix}"
         if start + page_size < total:
             links["next"] = f"{base}?$page={page + 1}{suffix}"
-        return _Response(
-            200,
-            {
-                "links": links,
-                "requestToken": snapshot.request_token,
-                "tokenExpireDateUtc": snapshot.expires_utc.isoformat(timespec="milliseconds"),
-                "customObjectId": snapshot.object_id,
-                "customObjectKey": snapshot.de_key,
-                "pageSize": page_size,
-                "page": page,
-                "count": total,
-                "top": 0,
-                "items": items,
-            },
-        )
+        envelope = {
+            "links": links,
+            "requestToken": snapshot.request_token,
+            "tokenExpireDateUtc": snapshot.expires_utc.isoformat(timespec="milliseconds"),
+            "customObjectId": snapshot.object_id,
+            "customObjectKey": snapshot.de_key,
+            "pageSize": page_size,
+            "page": page,
+            "count": total,
+            "top": 0,
+        }
+        # "items" last, serialised (once per snapshot content and page) outside the fake's lock
+        return _Response(200, _PageBody(envelope, snapshot, start, start + page_size))
 
     def _utc_now(self) -> _dt.datetime:
         return self._utc_base + _dt.timedelta(seconds=self._clock)

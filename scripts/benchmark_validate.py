@@ -1,0 +1,633 @@
+"""Benchmark validating and landing a large Contacts extract: the page-by-page, vectorised
+validation against the previous implementation, measured in the same run.
+
+    cd /work/main && .venv/bin/python scripts/benchmark_validate.py            # quick: 200,000 rows
+    cd /work/main && .venv/bin/python scripts/benchmark_validate.py --rows 1000000
+
+What it does:
+
+1. **Raw rows** (timed separately, not measured). ``--rows`` Contacts-like rows with the columns
+   of the shipped ``pipeline.yaml`` Contacts extension, every value a string as SFMC serves it
+   (``M/D/YYYY h:mm:ss AM`` dates, ``""`` for null, 18-character Ids), generated with numpy and
+   arrow kernels (``--seed``). Mixed in: 5 % of the Ids in their 15-character form and 1 % ISO
+   dates (both valid), and about 0.5 % of rows with an invalid value (bad Id checksum, duplicate
+   key, a too-long name, a missing last name, a malformed email, an unknown stage, ``-3``,
+   ``１２``, ``1.5``, ``18446744073709551615``, ``12.345``, ``1e3``, ``yesterday``, ...). The rows
+   are written to a temporary Arrow IPC file as record batches of ``--page-size`` rows (2,500:
+   an SFMC rowset page), which plays the SFMC server: a page is read from it only when the
+   consumer asks for the next one, as a frame of ``string`` columns (what the sources'
+   ``read_pages`` yields; no HTTP or JSON here: ``scripts/benchmark_extract.py`` measures the
+   REST client).
+
+2. **Measured, each in its own fresh Python process** (so one does not inherit the other's
+   memory): the rows are validated and landed as a full read lands them, into a temporary
+   storage directory: ``merge.land`` of a full read without a previous dataset, then the
+   quarantine and the dataset written to parquet (``DatasetStore``).
+
+   - ``new``: ``validate_pages(pages, extension)`` over the page iterator.
+   - ``baseline``: the previous implementation, kept below (``old_*``: the per-column conversion
+     with pandas ``to_datetime`` for dates and regex ``extract_regex`` for numbers, pandera's lazy
+     validation of the whole typed frame, the quarantine built with ``groupby``), fed as before:
+     every page collected and concatenated into one frame first. ``--baseline-rows`` runs it on
+     the first N rows only and extrapolates its time linearly (memory is shown as measured).
+
+   Time: wall clock (``time.perf_counter``) from asking for the first page to the dataset file
+   written. Memory: peak resident set size of the process (``VmHWM`` of ``/proc/self/status``,
+   Linux), reset with ``/proc/self/clear_refs`` after the imports (falling back to
+   ``getrusage`` ``ru_maxrss``, which then includes the imports), shown as the whole process's
+   peak and as the peak above the process's RSS just before the read (interpreter, pandas,
+   pyarrow, pandera, dagster). The ratio the targets speak of is peak / the final dataset's
+   in-memory arrow size (``pyarrow.parquet.read_table(dataset).nbytes``); both ratios are shown.
+
+3. **Checks**: the two runs must land the same dataset and the same quarantine (compared with
+   ``pandas.testing``; with ``--baseline-rows`` smaller than ``--rows`` only the counts of the new
+   run are shown). Exit status 1 when they differ.
+
+Targets (from the issue): >= 300,000 rows/s and peak RSS <= 3x the final dataset's arrow size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_memory import current_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
+
+CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+FIRST_NAMES = ["Anna", "Ben", "Chloé", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kai", "Léa",
+               "Mary-Kate", "Zoë", "Jean-Luc", "Ngozi"]
+LAST_NAMES = ["Smith", "Müller", "García", "O'Brien", "Nguyen", "Rossi", "Kowalski", "Dubois", "Khan", "Jensen",
+              "Østergaard", "Núñez"]
+COMPANIES = ["", "", "", "Acme Corp", "Globex", "Initech Ltd", "Umbrella, Inc.", "Stark Industries", "Tyrell & Co."]
+STAGES = ["new", "repeat", "loyal", "inactive", ""]
+DOMAINS = ["example.com", "mail.example.com", "shop.example", "example.org", "example.net"]
+ALNUM = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
+# (column, value, share of rows): invalid values (and a few valid odd shapes) mixed into the rows
+ODD_VALUES = [
+    ("FirstName", "x" * 41, 0.0003),  # longer than 40
+    ("LastName", "", 0.0003),  # required
+    ("Email", "no-at-sign.example.com", 0.0006),
+    ("LifecycleStage", "vip", 0.0003),
+    ("OrderCount", "-3", 0.0002), ("OrderCount", "１２", 0.0002), ("OrderCount", "1.5", 0.0002),
+    ("OrderCount", "18446744073709551615", 0.0002), ("OrderCount", "n/a", 0.0002),
+    ("OrderCount", " 7", 0.0005), ("OrderCount", "12.0", 0.0005),  # valid
+    ("TotalSpend", "12.345", 0.0002), ("TotalSpend", "1e3", 0.0002), ("TotalSpend", "-5.5", 0.0002),
+    ("TotalSpend", "12345678901234567", 0.0002), ("TotalSpend", "0001.50", 0.0005), ("TotalSpend", "5.", 0.0005),
+    ("LastPurchaseDate", "2026-05-01", 0.01),  # valid ISO date
+    ("CreatedDate", "yesterday", 0.0003), ("CreatedDate", "2/30/2026 12:00:00 AM", 0.0002),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Raw rows as SFMC serves them
+# ----------------------------------------------------------------------------------------------
+
+
+def _text(values) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _pick(pool: list[str], index: np.ndarray) -> pa.Array:
+    return pa.array(pool, pa.string()).take(pa.array(index))
+
+
+def _ids(rng, n: int) -> pa.Array:
+    """Valid 18-character Contact (003) and Lead (00Q) Ids."""
+    head = np.array([list(b"003"), list(b"00Q")], dtype=np.uint8)[(rng.random(n) < 0.3).astype(int)]
+    id15 = np.hstack([head, ALNUM[rng.integers(0, len(ALNUM), size=(n, 12))]])
+    upper = ((id15 >= 65) & (id15 <= 90)).astype(np.uint8).reshape(-1, 3, 5)
+    suffix = np.frombuffer(CHECKSUM_ALPHABET.encode(), dtype=np.uint8)[upper @ np.array([1, 2, 4, 8, 16], np.uint8)]
+    return pa.array(np.ascontiguousarray(np.hstack([id15, suffix])).view("S18").ravel(), pa.binary(18)).cast(pa.string())
+
+
+def _sfmc_dates(rng, n: int, first_day: int, days: int, midnight_share: float) -> pa.Array:
+    """``M/D/YYYY h:mm:ss AM|PM`` (SFMC's rendering) for random moments of ``days`` days."""
+    seconds = (first_day * 86400 + rng.integers(0, days * 86400, n)).astype("datetime64[s]")
+    day = seconds.astype("datetime64[D]")
+    seconds = np.where(rng.random(n) < midnight_share, day.astype("datetime64[s]"), seconds)
+    years = day.astype("datetime64[Y]")
+    months = day.astype("datetime64[M]")
+    year = years.astype(int) + 1970
+    month = (months - years.astype("datetime64[M]")).astype(int) + 1
+    dom = (day - months.astype("datetime64[D]")).astype(int) + 1
+    time_of_day = (seconds - day.astype("datetime64[s]")).astype(np.int64)
+    hour, minute, second = time_of_day // 3600, time_of_day // 60 % 60, time_of_day % 60
+    two = lambda v: pc.utf8_lpad(_text(v), 2, "0")  # noqa: E731
+    return pc.binary_join_element_wise(
+        _text(month), "/", _text(dom), "/", _text(year), " ", _text(np.where(hour % 12 == 0, 12, hour % 12)), ":",
+        two(minute), ":", two(second), " ", pa.array(np.where(hour < 12, "AM", "PM")), "")
+
+
+def raw_contacts(n: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    first = _pick(FIRST_NAMES, rng.integers(0, len(FIRST_NAMES), n))
+    last = _pick(LAST_NAMES, rng.integers(0, len(LAST_NAMES), n))
+    local = pc.replace_substring_regex(pc.binary_join_element_wise(pc.utf8_lower(first), ".", pc.utf8_lower(last), ""),
+                                       r"[^a-z.'-]", "x")
+    email = pc.binary_join_element_wise(local, _text(np.arange(n)), "@", _pick(DOMAINS, rng.integers(0, 5, n)), "")
+    orders = rng.integers(0, 40, n)
+    cents = orders * rng.integers(1000, 20000, n)
+    columns = {
+        "SubscriberKey": _ids(rng, n),
+        "FirstName": first,
+        "LastName": last,
+        "Email": email,
+        "Company": _pick(COMPANIES, rng.integers(0, len(COMPANIES), n)),
+        "LifecycleStage": _pick(STAGES, rng.integers(0, len(STAGES), n)),
+        "OrderCount": _text(orders),
+        "TotalSpend": pc.binary_join_element_wise(_text(cents // 100), ".", pc.utf8_lpad(_text(cents % 100), 2, "0"), ""),
+        "LastPurchaseDate": pc.if_else(pa.array(orders == 0), "", _sfmc_dates(rng, n, 20_200, 700, 0.3)),
+        "CreatedDate": _sfmc_dates(rng, n, 18_500, 2_000, 0.7),
+    }
+
+    def replace(name: str, rows: np.ndarray, values: pa.Array) -> None:
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        order = np.argsort(rows)
+        columns[name] = pc.replace_with_mask(columns[name], pa.array(mask), values.take(pa.array(order)))
+
+    def some(share: float) -> np.ndarray:
+        return rng.choice(n, size=max(1, int(n * share)), replace=False)
+
+    short = some(0.05)  # 15-character form (valid)
+    replace("SubscriberKey", short, pc.utf8_slice_codeunits(columns["SubscriberKey"].take(pa.array(short)), 0, 15))
+    bad = some(0.0005)  # wrong case-safe suffix
+    replace("SubscriberKey", bad, pc.binary_join_element_wise(
+        pc.utf8_slice_codeunits(columns["SubscriberKey"].take(pa.array(bad)), 0, 15), "ZZZ", ""))
+    duplicate = some(0.0005)  # another row's key, anywhere in the extract
+    replace("SubscriberKey", duplicate, columns["SubscriberKey"].take(pa.array(rng.integers(0, n, len(duplicate)))))
+    for name, value, share in ODD_VALUES:
+        rows = some(share)
+        replace(name, rows, pa.array([value] * len(rows), pa.string()))
+    return pa.table(columns)
+
+
+def write_source(path: Path, rows: int, seed: int, page_size: int) -> None:
+    table = raw_contacts(rows, seed)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=page_size):
+            writer.write_batch(batch)
+
+
+def read_source(path: Path, limit: int | None = None):
+    """The rows as pages, each read from disk when asked for (the SFMC server's stand-in)."""
+    import pandas as pd
+
+    served = 0
+    with pa.OSFile(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for number in range(reader.num_record_batches):
+            if limit is not None and served >= limit:
+                return
+            batch = reader.get_batch(number)
+            if limit is not None:
+                batch = batch.slice(0, limit - served)
+            served += batch.num_rows
+            yield batch.to_pandas(types_mapper=lambda _: pd.StringDtype())
+
+
+# ----------------------------------------------------------------------------------------------
+# The previous implementation (conversion.py, salesforce_id.py, schemas.py, validation.py as they
+# were before validation went page by page), for the baseline
+# ----------------------------------------------------------------------------------------------
+
+
+def old_validate_extract(raw, extension):
+    import pandas as pd
+    import pandera.pandas as pandera
+
+    from sfmc_pipeline.datasets.schemas import describe_failure
+
+    raw = raw.reset_index(drop=True)
+    frame, conversion_issues = old_convert_frame(raw, extension)
+    try:
+        old_schema(extension).validate(frame, lazy=True)
+        schema_issues = _old_empty_issues()
+    except pandera.errors.SchemaErrors as exc:
+        records = []
+        for context, column, check, number, value, row in exc.failure_cases[
+            ["schema_context", "column", "check", "check_number", "failure_case", "index"]
+        ].itertuples(index=False):
+            kind = _old_kind(extension, context, column, check, number)
+            if context == "Column" and kind != "required" and column in raw:
+                served = raw.at[int(row), column]
+                value = served.strip() if isinstance(served, str) and served.strip() else value
+            reason, summary = describe_failure(extension, kind, column, number, value)
+            if kind == "primary_key":
+                column = ",".join(extension.primary_key)
+            elif kind == "row_check":
+                config = extension.row_checks[int(number)]
+                column = f"{config.column},{config.other_column}"
+            records.append((int(row), column, kind, reason, summary))
+        schema_issues = pd.DataFrame.from_records(records, columns=["row", "column", "check", "reason", "summary"])
+        schema_issues = schema_issues.drop_duplicates(["row", "check", "reason"], ignore_index=True)
+    if len(conversion_issues):
+        flagged = set(zip(conversion_issues["row"], conversion_issues["column"]))
+        schema_issues = schema_issues[[
+            (row, col) not in flagged or check != "required"
+            for row, col, check in zip(schema_issues["row"], schema_issues["column"], schema_issues["check"])]]
+    issues = pd.concat([conversion_issues, schema_issues], ignore_index=True)
+    bad_rows = pd.Index(sorted(set(issues["row"].astype("int64"))), dtype="int64")
+    valid = frame.drop(index=bad_rows).reset_index(drop=True)
+    names = [c.name for c in extension.columns]
+    out = pd.DataFrame({name: raw[name] for name in names}).loc[bad_rows].astype("string")
+    grouped = issues.groupby("row")
+    out["_row_number"] = (bad_rows + 1).astype("int64")
+    out["_reasons"] = grouped["reason"].agg("; ".join).reindex(bad_rows).astype("string").to_numpy()
+    out["_checks"] = grouped["check"].agg(lambda s: ",".join(dict.fromkeys(s))).reindex(bad_rows).astype("string").to_numpy()
+    out["_columns"] = grouped["column"].agg(
+        lambda s: ",".join(dict.fromkeys(",".join(s).split(",")))).reindex(bad_rows).astype("string").to_numpy()
+    return valid, out.reset_index(drop=True), issues
+
+
+def _old_empty_issues():
+    import pandas as pd
+
+    return pd.DataFrame({n: pd.Series(dtype="int64" if n == "row" else "object")
+                         for n in ["row", "column", "check", "reason", "summary"]})
+
+
+def old_convert_frame(raw, extension):
+    import pandas as pd
+
+    from sfmc_pipeline.config.models import SfmcType
+
+    converters = {SfmcType.NUMBER: _old_number, SfmcType.DECIMAL: _old_decimal, SfmcType.DATE: _old_date,
+                  SfmcType.BOOLEAN: _old_boolean}
+    typed, issues = {}, []
+    for column in extension.columns:
+        text = raw[column.name].astype("string").str.strip()
+        values = text.mask(text == "")
+        series, problems = converters.get(column.type, _old_text)(values, column)
+        typed[column.name] = series
+        found = []
+        for bad, detail in problems:
+            bad = bad.fillna(False).astype(bool) & values.notna()
+            if bad.any():
+                shown = values[bad]
+                found.append(pd.DataFrame({
+                    "row": shown.index, "column": column.name, "check": f"type:{column.type.value}",
+                    "reason": [f"{column.name}: {v!r} is {detail}" for v in shown],
+                    "summary": f"{column.name}: {detail}"}))
+        if found:
+            issues.append(pd.concat(found).sort_values("row", kind="stable"))
+    return (pd.DataFrame(typed, index=raw.index),
+            pd.concat(issues, ignore_index=True) if issues else _old_empty_issues())
+
+
+def _old_strings(values):
+    array = pa.array(values.astype("string").array, type=pa.string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _old_matches(values, pattern):
+    return values.str.match(pattern).fillna(False).astype(bool)
+
+
+def _old_parts(values):
+    import pandas as pd
+
+    parts = pc.extract_regex(_old_strings(values), r"^(?P<sign>[+-]?)0*(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*?)0*)?$")
+    return pd.DataFrame({name: pd.Series(pd.arrays.ArrowStringArray(pc.fill_null(pc.struct_field(parts, name), "")),
+                                         index=values.index) for name in ("sign", "int", "frac")})
+
+
+def _old_text(values, column):
+    import pandas as pd
+
+    text = values.astype(pd.StringDtype())
+    if column.format == "salesforce_id":
+        short = text.str.fullmatch(r"^[A-Za-z0-9]{15}$").fillna(False).astype(bool)
+        if short.any():
+            ids15 = text[short]
+            raw = np.frombuffer("".join(ids15.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 15)
+            ids18 = np.ascontiguousarray(np.hstack([raw, _old_suffix(raw)])).view("S18").ravel()
+            converted = pd.Series(pd.arrays.ArrowStringArray(pa.array(ids18, type=pa.binary(18)).cast(pa.string())),
+                                  index=ids15.index)
+            text = text.where(~short, converted).astype("string")
+    return text, []
+
+
+def _old_suffix(id15):
+    upper = ((id15 >= ord("A")) & (id15 <= ord("Z"))).astype(np.uint8)
+    bits = (upper.reshape(-1, 3, 5) * np.array([1, 2, 4, 8, 16], dtype=np.uint8)).sum(axis=2)
+    return np.frombuffer(CHECKSUM_ALPHABET.encode("ascii"), dtype=np.uint8)[bits]
+
+
+def _old_valid_id_mask(values):
+    import pandas as pd
+
+    text = values.astype("string")
+    result = pd.Series(True, index=values.index, dtype=bool)
+    present = text.notna()
+    if not present.any():
+        return result
+    shaped = text[present].str.fullmatch(r"^[A-Za-z0-9]{15}(?:[A-Z0-5]{3})?$").fillna(False).astype(bool)
+    result.loc[shaped.index] = shaped
+    long_ids = text[present][shaped & (text[present].str.len() == 18)]
+    if len(long_ids):
+        raw = np.frombuffer("".join(long_ids.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 18)
+        result.loc[long_ids.index] = (_old_suffix(raw[:, :15]) == raw[:, 15:]).all(axis=1)
+    return result
+
+
+def _old_number(values, column):
+    import pandas as pd
+
+    numeric = _old_matches(values, r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+    whole = numeric & _old_matches(values, r"^[+-]?(?:[0-9]+(?:\.0*)?|\.0+)$")
+    parts = _old_parts(values.where(whole))
+    digits = parts["int"].mask(parts["int"] == "", "0")
+    negative = (parts["sign"] == "-") & (digits != "0")
+    length = digits.str.len()
+    limit = pd.Series(str(2**63 - 1), index=values.index, dtype="string").mask(negative, str(2**63))
+    fits = whole & ((length < 19) | ((length == 19) & (digits <= limit).fillna(False).astype(bool)))
+    text = ("-" + digits).where(negative, digits).where(fits)
+    numbers = pd.Int64Dtype().__from_arrow__(pc.cast(_old_strings(text), pa.int64()))
+    return pd.Series(numbers, index=values.index), [
+        (~numeric, "not a number (expected a whole number)"),
+        (numeric & ~whole, "not a whole number"),
+        (whole & ~fits, f"outside the range of a whole-number column ({-(2**63)} to {2**63 - 1})"),
+    ]
+
+
+def _old_decimal(values, column):
+    import pandas as pd
+
+    from sfmc_pipeline.datasets.conversion import pandas_dtype
+
+    precision, scale = column.precision, column.scale
+    numeric = _old_matches(values, r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+    parts = _old_parts(values.where(numeric))
+    int_fits = parts["int"].str.len() <= precision - scale
+    frac_fits = parts["frac"].str.len() <= scale
+    fits = numeric & int_fits & frac_fits
+    digits = parts["int"].mask(parts["int"] == "", "0")
+    text = digits.where(parts["frac"] == "", digits + "." + parts["frac"])
+    text = ("-" + text).where(parts["sign"] == "-", text).where(fits)
+    decimals = pc.cast(_old_strings(text), pa.decimal128(precision, scale))
+    limits = f"at most {precision - scale} digits before and {scale} after the point"
+    return pd.Series(decimals, index=values.index, dtype=pandas_dtype(column)), [
+        (~numeric, f"not a number (expected a decimal with {limits})"),
+        (numeric & ~int_fits, f"outside the range of a Decimal({precision},{scale}) column ({limits})"),
+        (numeric & int_fits & ~frac_fits,
+         f"more precise than a Decimal({precision},{scale}) column holds ({limits}; values are never rounded)"),
+    ]
+
+
+def _old_date(values, column):
+    import pandas as pd
+
+    from sfmc_pipeline.datasets.conversion import DATE_FORMATS
+
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
+    remaining = values.notna()
+    candidates = _old_matches(values, r"^[ -~]+$")
+    for fmt in DATE_FORMATS:
+        if not candidates.any():
+            break
+        attempt = pd.to_datetime(values[candidates], format=fmt, errors="coerce")
+        hit = attempt.notna()
+        parsed.loc[hit[hit].index] = attempt[hit].astype("datetime64[us]")
+        remaining.loc[hit[hit].index] = False
+        candidates.loc[hit[hit].index] = False
+    localized = parsed.dt.tz_localize("Etc/GMT+6").dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return localized, [(remaining, "not a date (expected M/D/YYYY h:mm:ss AM/PM or YYYY-MM-DD)")]
+
+
+def _old_boolean(values, column):
+    import pandas as pd
+
+    lowered = values.where(_old_matches(values, r"^[ -~]+$")).str.lower()
+    result = pd.Series(pd.NA, index=values.index, dtype=pd.BooleanDtype())
+    result[lowered.isin({"true", "1", "yes", "y"}).fillna(False).astype(bool)] = True
+    result[lowered.isin({"false", "0", "no", "n"}).fillna(False).astype(bool)] = False
+    return result, [(values.notna() & result.isna(), "not a boolean (expected True or False)")]
+
+
+def old_schema(extension):
+    import pandera.pandas as pandera
+
+    from sfmc_pipeline.datasets.conversion import pandas_dtype
+    from sfmc_pipeline.datasets.schemas import row_checks  # unchanged
+
+    return pandera.DataFrameSchema(
+        {col.name: pandera.Column(pandas_dtype(col), checks=[c for _, c in _old_checks(col)], nullable=col.nullable)
+         for col in extension.columns},
+        checks=row_checks(extension),
+        unique=list(extension.primary_key) or None, report_duplicates="all", strict=False, coerce=False,
+    )
+
+
+def _old_checks(col):
+    import pandera.pandas as pandera
+
+    from sfmc_pipeline.config.models import SfmcType
+    from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN, _bound
+
+    checks = []
+    if col.length is not None:
+        checks.append(("length", pandera.Check.str_length(max_value=col.length)))
+    if col.allowed_values is not None:
+        checks.append(("allowed_values", pandera.Check.isin(col.allowed_values)))
+    if col.min is not None:
+        checks.append(("min", pandera.Check.ge(_bound(col, col.min))))
+    if col.max is not None:
+        checks.append(("max", pandera.Check.le(_bound(col, col.max))))
+    if col.type is SfmcType.EMAIL_ADDRESS:
+        checks.append(("email_format", pandera.Check.str_matches(EMAIL_PATTERN)))
+    if col.format == "salesforce_id":
+        checks.append(("salesforce_id", pandera.Check(_old_valid_id_mask, name="salesforce_id")))
+    return checks
+
+
+def _old_kind(extension, context, column, check, number):
+    if check in ("field_uniqueness", "multiple_fields_uniqueness"):
+        return "primary_key"
+    if check == "not_nullable":
+        return "required"
+    if context == "DataFrameSchema" and number is not None:
+        return "row_check"
+    if context == "Column" and number is not None:
+        return _old_checks(extension.column(column))[int(number)][0]
+    return check
+
+
+# ----------------------------------------------------------------------------------------------
+# One measured run (in a child process)
+# ----------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mib(reset_ok: bool) -> float:
+    if reset_ok:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(args) -> None:
+    import pandas as pd
+
+    from sfmc_pipeline.config import load_pipeline_config
+    from sfmc_pipeline.datasets.incremental import FULL, Previous, ReadPlan
+    from sfmc_pipeline.datasets.merge import land
+    from sfmc_pipeline.datasets.storage import DatasetStore
+    from sfmc_pipeline.datasets.validation import validate_pages
+    from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
+
+    extension = load_pipeline_config(DEFAULT_CONFIG_PATH).extension("contacts")
+    store = DatasetStore(args.storage)
+    limit = args.baseline_rows if args.child == "baseline" else None
+    before = current_rss_mib()
+    reset_ok = reset_peak_rss()
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    if args.child == "new":
+        result = validate_pages(read_source(args.source), extension)
+        valid, quarantine, rows = result.valid, result.quarantine, result.rows_read
+        top = result.top_reasons(3)
+    else:
+        frame = pd.concat(list(read_source(args.source, limit)), ignore_index=True)  # as the sources did
+        valid, quarantine, issues = old_validate_extract(frame, extension)
+        rows = len(frame)
+        del frame
+        top = Counter(issues.drop_duplicates(["row", "summary"])["summary"]).most_common(3)
+    validated = time.perf_counter()
+    plan = ReadPlan(FULL, reason="first read")
+    landing = land(plan, valid, quarantine.assign(_run_id="benchmark"), Previous(None, None), extension)
+    store.write_quarantine(extension.asset, landing.quarantine)
+    store.write_dataset(extension.asset, landing.valid)
+    finished = time.perf_counter()
+    cpu = time.process_time() - cpu_started
+    print(json.dumps({
+        "cpu_seconds": cpu,
+        "rows": rows, "valid": len(landing.valid), "quarantined": len(landing.quarantine),
+        "seconds": finished - started, "validate_seconds": validated - started,
+        "peak_mib": _peak_rss_mib(reset_ok), "before_mib": before, "peak_reset": reset_ok, "top": top,
+    }))
+
+
+def run_child(mode: str, args, source: Path, storage: Path) -> dict:
+    command = [sys.executable, __file__, "--child", mode, "--source", str(source), "--storage", str(storage),
+               "--baseline-rows", str(args.baseline_rows or args.rows)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="rows to generate (default 200,000; the "
+                        "issue's figure is 1,000,000)")
+    parser.add_argument("--baseline-rows", type=int, default=None, help="run the previous implementation on the "
+                        "first N rows only and extrapolate its time (default: all rows; 0 skips it)")
+    parser.add_argument("--page-size", type=int, default=2500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--child", choices=["new", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--storage", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return 0
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="benchmark-validate-") as tmp:
+        tmp = Path(tmp)
+        source = tmp / "contacts.arrow"
+        started = time.perf_counter()
+        write_source(source, args.rows, args.seed, args.page_size)
+        generated = time.perf_counter() - started
+        new = run_child("new", args, source, tmp / "new")
+        dataset = tmp / "new" / "datasets" / "contacts.parquet"
+        arrow_mib = pq.read_table(dataset).nbytes / 2**20
+        baseline_rows = args.rows if args.baseline_rows is None else min(args.baseline_rows, args.rows)
+        baseline = run_child("baseline", args, source, tmp / "old") if baseline_rows else None
+        same = None
+        if baseline and baseline_rows == args.rows:
+            try:
+                for kind in ("datasets", "quarantine"):
+                    pd.testing.assert_frame_equal(pd.read_parquet(tmp / "new" / kind / "contacts.parquet"),
+                                                  pd.read_parquet(tmp / "old" / kind / "contacts.parquet"))
+                same = True
+            except AssertionError as exc:
+                same = False
+                print(f"MISMATCH between the new and the previous implementation: {exc}")
+
+    def rate(run):
+        return run["rows"] / run["seconds"]
+
+    def column(run, extrapolate=False):
+        factor = args.rows / run["rows"] if extrapolate else 1
+        above = run["peak_mib"] - run["before_mib"]
+        return [
+            f"{run['seconds'] * factor:.2f} s" + (f" (extrapolated from {run['rows']:,} rows)" if factor != 1 else ""),
+            f"{run['validate_seconds'] * factor:.2f} s",
+            f"{run['cpu_seconds'] * factor:.2f} s",
+            f"{rate(run):,.0f}",
+            f"{run['peak_mib']:,.0f} MiB",
+            f"{run['before_mib']:,.0f} MiB",
+            f"{above:,.0f} MiB",
+            f"{run['peak_mib'] / arrow_mib:.2f}x" if factor == 1 else "(other row count)",
+            f"{above / arrow_mib:.2f}x" if factor == 1 else "(other row count)",
+            f"{run['valid']:,} / {run['quarantined']:,}",
+        ]
+
+    labels = ["wall time, first page to dataset written", "  of which validation", "CPU time (user + system)", "rows/s",
+              "peak RSS of the process", "RSS before the read (interpreter + libraries)", "peak RSS above that",
+              "peak RSS / dataset arrow size", "peak above before / dataset arrow size", "rows valid / quarantined"]
+    columns = [column(new)] + ([column(baseline, extrapolate=baseline["rows"] != args.rows)] if baseline else [])
+    print(f"Contacts-like rows: {args.rows:,} (pipeline.yaml Contacts columns), pages of {args.page_size:,} rows; "
+          f"generated in {generated:.1f} s (not measured)")
+    print(f"final dataset: {new['valid']:,} rows, in-memory arrow size {arrow_mib:,.1f} MiB")
+    header = ["", "new: validate_pages + land"] + (["baseline: previous implementation"] if baseline else [])
+    widths = [max(len(x) for x in [header[0], *labels])] + [max(len(header[i + 1]), *(len(v) for v in c))
+                                                             for i, c in enumerate(columns)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for i, label in enumerate(labels):
+        print("  ".join([label.ljust(widths[0])] + [c[i].ljust(w) for c, w in zip(columns, widths[1:])]))
+    if baseline:
+        print(f"speed-up: {rate(new) / rate(baseline):.1f}x rows/s")
+    print(f"top reasons (new): {new['top']}")
+    if not new["peak_reset"]:
+        print("note: the RSS high-water mark could not be reset; peaks include the imports (ru_maxrss)")
+    else:
+        print("memory: VmHWM of each child process, reset after its imports (/proc/self/clear_refs)")
+    ok_rate = rate(new) >= 300_000
+    ok_memory = new["peak_mib"] / arrow_mib <= 3
+    print(f"targets: rows/s >= 300,000: {'met' if ok_rate else 'NOT met'} ({rate(new):,.0f}); "
+          f"peak RSS <= 3x arrow size: {'met' if ok_memory else 'NOT met'} "
+          f"(process {new['peak_mib'] / arrow_mib:.2f}x, above the pre-read RSS "
+          f"{(new['peak_mib'] - new['before_mib']) / arrow_mib:.2f}x)")
+    if same is not None:
+        print("new and previous implementation land the same dataset and quarantine: " + ("yes" if same else "NO"))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {total_memory()}, "
+          f"Python {platform.python_version()}, pandas {pd.__version__}, pyarrow {pa.__version__}")
+    return 0 if same is not False else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,564 @@
+"""Contract: validation page by page gives exactly what validating the whole extract at once gave
+before it was vectorised and chunked. For a few thousand generated rows full of edge cases (every
+value of test_conversion.py, test_validation.py and test_salesforce_ids.py, and more), however the
+rows are split into pages and batches, ``validate_pages`` yields the same typed valid rows (values
+and dtypes), the same quarantine (raw values as served, row numbers across pages, reasons in the
+same order), the same issues in the same order, and the same top reasons as the previous
+implementation, kept below as the reference (``Reference*``: a copy of the previous per-column
+conversion and of pandera's lazy validation of the whole frame, with the Salesforce Id rules
+applied one value at a time). Primary-key duplicates spread over pages are quarantined with their
+raw values, and the temporary spill of raw batches is removed, also when the source fails mid-read.
+The dataset asset reads a source's ``read_pages`` when it has one."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as arrow
+import pyarrow.compute as pc
+import pytest
+
+from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType
+from sfmc_pipeline.datasets.conversion import convert_frame, pandas_dtype
+from sfmc_pipeline.datasets.salesforce_id import is_valid_id, to_18
+from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN, describe_failure
+from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.datasets.validation import validate_extract, validate_pages
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+
+CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
+
+
+# ==============================================================================================
+# The reference: the previous implementation (conversion.py / validation.py / schemas.py before
+# they were vectorised and chunked), Salesforce Ids checked and converted one value at a time.
+# ==============================================================================================
+
+REF_SYSTEM_TZ = "Etc/GMT+6"
+REF_DATE_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+REF_TRUE, REF_FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n"}
+REF_NUMERIC = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
+REF_WHOLE = r"^[+-]?(?:[0-9]+(?:\.0*)?|\.0+)$"
+REF_PARTS = r"^(?P<sign>[+-]?)0*(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*?)0*)?$"
+REF_ASCII = r"^[ -~]+$"
+REF_ID15 = re.compile(r"^[A-Za-z0-9]{15}$")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+ISSUE_COLUMNS = ["row", "column", "check", "reason", "summary"]
+
+
+def ref_empty_issues() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype="int64" if name == "row" else "object") for name in ISSUE_COLUMNS})
+
+
+def ref_clean(values: pd.Series) -> pd.Series:
+    text = values.astype("string").str.strip()
+    return text.mask(text == "")
+
+
+def ref_arrow(values: pd.Series) -> arrow.Array:
+    array = arrow.array(values.astype("string").array, type=arrow.string())
+    return array.combine_chunks() if isinstance(array, arrow.ChunkedArray) else array
+
+
+def ref_matches(values: pd.Series, pattern: str) -> pd.Series:
+    return values.str.match(pattern).fillna(False).astype(bool)
+
+
+def ref_parts(values: pd.Series) -> pd.DataFrame:
+    parts = pc.extract_regex(ref_arrow(values), REF_PARTS)
+    return pd.DataFrame({
+        name: pd.Series(pd.arrays.ArrowStringArray(pc.fill_null(pc.struct_field(parts, name), "")), index=values.index)
+        for name in ("sign", "int", "frac")
+    })
+
+
+def ref_text(values, column):
+    text = values.astype(pd.StringDtype())
+    if column.format == "salesforce_id":  # one value at a time
+        text = pd.Series([to_18(v) if isinstance(v, str) and REF_ID15.fullmatch(v) else v for v in text],
+                         index=text.index, dtype="string")
+    return text, []
+
+
+def ref_number(values, column):
+    numeric = ref_matches(values, REF_NUMERIC)
+    whole = numeric & ref_matches(values, REF_WHOLE)
+    parts = ref_parts(values.where(whole))
+    digits = parts["int"].mask(parts["int"] == "", "0")
+    negative = (parts["sign"] == "-") & (digits != "0")
+    length = digits.str.len()
+    limit = pd.Series(str(INT64_MAX), index=values.index, dtype="string").mask(negative, str(INT64_MIN)[1:])
+    fits = whole & ((length < 19) | ((length == 19) & (digits <= limit).fillna(False).astype(bool)))
+    text = ("-" + digits).where(negative, digits).where(fits)
+    numbers = pd.Int64Dtype().__from_arrow__(pc.cast(ref_arrow(text), arrow.int64()))
+    return pd.Series(numbers, index=values.index), [
+        (~numeric, "not a number (expected a whole number)"),
+        (numeric & ~whole, "not a whole number"),
+        (whole & ~fits, f"outside the range of a whole-number column ({INT64_MIN} to {INT64_MAX})"),
+    ]
+
+
+def ref_decimal(values, column):
+    precision, scale = column.precision, column.scale
+    numeric = ref_matches(values, REF_NUMERIC)
+    parts = ref_parts(values.where(numeric))
+    int_fits = parts["int"].str.len() <= precision - scale
+    frac_fits = parts["frac"].str.len() <= scale
+    fits = numeric & int_fits & frac_fits
+    digits = parts["int"].mask(parts["int"] == "", "0")
+    text = digits.where(parts["frac"] == "", digits + "." + parts["frac"])
+    text = ("-" + text).where(parts["sign"] == "-", text).where(fits)
+    decimals = pc.cast(ref_arrow(text), arrow.decimal128(precision, scale))
+    limits = f"at most {precision - scale} digits before and {scale} after the point"
+    return pd.Series(decimals, index=values.index, dtype=pandas_dtype(column)), [
+        (~numeric, f"not a number (expected a decimal with {limits})"),
+        (numeric & ~int_fits, f"outside the range of a Decimal({precision},{scale}) column ({limits})"),
+        (numeric & int_fits & ~frac_fits,
+         f"more precise than a Decimal({precision},{scale}) column holds ({limits}; values are never rounded)"),
+    ]
+
+
+def ref_date(values, column):
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
+    remaining = values.notna()
+    candidates = ref_matches(values, REF_ASCII)
+    for fmt in REF_DATE_FORMATS:
+        if not candidates.any():
+            break
+        attempt = pd.to_datetime(values[candidates], format=fmt, errors="coerce")
+        hit = attempt.notna()
+        parsed.loc[hit[hit].index] = attempt[hit].astype("datetime64[us]")
+        remaining.loc[hit[hit].index] = False
+        candidates.loc[hit[hit].index] = False
+    localized = parsed.dt.tz_localize(REF_SYSTEM_TZ).dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return localized, [(remaining, "not a date (expected M/D/YYYY h:mm:ss AM/PM or YYYY-MM-DD)")]
+
+
+def ref_boolean(values, column):
+    lowered = values.where(ref_matches(values, REF_ASCII)).str.lower()
+    result = pd.Series(pd.NA, index=values.index, dtype=pd.BooleanDtype())
+    result[lowered.isin(REF_TRUE).fillna(False).astype(bool)] = True
+    result[lowered.isin(REF_FALSE).fillna(False).astype(bool)] = False
+    return result, [(values.notna() & result.isna(), "not a boolean (expected True or False)")]
+
+
+REF_CONVERTERS = {
+    SfmcType.TEXT: ref_text, SfmcType.EMAIL_ADDRESS: ref_text, SfmcType.PHONE: ref_text, SfmcType.LOCALE: ref_text,
+    SfmcType.NUMBER: ref_number, SfmcType.DECIMAL: ref_decimal, SfmcType.DATE: ref_date, SfmcType.BOOLEAN: ref_boolean,
+}
+
+
+@dataclass(frozen=True)
+class ReferenceConverted:
+    frame: pd.DataFrame
+    issues: pd.DataFrame
+
+
+def reference_convert_frame(raw: pd.DataFrame, extension: DataExtensionConfig) -> ReferenceConverted:
+    typed, issues = {}, []
+    for column in extension.columns:
+        values = ref_clean(raw[column.name]) if column.name in raw else pd.Series(pd.NA, index=raw.index, dtype="string")
+        series, problems = REF_CONVERTERS[column.type](values, column)
+        typed[column.name] = series
+        found = []
+        for bad, detail in problems:
+            bad = bad.fillna(False).astype(bool) & values.notna()
+            if bad.any():
+                shown = values[bad]
+                found.append(pd.DataFrame({
+                    "row": shown.index, "column": column.name, "check": f"type:{column.type.value}",
+                    "reason": [f"{column.name}: {v!r} is {detail}" for v in shown],
+                    "summary": f"{column.name}: {detail}",
+                }))
+        if found:
+            issues.append(pd.concat(found).sort_values("row", kind="stable"))
+    return ReferenceConverted(pd.DataFrame(typed, index=raw.index),
+                              pd.concat(issues, ignore_index=True) if issues else ref_empty_issues())
+
+
+def ref_column_checks(col: ColumnConfig) -> list[tuple[str, pa.Check]]:
+    checks = []
+    if col.length is not None:
+        checks.append(("length", pa.Check.str_length(max_value=col.length)))
+    if col.allowed_values is not None:
+        checks.append(("allowed_values", pa.Check.isin(col.allowed_values)))
+    if col.min is not None:
+        checks.append(("min", pa.Check.ge(int(col.min) if col.type is SfmcType.NUMBER and float(col.min).is_integer()
+                                          else col.min)))
+    if col.max is not None:
+        checks.append(("max", pa.Check.le(int(col.max) if col.type is SfmcType.NUMBER and float(col.max).is_integer()
+                                          else col.max)))
+    if col.type is SfmcType.EMAIL_ADDRESS:
+        checks.append(("email_format", pa.Check.str_matches(EMAIL_PATTERN)))
+    if col.format == "salesforce_id":  # one value at a time
+        checks.append(("salesforce_id", pa.Check(lambda s: s.map(is_valid_id).astype(bool), name="salesforce_id")))
+    return checks
+
+
+def ref_schema(extension: DataExtensionConfig) -> pa.DataFrameSchema:
+    ops = {"lt": "__lt__", "lte": "__le__", "gt": "__gt__", "gte": "__ge__", "eq": "__eq__", "ne": "__ne__"}
+
+    def row_check(check):
+        def holds(frame):
+            left, right = frame[check.column], frame[check.other_column]
+            return getattr(left, ops[check.op])(right).fillna(True).astype(bool) | left.isna() | right.isna()
+        return pa.Check(holds, name=f"row_check_{check.column}_{check.op}_{check.other_column}")
+
+    return pa.DataFrameSchema(
+        {col.name: pa.Column(pandas_dtype(col), checks=[c for _, c in ref_column_checks(col)], nullable=col.nullable,
+                             required=True) for col in extension.columns},
+        checks=[row_check(c) for c in extension.row_checks],
+        unique=list(extension.primary_key) or None, report_duplicates="all", strict=False, coerce=False,
+    )
+
+
+def ref_kind(extension, context, column, check, number) -> str:
+    if check in ("field_uniqueness", "multiple_fields_uniqueness"):
+        return "primary_key"
+    if check == "not_nullable":
+        return "required"
+    if context == "DataFrameSchema" and number is not None:
+        return "row_check"
+    if context == "Column" and number is not None:
+        return ref_column_checks(extension.column(column))[int(number)][0]
+    return check
+
+
+def ref_as_served(raw_value, typed_value):
+    if isinstance(raw_value, str) and raw_value.strip():
+        return raw_value.strip()
+    return typed_value
+
+
+def ref_schema_issues(frame, raw, extension) -> pd.DataFrame:
+    try:
+        ref_schema(extension).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return ref_empty_issues()
+    assert not cases["index"].isna().any(), cases[cases["index"].isna()]
+    records = []
+    for context, column, check, number, value, row in cases[
+        ["schema_context", "column", "check", "check_number", "failure_case", "index"]
+    ].itertuples(index=False):
+        kind = ref_kind(extension, context, column, check, number)
+        if context == "Column" and kind != "required" and column in raw:
+            value = ref_as_served(raw.at[int(row), column], value)
+        reason, summary = describe_failure(extension, kind, column, number, value)
+        if kind == "primary_key":
+            column = ",".join(extension.primary_key)
+        elif kind == "row_check":
+            config = extension.row_checks[int(number)]
+            column = f"{config.column},{config.other_column}"
+        records.append((int(row), column, kind, reason, summary))
+    issues = pd.DataFrame.from_records(records, columns=ISSUE_COLUMNS)
+    return issues.drop_duplicates(["row", "check", "reason"], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    issues: pd.DataFrame
+    rows_read: int
+
+    def top_reasons(self, limit=5):
+        return Counter(self.issues.drop_duplicates(["row", "summary"])["summary"]).most_common(limit)
+
+
+def reference_validate(raw: pd.DataFrame, extension: DataExtensionConfig) -> ReferenceResult:
+    raw = raw.reset_index(drop=True)
+    converted = reference_convert_frame(raw, extension)
+    schema_issues = ref_schema_issues(converted.frame, raw, extension)
+    if len(converted.issues):
+        flagged = set(zip(converted.issues["row"], converted.issues["column"]))
+        keep = [(row, col) not in flagged or check != "required"
+                for row, col, check in zip(schema_issues["row"], schema_issues["column"], schema_issues["check"])]
+        schema_issues = schema_issues[keep]
+    issues = pd.concat([converted.issues, schema_issues], ignore_index=True)
+    bad_rows = pd.Index(sorted(set(issues["row"].astype("int64"))), dtype="int64")
+    valid = converted.frame.drop(index=bad_rows).reset_index(drop=True)
+    names = [c.name for c in extension.columns]
+    out = pd.DataFrame({name: (raw[name] if name in raw else pd.Series("", index=raw.index)) for name in names}
+                       ).loc[bad_rows].astype("string")
+    grouped = issues.groupby("row")
+    out["_row_number"] = (bad_rows + 1).astype("int64")
+    out["_reasons"] = grouped["reason"].agg("; ".join).reindex(bad_rows).astype("string").to_numpy()
+    out["_checks"] = grouped["check"].agg(lambda s: ",".join(dict.fromkeys(s))).reindex(bad_rows).astype("string").to_numpy()
+    out["_columns"] = grouped["column"].agg(
+        lambda s: ",".join(dict.fromkeys(",".join(s).split(",")))).reindex(bad_rows).astype("string").to_numpy()
+    return ReferenceResult(valid, out.reset_index(drop=True), issues, len(raw))
+
+
+# ==============================================================================================
+# Generated rows full of edge cases
+# ==============================================================================================
+
+DOC_15, DOC_18 = "001A0000006Vm9r", "001A0000006Vm9rIAC"
+TEXTS = ["abc", "", " ", "  x  ", "Zoë", "O'Brien", "\tTab\n", "x" * 40, "x" * 41, "１２３", None]
+IDS = [DOC_15, DOC_18, f" {DOC_15} ", DOC_15 + "AAA", DOC_15.lower() + "IAC", DOC_15[:14], DOC_15 + "I",
+       "0035e00000ABC-e", "００1A0000006Vm9r", "0035E00000ABCDE", "0035e00000abcde", DOC_18.lower(), ""]
+EMAILS = ["ada@example.com", "no-at-sign.example.com", "a@b", "a@b.co", " a@b.co ", "a@@b.co", "zoë@example.com",
+          "first.last+tag@mail.example.org", "x@-bad.com", ""]
+STAGES = ["new", "repeat", "loyal", "inactive", "", "vip", "New", " loyal "]
+NUMBERS = ["1", "-3", "", "12.0", "9223372036854775807", "-9223372036854775808", "0009223372036854775807",
+           "-0009223372036854775808", "9007199254740993", "+5", "-0", ".0", "12.000", "18446744073709551615",
+           "9223372036854775808", "-9223372036854775809", "99999999999999999999999999", "-99999999999999999999999999.0",
+           "１２３", "١٢٣", "१२३", "1２3", "1,234", "1e5", "12abc", "½", "²", "0x10", "-", "1.5", "x", "n/a", " 7 ",
+           "-03", "007", "0", "123456789012345678", "1234567890123456789", "999999999999999999"]
+DECIMALS = ["1234.5", "0.10", "", "12.500", "-3", "1.234", "12345", "1000", "-1000.00", "1.005", "0.001", "1.0",
+            "00.99", "0.99", ".5", "+.5", "5.", "999.99", "-999.99", "0001.5", "1.2300000", "１２３", "١٢٣.٤", "1.２",
+            "1,234.5", "1e2", "½", "²", ".", "-5.5", "-0", "-0.00", "12.345", "12345678901234567", "１２３.４５",
+            "9999999999999999.99", "10000000000000000", "7", " 3.14 "]
+DATES = ["6/23/2024 12:00:00 AM", "11/3/2024 1:05:09 PM", "2024-07-04", "7/4/2024", "", "31/31/2026 99:00:00 XM",
+         "1/15/２０２４", "２０２４-01-15", "1/1٥/2024", "2/30/2023 12:00:00 AM", "2/29/2024 11:59:59 PM", "2/29/2023",
+         "2/29/2024", "4/31/2024 1:00:00 AM", "4/30/2024 1:00:00 AM", "12/31/9999 11:59:59 PM", "1/1/0001 12:00:00 AM",
+         "1/1/0000 12:00:00 AM", "06/03/2024 01:05:09 pm", "6/3/2024 1:5:9 AM", "6/23/2024  12:00:00 AM",
+         "6/ 3/2024 1:00:00 AM", "2024-07-04T10:00:00", "2024-07-04 10:00:00", "2024-7-4", "2024-02-30",
+         "2024-02-29", "2023-02-29 10:00:00", "2024-02-30T10:00:00", "2024-07-04T24:00:00", "2024-07-04T10:00:00Z",
+         "yesterday", "13/1/2024", "0/1/2024", "1/1/1500 12:00:00 AM", "1/31/2024 12:00:00 PM", "3/31/2024",
+         "2024-12-31", "12/31/2024 12:59:59 PM", "1/1/2024 13:00:00 PM", "1/1/2024 0:00:00 AM", " 7/4/2024 ",
+         "9/31/2024 12:00:00 AM", "11/31/2024", "1/32/2024", "2024-04-31", "6/1/2026 12:00:00 AM"]
+BOOLEANS = ["True", "False", " True", "", "1", "0", "yes", "no", "Y", "n", "maybe", "ＴＲＵＥ", "１", "TRUE", "tRuE"]
+SMALL_COUNTS = ["0", "1", "2", "3", "", "x", "-1", "2.0"]
+
+# An extension with every type, a nullable column of each, tight decimals and a composite key of a
+# Number and an Id; row checks between numbers and between dates.
+EVERYTHING = DataExtensionConfig(
+    key="Everything", asset="everything", primary_key=["Num", "Id"],
+    columns=[
+        {"name": "Id", "type": "Text", "length": 18, "format": "salesforce_id"},
+        {"name": "Num", "type": "Number", "min": -5, "max": 1000},
+        {"name": "Dec52", "type": "Decimal", "precision": 5, "scale": 2, "nullable": True, "min": -100.5},
+        {"name": "Dec22", "type": "Decimal", "precision": 2, "scale": 2, "nullable": True},
+        {"name": "Dec290", "type": "Decimal", "precision": 29, "scale": 0, "nullable": True},
+        {"name": "When", "type": "Date"},
+        {"name": "Later", "type": "Date", "nullable": True},
+        {"name": "Flag", "type": "Boolean", "nullable": True},
+        {"name": "Mail", "type": "EmailAddress", "nullable": True, "length": 20},
+        {"name": "Stage", "type": "Text", "nullable": True, "allowed_values": ["new", "repeat"]},
+        {"name": "Note", "type": "Text", "nullable": True, "length": 40},
+        {"name": "Phone", "type": "Phone", "nullable": True},
+        {"name": "Big", "type": "Number", "nullable": True},
+    ],
+    row_checks=[{"column": "Num", "op": "lte", "other_column": "Big"},
+                {"column": "When", "op": "lt", "other_column": "Later"}],
+)
+
+DEC_290 = ["9" * 29, "1" + "0" * 29, "0" * 31 + "1", "-" + "9" * 29, "12", ""]
+
+
+def _ids(rng, n: int, pool: int) -> list[str]:
+    """Keys from a pool small enough to repeat (duplicates, also across pages and across the 15/18
+    forms of one Id), with some malformed values mixed in."""
+    keys = [to_18(f"003{i:012d}") for i in range(pool)]
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.03:
+            out.append(IDS[rng.integers(len(IDS))])
+        else:
+            k = keys[rng.integers(pool)]
+            out.append(k[:15] if r < 0.1 else k)
+    return out
+
+
+def _pick(rng, pool, n, good=None, share_good=0.93):
+    """``n`` values: ``good`` ones (a callable of the row) most of the time, else any of ``pool``."""
+    return [good(i) if good is not None and rng.random() < share_good else pool[rng.integers(len(pool))]
+            for i in range(n)]
+
+
+def generated_rows(extension: DataExtensionConfig, n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ids = _ids(rng, n, pool=n * 8)
+    def day(i):
+        return f"{1 + i % 12}/{1 + i % 28}/20{10 + i % 15} {1 + i % 12}:{i % 60:02d}:{(7 * i) % 60:02d} {'AP'[i % 2]}M"
+
+    by_type = {
+        SfmcType.NUMBER: lambda: _pick(rng, NUMBERS, n, lambda i: str(i % 700 + (1000 if col.name == "Big" else 0))),
+        SfmcType.DECIMAL: lambda: _pick(rng, DECIMALS, n, lambda i: f"{i % 90}.{i % 100:02d}"),
+        SfmcType.DATE: lambda: _pick(rng, DATES, n, day),
+        SfmcType.BOOLEAN: lambda: _pick(rng, BOOLEANS, n, None),
+        SfmcType.EMAIL_ADDRESS: lambda: _pick(rng, EMAILS, n, lambda i: f"p{i}@example.com"),
+    }
+    columns = {}
+    for col in extension.columns:
+        if col.format == "salesforce_id":
+            columns[col.name] = ids
+        elif col.name in ("Opens", "Clicks", "OfferClicks"):
+            columns[col.name] = _pick(rng, SMALL_COUNTS, n, lambda i: str(i % 3), 0.8)
+        elif col.name == "Dec290":
+            columns[col.name] = _pick(rng, DEC_290 + DECIMALS, n, lambda i: str(i * 7919))
+        elif col.name == "Later":
+            columns[col.name] = _pick(rng, DATES, n, lambda i: f"12/31/2030 {1 + i % 12}:00:00 PM")
+        elif col.name == "Dec22":
+            columns[col.name] = _pick(rng, DECIMALS, n, lambda i: f"0.{i % 100:02d}")
+        elif col.allowed_values is not None:
+            columns[col.name] = _pick(rng, STAGES + col.allowed_values, n, lambda i: col.allowed_values[i % len(col.allowed_values)])
+        elif col.type in by_type:
+            columns[col.name] = by_type[col.type]()
+        elif col.name in ("CampaignId", "ActivityId"):
+            columns[col.name] = _pick(rng, TEXTS, n, lambda i: f"K{i % (n - n // 20)}", 0.97)  # some repeat
+        else:
+            columns[col.name] = _pick(rng, TEXTS, n, lambda i: f"Name{i}")
+    for row in rng.choice(np.arange(1, n), size=n // 30, replace=False):  # the key of an earlier row again
+        earlier = int(rng.integers(row))
+        for name in extension.primary_key:
+            value = columns[name][earlier]
+            columns[name][row] = f" {value} " if value and rng.random() < 0.3 else value
+    return pd.DataFrame(columns, dtype="string")
+
+
+def _split(frame: pd.DataFrame, rng, largest: int) -> list[pd.DataFrame]:
+    """The frame as pages of random sizes (some empty), each with its own index, as a source serves them."""
+    pages, start = [], 0
+    while start < len(frame):
+        size = int(rng.integers(0, largest + 1))
+        pages.append(frame.iloc[start : start + size].reset_index(drop=True))
+        start += size
+    return pages
+
+
+def assert_same(result, expected) -> None:
+    pd.testing.assert_frame_equal(result.valid, expected.valid, check_exact=True)
+    pd.testing.assert_frame_equal(result.quarantine, expected.quarantine, check_exact=True)
+    pd.testing.assert_frame_equal(result.issues.reset_index(drop=True), expected.issues.reset_index(drop=True),
+                                  check_dtype=False, check_exact=True)
+    assert result.rows_read == expected.rows_read
+    assert result.top_reasons(50) == expected.top_reasons(50)
+
+
+EXTENSIONS = [CONFIG.extension("contacts"), CONFIG.extension("campaign_engagement"), CONFIG.extension("activities"),
+              EVERYTHING]
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS, ids=lambda e: e.asset)
+def test_conversion_gives_the_previous_values_and_issues(extension):
+    raw = generated_rows(extension, 3000, seed=11)
+    raw.index = pd.RangeIndex(3000, 0, -1)  # labels that are not positions
+    new, old = convert_frame(raw, extension), reference_convert_frame(raw, extension)
+    pd.testing.assert_frame_equal(new.frame, old.frame, check_exact=True)
+    pd.testing.assert_frame_equal(new.issues, old.issues, check_dtype=False, check_exact=True)
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS, ids=lambda e: e.asset)
+@pytest.mark.parametrize("batch_rows, largest_page", [(65_536, 3000), (400, 250), (97, 2500)])
+def test_validate_pages_gives_the_previous_result_however_the_rows_are_paged(extension, batch_rows, largest_page,
+                                                                              tmp_path):
+    raw = generated_rows(extension, 3000, seed=batch_rows)
+    expected = reference_validate(raw, extension)
+    assert 0 < expected.quarantine.shape[0] < len(raw)  # both outcomes are exercised
+    pages = _split(raw, np.random.default_rng(batch_rows), largest_page)
+    result = validate_pages(iter(pages), extension, batch_rows=batch_rows, spill_dir=tmp_path)
+    assert_same(result, expected)
+    assert not list(tmp_path.iterdir())  # the spill of raw batches is gone
+
+
+@pytest.mark.parametrize("asset", ["contacts", "campaign_engagement", "activities"])
+def test_the_shipped_sample_validates_as_before(asset):
+    from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
+
+    extension = CONFIG.extension(asset)
+    frame = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(extension).frame
+    expected = reference_validate(frame, extension)
+    assert_same(validate_extract(frame, extension), expected)
+    assert_same(validate_pages([frame.iloc[i : i + 2500] for i in range(0, len(frame), 2500)], extension,
+                               batch_rows=5000), expected)
+
+
+def test_a_duplicate_key_pages_apart_quarantines_both_rows_with_their_raw_values(tmp_path):
+    extension = CONFIG.extension("contacts")
+    first = to_18("0035e0000000001")
+    rows = [{"SubscriberKey": to_18(f"0035e00000{n:05d}"), "LastName": f"L{n}", "Email": f"p{n}@example.com",
+             "OrderCount": "1", "TotalSpend": "1", "CreatedDate": "1/1/2026 12:00:00 AM"} for n in range(10)]
+    rows[1]["SubscriberKey"] = first[:15]  # row 2: the 15-character form ...
+    rows[8]["SubscriberKey"] = f" {first} "  # ... and row 9 the 18-character one, pages apart
+    rows[8]["OrderCount"] = "12.0"
+    frame = pd.DataFrame([{c.name: "" for c in extension.columns} | r for r in rows], dtype="string")
+    pages = [frame.iloc[i : i + 3] for i in range(0, 10, 3)]
+    result = validate_pages(pages, extension, batch_rows=3, spill_dir=tmp_path)
+    assert result.quarantine["_row_number"].tolist() == [2, 9]
+    assert result.quarantine["SubscriberKey"].tolist() == [first[:15], f" {first} "]  # as served
+    assert result.quarantine["OrderCount"].tolist() == ["1", "12.0"]
+    assert result.quarantine["_checks"].tolist() == ["primary_key", "primary_key"]
+    assert result.rows_valid == 8 and result.valid["SubscriberKey"].is_unique
+    assert not list(tmp_path.iterdir())
+
+
+def test_no_pages_give_an_empty_typed_dataset():
+    extension = CONFIG.extension("contacts")
+    result = validate_pages(iter([]), extension)
+    assert result.rows_read == result.rows_valid == result.rows_quarantined == 0
+    assert {c: str(t) for c, t in result.valid.dtypes.items()} == {c.name: str(pandas_dtype(c)) for c in extension.columns}
+    assert list(result.quarantine.columns) == [c.name for c in extension.columns] + [
+        "_row_number", "_reasons", "_checks", "_columns"]
+
+
+def test_a_source_failing_mid_read_leaves_no_spill(tmp_path):
+    extension = CONFIG.extension("contacts")
+    raw = generated_rows(extension, 600, seed=3)
+
+    def pages():
+        yield raw.iloc[:200]
+        yield raw.iloc[200:400]
+        raise RuntimeError("the source failed")
+
+    with pytest.raises(RuntimeError, match="the source failed"):
+        validate_pages(pages(), extension, batch_rows=100, spill_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+class PagedSource:
+    """The embedded source with ``read_pages``: the same rows, served 700 at a time."""
+
+    mode = "embedded"
+
+    def __init__(self, inner):
+        self.inner, self.pages_served = inner, 0
+
+    def read(self, extension, since=None):  # pragma: no cover - the asset must not call it
+        raise AssertionError("read() called although read_pages() exists")
+
+    def read_pages(self, extension, since=None):
+        frame = self.inner.read(extension, since=since).frame
+        for start in range(0, len(frame), 700):
+            self.pages_served += 1
+            yield frame.iloc[start : start + 700]
+
+    def probe(self, extension):
+        return self.inner.probe(extension)
+
+
+def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkeypatch):
+    from sfmc_pipeline.assets.datasets import build_dataset_assets
+    from sfmc_pipeline.resources.sfmc import SfmcResource
+    from sfmc_pipeline.resources.storage import StorageResource
+    from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
+
+    sources = []
+
+    def get_source(self, page_size=2500, **kwargs):
+        sources.append(PagedSource(EmbeddedSampleSource(SAMPLE_DATA_DIR)))
+        return sources[-1]
+
+    monkeypatch.setattr(SfmcResource, "get_source", get_source)
+    assets = [a for a in build_dataset_assets(CONFIG) if a.key.to_user_string() == "contacts"]
+    result = dg.materialize(assets, resources={"sfmc": SfmcResource(), "storage": StorageResource(base_dir=str(tmp_path))})
+    assert result.success
+    assert sources and sources[0].pages_served >= 2
+    extension = CONFIG.extension("contacts")
+    expected = reference_validate(EmbeddedSampleSource(SAMPLE_DATA_DIR).read(extension).frame, extension)
+    landed = DatasetStore(tmp_path).read_dataset("contacts")
+    pd.testing.assert_frame_equal(landed, expected.valid, check_exact=True)
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["rows_read"].value == expected.rows_read
+    assert metadata["rows_quarantined"].value == len(expected.quarantine)
