@@ -60,8 +60,10 @@ Fault injection: :meth:`FakeSalesforceServer.expire_sessions`, :meth:`~FakeSales
 left ``Open``/``UploadComplete`` by a crashed client, or another integration's) and
 :meth:`~FakeSalesforceServer.process_bulk_jobs`.
 
-Only the standard library is used for serving (``ThreadingHTTPServer`` on ``127.0.0.1``, port 0). All state is
-guarded by one lock, so tests may drive it from several threads.
+Only the standard library is used for serving (``ThreadingHTTPServer`` on ``127.0.0.1``, port 0, one thread per
+connection; the HTTP scaffolding is shared with the fake SFMC server in ``http_scaffold``). All state is guarded by
+one lock, so tests may drive it from several threads; it is not held while a request waits out ``latency`` (alias
+``latency_seconds``) or its response is written. ``max_in_flight`` is the most requests it was serving at once.
 """
 
 from __future__ import annotations
@@ -76,18 +78,17 @@ import json
 import random
 import re
 import secrets
-import socket
 import string
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, to_18
+from sfmc_pipeline_tests.fakes.http_scaffold import FakeRequestHandler, FakeServerBase, Fault, FaultQueue
+from sfmc_pipeline_tests.fakes.http_scaffold import Response as _Response
 
 __all__ = [
     "FakeSalesforceServer",
@@ -264,26 +265,6 @@ class _SObject:
             "queryable": True,
             "fields": [f.describe() for f in self.fields.values()],
         }
-
-
-@dataclass
-class _Fault:
-    kind: str  # "fail" | "drop"
-    path_contains: str
-    times: int
-    status: int = 0
-    body: Any = None
-    headers: dict[str, str] | None = None
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    headers: list[tuple[str, str]]
-
-
-_DROP = object()
 
 
 def _json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
@@ -490,82 +471,15 @@ def _bulk_value(fdef: _Field, cell: str) -> Any:
     return cell  # text; numbers, dates and datetimes are checked (and numbers made Decimal) by _typed_value
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeRequestHandler):
+    """The shared handler (:mod:`~sfmc_pipeline_tests.fakes.http_scaffold`), with ``HEAD`` too."""
+
     server_version = "FakeSalesforce/1.0"
-    # Headers and body go out as separate writes: without TCP_NODELAY each keep-alive response
-    # would wait ~40 ms for the client's delayed ACK, which real servers do not make you pay.
-    disable_nagle_algorithm = True
-    sys_version = ""
-    timeout = 30
 
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._track(self.connection, add=True)  # type: ignore[attr-defined]
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.fake._track(self.connection, add=False)  # type: ignore[attr-defined]
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr request logging
-        return
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _serve(self) -> None:
-        fake: FakeSalesforceServer = self.server.fake  # type: ignore[attr-defined]
-        raw = self._read_body()
-        fake._arrive()
-        try:
-            if fake.latency_seconds > 0:
-                time.sleep(fake.latency_seconds)  # outside the state lock: concurrent requests wait together
-            result = fake._dispatch(self.command, self.path, dict(self.headers.items()), raw)
-        finally:
-            fake._depart()  # before the response goes out, so the count never lags behind the client
-        if result is _DROP:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        assert isinstance(result, _Response)
-        self.send_response(result.status)
-        for key, value in result.headers:
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(result.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(result.body)
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
+    do_HEAD = FakeRequestHandler._dispatch
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Client disconnects are normal in fault-injection tests; keep stderr quiet but remember anything else.
-        self.fake._handler_errors.append(traceback.format_exc())  # type: ignore[attr-defined]
-
-
-class FakeSalesforceServer:
+class FakeSalesforceServer(FakeServerBase):
     """A fake Salesforce org (login + Platform REST API) served on ``127.0.0.1:<random port>``.
 
     ``base_url`` is both the login URL (``base_url + "/services/oauth2/token"``) and the ``instance_url``.
@@ -579,6 +493,10 @@ class FakeSalesforceServer:
     * ``requests``: every :class:`RecordedRequest`, token calls included.
     * ``api_usage`` / ``daily_api_limit``: the numbers behind ``Sforce-Limit-Info``.
     * ``org_id`` / ``user_id``: this org's random 18-character ids (in the identity URL and userinfo).
+    * ``latency`` (alias ``latency_seconds``, also as the constructor argument): seconds each request waits before
+      it is handled (a network round trip), concurrently with others; may be changed later.
+    * ``in_flight`` / ``max_in_flight``: requests being handled right now (from their arrival until their answer
+      starts) and the most at once so far (set it to 0, or call :meth:`reset_max_in_flight`, to measure a phase).
     """
 
     def __init__(
@@ -594,8 +512,14 @@ class FakeSalesforceServer:
         identity_in_token: bool = True,
         organization_name: str = "Fake Org",
         is_sandbox: bool = False,
-        latency_seconds: float = 0.0,
+        latency: float = 0.0,
+        latency_seconds: float | None = None,
     ) -> None:
+        if latency_seconds is not None:  # the earlier name of ``latency``
+            if latency:
+                raise TypeError("give latency or latency_seconds, not both")
+            latency = latency_seconds
+        super().__init__(latency=latency)  # ValueError if < 0
         self.client_id = client_id
         self.client_secret = client_secret
         self.username = username
@@ -608,12 +532,6 @@ class FakeSalesforceServer:
         self.organization_name = organization_name
         """``Organization.Name`` (SOQL ``SELECT Name FROM Organization``)."""
         self.is_sandbox = is_sandbox
-        self.latency_seconds = latency_seconds
-        """Each request waits this long before it is handled (a network round trip), concurrently with others."""
-        self.in_flight = 0
-        """Requests being handled right now (between reading the body and answering)."""
-        self.max_in_flight = 0
-        """The most requests handled at once so far (set it to 0 to measure a phase)."""
         """``Organization.IsSandbox``."""
         self.api_usage = 0
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Contact": {}, "Lead": {}}
@@ -623,7 +541,7 @@ class FakeSalesforceServer:
         self.issued_tokens: list[str] = []
         self._sobjects = _standard_sobjects()
         self._valid_tokens: set[str] = set()
-        self._faults: list[_Fault] = []
+        self._faults = FaultQueue()
         self._locks: dict[str, int] = {}
         self._limit_countdown: int | None = None
         self._limit_blocked = False
@@ -644,69 +562,27 @@ class FakeSalesforceServer:
         self._bulk_stalled = False
         self._org_id = to_18("00D" + "Fk" + _base62(secrets.randbelow(62**10), 10))
         self._user_id = to_18("005" + "Fk" + _base62(secrets.randbelow(62**10), 10))
-        self._lock = threading.RLock()
-        self._connections: set[socket.socket] = set()
-        self._handler_errors: list[str] = []
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.base_url = ""
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> FakeSalesforceServer:
-        """Bind 127.0.0.1 on a free port and serve in a background thread; sets ``base_url``. Returns self."""
-        if self._httpd is not None:
-            raise RuntimeError("server already started")
-        httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        httpd.fake = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        host, port = httpd.server_address[:2]
-        self.base_url = f"http://{host}:{port}"
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-salesforce", daemon=True
-        )
-        self._thread.start()
-        return self
+    # start(), stop(), the context manager and port: FakeServerBase
 
-    def stop(self) -> None:
-        """Stop serving, close every open client connection and join the serving thread. Idempotent."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    _handler_class = _Handler
+    _thread_name = "fake-salesforce"  # threads fake-salesforce-PORT and fake-salesforce-conn-PORT
 
-    def __enter__(self) -> FakeSalesforceServer:
-        return self.start()
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` once started (no trailing slash; it stays after ``stop()``), ``""`` before."""
+        return super().base_url if self._port is not None else ""
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    @property
+    def latency_seconds(self) -> float:
+        """The earlier name of ``latency`` (seconds each request waits before it is handled)."""
+        return self.latency
 
-    def _arrive(self) -> None:
-        with self._lock:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-
-    def _depart(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
+    @latency_seconds.setter
+    def latency_seconds(self, value: float) -> None:
+        self.latency = value
 
     # ------------------------------------------------------------------ convenience URLs
 
@@ -737,8 +613,9 @@ class FakeSalesforceServer:
 
     @property
     def handler_errors(self) -> list[str]:
-        """Tracebacks of unexpected exceptions inside the fake (each also answered 500 UNKNOWN_EXCEPTION)."""
-        return list(self._handler_errors)
+        """Tracebacks of unexpected exceptions inside the fake (each also answered 500 UNKNOWN_EXCEPTION), and of
+        any exception that ended a connection's handler (``errors`` has the exceptions themselves)."""
+        return ["".join(traceback.format_exception(type(e), e, e.__traceback__)) for e in self.errors]
 
     # ------------------------------------------------------------------ schema and data seeding
 
@@ -869,10 +746,9 @@ class FakeSalesforceServer:
         INVALID_SESSION_ID, 404 NOT_FOUND, ...); a ``str``/``bytes`` body is sent raw as ``text/html`` (as an edge proxy
         would), anything else as JSON. ``headers`` are added to the response. Rules are consumed first-in first-out.
         """
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults.append(_Fault("fail", path_contains, times, status, body, dict(headers or {})))
+        with self._lock:  # ValueError unless times >= 1
+            self._faults.add(Fault("fail", path_contains, times, status=status, body=body,
+                                   headers=dict(headers or {})))
 
     def exceed_request_limit_after(self, n_requests: int) -> None:
         """After ``n_requests`` more successful (2xx) API requests, every API request gets 403 REQUEST_LIMIT_EXCEEDED
@@ -899,10 +775,8 @@ class FakeSalesforceServer:
     def drop_connection_next(self, *, path_contains: str = "", times: int = 1) -> None:
         """Close the socket without any response for the next ``times`` requests whose path contains
         ``path_contains`` (after reading the request body; nothing is applied and usage is not counted)."""
-        if times < 1:
-            raise ValueError("times must be >= 1")
         with self._lock:
-            self._faults.append(_Fault("drop", path_contains, times))
+            self._faults.add(Fault("drop", path_contains, times))
 
     def api_requests(self, path_contains: str = "", method: str | None = None) -> list[RecordedRequest]:
         """Recorded ``/services/data/...`` requests, optionally filtered by path substring and method."""
@@ -1062,18 +936,10 @@ class FakeSalesforceServer:
             }
         ]
 
-    def _take_fault(self, path: str) -> _Fault | None:
-        for fault in self._faults:
-            if fault.path_contains in path:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
     # ------------------------------------------------------------------ internals: dispatch
 
-    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Response | object:
+    def _handle(self, method: str, target: str, raw_headers: Any, raw: bytes) -> _Response | None:
+        headers = dict(raw_headers.items())
         parts = urlsplit(target)
         path = parts.path
         body_text = raw.decode("utf-8", errors="replace")
@@ -1095,8 +961,8 @@ class FakeSalesforceServer:
             self.requests.append(recorded)
             try:
                 result = self._route(method, path, headers, body_text, recorded)
-            except Exception:  # pragma: no cover - a bug in the fake; make it visible
-                self._handler_errors.append(traceback.format_exc())
+            except Exception as exc:  # pragma: no cover - a bug in the fake; make it visible
+                self._record_internal_error(exc)
                 result = _json_response(500, self._default_fault_body(500))
             if isinstance(result, _Response):
                 recorded.status = result.status
@@ -1104,11 +970,11 @@ class FakeSalesforceServer:
 
     def _route(
         self, method: str, path: str, headers: dict[str, str], body: str, recorded: RecordedRequest
-    ) -> _Response | object:
+    ) -> _Response | None:
         is_api = path.startswith("/services/data/") and path.rstrip("/") != "/services/data"
-        fault = self._take_fault(path)
+        fault = self._faults.take(path)
         if fault is not None and fault.kind == "drop":
-            return _DROP
+            return None
         if fault is not None:
             extra = list((fault.headers or {}).items())
             if is_api and fault.status != 401:

@@ -23,7 +23,8 @@ It imitates the SFMC contract the pipeline relies on:
 * the SFMC REST error envelope ``{"message", "errorcode", "documentation"}`` (401 Not
   Authorized, 403 insufficient privileges, 404, 429 rate limit with ``retryAfter``).
 
-Only the standard library is used.  The server runs on ``127.0.0.1`` with an ephemeral port in a
+Only the standard library is used (the HTTP scaffolding is shared with the fake Salesforce org in
+``http_scaffold``).  The server runs on ``127.0.0.1`` with an ephemeral port in a
 background thread and serves each connection in a thread of its own, so concurrent requests are
 served concurrently; all state is guarded by one lock, held only while a request is routed (not
 while it waits out ``latency`` or its response is written).  Time (token expiry) follows a fake
@@ -44,21 +45,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
-import http.server
 import json
 import math
 import numbers
 import re
 import secrets
-import socket
-import sys
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from sfmc_pipeline_tests.fakes.http_scaffold import Fault, FakeRequestHandler, FakeServerBase, FaultQueue
 
 __all__ = [
     "FakeSfmcServer",
@@ -256,13 +254,8 @@ class _Snapshot:
 
 
 @dataclass
-class _Fault:
-    kind: str  # "status", "drop" or "revoke"
-    path_contains: str
-    remaining: int
-    status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    body: dict | str | None = None
+class _Fault(Fault):
+    # kind: "status", "drop" or "revoke"; body: dict | str | None
     page: int | None = None  # only requests for this $page (no $page: page 1)
 
     def matches(self, path: str, query: dict[str, str]) -> bool:
@@ -333,160 +326,10 @@ def _item_value(item: dict[str, dict[str, str]], lname: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-class _HttpServer(http.server.ThreadingHTTPServer):
-    """ThreadingHTTPServer that tracks open connections so ``stop()`` can close keep-alive sockets."""
+class _Handler(FakeRequestHandler):
+    """The shared handler (:mod:`~sfmc_pipeline_tests.fakes.http_scaffold`); no ``HEAD`` (501, as SFMC JSON)."""
 
-    # Handler threads are daemons (a forgotten stop() never blocks interpreter exit), and since
-    # socketserver does not join daemon threads, they are tracked and joined here instead.
-    daemon_threads = True
-
-    def __init__(self, fake: "FakeSfmcServer"):
-        self.fake = fake
-        self._open_connections: set[socket.socket] = set()
-        self._handler_threads: list[threading.Thread] = []
-        self._conn_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request, client_address):  # runs in the serve_forever thread
-        thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address), daemon=True,
-            name=f"fake-sfmc-conn-{self.server_address[1]}",
-        )
-        with self._conn_lock:
-            self._open_connections.add(request)
-            self._handler_threads = [t for t in self._handler_threads if t.is_alive()]
-            self._handler_threads.append(thread)
-        thread.start()
-
-    def join_handler_threads(self, timeout: float = 10.0) -> None:
-        with self._conn_lock:
-            threads = list(self._handler_threads)
-        for thread in threads:
-            thread.join(timeout)
-
-    def shutdown_request(self, request):
-        with self._conn_lock:
-            self._open_connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_open_connections(self) -> None:
-        with self._conn_lock:
-            conns = list(self._open_connections)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):  # silence tracebacks on stderr
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, OSError):
-            self.fake._record_internal_error(exc)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real API (requests.Session reuses connections)
     server_version = "FakeSFMC/1.0"
-    # Headers and body go out as separate writes: without TCP_NODELAY each keep-alive response
-    # would wait ~40 ms for the client's delayed ACK, which real servers do not make you pay.
-    disable_nagle_algorithm = True
-    sys_version = ""
-    timeout = 30  # idle keep-alive connections give up eventually even if stop() is never called
-
-    server: _HttpServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr logging
-        pass
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Protocol-level errors (malformed request line, unsupported method) as SFMC-style JSON."""
-        try:
-            phrase = HTTPStatus(code).phrase
-        except ValueError:
-            phrase = "Error"
-        self.close_connection = True
-        self._write(_Response(code, {"message": message or phrase, "errorcode": 0, "documentation": DOCS_ERROR_HANDLING}))
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size_line = self.rfile.readline(65537)
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _dispatch(self) -> None:
-        fake = self.server.fake
-        # In flight from its arrival until its answer starts: within the time the client waits for
-        # it, so the fake never counts more requests at once than the client has outstanding.
-        fake._request_started()
-        answered = False
-        try:
-            body = self._read_body()
-            if fake.latency > 0:
-                time.sleep(fake.latency)  # outside the fake's lock: concurrent requests wait together
-            response = fake._handle(self.command, self.path, self.headers, body)
-            fake._request_finished()
-            answered = True
-            if response is None:  # injected connection drop: close without a single byte of response
-                self.close_connection = True
-                try:
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                return
-            self._write(response)
-        finally:
-            if not answered:
-                fake._request_finished()
-
-    def _write(self, response: _Response) -> None:
-        if isinstance(response.body, _PageBody):
-            payload = response.body.render()
-        elif isinstance(response.body, (bytes, bytearray)):
-            payload = bytes(response.body)
-        elif isinstance(response.body, str):
-            payload = response.body.encode("utf-8")
-        else:
-            payload = json.dumps(response.body, ensure_ascii=False).encode("utf-8")
-        headers = CaseInsensitiveDict({"Content-Type": _JSON_CONTENT_TYPE})
-        for name, value in response.headers.items():
-            headers[name] = str(value)
-        headers["Content-Length"] = str(len(payload))
-        self.send_response(response.status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if self.server.fake._stopping:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-        self.wfile.flush()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,7 +337,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 # ----------------------------------------------------------------------------------------------
 
 
-class FakeSfmcServer:
+class FakeSfmcServer(FakeServerBase):
     """Stateful fake SFMC auth + REST server on ``127.0.0.1`` (ephemeral port).
 
     Args:
@@ -525,9 +368,7 @@ class FakeSfmcServer:
     ) -> None:
         if max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
-        if latency < 0:
-            raise ValueError("latency must be >= 0")
-        self.latency = float(latency)
+        super().__init__(latency=latency)  # ValueError if < 0
         self.client_id = client_id
         self.client_secret = client_secret
         self.account_id = None if account_id is None else str(account_id)
@@ -536,76 +377,19 @@ class FakeSfmcServer:
         self.max_page_size = max_page_size
         self.token_grace = token_grace
 
-        self._lock = threading.RLock()
         self._clock = 0.0
         self._utc_base = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
         self._tokens: dict[str, _Token] = {}
         self._des: dict[str, _DataExtension] = {}
         self._snapshots: dict[str, _Snapshot] = {}
-        self._faults: list[_Fault] = []
+        self._faults = FaultQueue()
         self._requests: list[RecordedRequest] = []
-        self._errors: list[BaseException] = []
-        self._flight_lock = threading.Lock()
-        self._in_flight = 0
-        self._max_in_flight = 0
 
-        self._httpd: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._port: int | None = None
+    # -- lifecycle: start(), stop(), the context manager, port and base_url (FakeServerBase) --------
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self) -> "FakeSfmcServer":
-        """Bind ``127.0.0.1:0`` and serve in a background thread.  Returns ``self``."""
-        if self._httpd is not None:
-            raise RuntimeError("FakeSfmcServer already started")
-        self._stopping = False
-        self._httpd = _HttpServer(self)
-        self._port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name=f"fake-sfmc-{self._port}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close every open (keep-alive) connection and join all server threads.
-
-        Idempotent.  After ``stop()`` the recorded requests and state remain inspectable.
-        """
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
-            return
-        self._stopping = True
-        httpd.shutdown()  # stops serve_forever; no new connections are accepted afterwards
-        httpd.close_open_connections()  # unblock handler threads waiting on keep-alive reads
-        httpd.server_close()  # closes the listening socket
-        httpd.join_handler_threads()
-        if thread is not None:
-            thread.join(timeout=10)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> "FakeSfmcServer":
-        if self._httpd is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (only after ``start()``)."""
-        if self._port is None:
-            raise RuntimeError("FakeSfmcServer not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+    _handler_class = _Handler
+    _thread_name = "fake-sfmc"  # threads fake-sfmc-PORT (serving) and fake-sfmc-conn-PORT (one a connection)
+    _quiet_handler_errors = (OSError,)  # a client gone mid-request is no bug of the fake
 
     @property
     def auth_base_uri(self) -> str:
@@ -779,11 +563,9 @@ class FakeSfmcServer:
         """
         if not 100 <= int(status) <= 599:
             raise ValueError(f"invalid HTTP status {status!r}")
-        if times < 1:
-            raise ValueError("times must be >= 1")
         fault_headers = {str(k): str(v) for k, v in (headers or {}).items()}
-        with self._lock:
-            self._faults.append(
+        with self._lock:  # ValueError unless times >= 1
+            self._faults.add(
                 _Fault("status", path_contains, times, status=int(status), headers=fault_headers, body=body,
                        page=page)
             )
@@ -795,10 +577,8 @@ class FakeSfmcServer:
         ``ConnectionError`` (``RemoteDisconnected``).  Shares the FIFO queue with :meth:`fail_next`
         (``path_contains`` and ``page`` match the same way).
         """
-        if times < 1:
-            raise ValueError("times must be >= 1")
         with self._lock:
-            self._faults.append(_Fault("drop", path_contains, times, page=page))
+            self._faults.add(_Fault("drop", path_contains, times, page=page))
 
     def revoke_tokens_next(self, *, path_contains: str = "", page: int | None = None) -> None:
         """When the next matching request arrives, revoke every token issued so far (as
@@ -808,7 +588,7 @@ class FakeSfmcServer:
         :meth:`fail_next`.
         """
         with self._lock:
-            self._faults.append(_Fault("revoke", path_contains, 1, page=page))
+            self._faults.add(_Fault("revoke", path_contains, 1, page=page))
 
     def clear_faults(self) -> None:
         """Forget every queued fault that has not fired yet."""
@@ -819,26 +599,11 @@ class FakeSfmcServer:
     def pending_faults(self) -> int:
         """How many injected responses are still queued (sum of remaining ``times``)."""
         with self._lock:
-            return sum(f.remaining for f in self._faults)
+            return self._faults.pending
 
     # -- inspection ------------------------------------------------------------------------------
 
-    @property
-    def in_flight(self) -> int:
-        """Requests being served right now: arrived, their answer not yet begun (so never more than
-        the client has outstanding; ``latency`` is spent in flight)."""
-        with self._flight_lock:
-            return self._in_flight
-
-    @property
-    def max_in_flight(self) -> int:
-        """The most requests served at the same time since start (or :meth:`reset_max_in_flight`)."""
-        with self._flight_lock:
-            return self._max_in_flight
-
-    def reset_max_in_flight(self) -> None:
-        with self._flight_lock:
-            self._max_in_flight = self._in_flight
+    # in_flight, max_in_flight, reset_max_in_flight() and errors: FakeServerBase
 
     def warm_page_cache(self, key: str, page_size: int = _DEFAULT_PAGE_SIZE) -> int:
         """Serialise every page of DE ``key`` (unfiltered reads of ``page_size`` rows) ahead of the
@@ -875,27 +640,31 @@ class FakeSfmcServer:
         with self._lock:
             self._requests.clear()
 
-    @property
-    def errors(self) -> list[BaseException]:
-        """Unexpected exceptions raised inside the fake itself (bugs in the fake; should stay empty)."""
-        with self._lock:
-            return list(self._errors)
-
     # -- request handling (called from handler threads) ------------------------------------------
 
-    def _request_started(self) -> None:
-        with self._flight_lock:
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+    def _protocol_error_response(self, code: int, message: str | None) -> _Response:
+        """Protocol-level errors (malformed request line, unsupported method) as SFMC-style JSON."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        return _Response(code, {"message": message or phrase, "errorcode": 0, "documentation": DOCS_ERROR_HANDLING})
 
-    def _request_finished(self) -> None:
-        with self._flight_lock:
-            self._in_flight -= 1
-
-    def _record_internal_error(self, exc: BaseException | None) -> None:
-        if exc is not None:
-            with self._lock:
-                self._errors.append(exc)
+    def _encode_response(self, response: _Response) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Render the body (a rowset page's cached ``items``, bytes, text or JSON) outside the lock."""
+        if isinstance(response.body, _PageBody):
+            payload = response.body.render()
+        elif isinstance(response.body, (bytes, bytearray)):
+            payload = bytes(response.body)
+        elif isinstance(response.body, str):
+            payload = response.body.encode("utf-8")
+        else:
+            payload = json.dumps(response.body, ensure_ascii=False).encode("utf-8")
+        headers = CaseInsensitiveDict({"Content-Type": _JSON_CONTENT_TYPE})
+        for name, value in response.headers.items():
+            headers[name] = str(value)
+        headers["Content-Length"] = str(len(payload))
+        return response.status, list(headers.items()), payload
 
     def _handle(self, method: str, target: str, raw_headers: Any, body: bytes) -> _Response | None:
         split = urlsplit(target)
@@ -915,7 +684,7 @@ class FakeSfmcServer:
         with self._lock:
             clock = self._clock
             response: _Response | None
-            fault = self._take_fault(path, query)
+            fault = self._faults.take(path, query)
             if fault is not None and fault.kind == "revoke":
                 self.revoke_tokens()
                 fault = None
@@ -927,7 +696,7 @@ class FakeSfmcServer:
                 except _FakeError as err:
                     response = err.response
                 except Exception as exc:  # a bug in the fake: report it loudly
-                    self._errors.append(exc)
+                    self._record_internal_error(exc)
                     response = _Response(500, {"message": f"fake SFMC server bug: {exc!r}", "errorcode": 0,
                                                "documentation": DOCS_ERROR_HANDLING})
             self._requests.append(
@@ -944,15 +713,6 @@ class FakeSfmcServer:
                 )
             )
             return response
-
-    def _take_fault(self, path: str, query: dict[str, str]) -> _Fault | None:
-        for index, fault in enumerate(self._faults):
-            if fault.matches(path, query):
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    del self._faults[index]
-                return fault
-        return None
 
     @staticmethod
     def _fault_response(fault: _Fault) -> _Response:
