@@ -164,7 +164,8 @@ class ReferenceConverted:
 def reference_convert_frame(raw: pd.DataFrame, extension: DataExtensionConfig) -> ReferenceConverted:
     typed, issues = {}, []
     for column in extension.columns:
-        values = ref_clean(raw[column.name]) if column.name in raw else pd.Series(pd.NA, index=raw.index, dtype="string")
+        values = (ref_clean(raw[column.name]) if column.name in raw
+                  else pd.Series(pd.NA, index=raw.index, dtype="string"))
         series, problems = REF_CONVERTERS[column.type](values, column)
         typed[column.name] = series
         found = []
@@ -326,7 +327,11 @@ DATES = ["6/23/2024 12:00:00 AM", "11/3/2024 1:05:09 PM", "2024-07-04", "7/4/202
          "2024-02-29", "2023-02-29 10:00:00", "2024-02-30T10:00:00", "2024-07-04T24:00:00", "2024-07-04T10:00:00Z",
          "yesterday", "13/1/2024", "0/1/2024", "1/1/1500 12:00:00 AM", "1/31/2024 12:00:00 PM", "3/31/2024",
          "2024-12-31", "12/31/2024 12:59:59 PM", "1/1/2024 13:00:00 PM", "1/1/2024 0:00:00 AM", " 7/4/2024 ",
-         "9/31/2024 12:00:00 AM", "11/31/2024", "1/32/2024", "2024-04-31", "6/1/2026 12:00:00 AM"]
+         "9/31/2024 12:00:00 AM", "11/31/2024", "1/32/2024", "2024-04-31", "6/1/2026 12:00:00 AM",
+         "06/03/2024 01:05:09 PM", "09/09/2024 09:09:09 AM", "12/31/2024 12:00:00 AM", "12/31/2024 12:00:00 PM",
+         "1/1/1000 12:00:00 AM", "1/1/0999 12:00:00 AM", "2024-02-29T23:59:59", "2/29/2000", "2/29/1900",
+         "2/29/1900 1:00:00 AM", "02/28/2023", "2023-12-31 23:59:59", "2023-12-31 24:00:00", "12/31/2024 00:00:00 AM",
+         "7/4/2024 12:00:00 PM ", "7/4/2024\t12:00:00 PM", "7/4/24", "2024/07/04"]
 BOOLEANS = ["True", "False", " True", "", "1", "0", "yes", "no", "Y", "n", "maybe", "ＴＲＵＥ", "１", "TRUE", "tRuE"]
 SMALL_COUNTS = ["0", "1", "2", "3", "", "x", "-1", "2.0"]
 
@@ -403,7 +408,8 @@ def generated_rows(extension: DataExtensionConfig, n: int, seed: int) -> pd.Data
         elif col.name == "Dec22":
             columns[col.name] = _pick(rng, DECIMALS, n, lambda i: f"0.{i % 100:02d}")
         elif col.allowed_values is not None:
-            columns[col.name] = _pick(rng, STAGES + col.allowed_values, n, lambda i: col.allowed_values[i % len(col.allowed_values)])
+            allowed = col.allowed_values
+            columns[col.name] = _pick(rng, STAGES + allowed, n, lambda i: allowed[i % len(allowed)])
         elif col.type in by_type:
             columns[col.name] = by_type[col.type]()
         elif col.name in ("CampaignId", "ActivityId"):
@@ -442,7 +448,11 @@ EXTENSIONS = [CONFIG.extension("contacts"), CONFIG.extension("campaign_engagemen
 
 
 @pytest.mark.parametrize("extension", EXTENSIONS, ids=lambda e: e.asset)
-def test_conversion_gives_the_previous_values_and_issues(extension):
+@pytest.mark.parametrize("few", [0, 10_000], ids=["column-wise", "value-by-value"])
+def test_conversion_gives_the_previous_values_and_issues(extension, few, monkeypatch):
+    from sfmc_pipeline.datasets import conversion
+
+    monkeypatch.setattr(conversion, "_FEW", few)  # the exact logic for odd values, either way
     raw = generated_rows(extension, 3000, seed=11)
     raw.index = pd.RangeIndex(3000, 0, -1)  # labels that are not positions
     new, old = convert_frame(raw, extension), reference_convert_frame(raw, extension)
@@ -451,9 +461,16 @@ def test_conversion_gives_the_previous_values_and_issues(extension):
 
 
 @pytest.mark.parametrize("extension", EXTENSIONS, ids=lambda e: e.asset)
-@pytest.mark.parametrize("batch_rows, largest_page", [(65_536, 3000), (400, 250), (97, 2500)])
+@pytest.mark.parametrize("batch_rows, largest_page, large", [
+    (65_536, 3000, 8192),  # one batch, columns one after the other
+    (400, 250, 100),  # batches "large": columns two at a time (threads), memory handed back after each
+    (97, 2500, 8192),  # many small batches, pages larger than a batch
+])
 def test_validate_pages_gives_the_previous_result_however_the_rows_are_paged(extension, batch_rows, largest_page,
-                                                                              tmp_path):
+                                                                              large, tmp_path, monkeypatch):
+    from sfmc_pipeline.datasets import validation
+
+    monkeypatch.setattr(validation, "_LARGE", large)
     raw = generated_rows(extension, 3000, seed=batch_rows)
     expected = reference_validate(raw, extension)
     assert 0 < expected.quarantine.shape[0] < len(raw)  # both outcomes are exercised
@@ -498,7 +515,8 @@ def test_no_pages_give_an_empty_typed_dataset():
     extension = CONFIG.extension("contacts")
     result = validate_pages(iter([]), extension)
     assert result.rows_read == result.rows_valid == result.rows_quarantined == 0
-    assert {c: str(t) for c, t in result.valid.dtypes.items()} == {c.name: str(pandas_dtype(c)) for c in extension.columns}
+    dtypes = {c: str(t) for c, t in result.valid.dtypes.items()}
+    assert dtypes == {c.name: str(pandas_dtype(c)) for c in extension.columns}
     assert list(result.quarantine.columns) == [c.name for c in extension.columns] + [
         "_row_number", "_reasons", "_checks", "_columns"]
 
@@ -552,7 +570,8 @@ def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkey
 
     monkeypatch.setattr(SfmcResource, "get_source", get_source)
     assets = [a for a in build_dataset_assets(CONFIG) if a.key.to_user_string() == "contacts"]
-    result = dg.materialize(assets, resources={"sfmc": SfmcResource(), "storage": StorageResource(base_dir=str(tmp_path))})
+    resources = {"sfmc": SfmcResource(), "storage": StorageResource(base_dir=str(tmp_path))}
+    result = dg.materialize(assets, resources=resources)
     assert result.success
     assert sources and sources[0].pages_served >= 2
     extension = CONFIG.extension("contacts")
@@ -562,3 +581,64 @@ def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkey
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["rows_read"].value == expected.rows_read
     assert metadata["rows_quarantined"].value == len(expected.quarantine)
+
+
+def test_pages_with_a_missing_an_extra_and_an_object_column_validate_as_one_frame(tmp_path):
+    extension = CONFIG.extension("contacts")
+    raw = generated_rows(extension, 1200, seed=21).drop(columns=["Company"]).assign(Unmapped="x")
+    raw["OrderCount"] = raw["OrderCount"].astype(object)  # as a source might hand it over
+    expected = reference_validate(raw, extension)
+    pages = [raw.iloc[i : i + 250] for i in range(0, len(raw), 250)]
+    assert_same(validate_pages(pages, extension, batch_rows=300, spill_dir=tmp_path), expected)
+
+
+def _old_count_changed(previous: pd.DataFrame, current: pd.DataFrame) -> int:
+    """``count_changed`` as it was (``hash_pandas_object`` of both frames)."""
+    seen = pd.Index(pd.util.hash_pandas_object(previous, index=False))
+    return int((~pd.util.hash_pandas_object(current, index=False).isin(seen)).sum())
+
+
+def test_a_full_read_counts_changed_rows_from_the_previous_datasets_row_hashes(tmp_path, monkeypatch):
+    from sfmc_pipeline.datasets import storage
+    from sfmc_pipeline.datasets.merge import count_changed, previous_for_full_read
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 300)  # several row groups, read one at a time
+    extension = CONFIG.extension("contacts")
+    before = validate_extract(generated_rows(extension, 2000, seed=5), extension).valid
+    store = DatasetStore(tmp_path)
+    path = store.write_dataset(extension.asset, before)
+    assert pq.ParquetFile(path).metadata.num_row_groups > 1
+    pd.testing.assert_frame_equal(store.read_dataset(extension.asset), before)
+    assert len(before) > 1000
+    after = before.drop(index=[3, 500, 1000]).reset_index(drop=True)
+    after.loc[[10, 11, 800], "LastName"] = "Changed"
+    after.loc[[20, 900], "OrderCount"] = pd.NA
+    after.loc[40, "TotalSpend"] = after.loc[41, "TotalSpend"]
+    after = pd.concat([after, before.iloc[[7]].assign(SubscriberKey=to_18("0035e0000XXXXXX"))], ignore_index=True)
+    previous = previous_for_full_read(store, extension, with_quarantine=False)
+    assert previous.problem is None and previous.quarantine is None and len(previous.valid) == len(before)
+    expected = _old_count_changed(before, after)
+    assert expected == 7  # 3 names, 2 counts, 1 spend, 1 new row
+    assert count_changed(previous.valid, after) == count_changed(before, after) == expected
+    assert count_changed(previous.valid, before) == 0
+
+
+def test_the_previous_dataset_of_a_full_read_is_checked_like_load_previous(tmp_path):
+    from sfmc_pipeline.datasets.incremental import load_previous
+    from sfmc_pipeline.datasets.merge import previous_for_full_read
+
+    extension = CONFIG.extension("activities")
+    store = DatasetStore(tmp_path)
+    missing = previous_for_full_read(store, extension, with_quarantine=True)
+    assert missing.valid is None and missing.quarantine is None and "does not exist" in missing.problem
+    result = validate_extract(generated_rows(extension, 300, seed=8), extension)
+    store.write_dataset(extension.asset, result.valid.astype({"Detail": "object"}))  # another type
+    store.write_quarantine(extension.asset, result.quarantine.assign(_run_id="r"))
+    mismatched = previous_for_full_read(store, extension, with_quarantine=True)
+    assert mismatched.valid is None and "configured columns and types" in mismatched.problem
+    assert load_previous(store, extension).valid is None  # the same verdict
+    pd.testing.assert_frame_equal(mismatched.quarantine, load_previous(store, extension).quarantine)
+    store.dataset_path(extension.asset).write_text("not parquet")
+    broken = previous_for_full_read(store, extension, with_quarantine=False)
+    assert broken.valid is None and "cannot be read as parquet" in broken.problem

@@ -12,6 +12,15 @@ An extension with an ``incremental_column`` is read incrementally once it has a 
 merges the delta into the dataset and the quarantine); the threshold and the volume guard apply to the
 merged dataset, and the mark only moves when the materialization succeeds
 outside a dry run. Run config ``full_refresh: true`` reads every row.
+
+Pages flow from the source to the parquet file without the whole read ever being held raw: the
+source's ``read_pages`` (a ``PageStream``; ``read`` as one page for a source without it, see
+``open_read``) feeds ``validate_pages``, which types and checks the pages batch by batch, keeps the
+typed rows that passed, the primary keys as hashes and the raw values of failed rows only, finds
+primary-key duplicates on the keys at the end, and returns the valid rows as one frame (strings
+shared with the kept batches, not copied). A full read then replaces the dataset, knowing of the
+previous one only its row hashes (``rows_changed``); an incremental read merges its (small) delta
+into the previous dataset in memory. The dataset is written a row group at a time.
 """
 
 import datetime as dt
@@ -29,7 +38,7 @@ from sfmc_pipeline.config.models import DataExtensionConfig, PipelineConfig
 from sfmc_pipeline.datasets.incremental import (
     INCREMENTAL, IncrementalState, ReadPlan, load_previous, next_state, plan_read, record_state, stored_state, utc_now,
 )
-from sfmc_pipeline.datasets.merge import Landing, land
+from sfmc_pipeline.datasets.merge import Landing, land, previous_for_full_read
 from sfmc_pipeline.datasets.schemas import table_schema
 from sfmc_pipeline.datasets.validation import ValidationResult, validate_pages
 from sfmc_pipeline.datasets.volume import VolumeState, VolumeVerdict
@@ -115,9 +124,14 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             mode = sfmc.mode
             store = storage.get_store()
             state, state_problem = stored_state(store, extension.asset)
-            previous = load_previous(store, extension)
             plan = plan_read(extension, pipeline.settings, state, now=now, full_refresh=config.full_refresh,
-                             state_problem=state_problem, previous_problem=previous.problem)
+                             state_problem=state_problem)
+            if plan.mode == INCREMENTAL:  # the delta is merged into the previous dataset: load it
+                previous = load_previous(store, extension)
+                plan = plan_read(extension, pipeline.settings, state, now=now, full_refresh=config.full_refresh,
+                                 state_problem=state_problem, previous_problem=previous.problem)
+            else:  # a full read replaces it: only its row hashes (rows_changed), and the quarantine if kept
+                previous = previous_for_full_read(store, extension, with_quarantine=plan.tracks_mark)
             source = sfmc.get_source(page_size=pipeline.settings.page_size,
                                      concurrency=pipeline.settings.concurrent_page_reads)
             # Pages are typed and checked as they arrive (the source's errors surface here, mid-read).

@@ -14,6 +14,10 @@ not convert is compared as served.
 When the materialization fails, the dataset stays as it was and the quarantine written for
 inspection keeps every row it held, those of the read's quarantined keys replaced by the read's
 (``Landing.quarantine_if_failed``): nothing held disappears because a run failed.
+
+A full read needs of the previous dataset only which rows it held (``rows_changed``): it gets them
+as row hashes read row group by row group (``previous_for_full_read``), not as a frame, so a full
+read holds one dataset in memory, not two.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import reduce
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.conversion import clean_values, convert_frame
-from sfmc_pipeline.datasets.incremental import INCREMENTAL, Previous, ReadPlan, raw_cursor
+from sfmc_pipeline.datasets.conversion import clean_values, convert_frame, pandas_dtype
+from sfmc_pipeline.datasets.incremental import INCREMENTAL, QUARANTINE_COLUMNS, Previous, ReadPlan, raw_cursor
+from sfmc_pipeline.datasets.storage import DatasetStore, StorageError, as_pandas, iter_parquet, read_parquet
+from sfmc_pipeline.datasets.validation import release_memory, row_hash
 
 _SEPARATOR = "\x1f"  # between the parts of a composite key
 
@@ -48,7 +56,7 @@ def land(plan: ReadPlan, valid: pd.DataFrame, quarantine: pd.DataFrame, previous
                         extension)
 
 
-def full_landing(valid: pd.DataFrame, quarantine: pd.DataFrame, previous_valid: pd.DataFrame | None,
+def full_landing(valid: pd.DataFrame, quarantine: pd.DataFrame, previous_valid: pd.DataFrame | RowHashes | None,
                  previous_quarantine: pd.DataFrame | None, extension: DataExtensionConfig) -> Landing:
     """A full read: it replaces both files. ``previous_quarantine`` (None: not kept) is what a failed
     materialization keeps of the earlier quarantine."""
@@ -82,14 +90,93 @@ def merge_delta(previous_valid: pd.DataFrame, previous_quarantine: pd.DataFrame,
     return Landing(valid, quarantine, if_failed, count_changed(previous_valid, new_valid))
 
 
-def count_changed(previous: pd.DataFrame | None, current: pd.DataFrame) -> int:
+@dataclass(frozen=True)
+class RowHashes:
+    """Rows of a frame as far as ``count_changed`` needs them: the column names and a 64-bit hash
+    of each row (``frame_row_hashes``; in no particular order)."""
+
+    columns: list[str]
+    hashes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def count_changed(previous: pd.DataFrame | RowHashes | None, current: pd.DataFrame) -> int:
     """Rows of ``current`` with no identical row in ``previous`` (new or changed rows)."""
     if previous is None or len(previous) == 0 or list(previous.columns) != list(current.columns):
         return len(current)
     if len(current) == 0:
         return 0
-    seen = pd.Index(pd.util.hash_pandas_object(previous, index=False))
-    return int((~pd.util.hash_pandas_object(current, index=False).isin(seen)).sum())
+    seen = previous.hashes if isinstance(previous, RowHashes) else frame_row_hashes(previous)
+    seen.sort()  # in place: only membership matters
+    now = frame_row_hashes(current)
+    changed = 0
+    for start in range(0, len(now), 1 << 17):  # small temporaries
+        part = now[start : start + (1 << 17)]
+        changed += int((seen[np.minimum(np.searchsorted(seen, part), len(seen) - 1)] != part).sum())
+    return changed
+
+
+def frame_row_hashes(frame: pd.DataFrame, rows: int = 1 << 17) -> np.ndarray:
+    """A 64-bit hash of each row of ``frame`` (its values, not its index): equal rows hash equally.
+    Computed ``rows`` rows and one column at a time (arrow views of the frame's own buffers for
+    strings), so the temporaries stay small."""
+    if not len(frame.columns):
+        return np.zeros(len(frame), dtype=np.uint64)
+    parts = []
+    for start in range(0, len(frame), rows):
+        piece = frame.iloc[start : start + rows]
+        parts.append(row_hash(pa.array(piece[name].array) for name in piece.columns))
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+
+
+def previous_for_full_read(store: DatasetStore, extension: DataExtensionConfig, *, with_quarantine: bool) -> Previous:
+    """What a full read needs of the last materialization (``load_previous``'s checks): the dataset
+    as ``RowHashes`` (``valid``), read a row group at a time, and the quarantine when it is kept
+    (``with_quarantine``: the extension keeps a mark). Either is None when missing, unreadable or not
+    of the configured columns (and types)."""
+    problems = []
+    hashes = _dataset_row_hashes(store.dataset_path(extension.asset), extension, problems)
+    quarantine = None
+    if with_quarantine:
+        path = store.quarantine_path(extension.asset)
+        if not path.exists():
+            problems.append(f"{path} does not exist")
+        else:
+            try:
+                frame = read_parquet(path)
+            except StorageError as exc:
+                problems.append(str(exc))
+            else:
+                if list(frame.columns) == [*[c.name for c in extension.columns], *QUARANTINE_COLUMNS]:
+                    quarantine = frame
+                else:
+                    problems.append(f"{path} does not have the configured columns and types")
+    return Previous(hashes, quarantine, "; ".join(problems) or None)
+
+
+def _dataset_row_hashes(path, extension: DataExtensionConfig, problems: list[str]) -> RowHashes | None:
+    if not path.exists():
+        problems.append(f"{path} does not exist")
+        return None
+    expected = {c.name: str(pandas_dtype(c)) for c in extension.columns}
+    unusable = f"{path} does not have the configured columns and types"
+    try:
+        hashes = []
+        for number, table in enumerate(iter_parquet(path, rows=1 << 15)):  # small slices: small temporaries
+            if number == 0:  # the columns and their dtypes, as load_previous checks them
+                frame = as_pandas(table.slice(0, 0))
+                if list(frame.columns) != list(expected) or {c: str(t) for c, t in frame.dtypes.items()} != expected:
+                    problems.append(unusable)
+                    return None
+            hashes.append(row_hash(table.column(name) for name in expected))  # the values, as frame_row_hashes
+            del table
+            release_memory()  # one slice of the file at a time
+    except (pa.ArrowException, OSError) as exc:
+        problems.append(f"{path} cannot be read as parquet ({type(exc).__name__}: {exc})")
+        return None
+    return RowHashes(list(expected), np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64))
 
 
 def typed_keys(frame: pd.DataFrame, extension: DataExtensionConfig) -> pd.Series:

@@ -1,7 +1,9 @@
 """Where datasets, quarantines and state files live, and how they are written: atomically.
 
 A write goes to a temporary file in the target directory and is renamed over the target, so a
-crash never leaves a half-written dataset and a re-run replaces instead of appending twice.
+crash never leaves a half-written dataset and a re-run replaces instead of appending twice. Frames
+are written a row group (``ROW_GROUP_ROWS``) at a time, and ``iter_parquet`` reads a file back a
+slice at a time, so neither holds a second copy of a large dataset.
 """
 
 from __future__ import annotations
@@ -90,6 +92,23 @@ def read_parquet(path: Path) -> pd.DataFrame:
             f"{path} cannot be read as parquet ({type(exc).__name__}: {exc}); it was damaged or written by "
             f"something else. {fix}"
         ) from None
+    return as_pandas(table)
+
+
+def iter_parquet(path: Path, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
+    """The file's rows as arrow tables of about ``rows`` rows (one in memory at a time, with the
+    file's schema and its pandas metadata: ``as_pandas`` gives ``read_parquet``'s dtypes). Raises
+    ``pyarrow.ArrowException`` / ``OSError`` for a file that is not readable parquet."""
+    parquet = pq.ParquetFile(path, pre_buffer=False)  # read as decoded, not a row group ahead
+    if parquet.metadata.num_rows == 0:
+        yield parquet.read()
+        return
+    for batch in parquet.iter_batches(batch_size=rows, use_threads=False):
+        yield pa.Table.from_batches([batch])
+
+
+def as_pandas(table: pa.Table) -> pd.DataFrame:
+    """An arrow table read from a dataset file as ``read_parquet`` gives it."""
     return table.to_pandas(types_mapper=_keep_decimals)
 
 

@@ -8,24 +8,34 @@ A quarantined row keeps its original (raw string) values plus the reasons in pla
 fixed costs) and each batch is handled as it arrives: its values are typed (``conversion.py``), and
 the checks of the schema generated from the config (``schemas.py``: required values, the pandera
 column checks, the row checks) are evaluated on the typed batch. What is kept of a batch: its typed
-rows that passed (arrow-backed columns), the typed primary key of every row, the raw values and
-reasons of the rows that failed. After the last page, primary-key duplicates are found on the keys
-alone: every row sharing a key is quarantined, as the pandera ``unique`` check reports them (rows
-whose key is entirely null are left to the ``required`` check). The raw values of a duplicate that
-passed everything else are read back from a spill of the raw batches to a temporary Arrow IPC file
-(deleted at the end), so the raw pages are never all in memory. The valid rows are finally
+rows that passed (arrow tables), a 64-bit hash of every row's typed primary key, and the raw values
+and reasons of the rows that failed. After the last page, primary-key duplicates are found on the
+keys alone: every row sharing a key is quarantined, as the pandera ``unique`` check reports them
+(rows whose key is entirely null are left to the ``required`` check). The raw values of a duplicate
+that passed everything else are read back from a spill of the raw batches to a temporary Arrow IPC
+file (written in the background, deleted at the end), so the raw pages are never all in memory.
+The valid rows (one frame; string and decimal columns share the kept tables' buffers) are finally
 validated against the schema's contract (columns, dtypes, nullability) with pandera.
 
 Row numbers (``_row_number``, ``issues.row``) count across pages; reasons, their order within a
 row and the order of ``issues`` are those of pandera's lazy validation of the whole extract (type
 problems column by column, then the primary key, the row checks, then each column's required and
-value checks).
+value checks), checked against a copy of that implementation in ``test_chunked_validation.py``.
+
+Memory: the typed rows kept for the whole read are copied, batch by batch, into the system
+allocator's pool (``_KEPT``), apart from the default arrow pool that serves each batch's temporaries;
+after a large batch the freed memory is handed back to the operating system (``release_memory``).
+So the resident size follows what is kept (about the final dataset's arrow size) rather than what
+was ever allocated. The primary key is kept as a 64-bit hash per row (8 bytes); only rows whose
+hash repeats are compared by value. Two columns of a large batch are converted at once (threads:
+the arrow kernels release the GIL).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +55,7 @@ from sfmc_pipeline.datasets.schemas import column_checks, contract_schema, descr
 
 BATCH_ROWS = 65_536  # rows converted at once; pages are gathered (or a large frame sliced) to about this many
 COLUMN_THREADS = 2  # columns of a batch converted and checked at once
+_LARGE = 8192  # rows from which a batch is worth threads and handing memory back
 
 
 @dataclass(frozen=True)
@@ -93,9 +104,11 @@ def validate_pages(
     validator = _Validator(extension, spill_dir)
     try:
         for start, raw in _batches(pages, [c.name for c in extension.columns], batch_rows):
+            large = raw.num_rows >= _LARGE
             validator.add(start, raw)
             del raw
-            release_memory()  # a batch's temporaries are freed
+            if large:
+                release_memory()  # a batch's temporaries are freed
         return validator.finish()
     finally:
         validator.close()
@@ -135,7 +148,7 @@ def _raw_table(page: pd.DataFrame, names: list[str]) -> arrow.Table:
         else:
             array = arrow.array([""] * len(page), type=arrow.large_string())
         columns[name] = array.cast(arrow.large_string()) if array.type != arrow.large_string() else array
-    return arrow.table(columns) if columns else arrow.table({})
+    return arrow.table(columns)
 
 
 def _pandas_strings(table: arrow.Table, start: int) -> pd.DataFrame:
@@ -177,7 +190,8 @@ class _Validator:
             self.spill.add(start, raw_table)  # the previous batch goes to disk before this one is worked on
         raw = _pandas_strings(raw_table, start)
         # Columns are independent until the row checks: two at a time (arrow kernels release the GIL).
-        done = list(self.workers.map(lambda number: self._column(number, raw), range(len(self.names))))
+        run = self.workers.map if len(raw) >= _LARGE else map
+        done = list(run(lambda number: self._column(number, raw), range(len(self.names))))
         typed = {name: series for name, (series, _) in zip(self.names, done)}
         self.batch_issue_rows = []
         for _, found in done:
@@ -204,7 +218,7 @@ class _Validator:
         bad_keys = None
         if self.key:
             keys = [columns[name] for name in self.key]
-            self.key_hashes.append(_key_hash(keys))
+            self.key_hashes.append(row_hash(keys))
             bad_keys = [key.take(arrow.array(bad - start)) for key in keys]
         # The rows that passed, copied into the pool that holds what is kept for the whole read,
         # so that the default pool only recycles a batch's temporaries (no fragmentation).
@@ -241,7 +255,8 @@ class _Validator:
                     reasons.append(reason)
                     summaries.append(summary)
                 found.append((("d", number, check_number), _issues(failed, col.name, kind, reasons, summaries)))
-        arrow.default_memory_pool().release_unused()  # this thread's cached pages
+        if len(raw) >= _LARGE:
+            arrow.default_memory_pool().release_unused()  # this thread's cached pages
         return series, found
 
     def _issue(self, group: _GroupKey, frame: pd.DataFrame) -> None:
@@ -249,10 +264,11 @@ class _Validator:
         self.batch_issue_rows.append(frame["row"].to_numpy(dtype=np.int64))
 
     def finish(self) -> ValidationResult:
+        release = release_memory if self.rows >= _LARGE else (lambda: None)
         duplicates = self._duplicate_keys()
-        release_memory()
+        release()
         valid = self._valid(duplicates)
-        release_memory()
+        release()
         issues = self._all_issues()
         quarantine = self._quarantine(issues, duplicates)
         if len(valid):
@@ -266,7 +282,7 @@ class _Validator:
                     f"{self.extension.key}: dataset-level schema failure {broken.to_dict('records')}"
                 ) from None
         self.chunks = []
-        release_memory()
+        release()
         return ValidationResult(valid=valid, quarantine=quarantine, issues=issues, rows_read=self.rows)
 
     def _duplicate_keys(self) -> np.ndarray:
@@ -282,8 +298,11 @@ class _Validator:
         ordered = np.sort(hashes)
         repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])  # hashes of more than one row
         del ordered
-        candidates = np.flatnonzero(np.isin(hashes, repeated))
-        del hashes
+        if not len(repeated):
+            return np.empty(0, dtype=np.int64)
+        at = np.minimum(np.searchsorted(repeated, hashes), len(repeated) - 1)
+        candidates = np.flatnonzero(repeated[at] == hashes)
+        del hashes, at
         if not len(candidates):
             return np.empty(0, dtype=np.int64)
         keys = self._key_values(candidates)
@@ -479,29 +498,40 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _NULL_HASH = np.uint64(0x2545F4914F6CDD1D)
 
 
-def _key_hash(parts: list[arrow.Array]) -> np.ndarray:
-    """A 64-bit hash of each row's key: equal keys (null equal to null) hash equally."""
-    combined = np.zeros(len(parts[0]), dtype=np.uint64)
+def row_hash(parts: Iterable[arrow.Array | arrow.ChunkedArray]) -> np.ndarray:
+    """A 64-bit hash of each row of these columns: equal rows (null equal to null) hash equally,
+    different ones almost never (the primary-key check compares the rows whose hash repeats).
+    Columns are hashed one at a time, chunk by chunk (nothing is concatenated)."""
+    combined = None
     with np.errstate(over="ignore"):
         for part in parts:
-            combined = (combined ^ _column_hash(part)) * _MIX + np.uint64(1)
-    return combined
+            chunks = part.chunks if isinstance(part, arrow.ChunkedArray) else [part]
+            hashed = (np.concatenate([_column_hash(chunk) for chunk in chunks]) if chunks
+                      else np.empty(0, dtype=np.uint64))
+            combined = (np.zeros(len(hashed), dtype=np.uint64) if combined is None else combined)
+            combined = (combined ^ hashed) * _MIX + np.uint64(1)
+    return np.empty(0, dtype=np.uint64) if combined is None else combined
 
 
 def _column_hash(array: arrow.Array) -> np.ndarray:
     """A 64-bit hash of each value: strings by their bytes and length, decimals by their 16 bytes,
-    integers, timestamps and booleans by their value; nulls share one hash."""
+    integers, timestamps, booleans and floats by their value; nulls share one hash."""
     n = len(array)
     valid = np.asarray(array.is_valid())
     with np.errstate(over="ignore"):
         if arrow.types.is_large_string(array.type) or arrow.types.is_string(array.type):
             hashed = _string_hash(array, valid)
         else:
-            if arrow.types.is_decimal(array.type):
+            if arrow.types.is_decimal128(array.type):
                 words = np.frombuffer(array.buffers()[1], dtype=np.uint64)[2 * array.offset : 2 * (array.offset + n)]
                 words = words.reshape(n, 2).T
-            else:
+            elif arrow.types.is_floating(array.type):
+                words = [np.asarray(array.fill_null(0).cast(arrow.float64())).view(np.uint64)]
+            elif (arrow.types.is_integer(array.type) or arrow.types.is_temporal(array.type)
+                  or arrow.types.is_boolean(array.type)):
                 words = [np.asarray(array.fill_null(0).cast(arrow.int64())).view(np.uint64)]
+            else:  # anything else: pandas' hash of the values
+                words = [pd.util.hash_array(np.asarray(array.to_pandas(), dtype=object))]
             hashed = np.zeros(n, dtype=np.uint64)
             for word in words:
                 hashed = _mix(hashed, word)
@@ -515,8 +545,7 @@ def _string_hash(array: arrow.Array, valid: np.ndarray) -> np.ndarray:
     lengths = np.diff(_offsets(array))
     hashed = np.zeros(len(array), dtype=np.uint64)
     for length in np.unique(lengths[valid]).tolist():
-        same = valid & (lengths == length)
-        rows = np.flatnonzero(same)
+        rows = np.flatnonzero(valid & (lengths == length))
         group = array if len(rows) == len(array) else array.take(arrow.array(rows))
         start = int(_offsets(group)[0])
         data = group.buffers()[2]
@@ -563,18 +592,29 @@ def _as_served(raw_value, typed_value):
 class _RawSpill:
     """The raw batches of a read, kept for the rows that turn out to share a primary key with a
     later row. The newest batch stays in memory; earlier ones go to a temporary Arrow IPC file
-    (written as they are replaced, read back by row number, deleted by ``close``)."""
+    (written in the background as they are replaced, one write at a time, read back by row number,
+    deleted by ``close``)."""
 
     def __init__(self, directory):
         self.directory = directory
         self.held: tuple[int, arrow.Table] | None = None
         self.path: str | None = None
         self.writer = None
+        self.background: ThreadPoolExecutor | None = None
+        self.writing = None  # the write in progress (a Future)
 
     def add(self, start: int, raw: arrow.Table) -> None:
         if self.held is not None:
-            self._write(self.held[1])
+            self._wait()
+            if self.background is None:
+                self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate-spill")
+            self.writing = self.background.submit(self._write, self.held[1])
         self.held = (start, raw)
+
+    def _wait(self) -> None:
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            writing.result()  # a failed write fails the read here
 
     def _write(self, raw: arrow.Table) -> None:
         if self.writer is None:
@@ -585,6 +625,7 @@ class _RawSpill:
 
     def take(self, rows: np.ndarray) -> pd.DataFrame:
         """The raw values of these rows (row numbers of the read, ascending) as ``string`` columns."""
+        self._wait()
         if self.writer is None:  # one batch: it is still here
             start, table = self.held
             picked = table.take(arrow.array(rows - start))
@@ -595,7 +636,8 @@ class _RawSpill:
             self.writer.close()
             self.writer = None
             pieces, first = [], 0
-            with arrow.OSFile(self.path) as source:  # one record batch in memory at a time (a map would be resident whole)
+            # one record batch in memory at a time (a memory map would end up resident whole)
+            with arrow.OSFile(self.path) as source:
                 reader = arrow.ipc.open_file(source)
                 for number in range(reader.num_record_batches):
                     batch = reader.get_batch(number)
@@ -608,9 +650,19 @@ class _RawSpill:
 
     def close(self) -> None:
         self.held = None
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        if self.path is not None:
-            Path(self.path).unlink(missing_ok=True)
-            self.path = None
+        failing = sys.exc_info()[0] is not None  # closing because the read failed: keep that error
+        try:
+            self._wait()
+        except Exception:
+            if not failing:
+                raise
+        finally:
+            if self.background is not None:
+                self.background.shutdown(wait=True)
+                self.background = None
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            if self.path is not None:
+                Path(self.path).unlink(missing_ok=True)
+                self.path = None
