@@ -371,24 +371,8 @@ class SalesforceClient:
             headers["Content-Type"] = content_type
         if accept is not None:
             headers["Accept"] = accept
-        for attempt in (1, 2):
-            if self._access_token is None:
-                self._login()
-            response = self.transport.request(
-                method,
-                f"{self.instance_url}{prefix}{relative}",
-                idempotent=idempotent,
-                headers={**headers, "Authorization": f"Bearer {self._access_token}"},
-                data=body,
-            )
-            self._record_limit_info(response)
-            if response.status_code == 401 and attempt == 1:
-                self._access_token = None  # expired or revoked: one fresh login, one more try
-                continue
-            break
-        if 200 <= response.status_code < 300:
-            return response
-        raise self._api_error(response, what)
+        return self._send(method, f"services/data/v{self.api_version}/{relative}", what=what, headers=headers,
+                          data=body, idempotent=idempotent)
 
     # ------------------------------------------------------------------ internals: API calls
 
@@ -422,12 +406,18 @@ class SalesforceClient:
         re-login once on 401; raise ``ApiError`` for non-2xx."""
         headers = {} if body is None else {"Content-Type": "application/json"}
         data = None if body is None else json_body(body)
+        return self._send(method, path, what=what, headers=headers, data=data)
+
+    def _send(self, method: str, path: str, *, what: str, headers: Mapping[str, str], data: bytes | None,
+              idempotent: bool = True) -> requests.Response:
+        """The one request loop: lazy login, ``instance_url + path`` with the Bearer token, ``Sforce-Limit-Info``
+        recorded, one re-login and resend on 401; the 2xx response, else ``_api_error``."""
         for attempt in (1, 2):
             if self._access_token is None:
                 self._login()
-            url = f"{self.instance_url}{path}"
             response = self.transport.request(
-                method, url, headers={**headers, "Authorization": f"Bearer {self._access_token}"}, data=data
+                method, f"{self.instance_url}{path}", idempotent=idempotent,
+                headers={**headers, "Authorization": f"Bearer {self._access_token}"}, data=data,
             )
             self._record_limit_info(response)
             if response.status_code == 401 and attempt == 1:
