@@ -38,7 +38,7 @@ from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.transport import ApiError, ConfigurationError, Redactor
+from sfmc_pipeline.transport import ApiError, ConfigurationError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -502,7 +502,6 @@ class DestinationSync:
         confirmed in the ledger (one transaction each) and lock failures queued for a re-send."""
         queue = deque(to_send)
         lock_attempts: Counter = Counter()
-        size = self.settings.batch_size
         status_names = set(out.status_fields.values())
         limit = self._concurrency()
         out.concurrency = limit

@@ -41,6 +41,8 @@ import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any
+
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineSettings
@@ -75,9 +77,11 @@ class IncrementalState:
 
 @dataclass(frozen=True)
 class Previous:
-    """The dataset and quarantine of the last materialization, as far as they can be read."""
+    """The dataset and quarantine of the last materialization, as far as they can be read. ``valid`` is the
+    dataset itself for an incremental read (the delta is merged into it), or only its row hashes
+    (``merge.RowHashes``, for counting changed rows) for a full read, which replaces it."""
 
-    valid: pd.DataFrame | None
+    valid: Any  # pd.DataFrame | merge.RowHashes | None
     quarantine: pd.DataFrame | None
     problem: str | None = None  # why not both could be read
 
