@@ -87,7 +87,7 @@ from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS
 from sfmc_pipeline.crm.records import RecordError
 from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
 from sfmc_pipeline.datasets.salesforce_id import is_valid_id, to_18
-from sfmc_pipeline.datasets.storage import StorageError
+from sfmc_pipeline.datasets.storage import StorageError, open_state_db
 from sfmc_pipeline.transport import ApiError
 
 SUCCEEDED, FAILED_RECORD, PENDING = "succeeded", "failed", "pending"
@@ -275,9 +275,7 @@ class BulkJobStore:
         self.path = Path(path)
         self.target = target
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = open_state_db(self.path)
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except (sqlite3.Error, OSError) as exc:

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sfmc_pipeline.datasets.storage import StorageError
+from sfmc_pipeline.datasets.storage import StorageError, open_state_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -72,9 +72,7 @@ class SyncLedger:
         self.path = Path(path)
         self.target = target
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = open_state_db(self.path)
             self._db.execute(_SCHEMA.format(name="confirmed_fields"))
             self._keyed_table()
         except (sqlite3.Error, OSError) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sqlite3
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +115,17 @@ def as_pandas(table: pa.Table) -> pd.DataFrame:
 
 def _keep_decimals(arrow_type: pa.DataType):
     return pd.ArrowDtype(arrow_type) if pa.types.is_decimal(arrow_type) else None
+
+
+def open_state_db(path: Path) -> sqlite3.Connection:
+    """A state database of the storage directory (the sync ledger, the Bulk job store): its folder created,
+    autocommit (callers open their own transactions), write-ahead log so readers never block the writer,
+    a minute's wait for another process's lock. Raises ``sqlite3.Error`` / ``OSError`` for the caller to
+    explain with its own fix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=60, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    return db
 
 
 def write_json(data: Any, target: Path) -> Path:

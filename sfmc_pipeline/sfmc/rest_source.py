@@ -340,6 +340,14 @@ class _Columns:
         self.names = [c.name for c in extension.columns]
         self.by_lower = {name.lower(): name for name in self.names}
 
+    def _spelling(self, served: set[str]) -> dict[str, str]:
+        """Configured column -> the served field name that holds it (the first in sorted order when SFMC
+        serves several spellings of one name)."""
+        spelling: dict[str, str] = {}
+        for name in sorted(served):
+            spelling.setdefault(self.by_lower.get(name.lower(), ""), name)
+        return spelling
+
     def frame(self, items: list[dict], offset: int) -> tuple[pd.DataFrame, set[str]]:
         """The items as a frame aligned like ``align_columns`` (index from ``offset``), and the
         field names they served."""
@@ -348,9 +356,7 @@ class _Columns:
         for keys, values in rows:
             served.update(keys)
             served.update(values)
-        spelling: dict[str, str] = {}
-        for name in sorted(served):
-            spelling.setdefault(self.by_lower.get(name.lower(), ""), name)
+        spelling = self._spelling(served)
         data = {}
         for column in self.names:
             name = spelling.get(column)
@@ -364,9 +370,7 @@ class _Columns:
     def frame_of_columns(self, items: "_Items", offset: int) -> tuple[pd.DataFrame, set[str]]:
         """``frame`` for items parsed into columns: the same frame, without a Python object per row."""
         served = set(items.keys) | set(items.values)
-        spelling: dict[str, str] = {}
-        for name in sorted(served):
-            spelling.setdefault(self.by_lower.get(name.lower(), ""), name)
+        spelling = self._spelling(served)
         data = {}
         for column in self.names:
             name = spelling.get(column)
