@@ -11,17 +11,19 @@ from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path, local_db_path
 from sfmc_pipeline.assets.datasets import build_dataset_assets
 from sfmc_pipeline.assets.segments import build_segment_assets
+from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import PipelineConfig
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.settings import SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
 
@@ -31,6 +33,16 @@ def flow_assets(config: PipelineConfig) -> list:
 
 
 ASSETS = flow_assets(CONFIG)  # the whole flow of the shipped config
+
+
+def edited_config(tmp_path: Path, edit) -> PipelineConfig:
+    """The shipped pipeline.yaml after ``edit(raw)`` changed its parsed YAML in place, written to ``tmp_path``
+    and loaded (validated) like any config."""
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    edit(raw)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return load_pipeline_config(path)
 
 
 def copy_sample(dest: Path) -> Path:

@@ -15,6 +15,7 @@ from sfmc_pipeline.config.models import ScheduleConfig
 from sfmc_pipeline.definitions import build_definitions
 from sfmc_pipeline.jobs import STORAGE_TAG
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, REPO_ROOT
+from sfmc_pipeline_tests.flow_fixtures import edited_config
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 DEFS = build_definitions(CONFIG)
@@ -25,11 +26,7 @@ SYNCS = {dg.AssetKey(["salesforce", d.name]) for d in CONFIG.destinations}
 
 def _config_with(tmp_path, automation: str):
     """The shipped config with its ``automation`` section replaced by ``automation`` (YAML)."""
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    raw["automation"] = yaml.safe_load(automation)
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return load_pipeline_config(path)
+    return edited_config(tmp_path, lambda raw: raw.update(automation=yaml.safe_load(automation)))
 
 
 def test_the_schedule_runs_the_whole_flow_every_4_hours_and_ships_stopped():

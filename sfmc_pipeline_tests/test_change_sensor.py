@@ -4,28 +4,23 @@ small requests and requests one run of what changed, with its whole state in the
 import json
 
 import dagster as dg
-import yaml
 
 from sfmc_pipeline.automation.change_sensor import CHANGE_SENSOR_NAME, build_change_sensor
-from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.definitions import build_definitions
 from sfmc_pipeline.jobs import STORAGE_TAG
 from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
-from sfmc_pipeline_tests.flow_fixtures import copy_sample
+from sfmc_pipeline_tests.flow_fixtures import copy_sample, edited_config
 
 DOWNSTREAM = {"segment_memberships", "segment_statuses", "salesforce/contacts", "salesforce/leads"}
 
 
 def _config(tmp_path, *, incremental: bool):
     """The shipped config, with or without Activities' incremental_column."""
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    for ext in raw["data_extensions"]:
-        if not incremental:
-            ext.pop("incremental_column", None)
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return load_pipeline_config(path)
+    def edit(raw):
+        for ext in raw["data_extensions"]:
+            if not incremental:
+                ext.pop("incremental_column", None)
+    return edited_config(tmp_path, edit)
 
 
 def _serve(fake_sfmc, config, rows: dict[str, int]):
@@ -135,11 +130,9 @@ def test_in_embedded_mode_it_watches_the_sample_files(tmp_path):
 
 
 def test_the_interval_comes_from_the_config(tmp_path):
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    raw["automation"]["change_sensor"] = {"minimum_interval_seconds": 900}
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    sensor = build_change_sensor(load_pipeline_config(path))
+    config = edited_config(tmp_path, lambda raw: raw["automation"].update(
+        change_sensor={"minimum_interval_seconds": 900}))
+    sensor = build_change_sensor(config)
     assert sensor.minimum_interval_seconds == 900
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
