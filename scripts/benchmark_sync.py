@@ -17,10 +17,12 @@ Setup. The test suite's fake org (``FakeSalesforceServer``: real HTTP on 127.0.0
 process, so it neither shares this process's interpreter lock nor counts in its memory, and it holds
 every request for ``--latency`` seconds (default 0.05) before answering, like a network round trip plus
 Salesforce's own processing; concurrent requests wait together. Each sync uses a fresh
-``SalesforceClient`` and its own ledger; ``DestinationSync.run`` is what is timed, split into
-*login + describe* (network), *change set* (ledger read, desired state, diff, client-side checks, exit
-guard, Bulk recovery check: the sync's own code) and *send* (write requests in flight plus the ledger
-commit of each batch; for Bulk: the job's calls, the writer's poll waits and its client-side work).
+``SalesforceClient`` and its own ledger; ``DestinationSync.run`` and closing the ledger are what is
+timed, split into *login + describe* (network), *change set* (ledger read, desired state, diff,
+client-side checks, exit guard, Bulk recovery check: the sync's own code), *send* (write requests in
+flight plus the ledger commit of each batch; for Bulk: the job's calls, the writer's poll waits and its
+client-side work) and *ledger close* (saving the ledger snapshot the next run reads, after a run that
+wrote).
 
 Bulk API 2.0 in the fake. The fake processes a closed job at its first poll (its
 ``bulk_polls_before_complete`` is left at the default 0), inside that poll's request, so a Bulk sync here
@@ -227,6 +229,7 @@ class Phase:
     network_setup: float  # login + describe
     change_set: float  # the sync's own code before sending
     send: float  # write requests in flight + ledger commits (+ the whole Bulk write)
+    ledger_close: float  # closing the ledger: saving its snapshot for the next run (when it wrote)
     composite: float  # of send: sObject Collections batches (requests + ledger commits)
     api_requests: int  # client.api_requests: token call and retries included
     logins: int
@@ -343,7 +346,11 @@ def sync_once(org: FakeOrg, dest: DestinationConfig, settings: SyncSettings, led
         syncer._send = _timed(syncer._send, totals, "send")
         syncer._send_collections = _timed(syncer._send_collections, totals, "composite")
         outcome = syncer.run(statuses, profiles)
+        closing_at = time.perf_counter()
+        ledger.close()  # saves the ledger snapshot the next run reads: part of the sync's cost
+        ledger = None
         seconds = time.perf_counter() - start
+        totals["ledger close"] = time.perf_counter() - closing_at
         peak = peak_rss_mib()
     finally:
         if writer is not None:
@@ -360,7 +367,8 @@ def sync_once(org: FakeOrg, dest: DestinationConfig, settings: SyncSettings, led
     network, send = totals.get("network", 0.0), totals.get("send", 0.0)
     outcome.desired = None  # the desired-state frames: not kept across phases (memory)
     fake = org.call("phase_counts")
-    phase = Phase(outcome, seconds, network, seconds - network - send, send, totals.get("composite", 0.0),
+    saving = totals["ledger close"]
+    phase = Phase(outcome, seconds, network, seconds - network - send - saving, send, saving, totals.get("composite", 0.0),
                   client.api_requests, client.logins, client.transport.stats.retries, peak, fake,
                   {name: (counts[name], calls[name]) for name in calls}, totals.get("poll wait", 0.0), parts,
                   messages)
@@ -465,7 +473,7 @@ def phase_line(label: str, p: Phase, everything: int, *, moved: int | None = Non
     out = p.outcome
     moved = out.considered if moved is None else moved
     split = (f"wall {p.seconds:7.2f} s = login+describe {p.network_setup:5.2f} + change set {p.change_set:5.2f} + "
-             f"send {p.send:6.2f}")
+             f"send {p.send:6.2f} + ledger close {p.ledger_close:4.2f}")
     if out.bulk_jobs:
         create_close = sum(p.bulk_calls.get(name, (0, 0.0))[1] for name in ("create_job", "close"))
         results = sum(p.bulk_calls.get(name, (0, 0.0))[1] for name in RESULT_CALLS)

@@ -13,9 +13,13 @@ records the destination that wrote it, whether the field is a segment status fie
 attribute, and the profile the record belongs to (so an exit can be derived for a profile that is
 no longer listed anywhere).
 
-Reading is the hot path of an unchanged re-run (200,000 records are about 1.2 million rows): the
-rows are read in one query with one ``group_concat`` per column, split in Arrow and handed to
-pandas as ``str`` columns without a Python object per value (``confirmed``).
+Reading is the hot path of an unchanged re-run (200,000 records are about 1.2 million rows). The
+rows of an object are kept as an Arrow table, in memory while the ledger is open and in a snapshot
+file beside it after it closes, each tied to the ledger's content by a stamp that every write
+transaction renews (``ledger_snapshot``); only when neither is current are they read from SQLite,
+in one query with one ``group_concat`` per column, split in Arrow. ``confirmed`` hands them to
+pandas as ``str`` columns without a Python object per value. The tables of this file are written
+only through this class: a write that bypasses it would not renew the stamp.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, NamedTuple
@@ -31,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sfmc_pipeline.crm.ledger_snapshot import KEY, ConfirmedTable, SnapshotFiles, empty_table, table_of
 from sfmc_pipeline.datasets.storage import StorageError, open_state_db
 
 _SCHEMA = """
@@ -47,6 +53,14 @@ CREATE TABLE IF NOT EXISTS {name} (
     run_id TEXT NOT NULL,
     written_at TEXT NOT NULL,
     PRIMARY KEY (target, object, record_id, field)
+) WITHOUT ROWID
+"""
+_STAMPS = """
+CREATE TABLE IF NOT EXISTS ledger_stamps (
+    target TEXT NOT NULL,
+    object TEXT NOT NULL,
+    stamp TEXT NOT NULL,           -- random, new in every transaction that changes the object's rows
+    PRIMARY KEY (target, object)
 ) WITHOUT ROWID
 """
 # WITHOUT ROWID: the rows live in the key's B-tree, so reading one destination is one ordered pass
@@ -71,9 +85,12 @@ class SyncLedger:
     def __init__(self, path: str | Path, target: str):
         self.path = Path(path)
         self.target = target
+        self._tables: dict[str, ConfirmedTable] = {}  # object -> its rows as of a stamp (ledger_snapshot)
+        self._snapshots = SnapshotFiles(self.path, target)
         try:
             self._db = open_state_db(self.path)
             self._db.execute(_SCHEMA.format(name="confirmed_fields"))
+            self._db.execute(_STAMPS)
             self._keyed_table()
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(
@@ -83,7 +100,20 @@ class SyncLedger:
             ) from None
 
     def close(self) -> None:
-        self._db.close()
+        """Save the snapshot of each object this ledger read and then wrote (when still current), so
+        the next run reads it instead of SQLite; a snapshot that cannot be written is skipped (the next
+        read is from SQLite)."""
+        try:
+            for sobject, held in self._tables.items():
+                if held.saved or held.stamp is None or held.stamp != self._stamp(sobject):
+                    continue
+                try:
+                    self._snapshots.save(sobject, held.stamp, held.rows())
+                except (StorageError, pa.ArrowException):
+                    continue
+        finally:
+            self._tables.clear()
+            self._db.close()
 
     def _keyed_table(self) -> None:
         """Move a ledger written before the table was ``WITHOUT ROWID`` into that layout, once, in one
@@ -112,46 +142,95 @@ class SyncLedger:
         unknown = set(wanted) - set(CONFIRMED_COLUMNS)
         if unknown:
             raise ValueError(f"no ledger column {sorted(unknown)}; columns are {CONFIRMED_COLUMNS}")
-        where = "WHERE target = ? AND object = ?"
-        params: tuple = (self.target, sobject)
+        table = self._rows(sobject)
         if destination is not None:
-            where += " AND destination = ?"
-            params += (destination,)
-        frame = self._read_columns(self._db, where, params, destination, wanted)
-        if frame is None:  # a value holds the separator or the null marker: read it row by row
-            query = f"SELECT {', '.join(wanted)} FROM confirmed_fields {where} ORDER BY record_id, field"
-            frame = pd.read_sql_query(query, self._db, params=params)
-        return frame
+            table = table.filter(pc.equal(table["destination"], pa.scalar(destination, pa.large_string())))
+        return pd.DataFrame({c: pd.Series(table[c].combine_chunks(), dtype="str") for c in wanted})
 
-    def _read_columns(self, db: sqlite3.Connection, where: str, params: tuple, destination: str | None,
-                      wanted: list[str]) -> pd.DataFrame | None:
+    def _rows(self, sobject: str) -> pa.Table:
+        """Every ledger row of ``sobject`` on this target: from the in-memory table or the snapshot
+        file when either holds the ledger's current stamp, else from SQLite (``ledger_snapshot``)."""
+        stamp = self._stamp(sobject)
+        held = self._tables.get(sobject)
+        if held is not None and held.stamp == stamp:
+            return held.rows()
+        table = self._snapshots.load(sobject, stamp, CONFIRMED_COLUMNS) if stamp is not None else None
+        saved = table is not None
+        if table is None:
+            table = self._read_sqlite(sobject)
+        self._tables[sobject] = ConfirmedTable(stamp, table, saved=saved)
+        return table
+
+    def _read_sqlite(self, sobject: str) -> pa.Table:
         """The rows as one ``group_concat`` per column (one pass over the key index, so in key order;
-        no Python object per value), split in Arrow. None when the text cannot be split back exactly:
-        a value holding the separator (the parts do not add up) or the null marker (more markers
-        than nulls)."""
-        names = [c for c in wanted if not (c == "destination" and destination is not None)]
+        no Python object per value), split in Arrow; row by row when the text cannot be split back
+        exactly: a value holding the separator (the parts do not add up) or the null marker (more
+        markers than nulls)."""
+        where, params = "WHERE target = ? AND object = ?", (self.target, sobject)
         parts = [f"group_concat(coalesce({c}, char(30)), char(31))" if c in _NULLABLE else f"group_concat({c}, char(31))"
-                 for c in names]
+                 for c in CONFIRMED_COLUMNS]
         counts = [f"count({c})" for c in _NULLABLE]
         query = f"SELECT count(*), {', '.join(counts)}, {', '.join(parts)} FROM confirmed_fields {where}"
-        n, *rest = db.execute(query, params).fetchone()
+        n, *rest = self._db.execute(query, params).fetchone()
         if not n:
-            return pd.DataFrame({c: pd.Series([], dtype=object) for c in wanted})
+            return empty_table(CONFIRMED_COLUMNS)
         present = dict(zip(_NULLABLE, rest[: len(_NULLABLE)]))
         columns = {}
-        for name, joined in zip(names, rest[len(_NULLABLE):]):
+        for name, joined in zip(CONFIRMED_COLUMNS, rest[len(_NULLABLE):]):
             values = pc.split_pattern(pa.array([joined], pa.large_string()), _UNIT).values
             if len(values) != n:
-                return None
+                return self._read_row_by_row(where, params)
             if name in present:
                 marked = pc.equal(values, _NULL)
                 if (pc.sum(marked).as_py() or 0) != n - present[name]:
-                    return None
+                    return self._read_row_by_row(where, params)
                 values = pc.if_else(marked, pa.scalar(None, pa.large_string()), values)
-            columns[name] = pd.Series(values, dtype="str")
-        if destination is not None and "destination" in wanted:
-            columns["destination"] = pd.Series(pa.repeat(pa.scalar(destination, pa.large_string()), n), dtype="str")
-        return pd.DataFrame({c: columns[c] for c in wanted})
+            columns[name] = values
+        return pa.table(columns)
+
+    def _read_row_by_row(self, where: str, params: tuple) -> pa.Table:
+        cast = ", ".join(f"CAST({c} AS TEXT)" for c in CONFIRMED_COLUMNS)
+        rows = self._db.execute(f"SELECT {cast} FROM confirmed_fields {where} ORDER BY record_id, field",
+                                params).fetchall()
+        return table_of(CONFIRMED_COLUMNS, [list(v) for v in zip(*rows)] if rows else [[]] * len(CONFIRMED_COLUMNS))
+
+    def _stamp(self, sobject: str) -> str | None:
+        row = self._db.execute("SELECT stamp FROM ledger_stamps WHERE target = ? AND object = ?",
+                               (self.target, sobject)).fetchone()
+        return row[0] if row else None
+
+    def _new_stamp(self, sobject: str) -> str:
+        stamp = uuid.uuid4().hex
+        self._db.execute("INSERT INTO ledger_stamps (target, object, stamp) VALUES (?, ?, ?) "
+                         "ON CONFLICT (target, object) DO UPDATE SET stamp = excluded.stamp",
+                         (self.target, sobject, stamp))
+        return stamp
+
+    def _write(self, sobject: str, sql: str, data: list[tuple], action: str, journal: list[list]) -> int:
+        """Run ``sql`` over ``data`` in one transaction that also sets a new stamp; keep the in-memory
+        table current when it held the stamp this write replaced. Returns the rows changed."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                before, changes = self._stamp(sobject), self._db.total_changes
+                self._db.executemany(sql, data)
+                changes = self._db.total_changes - changes
+                after = self._new_stamp(sobject) if changes else before
+        except BaseException:
+            self._tables.pop(sobject, None)
+            raise
+        held = self._tables.get(sobject)
+        if held is None or not changes:
+            return changes
+        try:
+            rows = table_of(CONFIRMED_COLUMNS if action == "upsert" else KEY, journal)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # a value that is not text: read it back from SQLite
+            rows = None
+        if rows is None or held.stamp != before:
+            del self._tables[sobject]
+        else:
+            held.wrote(action, rows, after)
+        return changes
 
     def record(self, sobject: str, destination: str, run_id: str, rows: Iterable[Confirmed]) -> None:
         """Confirm rows in one transaction."""
@@ -161,28 +240,29 @@ class SyncLedger:
              encode(r.value) if r.encoded is None else r.encoded, run_id, now)
             for r in rows
         ]
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT INTO confirmed_fields (target, object, record_id, field, kind, destination, profile_key, crm_id, "
-                "value, run_id, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (target, object, record_id, field) DO UPDATE SET kind = excluded.kind, "
-                "destination = excluded.destination, profile_key = excluded.profile_key, crm_id = excluded.crm_id, "
-                "value = excluded.value, run_id = excluded.run_id, written_at = excluded.written_at",
-                data,
-            )
+        if not data:
+            return
+        columns = list(zip(*data))
+        self._write(
+            sobject,
+            "INSERT INTO confirmed_fields (target, object, record_id, field, kind, destination, profile_key, crm_id, "
+            "value, run_id, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (target, object, record_id, field) DO UPDATE SET kind = excluded.kind, "
+            "destination = excluded.destination, profile_key = excluded.profile_key, crm_id = excluded.crm_id, "
+            "value = excluded.value, run_id = excluded.run_id, written_at = excluded.written_at",
+            data, "upsert", [list(columns[i]) for i in range(2, 9)],
+        )
 
     def forget(self, sobject: str, pairs: Iterable[tuple[str, str]]) -> int:
         """Drop the confirmation of ``(record_id, field)`` pairs (the CRM no longer holds what was
         written), so the next sync sends them again. Returns how many rows were dropped."""
         data = [(self.target, sobject, rid, fld) for rid, fld in pairs]
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            before = self._db.total_changes
-            self._db.executemany(
-                "DELETE FROM confirmed_fields WHERE target = ? AND object = ? AND record_id = ? AND field = ?", data
-            )
-            return self._db.total_changes - before
+        if not data:
+            return 0
+        return self._write(
+            sobject, "DELETE FROM confirmed_fields WHERE target = ? AND object = ? AND record_id = ? AND field = ?",
+            data, "delete", [[d[2] for d in data], [d[3] for d in data]],
+        )
 
 
 def encode(value: object) -> str:

@@ -308,7 +308,8 @@ class DestinationSync:
         Also fills ``self._encoded`` with the ledger text of each value to send. A record's fields
         come in the order of the parts: its status fields by (profile, field), its clears, then the
         attributes in mapping order (a later value for the same field wins)."""
-        changed_rows = [_differs(part.frame, confirmed) for part in parts]
+        ledger = _LedgerValues(confirmed)
+        changed_rows = [ledger.differs(part.frame) for part in parts]
         statuses = parts[0].frame[changed_rows[0]]
         if len(statuses) > 1:
             statuses = sorted_rows(statuses, ["record_id", "clearing", PROFILE_KEY, "field"])
@@ -719,26 +720,54 @@ def _owners(parts: list[_Written], record_ids: list[str]) -> dict[str, str]:
     return dict(zip(arrow(rows["record_id"]).to_pylist(), arrow(rows[PROFILE_KEY]).to_pylist()))
 
 
-def _differs(frame: pd.DataFrame, confirmed: pd.DataFrame) -> np.ndarray:
-    """True for each row of ``frame`` (``record_id, field, encoded``) whose (record, field) the ledger
-    has not confirmed, or confirmed with another text: one hash lookup of record ids per field."""
-    changed = np.ones(len(frame), dtype=bool)
-    if frame.empty or confirmed.empty:
+class _LedgerValues:
+    """The confirmed texts of one ledger read, by field: each field's (record ids, values) is picked
+    out once (on the dictionary codes of the field column) and shared by every part's diff."""
+
+    def __init__(self, confirmed: pd.DataFrame):
+        self._fields = arrow(confirmed["field"]).dictionary_encode() if len(confirmed) else None
+        self._ids = arrow(confirmed["record_id"]) if len(confirmed) else None
+        self._values = arrow(confirmed["value"]) if len(confirmed) else None
+        self._codes = {} if self._fields is None else {
+            name: code for code, name in enumerate(self._fields.dictionary.to_pylist())}
+        self._by_field: dict[str, tuple[pa.Array, pa.Array]] = {}
+
+    def of(self, name: str) -> tuple[pa.Array, pa.Array] | None:
+        """(record ids, confirmed texts) of ``name``, or None when the ledger has none."""
+        code = self._codes.get(name)
+        if code is None:
+            return None
+        if name not in self._by_field:
+            rows = pc.equal(self._fields.indices, pa.scalar(code, self._fields.indices.type)).fill_null(False)
+            self._by_field[name] = (self._ids.filter(rows), self._values.filter(rows))
+        return self._by_field[name]
+
+    def differs(self, frame: pd.DataFrame) -> np.ndarray:
+        """True for each row of ``frame`` (``record_id, field, encoded``) whose (record, field) the
+        ledger has not confirmed, or confirmed with another text: one hash lookup of record ids per field."""
+        changed = np.ones(len(frame), dtype=bool)
+        if frame.empty or not self._codes:
+            return changed
+        fields, ids, encoded = arrow(frame["field"]), arrow(frame["record_id"]), arrow(frame["encoded"])
+        names = pc.unique(fields).to_pylist()
+        for name in names:
+            known = self.of(name)
+            if known is None:
+                continue
+            ledger_ids, ledger_values = known
+            if len(names) == 1:
+                rows, part_ids, part_texts = None, ids, encoded
+            else:
+                rows = pc.equal(fields, pa.scalar(name, pa.large_string())).fill_null(False)
+                part_ids, part_texts = ids.filter(rows), encoded.filter(rows)
+            at = pc.index_in(part_ids, value_set=ledger_ids)
+            same = pc.and_(pc.is_valid(at), pc.equal(part_texts, ledger_values.take(at.fill_null(0))).fill_null(False))
+            same = same.to_numpy(zero_copy_only=False)
+            if rows is None:
+                changed[same] = False
+            else:
+                changed[np.flatnonzero(rows.to_numpy(zero_copy_only=False))] = ~same
         return changed
-    fields, ids, encoded = arrow(frame["field"]), arrow(frame["record_id"]), arrow(frame["encoded"])
-    ledger_fields = arrow(confirmed["field"])
-    ledger_ids, ledger_values = arrow(confirmed["record_id"]), arrow(confirmed["value"])
-    for name in pc.unique(fields).to_pylist():
-        rows = pc.equal(fields, pa.scalar(name, pa.large_string())).fill_null(False)
-        known = pc.equal(ledger_fields, pa.scalar(name, pa.large_string())).fill_null(False)
-        if not pc.any(known).as_py():
-            continue
-        at = pc.index_in(ids.filter(rows), value_set=ledger_ids.filter(known))
-        found = pc.is_valid(at)
-        previous = ledger_values.filter(known).take(at.fill_null(0))
-        same = pc.and_(found, pc.equal(encoded.filter(rows), previous).fill_null(False))
-        changed[np.flatnonzero(rows.to_numpy(zero_copy_only=False))] = ~same.to_numpy(zero_copy_only=False)
-    return changed
 
 
 def _longest(statuses: pd.DataFrame) -> dict[str, int]:
