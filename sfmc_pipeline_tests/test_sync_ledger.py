@@ -10,7 +10,9 @@ from contextlib import closing
 
 import pandas as pd
 import pandas.testing as pdt
+import pytest
 
+from sfmc_pipeline.crm import ledger_snapshot
 from sfmc_pipeline.crm.ledger import CONFIRMED_COLUMNS, Confirmed, SyncLedger
 
 TARGET = "salesforce:00D000000000001EAA"
@@ -45,10 +47,13 @@ def statements(ledger: SyncLedger) -> list[str]:
     return seen
 
 
-def test_every_read_equals_what_sqlite_holds_through_writes_from_two_connections(tmp_path):
+@pytest.mark.parametrize("splice_limit", [ledger_snapshot._SPLICE_LIMIT, 0], ids=["spliced", "sorted in"])
+def test_every_read_equals_what_sqlite_holds_through_writes_from_two_connections(tmp_path, monkeypatch, splice_limit):
     """Random upserts (overwrites, nulls, values holding the read's separator and null marker) and
     forgets from two ledgers on one file: after each, both ledgers and a freshly opened one read
-    exactly the table's rows. A copy that missed the other connection's write would differ."""
+    exactly the table's rows. A copy that missed the other connection's write would differ. Both
+    ways of applying a write to the in-memory table (spliced in, sorted in) are exercised."""
+    monkeypatch.setattr(ledger_snapshot, "_SPLICE_LIMIT", splice_limit)
     path = tmp_path / "ledger.sqlite"
     rng = random.Random(11)
     ids = [f"003{n:015d}" for n in range(40)]

@@ -32,6 +32,7 @@ import pyarrow.feather as feather
 from sfmc_pipeline.datasets.storage import atomic_path
 
 KEY = ["record_id", "field"]
+_SPLICE_LIMIT = 50_000  # up to this many changed rows are spliced into the table, more are sorted in
 SNAPSHOT_VERSION = "1"
 
 
@@ -44,10 +45,6 @@ def table_of(columns: list[str], values: list[list]) -> pa.Table:
     return pa.table({c: pa.array(v, pa.large_string()) for c, v in zip(columns, values)})
 
 
-def key_order(table: pa.Table) -> pa.Table:
-    return table.sort_by([(c, "ascending") for c in KEY]) if table.num_rows > 1 else table
-
-
 def _last_per_key(table: pa.Table) -> pa.Table:
     """The last row of each (record_id, field) (what a sequence of upserts leaves)."""
     numbered = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
@@ -55,11 +52,47 @@ def _last_per_key(table: pa.Table) -> pa.Table:
     return table.take(np.sort(last.to_numpy()))  # the kept rows, in their original order
 
 
-def _without_keys(table: pa.Table, keys: pa.Table) -> pa.Table:
-    """The rows of ``table`` whose (record_id, field) is not in ``keys`` (an exact anti-join)."""
-    if not table.num_rows or not keys.num_rows:
+def _key_codes(table: pa.Table, other: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 per row of each table for its (record_id, field), equal exactly when the key is and
+    ordered as the keys are (each column's dictionary is ranked in byte order, SQLite's binary order):
+    a sort on them is a sort by key, without comparing strings again."""
+    combined = np.zeros(table.num_rows + other.num_rows, dtype=np.int64)
+    for column in KEY:
+        values = pa.concat_arrays([*table[column].chunks, *other[column].chunks]) if combined.size else \
+            pa.array([], pa.large_string())
+        encoded = pc.dictionary_encode(values)
+        rank = np.empty(len(encoded.dictionary), dtype=np.int64)
+        rank[pc.array_sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
+        combined = combined * max(len(encoded.dictionary), 1) + rank[encoded.indices.to_numpy()]
+    return combined[: table.num_rows], combined[table.num_rows :]
+
+
+def _merged(table: pa.Table, upserts: pa.Table | None, deletes: pa.Table | None) -> pa.Table:
+    """``table`` (in key order, one row per key) with the rows of ``upserts`` (one per key)
+    replacing or joining its rows, or the keys of ``deletes`` removed; still in key order."""
+    changes = upserts if upserts is not None else deletes
+    if not changes.num_rows:
         return table
-    return table.join(keys.select(KEY), keys=KEY, join_type="left anti", use_threads=False)
+    mine, theirs = _key_codes(table, changes)
+    if upserts is None:
+        keep = ~np.isin(mine, theirs)
+        return table.filter(pa.array(keep)) if not keep.all() else table
+    changes = changes.select(table.column_names).take(np.argsort(theirs))  # in key order
+    theirs = np.sort(theirs)
+    if changes.num_rows > _SPLICE_LIMIT or not table.num_rows:  # many rows: one sort of both tables
+        keep = ~np.isin(mine, theirs)
+        kept = table.filter(pa.array(keep)) if not keep.all() else table
+        order = np.argsort(np.concatenate([mine[keep], theirs]), kind="stable")
+        return pa.concat_tables([kept, changes]).take(order)
+    at = np.searchsorted(mine, theirs)  # where each goes: the row it replaces, or the row it precedes
+    present = at < len(mine)
+    present[present] = mine[at[present]] == theirs[present]
+    pieces, start = [], 0
+    for i, (position, replaces) in enumerate(zip(at.tolist(), present.tolist())):
+        pieces += [table.slice(start, position - start), changes.slice(i, 1)]
+        start = position + 1 if replaces else position
+    pieces.append(table.slice(start))
+    return pa.concat_tables(pieces).combine_chunks()
 
 
 class ConfirmedTable:
@@ -88,13 +121,11 @@ class ConfirmedTable:
                 pending.append(rows)
                 continue
             if pending:
-                upserts = _last_per_key(pa.concat_tables(pending))
-                table = pa.concat_tables([_without_keys(table, upserts).select(table.column_names),
-                                          upserts.select(table.column_names)])
+                table = _merged(table, _last_per_key(pa.concat_tables(pending)), None)
                 pending = []
             if action == "delete":
-                table = _without_keys(table, rows).select(table.column_names)
-        self._table, self._journal = key_order(table.combine_chunks()), []
+                table = _merged(table, None, rows)
+        self._table, self._journal = table.combine_chunks(), []
         return self._table
 
 
