@@ -16,7 +16,7 @@ from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.config import PipelineConfig, load_pipeline_config
 from sfmc_pipeline.automation.change_sensor import build_change_sensor
 from sfmc_pipeline.automation.downstream import build_automation_sensor, follows_inputs
-from sfmc_pipeline.automation.failure_alerts import failure_alerts
+from sfmc_pipeline.automation.failure_alerts import build_failure_alerts
 from sfmc_pipeline.automation.schedule import build_schedule, dataset_freshness
 from sfmc_pipeline.jobs import ALL_JOBS
 from sfmc_pipeline.resources.salesforce import SalesforceResource
@@ -49,7 +49,7 @@ def build_definitions(config: PipelineConfig, *, executor: dg.ExecutorDefinition
         assets=[*datasets, *downstream],
         jobs=ALL_JOBS,
         schedules=[build_schedule(config.automation.schedule)],
-        sensors=[build_change_sensor(config), build_automation_sensor(), failure_alerts],
+        sensors=[build_change_sensor(config), build_automation_sensor(), build_failure_alerts(config)],
         resources=build_resources(),
         executor=executor,
     )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 
 
-def markdown_table(frame: pd.DataFrame, max_rows: int = 10, max_width: int = 60) -> str:
-    """A GitHub-style markdown table of the first ``max_rows`` rows (cells cut at ``max_width``)."""
+def markdown_table(frame: pd.DataFrame, max_rows: int = 10, max_width: int = 60, *,
+                   shown: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> str:
+    """A GitHub-style markdown table of the first ``max_rows`` rows (cells cut at ``max_width``).
+    ``shown``: applied to those rows only, before they are written (e.g. ``lambda rows: masker.frame(rows, ds)``)."""
     if frame.empty:
         return "_(no rows)_"
     head = frame.head(max_rows)
+    if shown is not None:
+        head = shown(head)
     header = "| " + " | ".join(_cell(c, max_width) for c in head.columns) + " |"
     rule = "| " + " | ".join("---" for _ in head.columns) + " |"
     rows = ["| " + " | ".join(_cell(v, max_width) for v in row) + " |" for row in head.itertuples(index=False)]

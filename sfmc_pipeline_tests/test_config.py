@@ -167,8 +167,8 @@ def test_duplicate_keys_are_all_reported_with_file_and_lines(tmp_path):
     first_mapping = lines.index("      new_customer: new_customer__c") + 1
     mapping = _insert_after(lines, "      form_submitters: form_submitters__c", "      new_customer: welcome__c")
     # a duplicate inside a flow mapping
-    flow = lines.index("      - {name: FirstName, type: Text, length: 40, nullable: true}")
-    lines[flow] = "      - {name: FirstName, type: Text, length: 40, nullable: true, length: 50}"
+    flow = lines.index("      - {name: FirstName, type: Text, length: 40, nullable: true, labels: [I1]}")
+    lines[flow] = "      - {name: FirstName, type: Text, length: 40, nullable: true, labels: [I1], length: 50}"
     path = _write(tmp_path, "\n".join(lines) + "\n")
 
     message = _load_error(path)

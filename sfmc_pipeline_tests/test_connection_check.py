@@ -101,11 +101,13 @@ def test_all_ok_against_the_fake_servers(capsys, monkeypatch, sfmc, org):
     status, lines, printed = check(capsys)
     assert status == 0, printed
     assert list(lines) == [
-        "config", "storage", "SFMC", "SFMC Data Extension Contacts", "SFMC Data Extension CampaignEngagement",
+        "config", "policies contacts", "policies leads", "storage", "SFMC", "SFMC Data Extension Contacts", "SFMC Data Extension CampaignEngagement",
         "SFMC Data Extension Activities", "Salesforce", "preflight contacts", "preflight leads", "Salesforce API usage",
     ]
     assert all(len(v) == 1 and v[0].startswith("OK") for v in lines.values()), printed
     assert f"REST instance {sfmc.rest_base_uri}" in lines["SFMC"][0]
+    assert ("actions crm_export; labelled data written: LastName (I1), FirstName (I1), Email (I1); no policy refuses it"
+            in lines["policies contacts"][0])
     assert "readable, 3 row(s) (asset contacts)" in lines["SFMC Data Extension Contacts"][0]
     (org_line,) = lines["Salesforce"]
     assert org.org_id in org_line and "'Acme Test Org' (Developer Edition)" in org_line

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from sfmc_pipeline.config.models import DestinationConfig
+from sfmc_pipeline.config.models import DestinationConfig, GovernanceConfig
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
@@ -98,6 +98,11 @@ def typed_org(org):
     return org
 
 
+# The shipped policies keep TotalSpend (S1) out of the CRM; these tests are about exact values and types,
+# so they run without policies.
+UNGOVERNED = CONFIG.model_copy(update={"governance": GovernanceConfig()})
+
+
 def _typed_destination(**attributes):
     return DestinationConfig(name="contacts", object="Contact", identity_column="SubscriberKey",
                              attributes={"LastName": "LastName", **attributes},
@@ -111,7 +116,7 @@ def test_values_reach_salesforce_exactly(typed_org, client, tmp_path):
                               CreatedDate="Created__c")
     rid = profile["SubscriberKey"][0]
     typed_org.add_record("Contact", rid, LastName="Old")
-    out = run(client(), tmp_path, members([rid]), profile, dest=dest)
+    out = run(client(), tmp_path, members([rid]), profile, dest=dest, pipeline=UNGOVERNED)
     assert out.succeeded == 1
     body = collection_requests(typed_org)[-1].body
     assert '"Spend__c": 1234567890123456.78' in body  # a float would have been 1234567890123456.8
@@ -120,7 +125,7 @@ def test_values_reach_salesforce_exactly(typed_org, client, tmp_path):
     assert '"LastPurchase__c": "2026-11-20"' in body
     assert '"Created__c": "2025-01-02T12:00:00Z"' in body
     assert typed_org.records["Contact"][rid]["Spend__c"] == Decimal("1234567890123456.78")
-    again = run(client(), tmp_path, members([rid]), profile, dest=dest, run_id="r2")
+    again = run(client(), tmp_path, members([rid]), profile, dest=dest, run_id="r2", pipeline=UNGOVERNED)
     assert again.to_send == 0  # the exact values were confirmed as written
 
 
@@ -152,7 +157,7 @@ def test_preflight_checks_each_attribute_type_against_its_field(typed_org, clien
     rid = profile["SubscriberKey"][0]
     typed_org.add_record("Contact", rid, LastName="Old")
     with pytest.raises(PreflightError) as info:
-        run(client(), tmp_path, members([rid]), profile, dest=_typed_destination(**attributes))
+        run(client(), tmp_path, members([rid]), profile, dest=_typed_destination(**attributes), pipeline=UNGOVERNED)
     assert expected in str(info.value)
     assert collection_requests(typed_org) == []
 

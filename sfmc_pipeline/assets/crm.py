@@ -20,6 +20,9 @@ from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS
 from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
+from sfmc_pipeline.governance.lineage import destination_flows
+from sfmc_pipeline.governance.masking import Masker
+from sfmc_pipeline.governance.policies import Allowed, enforce, split
 from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.storage import StorageResource
@@ -61,6 +64,7 @@ def build_crm_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
 def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey([GROUP, dest.name])
     profile_asset = pipeline.profiles.dataset
+    masker = Masker.for_pipeline(pipeline)  # identifying values in metadata, logs and errors
 
     @dg.asset(
         key=key,
@@ -74,7 +78,7 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             f"{'Id' if dest.operation == 'update' else dest.external_id.field} ({dest.operation})."
         ),
         metadata={"object": dest.object, "operation": dest.operation, "mapping": ", ".join(
-            f"{s}->{f}" for s, f in sorted(dest.segments.items()))},
+            f"{s}->{f}" for s, f in sorted(dest.segments.items())), **data_usage_metadata(pipeline, dest)},
         check_specs=[
             dg.AssetCheckSpec(
                 RECONCILIATION_CHECK,
@@ -101,7 +105,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
     def _sync(context: dg.AssetExecutionContext, config: SyncRunConfig, salesforce: SalesforceResource,
               storage: StorageResource):
         dry_run = config.dry_run or is_dry_run(context)  # a run with any dry sync sends nothing anywhere
-        with api_failures(context.retry_number), storage.writing(context) as store:
+        with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
+            enforce(pipeline, dest)  # data-usage policies: refused before any request (the sync checks again)
             statuses = store.read_dataset(STATUSES)
             profiles = store.read_dataset(profile_asset)
             mode = salesforce.mode
@@ -112,13 +117,14 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
                 ledger = SyncLedger(ledger_path(store), target.target_id)
                 try:
                     sync = DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=context.run.run_id,
-                                                        log=context.log.warning,
+                                                        log=masker.log(context.log.warning),
                                                         bulk=_bulk_writer(target, dest, pipeline, store, ledger,
-                                                                          context.run.run_id, context.log.info))
+                                                                          context.run.run_id,
+                                                                          masker.log(context.log.info)))
                     try:
                         outcome = sync.run(statuses, profiles, dry_run=dry_run, accept_exits=config.accept_exits)
                     except ExitGuardTripped as exc:
-                        raise dg.Failure(description=str(exc), allow_retries=False) from None
+                        raise dg.Failure(description=masker.text(str(exc)), allow_retries=False) from None
                     sync_requests = target.api_requests
                     check = _reconcile(target, dest, pipeline, ledger, outcome, context.run.run_id)
                     if check.drifted and not dry_run:
@@ -132,7 +138,7 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             if not dry_run:
                 write_parquet(pd.DataFrame(outcome.errors, columns=ERROR_COLUMNS), errors_path)
 
-        metadata = _metadata(mode, label, dest, pipeline, outcome, sync_requests, check, errors_path)
+        metadata = _metadata(mode, label, dest, pipeline, outcome, sync_requests, check, errors_path, masker)
         context.log.info(
             f"{dest.name} ({label}): {outcome.considered} records considered, {outcome.unchanged} unchanged, "
             f"{outcome.sent} sent, {outcome.succeeded} succeeded, {outcome.failed_total} failed, "
@@ -203,7 +209,9 @@ def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profi
 
 
 def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: int, check: Reconciliation,
-              errors_path) -> dict:
+              errors_path, masker: Masker) -> dict:
+    """``masker``: the failures and sample payloads are masked as they are shown (the sync-errors dataset
+    keeps full values)."""
     usage = outcome.usage
     metadata = {
         "mode": mode,
@@ -242,19 +250,23 @@ def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: 
         metadata["records_updated"] = outcome.succeeded - outcome.created
     for code, n in (outcome.failed + outcome.rejected).items():
         metadata[f"errors.{code}"] = n
+    if outcome.policy_exceptions:  # pairings a policy refuses that this destination allows on purpose
+        metadata["policy_exceptions_applied"] = dg.MetadataValue.md(exceptions_table(outcome.policy_exceptions))
     if outcome.cleared:
         metadata["cleared_unmapped_segments"] = dg.MetadataValue.md(counts_table(
             sorted((f, s, n) for (f, s), n in outcome.cleared.items()), ["field", "segment no longer mapped", "records"]))
     if outcome.exit_guard is not None and len(outcome.exit_guard):
         metadata["exit_guard"] = dg.MetadataValue.md(markdown_table(outcome.exit_guard, max_rows=50))
     if outcome.errors:
-        frame = pd.DataFrame(outcome.errors)[["record_id", "stage", "status_code", "message", "fields"]]
-        metadata["failures"] = dg.MetadataValue.md(markdown_table(frame, max_rows=20, max_width=100))
+        shown = ["record_id", "stage", "status_code", "message", "fields"]
+        metadata["failures"] = dg.MetadataValue.md(markdown_table(
+            pd.DataFrame(outcome.errors), max_rows=20, max_width=100,
+            shown=lambda rows: pd.DataFrame(masker.failures(rows.to_dict("records"), dest))[shown]))
         metadata["sync_errors_path"] = dg.MetadataValue.path(str(errors_path))
     if outcome.dry_run:
         metadata["would_write"] = dg.MetadataValue.md(counts_table(
             sorted(((f, s, n) for (f, s), n in outcome.planned.items())), ["field", "status", "records"]))
-        metadata["sample_payloads"] = dg.MetadataValue.json(outcome.samples)
+        metadata["sample_payloads"] = dg.MetadataValue.json(masker.payloads(outcome.samples, dest))
     return metadata
 
 
@@ -297,3 +309,26 @@ def _failure_results(outcome: SyncOutcome, threshold: float) -> list[dg.AssetChe
 
 def _failure_codes(outcome: SyncOutcome) -> str:
     return ", ".join(f"{c}: {n}" for c, n in (outcome.failed + outcome.rejected).most_common()) or "none"
+
+
+def data_usage_metadata(pipeline: PipelineConfig, dest: DestinationConfig) -> dict:
+    """What a reviewer needs to see what flows where: the destination's marketing actions, every
+    field it writes with the labelled columns it comes from, and the exceptions it holds."""
+    rows = [(flow.field, flow.holds, ", ".join(sorted({s.describe() for s in flow.sources})) or "-",
+             ", ".join(flow.labels) or "-") for flow in destination_flows(pipeline, dest)]
+    metadata = {
+        "marketing_actions": ", ".join(dest.marketing_actions),
+        "data_usage": dg.MetadataValue.md(counts_table(rows, ["field", "holds", "labelled columns", "labels"])),
+    }
+    _, allowed = split(pipeline, dest)
+    if allowed:
+        metadata["policy_exceptions"] = dg.MetadataValue.md(exceptions_table(allowed))
+    return metadata
+
+
+def exceptions_table(allowed: list[Allowed]) -> str:
+    return counts_table(
+        [(a.violation.flow.describe(), a.violation.source.describe(), a.violation.source.label,
+          a.violation.policy.name, a.violation.action, a.exception.reason) for a in allowed],
+        ["allowed", "column", "label", "policy", "action", "reason"],
+    )

@@ -42,6 +42,7 @@ from sfmc_pipeline.datasets.merge import Landing, land, previous_for_full_read
 from sfmc_pipeline.datasets.schemas import table_schema
 from sfmc_pipeline.datasets.validation import ValidationResult, validate_pages
 from sfmc_pipeline.datasets.volume import VolumeState, VolumeVerdict
+from sfmc_pipeline.governance.masking import Masker
 from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
@@ -75,6 +76,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
     """``clock`` (UTC now) dates the read: the window, the mark's cap and the periodic full refresh."""
     threshold = pipeline.threshold_for(extension)
     max_drop = pipeline.max_row_drop_for(extension)
+    masker = Masker.for_pipeline(pipeline)  # identifying values in metadata, logs and errors
 
     @dg.asset(
         name=extension.asset,
@@ -83,7 +85,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         kinds={"sfmc", "pandas", "parquet"},
         description=_description(extension),
         metadata={
-            "dagster/column_schema": table_schema(extension),
+            "dagster/column_schema": table_schema(extension, pipeline.governance.labels),
             "sfmc_external_key": extension.key,
             "primary_key": ", ".join(extension.primary_key) or "(none)",
             "quarantine_threshold": threshold,
@@ -120,7 +122,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
     def _dataset(context: dg.AssetExecutionContext, config: DatasetRunConfig, sfmc: SfmcResource,
                  storage: StorageResource):
         now = clock()
-        with api_failures(context.retry_number):
+        with api_failures(context.retry_number, mask=masker.text):
             mode = sfmc.mode
             store = storage.get_store()
             state, state_problem = stored_state(store, extension.asset)
@@ -143,7 +145,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             f"{result.rows_read} rows fetched, {result.rows_valid} valid, {result.rows_quarantined} quarantined; "
             f"{landing.rows_changed} rows changed, {len(landing.valid)} rows in the dataset"
         )
-        with api_failures(context.retry_number), storage.writing(context) as store:
+        with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
             if plan.tracks_mark and stored_state(store, extension.asset) != (state, state_problem):
                 raise ExtractError(
                     f"{extension.asset}: another run landed this dataset while this run read {extension.key!r}, "
@@ -152,7 +154,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                 )
             share = QuarantineShare(quarantined=len(landing.quarantine), rows=len(landing.valid) + len(landing.quarantine))
             over_threshold = share.value > threshold
-            checks = _quarantine_checks(result, share, threshold, over_threshold)
+            checks = _quarantine_checks(result, share, threshold, over_threshold, masker, extension.asset)
             volume_state = VolumeState(store)
             volume = VolumeVerdict(rows_valid=len(landing.valid), previous=volume_state.last(extension.asset),
                                    max_drop=max_drop, allow_empty=extension.allow_empty)
@@ -163,7 +165,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             landed_state = None
             if plan.tracks_mark:
                 landed_state = next_state(plan, landing.valid, extension, now=now, run_id=context.run.run_id)
-            metadata = {**_metadata(mode, extract, result, threshold, quarantine_path),
+            metadata = {**_metadata(mode, extract, result, threshold, quarantine_path, masker, extension.asset),
                         **_read_metadata(plan, result, landing, len(quarantine), None if failing else landed_state)}
             if over_threshold:
                 yield from checks
@@ -174,7 +176,8 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                         "validation" + (f" ({result.rows_quarantined} of the {result.rows_read} rows this incremental "
                                          "read fetched)" if plan.mode == INCREMENTAL else "")
                         + f", above the {threshold:.0%} threshold; the dataset was not updated. Top reasons: "
-                        + "; ".join(f"{reason} ({n})" for reason, n in result.top_reasons(3))
+                        + "; ".join(f"{masker.reasons(reason, extension.asset)} ({n})"
+                                    for reason, n in result.top_reasons(3))
                         + f". Quarantined rows: {quarantine_path}"
                     ),
                     metadata=metadata,
@@ -205,7 +208,8 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             metadata={
                 **metadata,
                 "dataset_path": dg.MetadataValue.path(str(dataset_path)),
-                "preview": dg.MetadataValue.md(markdown_table(landing.valid, max_rows=5)),
+                "preview": dg.MetadataValue.md(markdown_table(
+                    landing.valid, max_rows=5, shown=lambda rows: masker.frame(rows, extension.asset))),
             },
             check_results=[*checks, volume_check],
         )
@@ -270,7 +274,9 @@ def open_read(source, extension: DataExtensionConfig, since: dt.datetime | None)
             close()
 
 
-def _metadata(mode: str, extract: PagedRead, result: ValidationResult, threshold: float, quarantine_path) -> dict:
+def _metadata(mode: str, extract: PagedRead, result: ValidationResult, threshold: float, quarantine_path,
+              masker: Masker, dataset: str) -> dict:
+    """``masker``: the quarantine's reasons are masked as they are shown (the quarantine file keeps them)."""
     metadata = {
         "source_mode": mode,
         "source": extract.source,
@@ -281,13 +287,15 @@ def _metadata(mode: str, extract: PagedRead, result: ValidationResult, threshold
         "quarantine_threshold": threshold,
         "quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
         "top_quarantine_reasons": dg.MetadataValue.md(
-            counts_table(result.top_reasons(10), ["reason", "rows"]) if result.rows_quarantined else "_(none)_"
+            counts_table(_masked_reasons(result, 10, masker, dataset), ["reason", "rows"]) if result.rows_quarantined
+            else "_(none)_"
         ),
         "api_calls": extract.api_calls,
     }
     if result.rows_quarantined:
         metadata["quarantine_preview"] = dg.MetadataValue.md(
-            markdown_table(result.quarantine[["_row_number", "_reasons"]], max_rows=10, max_width=160)
+            markdown_table(result.quarantine[["_row_number", "_reasons"]], max_rows=10, max_width=160,
+                           shown=lambda rows: masker.reason_frame(rows, dataset))
         )
     if extract.unmapped_columns:
         metadata["unmapped_columns"] = ", ".join(extract.unmapped_columns)
@@ -360,8 +368,12 @@ class QuarantineShare:
         return self.quarantined / self.rows if self.rows else 0.0
 
 
+def _masked_reasons(result: ValidationResult, limit: int, masker: Masker, dataset: str) -> list[tuple[str, int]]:
+    return [(masker.reasons(reason, dataset), n) for reason, n in result.top_reasons(limit)]
+
+
 def _quarantine_checks(result: ValidationResult, share: QuarantineShare, threshold: float,
-                       over_threshold: bool) -> list[dg.AssetCheckResult]:
+                       over_threshold: bool, masker: Masker, dataset: str) -> list[dg.AssetCheckResult]:
     metadata = {
         "rows_read": result.rows_read,
         "rows_quarantined": result.rows_quarantined,
@@ -370,7 +382,8 @@ def _quarantine_checks(result: ValidationResult, share: QuarantineShare, thresho
         "dataset_quarantined_share": round(share.value, 6),
         "threshold": threshold,
         "top_reasons": dg.MetadataValue.md(
-            counts_table(result.top_reasons(5), ["reason", "rows"]) if result.rows_quarantined else "_(none)_"
+            counts_table(_masked_reasons(result, 5, masker, dataset), ["reason", "rows"]) if result.rows_quarantined
+            else "_(none)_"
         ),
     }
     return [

@@ -10,7 +10,7 @@ Programming errors are not retried either: they surface as they are.
 """
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import dagster as dg
 
@@ -21,15 +21,17 @@ TRANSIENT_RETRY_WAIT = 60
 
 
 @contextmanager
-def api_failures(retry_number: int = 0) -> Iterator[None]:
+def api_failures(retry_number: int = 0, mask: Callable[[str], str] | None = None) -> Iterator[None]:
     """``retry_number``: the step's ``context.retry_number``; the last attempt fails with the error's
-    own message (instead of Dagster's bare "Exceeded max_retries")."""
+    own message (instead of Dagster's bare "Exceeded max_retries"). ``mask``: applied to the message
+    (``governance.masking.Masker.text``: an email an API error quotes is masked)."""
+    mask = mask or (lambda text: text)
     try:
         yield
     except ConfigurationError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise dg.Failure(description=mask(str(exc)), allow_retries=False) from None
     except ApiError as exc:
         if exc.retryable and retry_number < TRANSIENT_RETRIES:
             raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT) from exc
         attempts = f" (after {retry_number + 1} attempts of this step)" if exc.retryable else ""
-        raise dg.Failure(description=f"{exc}{attempts}", allow_retries=False) from None
+        raise dg.Failure(description=mask(f"{exc}{attempts}"), allow_retries=False) from None

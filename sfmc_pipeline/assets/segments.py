@@ -13,7 +13,9 @@ from sfmc_pipeline.assets.dry_run import is_dry_run
 from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.config.models import PipelineConfig
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet, write_json
-from sfmc_pipeline.metadata import markdown_table
+from sfmc_pipeline.governance.lineage import segment_sources
+from sfmc_pipeline.governance.masking import Masker
+from sfmc_pipeline.metadata import counts_table, markdown_table
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.segments.evaluate import MEMBERSHIP_COLUMNS, PROFILE_KEY, SegmentEvaluator
@@ -47,12 +49,26 @@ def read_held_keys(store: DatasetStore, pipeline: PipelineConfig, profiles: pd.D
     return held_profile_keys(quarantine, profiles, extension, pipeline.profile_key)
 
 
+def segment_labels_metadata(pipeline: PipelineConfig) -> dict:
+    """The data-usage labels each segment carries: those of the columns its rule reads."""
+    rows = []
+    for segment in pipeline.segments:
+        sources = segment_sources(pipeline, segment.name)
+        rows.append((segment.name, ", ".join(sorted({s.describe() for s in sources})) or "-",
+                     ", ".join(sorted({s.label for s in sources})) or "-"))
+    return {"segment_labels": dg.MetadataValue.md(counts_table(rows, ["segment", "labelled columns read", "labels"]))}
+
+
 def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     profile_asset = pipeline.profiles.dataset
     key = pipeline.profile_key
     timezone = pipeline.evaluation.timezone
     used = sorted(set().union(*(related_datasets(s.rule) for s in pipeline.segments)) if pipeline.segments else set())
     names = [s.name for s in pipeline.segments]
+    masker = Masker.for_pipeline(pipeline)  # profile keys shown are masked when the key column identifies
+
+    def shown_keys(keys) -> list[str]:
+        return [str(k) for k in masker.column_values(keys, profile_asset, key)]
 
     @dg.asset(
         name=MEMBERSHIPS,
@@ -63,12 +79,12 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             "One row per (profile, segment) that qualifies at this evaluation: the declarative rules "
             "in the pipeline config evaluated on the valid rows of the datasets."
         ),
-        metadata={"segments": ", ".join(names) or "(none)"},
+        metadata={"segments": ", ".join(names) or "(none)", **segment_labels_metadata(pipeline)},
     )
     def segment_memberships(
         context: dg.AssetExecutionContext, config: SegmentRunConfig, sfmc: SfmcResource, storage: StorageResource
     ) -> dg.MaterializeResult:
-        with api_failures(context.retry_number):
+        with api_failures(context.retry_number, mask=masker.text):
             mode = sfmc.mode
         anchor = EmbeddedSampleSource(sfmc.sample_dir).anchor_date() if mode == "embedded" else None
         try:
@@ -77,7 +93,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             )
         except ValueError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        with api_failures(context.retry_number), storage.writing(context) as store:
+        with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
             profiles = store.read_dataset(profile_asset)
             held = read_held_keys(store, pipeline, profiles)
             evaluator = SegmentEvaluator(
@@ -151,7 +167,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     )
     def segment_statuses(context: dg.AssetExecutionContext, storage: StorageResource):
         dry_run = is_dry_run(context)
-        with api_failures(context.retry_number), storage.writing(context) as store:
+        with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
             members = store.read_dataset(MEMBERSHIPS)
             meta = json.loads(membership_meta_path(store).read_text(encoding="utf-8"))
             as_of = dt.date.fromisoformat(meta["as_of"])
@@ -165,7 +181,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             statuses = statuses.assign(held=statuses[PROFILE_KEY].isin(held), as_of=pd.Timestamp(as_of))
             checks = [
                 _consistency_check(statuses, current, previous),
-                _valid_profiles_check(current, profiles[key], held),
+                _valid_profiles_check(current, profiles[key], held, shown_keys),
             ]
             if not all(c.passed for c in checks):
                 yield from checks
@@ -177,7 +193,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             else:
                 state.commit(as_of, meta["run_id"], current)  # only now does this evaluation become "previous"
         counts = status_counts(statuses, names)
-        held_sample = sorted(held)[:10]
+        held_sample = shown_keys(sorted(held)[:10])
         context.log.info(
             f"Statuses as of {as_of}: " + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns)
             + f"; {len(held)} held profile(s)" + (" (repeat of the latest evaluation)" if is_repeat else "")
@@ -234,12 +250,13 @@ def _consistency_check(statuses: pd.DataFrame, members: pd.DataFrame, previous: 
     )
 
 
-def _valid_profiles_check(members: pd.DataFrame, profile_keys: pd.Series, held: set[str]) -> dg.AssetCheckResult:
+def _valid_profiles_check(members: pd.DataFrame, profile_keys: pd.Series, held: set[str],
+                          shown_keys=lambda keys: list(keys)) -> dg.AssetCheckResult:
     """Every current member is a valid profile, or a held one (its row quarantined, its statuses kept)."""
     keys = members[PROFILE_KEY]
     unknown = keys[~keys.isin(profile_keys) & ~keys.isin(held)]
     return dg.AssetCheckResult(
         check_name="members_are_valid_profiles",
         passed=unknown.empty,
-        metadata={"unknown_members": len(unknown), "sample": ", ".join(unknown.head(5))},
+        metadata={"unknown_members": len(unknown), "sample": ", ".join(shown_keys(unknown.head(5)))},
     )

@@ -5,8 +5,9 @@
 The summary names the job, the run, each failed step and its error (first lines), and the fix
 the error itself gives. Checks that must stop a run (volume guard, quarantine threshold, exit
 guard, reconciliation, failure share) fail their step, so they arrive here too. Known secret
-values are redacted from the text, and the webhook URL (a secret itself) is never logged. A
-webhook that cannot be reached is logged as such; it never fails the sensor.
+values are redacted from the text, emails in it are masked (``a***@example.com``, unless
+``governance > masking > show_personal_data``), and the webhook URL (a secret itself) is never
+logged. A webhook that cannot be reached is logged as such; it never fails the sensor.
 
 The sensor runs by default: it only reports.
 """
@@ -14,11 +15,14 @@ The sensor runs by default: it only reports.
 from __future__ import annotations
 
 import os
+from typing import Callable
 from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
 
+from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.governance.masking import Masker, mask_emails_in_text
 from sfmc_pipeline.settings import secret_redactor
 from sfmc_pipeline.transport import LOOPBACK_HOSTS
 
@@ -28,7 +32,8 @@ WEBHOOK_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_CHARS = 600
 
 
-def failure_summary(context: dg.RunFailureSensorContext) -> str:
+def failure_summary(context: dg.RunFailureSensorContext, mask: Callable[[str], str] = mask_emails_in_text) -> str:
+    """``mask``: applied to the text (by default every email in it is masked)."""
     run = context.dagster_run
     lines = [f"Pipeline run failed: job {run.job_name}, run {run.run_id}"]
     for event in context.get_step_failure_events():
@@ -38,7 +43,7 @@ def failure_summary(context: dg.RunFailureSensorContext) -> str:
         lines.append(f"- step {event.step_key}: {message}")
     if len(lines) == 1:  # no step failed: the run itself did (e.g. it could not start)
         lines.append(f"- {context.failure_event.message or 'the run failed before any step ran'}")
-    return secret_redactor(os.environ.get(ALERT_WEBHOOK_ENV))("\n".join(lines))
+    return mask(secret_redactor(os.environ.get(ALERT_WEBHOOK_ENV))("\n".join(lines)))
 
 
 def _error_text(error) -> str:
@@ -75,17 +80,26 @@ def post_alert(url: str, text: str, log) -> bool:
     return True
 
 
-@dg.run_failure_sensor(
-    name=ALERT_SENSOR_NAME,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        f"Logs a summary of every failed run (job, failed steps, errors) and posts it to ${ALERT_WEBHOOK_ENV} "
-        "(Slack-compatible JSON) when that is set."
-    ),
-)
-def failure_alerts(context: dg.RunFailureSensorContext) -> None:
-    summary = failure_summary(context)
-    context.log.error(summary)
-    url = os.environ.get(ALERT_WEBHOOK_ENV, "").strip()
-    if url and post_alert(url, summary, context.log):
-        context.log.info(f"Alert posted to the webhook in {ALERT_WEBHOOK_ENV}.")
+def build_failure_alerts(pipeline: PipelineConfig | None = None) -> dg.SensorDefinition:
+    """The sensor, masking as ``pipeline`` says (``show_personal_data``); without a config emails are masked."""
+    mask = Masker.for_pipeline(pipeline).text if pipeline is not None else mask_emails_in_text
+
+    @dg.run_failure_sensor(
+        name=ALERT_SENSOR_NAME,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Logs a summary of every failed run (job, failed steps, errors) and posts it to ${ALERT_WEBHOOK_ENV} "
+            "(Slack-compatible JSON) when that is set."
+        ),
+    )
+    def failure_alerts(context: dg.RunFailureSensorContext) -> None:
+        summary = failure_summary(context, mask)
+        context.log.error(summary)
+        url = os.environ.get(ALERT_WEBHOOK_ENV, "").strip()
+        if url and post_alert(url, summary, context.log):
+            context.log.info(f"Alert posted to the webhook in {ALERT_WEBHOOK_ENV}.")
+
+    return failure_alerts
+
+
+failure_alerts = build_failure_alerts()

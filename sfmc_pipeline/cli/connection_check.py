@@ -30,6 +30,8 @@ from typing import Callable
 from sfmc_pipeline import settings
 from sfmc_pipeline.assets.crm import local_db_path
 from sfmc_pipeline.config import PipelineConfig, PipelineConfigError, load_pipeline_config
+from sfmc_pipeline.governance.lineage import destination_flows
+from sfmc_pipeline.governance.policies import split
 from sfmc_pipeline.config.models import DestinationConfig, PipelineSettings, SyncSettings
 from sfmc_pipeline.crm.preflight import PreflightError, run_preflight
 from sfmc_pipeline.crm.salesforce_client import DEFAULT_API_VERSION
@@ -120,6 +122,8 @@ def run(*, config_path: Path | None = None, out: Callable[[str], None] | None = 
     report = Report(out, settings.secret_redactor())
     path = Path(config_path) if config_path else settings.config_path()
     pipeline = check_config(report, path)
+    if pipeline is not None:
+        check_policies(report, pipeline)
     storage_dir = check_storage(report)
     check_sfmc(report, pipeline)
     check_salesforce(report, pipeline, storage_dir)
@@ -142,6 +146,28 @@ def check_config(report: Report, path: Path) -> PipelineConfig | None:
     report.ok("config", f"{path}: {len(pipeline.data_extensions)} Data Extension(s), {len(pipeline.segments)} "
               f"segment(s), {len(pipeline.destinations)} destination(s)")
     return pipeline
+
+
+def check_policies(report: Report, pipeline: PipelineConfig) -> None:
+    """Per destination: what labelled data it writes, for which actions, and the exceptions it uses;
+    a violation (also a load error) fails the line with the same message the sync refuses with."""
+    for dest in pipeline.destinations:
+        what = f"policies {dest.name}"
+        blocking, allowed = split(pipeline, dest)
+        for violation in blocking:
+            reason, advice = split_advice(violation.describe(pipeline))
+            report.failed(what, reason, advice or f"fix the mapping or the labels; {AGAIN}")
+        if blocking:
+            continue
+        labelled = [f"{flow.field} ({', '.join(flow.labels)})" for flow in destination_flows(pipeline, dest)
+                    if flow.labels]
+        detail = (f"actions {', '.join(dest.marketing_actions)}; labelled data written: "
+                  f"{', '.join(labelled) or 'none'}; no policy refuses it")
+        if allowed:
+            detail += "; allowed by exception: " + "; ".join(
+                f"{a.violation.flow.describe()} ({a.violation.source.label}, policy {a.violation.policy.name}: "
+                f"{a.exception.reason})" for a in allowed)
+        report.ok(what, detail)
 
 
 def check_storage(report: Report) -> Path:

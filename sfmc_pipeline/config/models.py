@@ -65,6 +65,11 @@ class ColumnConfig(_Strict):
     format: Literal["salesforce_id"] | None = Field(
         default=None, description="Text: 'salesforce_id' checks a 15/18-character Salesforce Id."
     )
+    labels: list[str] = Field(
+        default_factory=list,
+        description="Data-usage labels of this column (declared in governance > labels), e.g. [I1] or [S1, C2]; "
+        "they follow the column into segments and destination fields.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -305,6 +310,27 @@ class ExternalIdConfig(_Strict):
     column: str = Field(description="Profile dataset column holding its value.")
 
 
+class PolicyExceptionConfig(_Strict):
+    """An administrator's decision to let one field or segment of a destination through one policy."""
+
+    policy: str = Field(description="The policy (governance > policies > name) this exception sets aside.")
+    field: str | None = Field(default=None, description="The Salesforce field it allows (as mapped in attributes).")
+    segment: str | None = Field(default=None, description="The segment whose status field it allows.")
+    reason: str = Field(description="Why this pairing is allowed: who decided, on what basis (shown in metadata).")
+
+    @model_validator(mode="after")
+    def _one_item(self) -> PolicyExceptionConfig:
+        if (self.field is None) == (self.segment is None):
+            raise ValueError(f"an exception to policy {self.policy!r} names exactly one of 'field' or 'segment'")
+        if not self.reason.strip():
+            raise ValueError(f"the exception to policy {self.policy!r} needs a 'reason': why this pairing is allowed")
+        return self
+
+    @property
+    def item(self) -> str:
+        return f"field {self.field}" if self.field is not None else f"segment {self.segment}"
+
+
 class DestinationConfig(_Strict):
     """A Salesforce object that receives segment statuses and mapped attributes."""
 
@@ -329,6 +355,15 @@ class DestinationConfig(_Strict):
     clear_null_attributes: bool = Field(
         default=False,
         description="A null attribute value clears the CRM field; by default it leaves the field as it is.",
+    )
+    marketing_actions: list[str] = Field(
+        default_factory=lambda: [DEFAULT_ACTION],
+        description="What this destination does with the data (governance > actions), default [crm_export]; "
+        "policies forbid labels for actions.",
+    )
+    policy_exceptions: list[PolicyExceptionConfig] = Field(
+        default_factory=list,
+        description="Pairings a policy would refuse that an administrator allows on purpose, each with a reason.",
     )
 
     @field_validator("name")
@@ -471,6 +506,79 @@ class AutomationConfig(_Strict):
     change_sensor: ChangeSensorConfig = Field(default_factory=ChangeSensorConfig)
 
 
+DEFAULT_ACTION = "crm_export"
+DEFAULT_ACTIONS = {DEFAULT_ACTION: "Write the data to a CRM (Salesforce Contacts or Leads)."}
+
+
+class LabelConfig(_Strict):
+    """A data-usage label: what the data is, and whether it identifies a person."""
+
+    description: str = Field(min_length=1, description="What the label means, e.g. 'no export to third parties'.")
+    identifying: bool = Field(
+        default=False,
+        description="Values of columns with this label directly identify a person: they are masked in Dagster "
+        "metadata and logs (unless governance > masking > show_personal_data).",
+    )
+
+
+class PolicyConfig(_Strict):
+    """Labels that must not be used for some marketing actions."""
+
+    name: str
+    description: str = ""
+    labels: list[str] = Field(min_length=1, description="Labels this policy restricts.")
+    forbidden_actions: list[str] = Field(min_length=1, description="Marketing actions the labels may not be used for.")
+
+    @field_validator("name")
+    @classmethod
+    def _snake(cls, value: str) -> str:
+        if not SNAKE_CASE.match(value):
+            raise ValueError(f"policy name {value!r} must be snake_case, e.g. 'no_sensitive_export'")
+        return value
+
+
+class MaskingConfig(_Strict):
+    show_personal_data: bool = Field(
+        default=False,
+        description="Show identifying values (email, names, phone, columns with an identifying label) in full in "
+        "Dagster metadata and logs: for local debugging only. Datasets and quarantines always keep full values.",
+    )
+
+
+class GovernanceConfig(_Strict):
+    """Data-usage labels, marketing actions and the policies between them; masking of personal data."""
+
+    labels: dict[str, LabelConfig] = Field(default_factory=dict, description="Label id -> its meaning.")
+    actions: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_ACTIONS), description="Marketing action id -> what it means."
+    )
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+
+    @field_validator("labels", "actions")
+    @classmethod
+    def _identifiers(cls, value: dict) -> dict:
+        for name in value:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"{name!r} is not an identifier (letters, digits and '_', e.g. C2 or crm_export)")
+        return value
+
+    @property
+    def known_labels(self) -> str:
+        return (f"declared labels: {', '.join(self.labels)} (governance > labels)" if self.labels
+                else "no labels are declared: add it under governance > labels")
+
+    @property
+    def known_actions(self) -> str:
+        return f"declared actions: {', '.join(self.actions)} (governance > actions)"
+
+    def policy(self, name: str) -> PolicyConfig:
+        for policy in self.policies:
+            if policy.name == name:
+                return policy
+        raise KeyError(f"no policy named {name!r}")
+
+
 class PipelineSettings(_Strict):
     quarantine_threshold: float = Field(
         default=0.05, ge=0, le=1, description="Largest share of quarantined rows before a run fails."
@@ -506,6 +614,7 @@ class PipelineConfig(_Strict):
     destinations: list[DestinationConfig] = Field(default_factory=list)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     automation: AutomationConfig = Field(default_factory=AutomationConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
@@ -558,8 +667,41 @@ class PipelineConfig(_Strict):
             except RuleError as exc:
                 problems.append(f"{where} > {exc}")
         problems += self._destination_problems(profile)
+        problems += self._governance_problems()
         if problems:
             raise ValueError("\n  - ".join(problems))
+
+    def _governance_problems(self) -> list[str]:
+        """Unknown labels and actions, exceptions that name nothing, and every flow a policy forbids."""
+        from sfmc_pipeline.governance.policies import check_pipeline
+
+        governance = self.governance
+        problems, seen = [], set()
+        for i, policy in enumerate(governance.policies):
+            where = f"governance > policies[{i}] ({policy.name})"
+            if policy.name in seen:
+                problems.append(f"{where}: policy name {policy.name!r} is used twice")
+            seen.add(policy.name)
+            for label in policy.labels:
+                if label not in governance.labels:
+                    problems.append(f"{where} > labels: unknown label {label!r}; {governance.known_labels}")
+            for action in policy.forbidden_actions:
+                if action not in governance.actions:
+                    problems.append(f"{where} > forbidden_actions: unknown action {action!r}; {governance.known_actions}")
+        for i, ext in enumerate(self.data_extensions):
+            for col in ext.columns:
+                for label in col.labels:
+                    if label not in governance.labels:
+                        problems.append(f"data_extensions[{i}] ({ext.key}) > columns > {col.name} > labels: unknown "
+                                        f"label {label!r}; {governance.known_labels}")
+        for i, dest in enumerate(self.destinations):
+            for action in dest.marketing_actions:
+                if action not in governance.actions:
+                    problems.append(f"destinations[{i}] ({dest.name}) > marketing_actions: unknown action {action!r}; "
+                                    f"{governance.known_actions}")
+        if problems:
+            return problems
+        return check_pipeline(self)
 
     def _resolve(self, name: str, value: Any) -> None:
         """Fill in a default that depends on another section (the model is frozen once loaded)."""

@@ -71,6 +71,7 @@ from sfmc_pipeline.crm.vectors import (
     text,
 )
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES, valid_id_mask
+from sfmc_pipeline.governance.policies import Allowed, enforce
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
 ERROR_COLUMNS = ["run_id", "destination", "object", "record_id", "stage", "status_code", "message", "fields", "payload"]
@@ -110,6 +111,7 @@ class SyncOutcome:
     cleared: Counter = field(default_factory=Counter)  # (field, segment) -> records cleared of an unmapped segment
     planned: Counter = field(default_factory=Counter)  # (field, status or "attribute") -> records (dry run)
     samples: list[dict] = field(default_factory=list)
+    policy_exceptions: list[Allowed] = field(default_factory=list)  # pairings a policy refuses, allowed on purpose
     longest: dict[str, int] = field(default_factory=dict)
     exit_guard: pd.DataFrame | None = None
     usage: ApiUsage | None = None
@@ -165,12 +167,15 @@ class DestinationSync:
         exit_limits: Mapping[str, float] | None = None,
         log: Callable[[str], None] = lambda message: None,
         bulk: BulkWriter | None = None,
+        pipeline: PipelineConfig | None = None,
     ):
         """``columns``: the profile dataset's columns by name; ``exit_limits``: segment -> largest
         share of its confirmed members one run may exit (default ``settings.max_exit_share``); ``bulk``:
         the Bulk API 2.0 writer for change sets of at least ``settings.bulk_threshold`` records (None:
-        sObject Collections only, e.g. the local target)."""
+        sObject Collections only, e.g. the local target); ``pipeline``: the config whose data-usage
+        policies the sync enforces before anything else (``for_pipeline`` passes it)."""
         self.dest = dest
+        self.pipeline = pipeline
         self.settings = settings
         self.target = target
         self.ledger = ledger
@@ -190,13 +195,16 @@ class DestinationSync:
         return cls(
             dest, pipeline.sync, target, ledger, profile_key=pipeline.profile_key,
             columns={c.name: c for c in profile.columns}, timezone=pipeline.evaluation.timezone,
-            exit_limits={s: pipeline.max_exit_share_for(s) for s in dest.segments}, **kwargs,
+            exit_limits={s: pipeline.max_exit_share_for(s) for s in dest.segments}, pipeline=pipeline, **kwargs,
         )
 
     def run(self, statuses: pd.DataFrame, profiles: pd.DataFrame, *, dry_run: bool = False,
             accept_exits: bool = False) -> SyncOutcome:
         dest = self.dest
-        out = SyncOutcome(destination=dest.name, sobject=dest.object, dry_run=dry_run, target=self.target.target_id)
+        # Data-usage policies first: a refused destination makes no request at all (not even a login).
+        allowed = enforce(self.pipeline, dest) if self.pipeline is not None else []
+        out = SyncOutcome(destination=dest.name, sobject=dest.object, dry_run=dry_run, target=self.target.target_id,
+                          policy_exceptions=allowed)
         busy: dict[str, str] = {}
         if self.bulk is not None and not dry_run:
             self._recover_bulk(out)  # settles jobs an earlier run left, before the ledger is read

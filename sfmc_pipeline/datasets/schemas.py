@@ -7,11 +7,13 @@ Every check carries a ``name`` ``<kind>`` and an ``error`` in plain words, which
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, RowCheck, SfmcType
+from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, LabelConfig, RowCheck, SfmcType
 from sfmc_pipeline.datasets.conversion import pandas_dtype
 from sfmc_pipeline.datasets.salesforce_id import valid_id_mask
 
@@ -151,24 +153,34 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def table_schema(extension: DataExtensionConfig) -> dg.TableSchema:
-    """The Dagster column schema of the dataset (shown in the UI's asset page)."""
+def table_schema(extension: DataExtensionConfig, labels: Mapping[str, LabelConfig] | None = None) -> dg.TableSchema:
+    """The Dagster column schema of the dataset (shown in the UI's asset page): each column's
+    data-usage labels as its tags, and their meaning in its description (``labels``: the declared
+    vocabulary, ``governance > labels``)."""
     pk = set(extension.primary_key)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=col.name,
                 type=_type_label(col),
-                description=col.description or None,
+                description=_described(col, labels or {}),
                 constraints=dg.TableColumnConstraints(
                     nullable=col.nullable,
                     unique=pk == {col.name},
                     other=_constraint_labels(col),
                 ),
+                tags={label: "" for label in col.labels} or None,
             )
             for col in extension.columns
         ]
     )
+
+
+def _described(col: ColumnConfig, labels: Mapping[str, LabelConfig]) -> str | None:
+    if not col.labels:
+        return col.description or None
+    meaning = "; ".join(f"{label}: {labels[label].description}" if label in labels else label for label in col.labels)
+    return f"{col.description} (labels: {meaning})" if col.description else f"Labels: {meaning}"
 
 
 def _type_label(col: ColumnConfig) -> str:

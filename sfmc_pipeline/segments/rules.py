@@ -149,6 +149,23 @@ def related_datasets(rule: Rule) -> set[str]:
     return set()
 
 
+def columns_read(rule: Rule, profile: str) -> set[tuple[str, str]]:
+    """``(dataset, column)`` of every column whose values decide the rule: the profile dataset's
+    compared columns, and through ``has_related`` the related dataset's ``where`` and
+    ``latest_is_after`` columns plus the profile's ``profile_column``. The join key only matches rows
+    to profiles; it is not read for its value."""
+    if isinstance(rule, (AllOf, AnyOf)):
+        return set().union(*(columns_read(r, profile) for r in rule.rules))
+    if isinstance(rule, Not):
+        return columns_read(rule.rule, profile)
+    if isinstance(rule, HasRelated):
+        read = columns_read(rule.where, rule.dataset) if rule.where is not None else set()
+        if rule.latest_is_after is not None:
+            read |= {(rule.dataset, rule.latest_is_after.column), (profile, rule.latest_is_after.profile_column)}
+        return read
+    return {(profile, rule.column)}
+
+
 def check_rule(
     rule: Rule,
     profile: DataExtensionConfig,
