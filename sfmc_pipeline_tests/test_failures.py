@@ -7,6 +7,7 @@ import pytest
 
 from sfmc_pipeline.assets.failures import TRANSIENT_RETRIES, TRANSIENT_RETRY_WAIT, api_failures
 from sfmc_pipeline.crm.preflight import PreflightError
+from sfmc_pipeline.governance.masking import mask_emails_in_text
 from sfmc_pipeline.transport import ApiError, ConfigurationError
 
 
@@ -16,6 +17,14 @@ def test_transient_api_failure_requests_a_bounded_step_retry():
             raise ApiError("SFMC GET /rowset failed after 6 attempt(s): HTTP 503", retryable=True, status=503)
     assert info.value.max_retries == TRANSIENT_RETRIES == 2
     assert info.value.seconds_to_wait == TRANSIENT_RETRY_WAIT
+    assert "HTTP 503" in str(info.value.__cause__)  # the event log shows why the step is retried
+
+
+def test_a_retried_error_is_shown_masked():
+    with pytest.raises(dg.RetryRequested) as info:
+        with api_failures(mask=mask_emails_in_text):
+            raise ApiError("Salesforce: HTTP 503 while updating jane.doe@example.com", retryable=True, status=503)
+    assert "jane.doe@example.com" not in str(info.value.__cause__) and "j***@example.com" in str(info.value.__cause__)
 
 
 def test_the_last_retry_fails_with_the_errors_own_message():

@@ -20,6 +20,10 @@ TRANSIENT_RETRIES = 2
 TRANSIENT_RETRY_WAIT = 60
 
 
+class RetriedApiError(Exception):
+    """The transient API error a step is retried for, as the event log shows it."""
+
+
 @contextmanager
 def api_failures(retry_number: int = 0, mask: Callable[[str], str] | None = None) -> Iterator[None]:
     """``retry_number``: the step's ``context.retry_number``; the last attempt fails with the error's
@@ -32,6 +36,8 @@ def api_failures(retry_number: int = 0, mask: Callable[[str], str] | None = None
         raise dg.Failure(description=mask(str(exc)), allow_retries=False) from None
     except ApiError as exc:
         if exc.retryable and retry_number < TRANSIENT_RETRIES:
-            raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT) from exc
+            # Dagster logs the cause of a retry: the error's own message, masked like a failure's
+            raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES,
+                                    seconds_to_wait=TRANSIENT_RETRY_WAIT) from RetriedApiError(mask(str(exc)))
         attempts = f" (after {retry_number + 1} attempts of this step)" if exc.retryable else ""
         raise dg.Failure(description=mask(f"{exc}{attempts}"), allow_retries=False) from None
