@@ -70,6 +70,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -395,10 +396,14 @@ def ledger_rows(path: Path) -> int:
 
 
 def copy_ledger(source: Path, target: Path) -> None:
-    """A consistent copy of a closed ledger (SQLite's backup API, WAL content included)."""
+    """A consistent copy of a closed ledger (SQLite's backup API, WAL content included) with the snapshot
+    folder beside it (``<stem>.snapshots``), as a deployment has it after its last sync."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(source)) as a, closing(sqlite3.connect(target)) as b:
         a.backup(b)
+    snapshots = source.parent / f"{source.stem}.snapshots"
+    if snapshots.is_dir():
+        shutil.copytree(snapshots, target.parent / f"{target.stem}.snapshots", dirs_exist_ok=True)
 
 
 def ledger_differences(a: Path, b: Path) -> int:
