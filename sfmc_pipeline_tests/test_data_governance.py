@@ -68,12 +68,14 @@ def test_an_unknown_label_is_a_load_error_naming_it_and_the_vocabulary(tmp_path)
 def test_unknown_labels_and_actions_in_policies_and_destinations_are_load_errors(tmp_path):
     def edit(raw):
         raw["governance"]["policies"].append({"name": "typo", "labels": ["S2"], "forbidden_actions": ["crm_exprot"]})
+        raw["governance"]["policies"].append({"name": "typo", "labels": ["C2"], "forbidden_actions": ["crm_export"]})
         _destination(raw, "leads")["marketing_actions"] = ["email_targetting"]
 
     message = _load_error(tmp_path, edit)
     assert "governance > policies[2] (typo) > labels: unknown label 'S2'" in message
     assert "governance > policies[2] (typo) > forbidden_actions: unknown action 'crm_exprot'" in message
     assert "destinations[1] (leads) > marketing_actions: unknown action 'email_targetting'" in message
+    assert "governance > policies[3] (typo): policy name 'typo' is used twice; names must be unique" in message
 
 
 def test_a_forbidden_label_mapped_as_an_attribute_does_not_load(tmp_path):

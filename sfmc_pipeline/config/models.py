@@ -19,6 +19,17 @@ SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+def snake_case_field(field: str, what: str, example: str):
+    """A validator of ``field``: a snake_case name (``what`` and ``example`` go into the message)."""
+
+    def check(cls, value: str) -> str:
+        if not SNAKE_CASE.match(value):
+            raise ValueError(f"{what} {value!r} must be snake_case, e.g. {example!r}")
+        return value
+
+    return field_validator(field)(classmethod(check))
+
+
 class SfmcType(str, Enum):
     """Data Extension field types (SOAP ``DataExtensionFieldType``)."""
 
@@ -149,12 +160,7 @@ class DataExtensionConfig(_Strict):
         default=False, description="Accept an extract with no valid rows (otherwise the volume guard fails it)."
     )
 
-    @field_validator("asset")
-    @classmethod
-    def _asset_is_snake_case(cls, value: str) -> str:
-        if not SNAKE_CASE.match(value):
-            raise ValueError(f"asset name {value!r} must be snake_case, e.g. 'campaign_engagement'")
-        return value
+    _asset_is_snake_case = snake_case_field("asset", "asset name", "campaign_engagement")
 
     @field_validator("key")
     @classmethod
@@ -271,12 +277,7 @@ class SegmentConfig(_Strict):
         description="Exit guard for this segment: overrides sync.max_exit_share (fast-churning segments need more).",
     )
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_snake_case(cls, value: str) -> str:
-        if not SNAKE_CASE.match(value):
-            raise ValueError(f"segment name {value!r} must be snake_case, e.g. 'new_customer'")
-        return value
+    _name_is_snake_case = snake_case_field("name", "segment name", "new_customer")
 
     @field_validator("rule", mode="before")
     @classmethod
@@ -366,12 +367,7 @@ class DestinationConfig(_Strict):
         description="Pairings a policy would refuse that an administrator allows on purpose, each with a reason.",
     )
 
-    @field_validator("name")
-    @classmethod
-    def _snake(cls, value: str) -> str:
-        if not SNAKE_CASE.match(value):
-            raise ValueError(f"destination name {value!r} must be snake_case, e.g. 'contacts'")
-        return value
+    _name_is_snake_case = snake_case_field("name", "destination name", "contacts")
 
     @field_validator("segments")
     @classmethod
@@ -529,12 +525,7 @@ class PolicyConfig(_Strict):
     labels: list[str] = Field(min_length=1, description="Labels this policy restricts.")
     forbidden_actions: list[str] = Field(min_length=1, description="Marketing actions the labels may not be used for.")
 
-    @field_validator("name")
-    @classmethod
-    def _snake(cls, value: str) -> str:
-        if not SNAKE_CASE.match(value):
-            raise ValueError(f"policy name {value!r} must be snake_case, e.g. 'no_sensitive_export'")
-        return value
+    _name_is_snake_case = snake_case_field("name", "policy name", "no_sensitive_export")
 
 
 class MaskingConfig(_Strict):
@@ -605,6 +596,17 @@ class PipelineSettings(_Strict):
     )
 
 
+def _names_used_twice(items: list, section: str, what: str) -> list[str]:
+    """A problem for each item whose ``name`` an earlier item of ``section`` already has."""
+    problems, seen = [], set()
+    for i, item in enumerate(items):
+        if item.name in seen:
+            problems.append(f"{section}[{i}] ({item.name}): {what} name {item.name!r} is used twice; names must be "
+                            "unique")
+        seen.add(item.name)
+    return problems
+
+
 class PipelineConfig(_Strict):
     settings: PipelineSettings = Field(default_factory=PipelineSettings)
     data_extensions: list[DataExtensionConfig] = Field(min_length=1)
@@ -656,12 +658,9 @@ class PipelineConfig(_Strict):
             d if d.identity_column else d.model_copy(update={"identity_column": self.profiles.key})
             for d in self.destinations
         ])
-        problems, seen = [], set()
+        problems = _names_used_twice(self.segments, "segments", "segment")
         for i, segment in enumerate(self.segments):
             where = f"segments[{i}] ({segment.name})"
-            if segment.name in seen:
-                problems.append(f"{where}: segment name {segment.name!r} is used twice; names must be unique")
-            seen.add(segment.name)
             try:
                 check_rule(segment.rule, profile, datasets, self.profiles.key)
             except RuleError as exc:
@@ -676,12 +675,9 @@ class PipelineConfig(_Strict):
         from sfmc_pipeline.governance.policies import check_pipeline
 
         governance = self.governance
-        problems, seen = [], set()
+        problems = _names_used_twice(governance.policies, "governance > policies", "policy")
         for i, policy in enumerate(governance.policies):
             where = f"governance > policies[{i}] ({policy.name})"
-            if policy.name in seen:
-                problems.append(f"{where}: policy name {policy.name!r} is used twice")
-            seen.add(policy.name)
             for label in policy.labels:
                 if label not in governance.labels:
                     problems.append(f"{where} > labels: unknown label {label!r}; {governance.known_labels}")
@@ -708,17 +704,13 @@ class PipelineConfig(_Strict):
         object.__setattr__(self, name, value)
 
     def _destination_problems(self, profile: DataExtensionConfig) -> list[str]:
-        problems: list[str] = []
+        problems = _names_used_twice(self.destinations, "destinations", "destination")
         columns = {c.name for c in profile.columns}
         segments = {s.name for s in self.segments}
-        names: set[str] = set()
         fields_per_object: dict[str, set[str]] = {}
         writer: dict[tuple[str, str], str] = {}  # (object, field) -> the destination that writes it
         for i, dest in enumerate(self.destinations):
             where = f"destinations[{i}] ({dest.name})"
-            if dest.name in names:
-                problems.append(f"{where}: destination name {dest.name!r} is used twice")
-            names.add(dest.name)
             needed = [("identity_column", dest.identity_column), *(("attributes", c) for c in dest.attribute_map)]
             if dest.external_id:
                 needed.append(("external_id > column", dest.external_id.column))
