@@ -45,13 +45,6 @@ def table_of(columns: list[str], values: list[list]) -> pa.Table:
     return pa.table({c: pa.array(v, pa.large_string()) for c, v in zip(columns, values)})
 
 
-def _last_per_key(table: pa.Table) -> pa.Table:
-    """The last row of each (record_id, field) (what a sequence of upserts leaves)."""
-    numbered = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
-    last = numbered.group_by(KEY, use_threads=False).aggregate([("__row", "max")])["__row_max"]
-    return table.take(np.sort(last.to_numpy()))  # the kept rows, in their original order
-
-
 def _key_codes(table: pa.Table, other: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """One int64 per row of each table for its (record_id, field), equal exactly when the key is and
     ordered as the keys are (each column's dictionary is ranked in byte order, SQLite's binary order):
@@ -68,8 +61,9 @@ def _key_codes(table: pa.Table, other: pa.Table) -> tuple[np.ndarray, np.ndarray
 
 
 def _merged(table: pa.Table, upserts: pa.Table | None, deletes: pa.Table | None) -> pa.Table:
-    """``table`` (in key order, one row per key) with the rows of ``upserts`` (one per key)
-    replacing or joining its rows, or the keys of ``deletes`` removed; still in key order."""
+    """``table`` (in key order, one row per key) with the rows of ``upserts`` (in write order; the last
+    write of a key wins) replacing or joining its rows, or the keys of ``deletes`` removed; still in key
+    order."""
     changes = upserts if upserts is not None else deletes
     if not changes.num_rows:
         return table
@@ -77,13 +71,19 @@ def _merged(table: pa.Table, upserts: pa.Table | None, deletes: pa.Table | None)
     if upserts is None:
         keep = ~np.isin(mine, theirs)
         return table.filter(pa.array(keep)) if not keep.all() else table
-    changes = changes.select(table.column_names).take(np.argsort(theirs))  # in key order
-    theirs = np.sort(theirs)
-    if changes.num_rows > _SPLICE_LIMIT or not table.num_rows:  # many rows: one sort of both tables
+    order = np.argsort(theirs, kind="stable")  # key order; a key's writes stay in write order
+    theirs = theirs[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = theirs[1:] != theirs[:-1]  # the last write of each key
+    changes = changes.select(table.column_names).combine_chunks().take(order[last])
+    theirs = theirs[last]
+    if not table.num_rows:
+        return changes
+    if changes.num_rows > _SPLICE_LIMIT:  # many rows: one sort of both tables
         keep = ~np.isin(mine, theirs)
         kept = table.filter(pa.array(keep)) if not keep.all() else table
-        order = np.argsort(np.concatenate([mine[keep], theirs]), kind="stable")
-        return pa.concat_tables([kept, changes]).take(order)
+        merged = np.argsort(np.concatenate([mine[keep], theirs]), kind="stable")
+        return pa.concat_tables([kept, changes]).combine_chunks().take(merged)
     at = np.searchsorted(mine, theirs)  # where each goes: the row it replaces, or the row it precedes
     present = at < len(mine)
     present[present] = mine[at[present]] == theirs[present]
@@ -121,7 +121,7 @@ class ConfirmedTable:
                 pending.append(rows)
                 continue
             if pending:
-                table = _merged(table, _last_per_key(pa.concat_tables(pending)), None)
+                table = _merged(table, pa.concat_tables(pending), None)
                 pending = []
             if action == "delete":
                 table = _merged(table, None, rows)
