@@ -19,11 +19,13 @@ from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import PipelineConfig
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.datasets.salesforce_id import is_valid_id
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
 
@@ -43,6 +45,24 @@ def edited_config(tmp_path: Path, edit) -> PipelineConfig:
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return load_pipeline_config(path)
+
+
+def seed_sample_org(org, objects=("Contact", "Lead")):
+    """The fake org with the shipped status fields and a record for each sample profile of ``objects``
+    (by Id prefix; the sample's deliberately broken id is quarantined before a sync, so it gets none)."""
+    for dest in CONFIG.destinations:
+        if dest.object in objects:
+            for name in dest.status_fields:
+                org.add_field(dest.object, name)
+    contacts = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONFIG.extension("contacts")).frame
+    for rid in set(contacts["SubscriberKey"]):
+        if not is_valid_id(rid):
+            continue
+        if rid.startswith("003") and "Contact" in objects:
+            org.add_record("Contact", rid, LastName="x")
+        elif rid.startswith("00Q") and "Lead" in objects:
+            org.add_record("Lead", rid, LastName="x", Company="x")
+    return org
 
 
 def copy_sample(dest: Path) -> Path:

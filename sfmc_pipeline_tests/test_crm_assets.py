@@ -6,17 +6,15 @@ never show a secret in logs, metadata or errors."""
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.datasets.salesforce_id import is_valid_id
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.definitions import build_resources
-from sfmc_pipeline.settings import SAMPLE_DATA_DIR
-from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline_tests.flow_fixtures import (
     ASSETS,
     check_evaluations,
     local_crm_records,
     local_resources,
     materialize,
+    seed_sample_org,
     step_failures,
     sync_metadata,
 )
@@ -54,18 +52,7 @@ def test_local_target_end_to_end(tmp_path):
 @pytest.fixture()
 def sample_org(fake_salesforce):
     """The fake org holding the sample's records and the shipped status fields."""
-    for dest in CONFIG.destinations:
-        for name in dest.status_fields:
-            fake_salesforce.add_field(dest.object, name)
-    contacts = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONFIG.extension("contacts")).frame
-    for rid in set(contacts["SubscriberKey"]):
-        if not is_valid_id(rid):
-            continue  # the sample's deliberately broken id is quarantined before it gets here
-        if rid.startswith("003"):
-            fake_salesforce.add_record("Contact", rid, LastName="x")
-        elif rid.startswith("00Q"):
-            fake_salesforce.add_record("Lead", rid, LastName="x", Company="x")
-    return fake_salesforce
+    return seed_sample_org(fake_salesforce)
 
 
 def _salesforce_env(monkeypatch, org, tmp_path, password=PASSWORD):

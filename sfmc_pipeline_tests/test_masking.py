@@ -11,12 +11,9 @@ import pytest
 
 from sfmc_pipeline.assets.crm import sync_errors_path
 from sfmc_pipeline.automation import failure_alerts as alerts
-from sfmc_pipeline.datasets.salesforce_id import is_valid_id
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet
 from sfmc_pipeline.definitions import build_resources
 from sfmc_pipeline.governance.masking import Masker, mask_emails_in_text, mask_value
-from sfmc_pipeline.settings import SAMPLE_DATA_DIR
-from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,
     copy_sample,
@@ -24,6 +21,7 @@ from sfmc_pipeline_tests.flow_fixtures import (
     flow_assets,
     local_resources,
     materialize,
+    seed_sample_org,
     step_failures,
     sync_metadata,
 )
@@ -217,15 +215,7 @@ def test_sync_sample_payloads_and_failures(tmp_path, show):
 @pytest.fixture()
 def sample_org(fake_salesforce, monkeypatch, tmp_path):
     """The fake org holding the sample's records and status fields, with the SALESFORCE_* variables pointing at it."""
-    for dest in CONFIG.destinations:
-        for name in dest.status_fields:
-            fake_salesforce.add_field(dest.object, name)
-    for rid in set(EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONFIG.extension("contacts")).frame["SubscriberKey"]):
-        if is_valid_id(rid) and rid.startswith("003"):
-            fake_salesforce.add_record("Contact", rid, LastName="x")
-        elif is_valid_id(rid) and rid.startswith("00Q"):
-            fake_salesforce.add_record("Lead", rid, LastName="x", Company="x")
-    org = fake_salesforce
+    org = seed_sample_org(fake_salesforce)
     for name, value in {"SALESFORCE_LOGIN_URL": org.base_url, "SALESFORCE_CLIENT_ID": org.client_id,
                         "SALESFORCE_CLIENT_SECRET": org.client_secret, "SALESFORCE_USERNAME": org.username,
                         "SALESFORCE_PASSWORD": org.password, "SALESFORCE_SECURITY_TOKEN": org.security_token,

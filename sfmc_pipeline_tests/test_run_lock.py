@@ -18,14 +18,17 @@ import dagster as dg
 import pytest
 
 from sfmc_pipeline.assets.crm import ledger_path, local_db_path
-from sfmc_pipeline.datasets.salesforce_id import is_valid_id
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.resources.salesforce import SalesforceResource
 from sfmc_pipeline.run_lock import StorageBusy, run_lease
-from sfmc_pipeline.settings import SAMPLE_DATA_DIR
-from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
-from sfmc_pipeline_tests.flow_fixtures import ASSETS, asset_metadata, local_resources, materialize, step_failures
-from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.flow_fixtures import (
+    ASSETS,
+    asset_metadata,
+    local_resources,
+    materialize,
+    seed_sample_org,
+    step_failures,
+)
 
 UPSTREAM = dg.AssetSelection.groups("sfmc_datasets", "segments")
 SYNC_CONTACTS = [dg.AssetKey(["salesforce", "contacts"])]
@@ -187,14 +190,7 @@ def test_a_sync_or_dataset_step_of_another_run_writes_nothing_while_the_lease_is
 @pytest.fixture()
 def sample_org(fake_salesforce):
     """The fake org holding the sample's Contacts and the shipped status fields."""
-    (contacts_destination,) = [d for d in CONFIG.destinations if d.name == "contacts"]
-    for name in contacts_destination.status_fields:
-        fake_salesforce.add_field("Contact", name)
-    contacts = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONFIG.extension("contacts")).frame
-    for rid in set(contacts["SubscriberKey"]):
-        if is_valid_id(rid) and rid.startswith("003"):
-            fake_salesforce.add_record("Contact", rid, LastName="x")
-    return fake_salesforce
+    return seed_sample_org(fake_salesforce, objects=("Contact",))
 
 
 def test_two_concurrent_syncs_never_send_a_record_twice(sample_org, tmp_path):
