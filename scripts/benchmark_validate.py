@@ -28,10 +28,11 @@ What it does:
 
    - ``new``: ``validate_pages(pages, extension)`` over the page iterator; the 2nd read takes the
      previous dataset's row hashes (``merge.previous_for_full_read``), as the asset does.
-   - ``previous impl.``: the previous implementation, kept below (``old_*``: the per-column
-     conversion with pandas ``to_datetime`` for dates and regex ``extract_regex`` for numbers,
-     pandera's lazy validation of the whole typed frame, the quarantine built with ``groupby``;
-     for the 2nd read ``load_previous`` and ``count_changed`` with ``hash_pandas_object``), fed as
+   - ``previous impl.``: the previous implementation, the tests' reference
+     (``sfmc_pipeline_tests/validation_reference.py``: the per-column conversion with pandas
+     ``to_datetime`` for dates and regex ``extract_regex`` for numbers, pandera's lazy validation of
+     the whole typed frame, the quarantine built with ``groupby``) with the vectorised Salesforce Id
+     rules that implementation had (kept below, ``old_*``); for the 2nd read ``load_previous`` and ``count_changed`` with ``hash_pandas_object``), fed as
      before: every page collected and concatenated into one frame first. ``--baseline-rows`` runs
      it on the first N rows only and extrapolates its time linearly (memory as measured).
 
@@ -217,124 +218,39 @@ def read_source(path: Path, limit: int | None = None):
 
 # ----------------------------------------------------------------------------------------------
 # The previous implementation (conversion.py, salesforce_id.py, schemas.py, validation.py as they
-# were before validation went page by page), for the baseline
+# were before validation went page by page), for the baseline: the tests' reference, with the
+# vectorised Salesforce Id rules of that implementation
 # ----------------------------------------------------------------------------------------------
 
 
 def old_validate_extract(raw, extension):
-    import pandas as pd
-    import pandera.pandas as pandera
+    """The previous implementation (``sfmc_pipeline_tests/validation_reference.py``, which the tests
+    check the new code against) with the vectorised Salesforce Id rules it had
+    (``AS_IT_WAS_IDS``): ``(valid, quarantine, issues)``."""
+    from sfmc_pipeline_tests.validation_reference import reference_validate
 
-    from sfmc_pipeline.datasets.schemas import describe_failure
-
-    raw = raw.reset_index(drop=True)
-    frame, conversion_issues = old_convert_frame(raw, extension)
-    try:
-        old_schema(extension).validate(frame, lazy=True)
-        schema_issues = _old_empty_issues()
-    except pandera.errors.SchemaErrors as exc:
-        records = []
-        for context, column, check, number, value, row in exc.failure_cases[
-            ["schema_context", "column", "check", "check_number", "failure_case", "index"]
-        ].itertuples(index=False):
-            kind = _old_kind(extension, context, column, check, number)
-            if context == "Column" and kind != "required" and column in raw:
-                served = raw.at[int(row), column]
-                value = served.strip() if isinstance(served, str) and served.strip() else value
-            reason, summary = describe_failure(extension, kind, column, number, value)
-            if kind == "primary_key":
-                column = ",".join(extension.primary_key)
-            elif kind == "row_check":
-                config = extension.row_checks[int(number)]
-                column = f"{config.column},{config.other_column}"
-            records.append((int(row), column, kind, reason, summary))
-        schema_issues = pd.DataFrame.from_records(records, columns=["row", "column", "check", "reason", "summary"])
-        schema_issues = schema_issues.drop_duplicates(["row", "check", "reason"], ignore_index=True)
-    if len(conversion_issues):
-        flagged = set(zip(conversion_issues["row"], conversion_issues["column"]))
-        schema_issues = schema_issues[[
-            (row, col) not in flagged or check != "required"
-            for row, col, check in zip(schema_issues["row"], schema_issues["column"], schema_issues["check"])]]
-    issues = pd.concat([conversion_issues, schema_issues], ignore_index=True)
-    bad_rows = pd.Index(sorted(set(issues["row"].astype("int64"))), dtype="int64")
-    valid = frame.drop(index=bad_rows).reset_index(drop=True)
-    names = [c.name for c in extension.columns]
-    out = pd.DataFrame({name: raw[name] for name in names}).loc[bad_rows].astype("string")
-    grouped = issues.groupby("row")
-    out["_row_number"] = (bad_rows + 1).astype("int64")
-    out["_reasons"] = grouped["reason"].agg("; ".join).reindex(bad_rows).astype("string").to_numpy()
-    out["_checks"] = grouped["check"].agg(lambda s: ",".join(dict.fromkeys(s))).reindex(bad_rows).astype("string").to_numpy()
-    out["_columns"] = grouped["column"].agg(
-        lambda s: ",".join(dict.fromkeys(",".join(s).split(",")))).reindex(bad_rows).astype("string").to_numpy()
-    return valid, out.reset_index(drop=True), issues
+    result = reference_validate(raw, extension, ids=_as_it_was_ids())
+    return result.valid, result.quarantine, result.issues
 
 
-def _old_empty_issues():
+def _as_it_was_ids():
+    from sfmc_pipeline_tests.validation_reference import IdRules
+
+    return IdRules(to_18=_old_to_18, valid=_old_valid_id_mask)
+
+
+def _old_to_18(text):
     import pandas as pd
 
-    return pd.DataFrame({n: pd.Series(dtype="int64" if n == "row" else "object")
-                         for n in ["row", "column", "check", "reason", "summary"]})
-
-
-def old_convert_frame(raw, extension):
-    import pandas as pd
-
-    from sfmc_pipeline.config.models import SfmcType
-
-    converters = {SfmcType.NUMBER: _old_number, SfmcType.DECIMAL: _old_decimal, SfmcType.DATE: _old_date,
-                  SfmcType.BOOLEAN: _old_boolean}
-    typed, issues = {}, []
-    for column in extension.columns:
-        text = raw[column.name].astype("string").str.strip()
-        values = text.mask(text == "")
-        series, problems = converters.get(column.type, _old_text)(values, column)
-        typed[column.name] = series
-        found = []
-        for bad, detail in problems:
-            bad = bad.fillna(False).astype(bool) & values.notna()
-            if bad.any():
-                shown = values[bad]
-                found.append(pd.DataFrame({
-                    "row": shown.index, "column": column.name, "check": f"type:{column.type.value}",
-                    "reason": [f"{column.name}: {v!r} is {detail}" for v in shown],
-                    "summary": f"{column.name}: {detail}"}))
-        if found:
-            issues.append(pd.concat(found).sort_values("row", kind="stable"))
-    return (pd.DataFrame(typed, index=raw.index),
-            pd.concat(issues, ignore_index=True) if issues else _old_empty_issues())
-
-
-def _old_strings(values):
-    array = pa.array(values.astype("string").array, type=pa.string())
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
-def _old_matches(values, pattern):
-    return values.str.match(pattern).fillna(False).astype(bool)
-
-
-def _old_parts(values):
-    import pandas as pd
-
-    parts = pc.extract_regex(_old_strings(values), r"^(?P<sign>[+-]?)0*(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*?)0*)?$")
-    return pd.DataFrame({name: pd.Series(pd.arrays.ArrowStringArray(pc.fill_null(pc.struct_field(parts, name), "")),
-                                         index=values.index) for name in ("sign", "int", "frac")})
-
-
-def _old_text(values, column):
-    import pandas as pd
-
-    text = values.astype(pd.StringDtype())
-    if column.format == "salesforce_id":
-        short = text.str.fullmatch(r"^[A-Za-z0-9]{15}$").fillna(False).astype(bool)
-        if short.any():
-            ids15 = text[short]
-            raw = np.frombuffer("".join(ids15.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 15)
-            ids18 = np.ascontiguousarray(np.hstack([raw, _old_suffix(raw)])).view("S18").ravel()
-            converted = pd.Series(pd.arrays.ArrowStringArray(pa.array(ids18, type=pa.binary(18)).cast(pa.string())),
-                                  index=ids15.index)
-            text = text.where(~short, converted).astype("string")
-    return text, []
+    short = text.str.fullmatch(r"^[A-Za-z0-9]{15}$").fillna(False).astype(bool)
+    if not short.any():
+        return text
+    ids15 = text[short]
+    raw = np.frombuffer("".join(ids15.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 15)
+    ids18 = np.ascontiguousarray(np.hstack([raw, _old_suffix(raw)])).view("S18").ravel()
+    converted = pd.Series(pd.arrays.ArrowStringArray(pa.array(ids18, type=pa.binary(18)).cast(pa.string())),
+                          index=ids15.index)
+    return text.where(~short, converted).astype("string")
 
 
 def _old_suffix(id15):
@@ -358,128 +274,6 @@ def _old_valid_id_mask(values):
         raw = np.frombuffer("".join(long_ids.tolist()).encode("ascii"), dtype=np.uint8).reshape(-1, 18)
         result.loc[long_ids.index] = (_old_suffix(raw[:, :15]) == raw[:, 15:]).all(axis=1)
     return result
-
-
-def _old_number(values, column):
-    import pandas as pd
-
-    numeric = _old_matches(values, r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
-    whole = numeric & _old_matches(values, r"^[+-]?(?:[0-9]+(?:\.0*)?|\.0+)$")
-    parts = _old_parts(values.where(whole))
-    digits = parts["int"].mask(parts["int"] == "", "0")
-    negative = (parts["sign"] == "-") & (digits != "0")
-    length = digits.str.len()
-    limit = pd.Series(str(2**63 - 1), index=values.index, dtype="string").mask(negative, str(2**63))
-    fits = whole & ((length < 19) | ((length == 19) & (digits <= limit).fillna(False).astype(bool)))
-    text = ("-" + digits).where(negative, digits).where(fits)
-    numbers = pd.Int64Dtype().__from_arrow__(pc.cast(_old_strings(text), pa.int64()))
-    return pd.Series(numbers, index=values.index), [
-        (~numeric, "not a number (expected a whole number)"),
-        (numeric & ~whole, "not a whole number"),
-        (whole & ~fits, f"outside the range of a whole-number column ({-(2**63)} to {2**63 - 1})"),
-    ]
-
-
-def _old_decimal(values, column):
-    import pandas as pd
-
-    from sfmc_pipeline.datasets.conversion import pandas_dtype
-
-    precision, scale = column.precision, column.scale
-    numeric = _old_matches(values, r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
-    parts = _old_parts(values.where(numeric))
-    int_fits = parts["int"].str.len() <= precision - scale
-    frac_fits = parts["frac"].str.len() <= scale
-    fits = numeric & int_fits & frac_fits
-    digits = parts["int"].mask(parts["int"] == "", "0")
-    text = digits.where(parts["frac"] == "", digits + "." + parts["frac"])
-    text = ("-" + text).where(parts["sign"] == "-", text).where(fits)
-    decimals = pc.cast(_old_strings(text), pa.decimal128(precision, scale))
-    limits = f"at most {precision - scale} digits before and {scale} after the point"
-    return pd.Series(decimals, index=values.index, dtype=pandas_dtype(column)), [
-        (~numeric, f"not a number (expected a decimal with {limits})"),
-        (numeric & ~int_fits, f"outside the range of a Decimal({precision},{scale}) column ({limits})"),
-        (numeric & int_fits & ~frac_fits,
-         f"more precise than a Decimal({precision},{scale}) column holds ({limits}; values are never rounded)"),
-    ]
-
-
-def _old_date(values, column):
-    import pandas as pd
-
-    from sfmc_pipeline.datasets.conversion import DATE_FORMATS
-
-    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
-    remaining = values.notna()
-    candidates = _old_matches(values, r"^[ -~]+$")
-    for fmt in DATE_FORMATS:
-        if not candidates.any():
-            break
-        attempt = pd.to_datetime(values[candidates], format=fmt, errors="coerce")
-        hit = attempt.notna()
-        parsed.loc[hit[hit].index] = attempt[hit].astype("datetime64[us]")
-        remaining.loc[hit[hit].index] = False
-        candidates.loc[hit[hit].index] = False
-    localized = parsed.dt.tz_localize("Etc/GMT+6").dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-    return localized, [(remaining, "not a date (expected M/D/YYYY h:mm:ss AM/PM or YYYY-MM-DD)")]
-
-
-def _old_boolean(values, column):
-    import pandas as pd
-
-    lowered = values.where(_old_matches(values, r"^[ -~]+$")).str.lower()
-    result = pd.Series(pd.NA, index=values.index, dtype=pd.BooleanDtype())
-    result[lowered.isin({"true", "1", "yes", "y"}).fillna(False).astype(bool)] = True
-    result[lowered.isin({"false", "0", "no", "n"}).fillna(False).astype(bool)] = False
-    return result, [(values.notna() & result.isna(), "not a boolean (expected True or False)")]
-
-
-def old_schema(extension):
-    import pandera.pandas as pandera
-
-    from sfmc_pipeline.datasets.conversion import pandas_dtype
-    from sfmc_pipeline.datasets.schemas import row_checks  # unchanged
-
-    return pandera.DataFrameSchema(
-        {col.name: pandera.Column(pandas_dtype(col), checks=[c for _, c in _old_checks(col)], nullable=col.nullable)
-         for col in extension.columns},
-        checks=row_checks(extension),
-        unique=list(extension.primary_key) or None, report_duplicates="all", strict=False, coerce=False,
-    )
-
-
-def _old_checks(col):
-    import pandera.pandas as pandera
-
-    from sfmc_pipeline.config.models import SfmcType
-    from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN, _bound
-
-    checks = []
-    if col.length is not None:
-        checks.append(("length", pandera.Check.str_length(max_value=col.length)))
-    if col.allowed_values is not None:
-        checks.append(("allowed_values", pandera.Check.isin(col.allowed_values)))
-    if col.min is not None:
-        checks.append(("min", pandera.Check.ge(_bound(col, col.min))))
-    if col.max is not None:
-        checks.append(("max", pandera.Check.le(_bound(col, col.max))))
-    if col.type is SfmcType.EMAIL_ADDRESS:
-        checks.append(("email_format", pandera.Check.str_matches(EMAIL_PATTERN)))
-    if col.format == "salesforce_id":
-        checks.append(("salesforce_id", pandera.Check(_old_valid_id_mask, name="salesforce_id")))
-    return checks
-
-
-def _old_kind(extension, context, column, check, number):
-    if check in ("field_uniqueness", "multiple_fields_uniqueness"):
-        return "primary_key"
-    if check == "not_nullable":
-        return "required"
-    if context == "DataFrameSchema" and number is not None:
-        return "row_check"
-    if context == "Column" and number is not None:
-        return _old_checks(extension.column(column))[int(number)][0]
-    return check
 
 
 # ----------------------------------------------------------------------------------------------

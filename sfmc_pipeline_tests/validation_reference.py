@@ -1,14 +1,17 @@
 """The previous validation implementation, kept as the reference the vectorised, page-by-page one is
 checked against (test_chunked_validation.py) and measured against (scripts/benchmark_validate.py):
-conversion.py / validation.py / schemas.py as they were before they were vectorised and chunked,
-with the Salesforce Id rules applied one value at a time. ``reference_validate(raw, extension)``
-gives the valid rows, the quarantine and the issues of a whole extract."""
+conversion.py / validation.py / schemas.py as they were before they were vectorised and chunked.
+``reference_validate(raw, extension)`` gives the valid rows, the quarantine and the issues of a whole
+extract. Its Salesforce Id rules are a parameter (``IdRules``): the tests apply them one value at a
+time (``PER_VALUE_IDS``, independent of the code under test); the benchmark passes the vectorised
+ones the previous implementation had, so its baseline is that implementation's speed."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import pandas as pd
 import pandera.pandas as pa
@@ -63,11 +66,27 @@ def ref_parts(values: pd.Series) -> pd.DataFrame:
     })
 
 
-def ref_text(values, column):
+@dataclass(frozen=True)
+class IdRules:
+    """How the reference treats a ``salesforce_id`` column: ``to_18`` gives the text with each
+    15-character Id in its 18-character form, ``valid`` the mask of values that are valid Ids."""
+
+    to_18: Callable[[pd.Series], pd.Series]
+    valid: Callable[[pd.Series], pd.Series]
+
+
+def _to_18_per_value(text: pd.Series) -> pd.Series:
+    return pd.Series([to_18(v) if isinstance(v, str) and REF_ID15.fullmatch(v) else v for v in text],
+                     index=text.index, dtype="string")
+
+
+PER_VALUE_IDS = IdRules(to_18=_to_18_per_value, valid=lambda s: s.map(is_valid_id).astype(bool))
+
+
+def ref_text(values, column, ids: IdRules = PER_VALUE_IDS):
     text = values.astype(pd.StringDtype())
-    if column.format == "salesforce_id":  # one value at a time
-        text = pd.Series([to_18(v) if isinstance(v, str) and REF_ID15.fullmatch(v) else v for v in text],
-                         index=text.index, dtype="string")
+    if column.format == "salesforce_id":
+        text = ids.to_18(text)
     return text, []
 
 
@@ -145,12 +164,14 @@ class ReferenceConverted:
     issues: pd.DataFrame
 
 
-def reference_convert_frame(raw: pd.DataFrame, extension: DataExtensionConfig) -> ReferenceConverted:
+def reference_convert_frame(raw: pd.DataFrame, extension: DataExtensionConfig,
+                            ids: IdRules = PER_VALUE_IDS) -> ReferenceConverted:
     typed, issues = {}, []
     for column in extension.columns:
         values = (ref_clean(raw[column.name]) if column.name in raw
                   else pd.Series(pd.NA, index=raw.index, dtype="string"))
-        series, problems = REF_CONVERTERS[column.type](values, column)
+        convert = REF_CONVERTERS[column.type]
+        series, problems = convert(values, column, ids) if convert is ref_text else convert(values, column)
         typed[column.name] = series
         found = []
         for bad, detail in problems:
@@ -168,7 +189,7 @@ def reference_convert_frame(raw: pd.DataFrame, extension: DataExtensionConfig) -
                               pd.concat(issues, ignore_index=True) if issues else ref_empty_issues())
 
 
-def ref_column_checks(col: ColumnConfig) -> list[tuple[str, pa.Check]]:
+def ref_column_checks(col: ColumnConfig, ids: IdRules = PER_VALUE_IDS) -> list[tuple[str, pa.Check]]:
     checks = []
     if col.length is not None:
         checks.append(("length", pa.Check.str_length(max_value=col.length)))
@@ -182,12 +203,12 @@ def ref_column_checks(col: ColumnConfig) -> list[tuple[str, pa.Check]]:
                                           else col.max)))
     if col.type is SfmcType.EMAIL_ADDRESS:
         checks.append(("email_format", pa.Check.str_matches(EMAIL_PATTERN)))
-    if col.format == "salesforce_id":  # one value at a time
-        checks.append(("salesforce_id", pa.Check(lambda s: s.map(is_valid_id).astype(bool), name="salesforce_id")))
+    if col.format == "salesforce_id":
+        checks.append(("salesforce_id", pa.Check(ids.valid, name="salesforce_id")))
     return checks
 
 
-def ref_schema(extension: DataExtensionConfig) -> pa.DataFrameSchema:
+def ref_schema(extension: DataExtensionConfig, ids: IdRules = PER_VALUE_IDS) -> pa.DataFrameSchema:
     ops = {"lt": "__lt__", "lte": "__le__", "gt": "__gt__", "gte": "__ge__", "eq": "__eq__", "ne": "__ne__"}
 
     def row_check(check):
@@ -197,7 +218,7 @@ def ref_schema(extension: DataExtensionConfig) -> pa.DataFrameSchema:
         return pa.Check(holds, name=f"row_check_{check.column}_{check.op}_{check.other_column}")
 
     return pa.DataFrameSchema(
-        {col.name: pa.Column(pandas_dtype(col), checks=[c for _, c in ref_column_checks(col)], nullable=col.nullable,
+        {col.name: pa.Column(pandas_dtype(col), checks=[c for _, c in ref_column_checks(col, ids)], nullable=col.nullable,
                              required=True) for col in extension.columns},
         checks=[row_check(c) for c in extension.row_checks],
         unique=list(extension.primary_key) or None, report_duplicates="all", strict=False, coerce=False,
@@ -222,9 +243,9 @@ def ref_as_served(raw_value, typed_value):
     return typed_value
 
 
-def ref_schema_issues(frame, raw, extension) -> pd.DataFrame:
+def ref_schema_issues(frame, raw, extension, ids: IdRules = PER_VALUE_IDS) -> pd.DataFrame:
     try:
-        ref_schema(extension).validate(frame, lazy=True)
+        ref_schema(extension, ids).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
@@ -259,10 +280,11 @@ class ReferenceResult:
         return Counter(self.issues.drop_duplicates(["row", "summary"])["summary"]).most_common(limit)
 
 
-def reference_validate(raw: pd.DataFrame, extension: DataExtensionConfig) -> ReferenceResult:
+def reference_validate(raw: pd.DataFrame, extension: DataExtensionConfig,
+                       ids: IdRules = PER_VALUE_IDS) -> ReferenceResult:
     raw = raw.reset_index(drop=True)
-    converted = reference_convert_frame(raw, extension)
-    schema_issues = ref_schema_issues(converted.frame, raw, extension)
+    converted = reference_convert_frame(raw, extension, ids)
+    schema_issues = ref_schema_issues(converted.frame, raw, extension, ids)
     if len(converted.issues):
         flagged = set(zip(converted.issues["row"], converted.issues["column"]))
         keep = [(row, col) not in flagged or check != "required"
