@@ -30,7 +30,7 @@ import sqlite3
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -206,9 +206,11 @@ class SyncLedger:
                          (self.target, sobject, stamp))
         return stamp
 
-    def _write(self, sobject: str, sql: str, data: list[tuple], action: str, journal: list[list]) -> int:
+    def _write(self, sobject: str, sql: str, data: list[tuple], action: str,
+               journal: Callable[[], list[list]]) -> int:
         """Run ``sql`` over ``data`` in one transaction that also sets a new stamp; keep the in-memory
-        table current when it held the stamp this write replaced. Returns the rows changed."""
+        table current when it held the stamp this write replaced (``journal``: the written columns,
+        built only then). Returns the rows changed."""
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -223,7 +225,7 @@ class SyncLedger:
         if held is None or not changes:
             return changes
         try:
-            rows = table_of(CONFIRMED_COLUMNS if action == "upsert" else KEY, journal)
+            rows = table_of(CONFIRMED_COLUMNS if action == "upsert" else KEY, journal())
         except (pa.ArrowTypeError, pa.ArrowInvalid):  # a value that is not text: read it back from SQLite
             rows = None
         if rows is None or held.stamp != before:
@@ -242,7 +244,6 @@ class SyncLedger:
         ]
         if not data:
             return
-        columns = list(zip(*data))
         self._write(
             sobject,
             "INSERT INTO confirmed_fields (target, object, record_id, field, kind, destination, profile_key, crm_id, "
@@ -250,7 +251,7 @@ class SyncLedger:
             "ON CONFLICT (target, object, record_id, field) DO UPDATE SET kind = excluded.kind, "
             "destination = excluded.destination, profile_key = excluded.profile_key, crm_id = excluded.crm_id, "
             "value = excluded.value, run_id = excluded.run_id, written_at = excluded.written_at",
-            data, "upsert", [list(columns[i]) for i in range(2, 9)],
+            data, "upsert", lambda: [list(column) for column in list(zip(*data))[2:9]],  # CONFIRMED_COLUMNS
         )
 
     def forget(self, sobject: str, pairs: Iterable[tuple[str, str]]) -> int:
@@ -261,7 +262,7 @@ class SyncLedger:
             return 0
         return self._write(
             sobject, "DELETE FROM confirmed_fields WHERE target = ? AND object = ? AND record_id = ? AND field = ?",
-            data, "delete", [[d[2] for d in data], [d[3] for d in data]],
+            data, "delete", lambda: [[d[2] for d in data], [d[3] for d in data]],
         )
 
 
