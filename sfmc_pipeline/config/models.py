@@ -584,6 +584,11 @@ class PipelineSettings(_Strict):
         description="Volume guard: fail a dataset whose valid rows fall by more than this share since its last "
         "successful materialization (per extension: max_row_drop; per run: accept_volume_change).",
     )
+    guard_window_days: int = Field(
+        default=7, ge=1, le=90,
+        description="The volume guard and the exit guard compare against this many days of successful runs, not only "
+        "the last one: two 40% steps in a week are caught like one 80% step.",
+    )
     incremental_overlap_minutes: int = Field(
         default=60, ge=0,
         description="Incremental reads fetch rows whose incremental_column is at or after the stored high-water mark "
