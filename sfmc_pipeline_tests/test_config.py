@@ -270,3 +270,25 @@ def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path):
         f"{path} is not UTF-8 text: line 3 has the byte 0xe9. Save the file as UTF-8 (your editor's encoding "
         "setting), then load it again."
     )
+
+
+@pytest.mark.parametrize("char, name", [("\x00", "NUL"), ("\x07", "BEL"), ("\x1b", "ESCAPE")])
+def test_a_control_character_is_a_load_error_naming_the_file_the_line_and_the_fix(tmp_path, char, name):
+    lines = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8").splitlines()
+    at = lines.index("  quarantine_threshold: 0.05")
+    lines[at] = "  quarantine_threshold: 0.05" + char  # pasted from a terminal or saved by a binary editor
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    message = _load_error(path)
+    assert message.startswith(f"{path} holds control characters YAML does not allow:")
+    assert f"{path} line {at + 1}, column 29: U+{ord(char):04X} ({name})" in message
+    assert "Delete them" in message and "then load the file again" in message
+
+
+def test_check_names_the_config_file_that_holds_a_control_character(capsys, monkeypatch, tmp_path):
+    from sfmc_pipeline.cli import main
+
+    path = _write(tmp_path, DEFAULT_CONFIG_PATH.read_text(encoding="utf-8").replace("page_size: 2500", "page_size: 2500\x00"))
+    monkeypatch.setenv("SFMC_PIPELINE_STORAGE", str(tmp_path / "storage"))
+    assert main(["check", "--config", str(path)]) == 1
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAILED config:")]
+    assert f"{path} holds control characters" in line and "U+0000 (NUL)" in line and f"fix {path}" in line

@@ -136,7 +136,8 @@ def test_an_exception_with_a_reason_allows_the_pairing_and_shows_in_metadata(tmp
 
 
 def test_an_exception_needs_a_reason_and_must_allow_something(tmp_path):
-    assert "needs a 'reason'" in _load_error(tmp_path, _allow_spend(reason="  "))
+    for blank in ("  ", "\u200b", "\u200b\u2060 \t", "\ufeff\u00a0"):  # spaces, zero-width and format characters
+        assert "needs a 'reason' in words" in _load_error(tmp_path, _allow_spend(reason=blank)), repr(blank)
 
     def unused(raw):
         _destination(raw)["policy_exceptions"] = [

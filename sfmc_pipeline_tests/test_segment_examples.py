@@ -189,3 +189,15 @@ def test_file_level_errors(capsys, tmp_path):
     config.write_text("data_extensions: []\n")
     status, _, err = run(capsys, "--config", str(config))
     assert status == 2 and err.startswith(f"error: Invalid pipeline config {config}:")
+
+
+def test_a_control_character_in_the_examples_file_exits_2_naming_the_file_and_line(capsys, tmp_path):
+    path = tmp_path / "examples.yaml"
+    lines = SHIPPED.read_text(encoding="utf-8").splitlines()
+    line = lines.index("examples:") + 1
+    lines[line - 1] = "examples:\x00"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    status, out, err = run(capsys, "--examples", str(path))
+    assert status == 2 and out == []
+    assert f"{path} line {line}, column 10: U+0000 (NUL): a control character YAML does not allow; delete it" in err
+    assert "Traceback" not in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +82,20 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 
 
 def read_yaml(text: str, *, source: str = "<config>") -> Any:
-    """The YAML document in ``text``; duplicate keys are an error listing each with its line."""
-    loader = _ConfigLoader(text)
+    """The YAML document in ``text``; duplicate keys and control characters are errors listing each
+    with its line."""
+    control = control_characters(text)
+    if control:
+        listing = "\n".join(f"  - {source} {problem}" for problem in control)
+        raise PipelineConfigError(
+            f"{source} holds control characters YAML does not allow:\n{listing}\nDelete them (they usually come "
+            "from a copy-paste or an editor that saved binary data; `grep -nP '[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]' "
+            "FILE` shows the lines), then load the file again."
+        )
+    try:
+        loader = _ConfigLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses some characters before parsing starts
+        raise PipelineConfigError(f"{source} is not valid YAML: {exc}") from None
     try:
         raw = loader.get_single_data()
     except yaml.YAMLError as exc:
@@ -92,6 +106,29 @@ def read_yaml(text: str, *, source: str = "<config>") -> Any:
         listing = "\n".join(f"  - {source} {problem}" for _, problem in sorted(loader.duplicates))
         raise PipelineConfigError(f"Invalid pipeline config {source}:\n{listing}")
     return raw
+
+
+# C0 controls but tab, line feed and carriage return; DEL; C1 controls but NEL (YAML's own rule, which
+# PyYAML reports only as a character position).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x84\x86-\x9f]")
+
+
+def control_characters(text: str, *, limit: int = 5) -> list[str]:
+    """``line N, column C: <name>`` for the first ``limit`` control characters of ``text``."""
+    problems = []
+    for found in _CONTROL.finditer(text):
+        line = text.count("\n", 0, found.start()) + 1
+        column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+        char = found.group()
+        name = unicodedata.name(char, None) or _CONTROL_NAMES.get(char, "a control character")
+        problems.append(f"line {line}, column {column}: U+{ord(char):04X} ({name})")
+        if len(problems) == limit:
+            break
+    return problems
+
+
+_CONTROL_NAMES = {"\x00": "NUL", "\x07": "BEL", "\x08": "BACKSPACE", "\x0b": "VERTICAL TAB", "\x0c": "FORM FEED",
+                  "\x1b": "ESCAPE", "\x7f": "DELETE"}
 
 
 def parse_pipeline_config(raw: Any, *, source: str = "<config>") -> PipelineConfig:

@@ -7,6 +7,7 @@ change. ``loader.py`` turns the errors into one report naming the file and the e
 from __future__ import annotations
 
 import re
+import unicodedata
 import zoneinfo
 from datetime import date, datetime
 from enum import Enum
@@ -311,6 +312,12 @@ class ExternalIdConfig(_Strict):
     column: str = Field(description="Profile dataset column holding its value.")
 
 
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` holds a letter, digit, punctuation mark or symbol: not only spaces, zero-width or other
+    format and control characters (Unicode categories Z and C)."""
+    return any(unicodedata.category(char)[0] in "LNPS" for char in text)
+
+
 class PolicyExceptionConfig(_Strict):
     """An administrator's decision to let one field or segment of a destination through one policy."""
 
@@ -323,8 +330,9 @@ class PolicyExceptionConfig(_Strict):
     def _one_item(self) -> PolicyExceptionConfig:
         if (self.field is None) == (self.segment is None):
             raise ValueError(f"an exception to policy {self.policy!r} names exactly one of 'field' or 'segment'")
-        if not self.reason.strip():
-            raise ValueError(f"the exception to policy {self.policy!r} needs a 'reason': why this pairing is allowed")
+        if not has_visible_text(self.reason):
+            raise ValueError(f"the exception to policy {self.policy!r} needs a 'reason' in words (who decided, on "
+                             "what basis); spaces and invisible characters alone are not a reason")
         return self
 
     @property

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from sfmc_pipeline.config.loader import PipelineConfigError, read_yaml
+from sfmc_pipeline.config.loader import PipelineConfigError, control_characters, read_yaml
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
 from sfmc_pipeline.datasets.validation import validate_extract
@@ -104,6 +104,10 @@ def load_examples(path: str | Path, pipeline: PipelineConfig) -> list[SegmentExa
         raise ExamplesError(source, [f"not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8"]) from None
     except OSError as exc:
         raise ExamplesError(source, [f"cannot be read ({exc.strerror or exc}); make it readable"]) from None
+    control = control_characters(text)
+    if control:
+        raise ExamplesError(source, [f"{source} {problem}: a control character YAML does not allow; delete it"
+                                     for problem in control])
     try:
         raw = read_yaml(text, source=source)  # duplicate keys are errors; dates stay text
     except PipelineConfigError as exc:
