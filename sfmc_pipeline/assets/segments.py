@@ -22,7 +22,7 @@ from sfmc_pipeline.segments.evaluate import MEMBERSHIP_COLUMNS, PROFILE_KEY, Seg
 from sfmc_pipeline.segments.evaluation_date import resolve_as_of
 from sfmc_pipeline.segments.held import held_profile_keys, hold
 from sfmc_pipeline.segments.rules import related_datasets
-from sfmc_pipeline.segments.state import SegmentStateStore
+from sfmc_pipeline.segments.state import SegmentStateStore, refuse_earlier
 from sfmc_pipeline.segments.statuses import compute_statuses, status_counts
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 
@@ -34,6 +34,11 @@ STATUSES = "segment_statuses"
 class SegmentRunConfig(dg.Config):
     as_of: Optional[str] = Field(
         default=None, description="Evaluation date YYYY-MM-DD (overrides SFMC_PIPELINE_AS_OF and the config)."
+    )
+    accept_earlier_as_of: bool = Field(
+        default=False,
+        description="Evaluate a date earlier than the last successful evaluation's on purpose (it becomes the new "
+        "baseline); without it such a run is refused before anything is written.",
     )
 
 
@@ -94,6 +99,12 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
         except ValueError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
+            refusal = refuse_earlier(as_of, as_of_source, SegmentStateStore(store).load()[0])
+            if refusal and not config.accept_earlier_as_of:
+                raise dg.Failure(description=refusal, allow_retries=False)
+            accepted_earlier = refusal is not None
+            if accepted_earlier:
+                context.log.warning(f"Evaluating an earlier date on purpose (accept_earlier_as_of): {refusal}")
             profiles = store.read_dataset(profile_asset)
             held = read_held_keys(store, pipeline, profiles)
             evaluator = SegmentEvaluator(
@@ -108,7 +119,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             path = store.write_dataset(MEMBERSHIPS, members)
             write_json(
                 {"as_of": as_of.isoformat(), "as_of_source": as_of_source, "run_id": context.run.run_id,
-                 "timezone": timezone},
+                 "timezone": timezone, "accepted_earlier_as_of": accepted_earlier},
                 membership_meta_path(store),
             )
         sizes = members.groupby("segment").size().reindex(names, fill_value=0)
@@ -121,6 +132,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             metadata={
                 "as_of": as_of.isoformat(),
                 "as_of_source": as_of_source,
+                "accepted_earlier_as_of": accepted_earlier,
                 "timezone": timezone,
                 "profiles": evaluator.profile_count,
                 "held_profiles": len(held),
@@ -174,6 +186,9 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             profiles = store.read_dataset(profile_asset)
             held = read_held_keys(store, pipeline, profiles)
             state = SegmentStateStore(store)
+            refusal = refuse_earlier(as_of, meta.get("as_of_source", "segment_memberships"), state.load()[0])
+            if refusal and not meta.get("accepted_earlier_as_of"):
+                raise dg.Failure(description=refusal, allow_retries=False)
             current = hold(members, state.members(state.load()[0]), held)
             baseline, is_repeat = state.baseline_for(as_of, current)
             previous = state.members(baseline)

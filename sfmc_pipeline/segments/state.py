@@ -4,7 +4,9 @@
 to a members parquet file. It is replaced atomically after a successful evaluation, so a
 failed run never advances it. Statuses are computed against the latest evaluation, except when
 a run repeats it exactly (same ``as_of``, same members): then against the one before, so
-re-running an evaluation on unchanged data yields the same statuses.
+re-running an evaluation on unchanged data yields the same statuses. Evaluations only move
+forward: a date earlier than the latest evaluation's is refused (``refuse_earlier``) unless a run
+accepts it on purpose.
 """
 
 from __future__ import annotations
@@ -84,3 +86,21 @@ class SegmentStateStore:
             if stale.name not in keep:
                 stale.unlink()
         return evaluation
+
+
+ACCEPT_EARLIER_CONFIG = "ops: {segment_memberships: {config: {accept_earlier_as_of: true}}}"
+
+
+def refuse_earlier(as_of: dt.date, source: str, latest: Evaluation | None) -> str | None:
+    """Why an evaluation as of ``as_of`` (from ``source``) may not run after ``latest``, or None when it may:
+    statuses against an older view would write older memberships to the CRM (the same date is a repeat)."""
+    if latest is None or as_of.isoformat() >= latest.as_of:
+        return None
+    return (
+        f"Segment evaluation as of {as_of} ({source}) is earlier than the last successful evaluation, as of "
+        f"{latest.as_of} (run {latest.run_id}, committed {latest.committed_at}). Evaluations only move forward: "
+        "statuses against an older view would write older memberships to the CRM, so nothing was written. Check "
+        "the evaluation date (run config as_of, SFMC_PIPELINE_AS_OF, evaluation.as_of in pipeline.yaml, or the "
+        f"embedded sample day). To evaluate {as_of} on purpose and make it the new baseline, run once with run "
+        f"config `{ACCEPT_EARLIER_CONFIG}`."
+    )
