@@ -6,7 +6,8 @@
 3. the baseline: the same job with Dagster's multiprocess executor (a process per step), the
    executor the code location would use without choosing one.
 
-Then the next day (``SFMC_PIPELINE_SAMPLE=next_day``) and an unchanged re-run, with the README command.
+Then the next day (``sfmc-pipeline sample next_day``, written to the project's ``.env`` for the runs and
+restored afterwards) and an unchanged re-run, with the README command.
 
     python scripts/benchmark_quickstart.py
 """
@@ -19,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = "sfmc_pipeline_job"
@@ -66,14 +69,32 @@ def in_process(root: Path) -> float:
     return float(next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("SECONDS")))
 
 
+@contextmanager
+def sample_day(day: str) -> Iterator[None]:
+    """The project's .env with the sample day ``day`` (as ``sfmc-pipeline sample`` writes it) while the block runs;
+    the file is put back as it was afterwards."""
+    path = REPO / ".env"
+    saved = path.read_bytes() if path.exists() else None
+    subprocess.run(["sfmc-pipeline", "sample", day], cwd=REPO, check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        if saved is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(saved)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         launch = ["dg", "launch", "--job", JOB]
         env = fresh_env(root, "readme")
-        first = timed(launch, env)
-        next_day = timed(launch, {**env, "SFMC_PIPELINE_SAMPLE": "next_day"})
-        again = timed(launch, {**env, "SFMC_PIPELINE_SAMPLE": "next_day"})
+        with sample_day("first_day"):
+            first = timed(launch, env)
+        with sample_day("next_day"):
+            next_day = timed(launch, env)
+            again = timed(launch, env)
         steps = in_process(root)
         module = root / "multiprocess_defs.py"
         module.write_text(MULTIPROCESS_DEFS, encoding="utf-8")

@@ -97,7 +97,7 @@ Everything is driven by one ``random.Random(--seed)`` (default 20261120) and by
 strictly before the anchor's midnight. Same arguments and Python version -> byte-identical files.
 Sizes: ``--contacts`` (default 3000, minimum 20) -> ~24,000 engagement and ~45,000 activity rows.
 
-The next day (``<out>/next_day/``, selected by ``SFMC_PIPELINE_SAMPLE=next_day``):
+The next day (``<out>/next_day/``, selected by ``sfmc-pipeline sample next_day``):
     The same three files and a ``sample.json`` with ``anchor_date`` = anchor + 1 day (2026-11-21),
     so a second run of the pipeline is a second evaluation against the first: ``existing`` for
     most memberships, ``exited`` and ``realized`` for what changed. They are a *mutation* of the
@@ -1051,7 +1051,7 @@ class NextDay:
                 "7/14/30/90/180-day windows. An order on the day sets LastPurchaseDate to the day "
                 "and comes with a checkout web visit on the same day, so the profile also leaves "
                 "visited_no_purchase (and inactive_customer when its previous order was more than "
-                "180 days ago). Select it with SFMC_PIPELINE_SAMPLE=next_day."),
+                "180 days ago). Select it with `sfmc-pipeline sample next_day`."),
             "changes": [c.manifest(with_keys=c.name not in ("new_campaign", "day_activities"))
                         for c in self.changes],
         }
@@ -1149,8 +1149,8 @@ def next_day_readme(manifest: dict) -> str:
         "by hand; regenerate). " + str(manifest["description"]),
         "",
         "```bash",
-        "dagster job execute -m sfmc_pipeline.definitions -j sfmc_pipeline_job                          # first day",
-        "SFMC_PIPELINE_SAMPLE=next_day dagster job execute -m sfmc_pipeline.definitions -j sfmc_pipeline_job  # next day",
+        "dg launch --job sfmc_pipeline_job                                   # the first day (the default day)",
+        "sfmc-pipeline sample next_day && dg launch --job sfmc_pipeline_job  # then the next day",
         "```",
         "",
         "| change | file | rows | what |",

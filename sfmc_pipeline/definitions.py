@@ -26,9 +26,8 @@ from sfmc_pipeline.resources.storage import StorageResource
 
 def build_resources() -> dict:
     return {
-        "sfmc": SfmcResource(
-            **settings.env_settings(settings.SFMC_ENV, as_env_var=True), sample_dir=str(settings.sample_data_dir())
-        ),
+        # the sample folder is resolved when a run starts (the sample day in .env), not when the code loads
+        "sfmc": SfmcResource(**settings.env_settings(settings.SFMC_ENV, as_env_var=True)),
         "salesforce": SalesforceResource(**settings.env_settings(settings.SALESFORCE_ENV, as_env_var=True)),
         "storage": StorageResource(
             base_dir=settings.env_or_default(settings.STORAGE_ENV, str(settings.DEFAULT_STORAGE_DIR))

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from dotenv import dotenv_values, set_key
 
 from sfmc_pipeline.transport import ConfigurationError, Redactor
 
@@ -23,8 +24,8 @@ SAMPLE_ENV = "SFMC_PIPELINE_SAMPLE"
 DEFAULT_CONFIG_PATH = REPO_ROOT / "pipeline.yaml"
 DEFAULT_STORAGE_DIR = REPO_ROOT / "data" / "storage"
 SAMPLE_DATA_DIR = REPO_ROOT / "data" / "sample"
-# $SFMC_PIPELINE_SAMPLE -> the sample day the embedded default reads (scripts/generate_sample_data.py
-# writes both): the first day, and the next day's changes to it, one day later.
+# SFMC_PIPELINE_SAMPLE in the project's .env -> the sample day the embedded default reads
+# (scripts/generate_sample_data.py writes both): the first day, and the next day's changes to it.
 SAMPLE_DAYS = {"first_day": SAMPLE_DATA_DIR, "next_day": SAMPLE_DATA_DIR / "next_day"}
 DEFAULT_SAMPLE_DAY = "first_day"
 
@@ -86,14 +87,61 @@ def env_or_default(name: str, default: str) -> str:
 
 
 def sample_data_dir() -> Path:
-    """The sample extracts the embedded default reads: ``$SFMC_PIPELINE_SAMPLE`` names the sample day,
-    ``first_day`` (the default, also when empty: ``data/sample``) or ``next_day`` (``data/sample/next_day``,
-    the same extracts one day later). Any other value is a ``ConfigurationError`` naming the allowed ones."""
-    value = (os.environ.get(SAMPLE_ENV) or "").strip() or DEFAULT_SAMPLE_DAY
-    if value not in SAMPLE_DAYS:
-        allowed = ", ".join(f"{day} ({path.relative_to(REPO_ROOT)})" for day, path in SAMPLE_DAYS.items())
+    """The folder of the sample day the embedded default reads (``sample_day``)."""
+    return SAMPLE_DAYS[sample_day()]
+
+
+def sample_day() -> str:
+    """The embedded default's sample day: ``first_day`` (``data/sample``, the default) or ``next_day``
+    (``data/sample/next_day``, the same extracts one day later).
+
+    It is chosen in one place, the project's ``.env`` (``SFMC_PIPELINE_SAMPLE=next_day``, written by
+    ``sfmc-pipeline sample next_day``), read afresh on every call: ``dg launch``, ``dg dev`` and the daemon
+    all read that file, so the command line and the UI evaluate the same day. A value in the process
+    environment that the file does not hold (set in one shell only, or loaded by a ``dg dev`` started before
+    the file changed) is a ``ConfigurationError`` naming both, never silently another day; so is a value
+    that is not a sample day."""
+    path = project_env_file()
+    in_file = (read_env_file(path).get(SAMPLE_ENV) or "").strip() or None
+    in_env = (os.environ.get(SAMPLE_ENV) or "").strip() or None
+    value = in_file or DEFAULT_SAMPLE_DAY
+    if in_env is not None and in_env != value:
+        where = f"{path} sets {in_file!r}" if in_file else f"{path} does not set it (so {DEFAULT_SAMPLE_DAY})"
         raise ConfigurationError(
-            f"{SAMPLE_ENV}={value!r} is not a sample day. Use one of: {allowed}; "
-            f"unset or empty means {DEFAULT_SAMPLE_DAY}."
+            f"{SAMPLE_ENV}={in_env!r} in this process's environment, but {where}. The sample day is chosen in the "
+            f"project's .env, which `dg launch`, `dg dev` and the daemon all read, so that every run evaluates the "
+            f"same day: choose it with `sfmc-pipeline sample {in_env}` and unset {SAMPLE_ENV} in your shell; "
+            "restart `dg dev` if it was started before .env changed."
         )
-    return SAMPLE_DAYS[value]
+    if value not in SAMPLE_DAYS:
+        allowed = ", ".join(f"{day} ({folder.relative_to(REPO_ROOT)})" for day, folder in SAMPLE_DAYS.items())
+        raise ConfigurationError(
+            f"{SAMPLE_ENV}={value!r} in {path} is not a sample day. Use one of: {allowed} "
+            f"(`sfmc-pipeline sample {DEFAULT_SAMPLE_DAY}`); unset or empty means {DEFAULT_SAMPLE_DAY}."
+        )
+    return value
+
+
+def project_env_file() -> Path:
+    """The project's ``.env`` (git-ignored): what ``dg`` loads into the code location."""
+    return REPO_ROOT / ".env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables a ``.env`` file sets (``{}`` when there is none); unreadable is a ``ConfigurationError``."""
+    if not path.is_file():
+        return {}
+    try:
+        return {k: v for k, v in dotenv_values(path, encoding="utf-8").items() if v is not None}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path} cannot be read ({type(exc).__name__}: {exc}); fix or delete it.") from None
+
+
+def write_sample_day(day: str) -> Path:
+    """Set ``SFMC_PIPELINE_SAMPLE`` in the project's ``.env`` (created when missing, other lines kept)."""
+    if day not in SAMPLE_DAYS:
+        raise ConfigurationError(f"{day!r} is not a sample day; use one of: {', '.join(SAMPLE_DAYS)}.")
+    path = project_env_file()
+    path.touch(exist_ok=True)
+    set_key(str(path), SAMPLE_ENV, day, quote_mode="never")
+    return path

@@ -37,3 +37,15 @@ def clock() -> FakeClock:
 @pytest.fixture()
 def sleeps() -> RecordingSleep:
     return RecordingSleep()
+
+
+@pytest.fixture(autouse=True)
+def project_env_file(monkeypatch, tmp_path_factory):
+    """Every test reads and writes its own project ``.env`` (the sample day's one place), never the
+    working tree's, and starts without SFMC_PIPELINE_SAMPLE in its environment."""
+    from sfmc_pipeline import settings
+
+    path = tmp_path_factory.mktemp("project") / ".env"
+    monkeypatch.setattr(settings, "project_env_file", lambda: path)
+    monkeypatch.delenv(settings.SAMPLE_ENV, raising=False)
+    return path

@@ -25,6 +25,7 @@ import pytest
 
 from sfmc_pipeline import settings
 from sfmc_pipeline.assets.crm import ledger_path
+from sfmc_pipeline.cli import main
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.resources.salesforce import SalesforceResource
@@ -57,27 +58,63 @@ def _keys(*names: str) -> set[str]:
 
 @pytest.mark.parametrize("value, folder", [(None, FIRST_DAY), ("", FIRST_DAY), ("first_day", FIRST_DAY),
                                            (" next_day ", NEXT_DAY), ("next_day", NEXT_DAY)])
-def test_the_sample_setting_picks_the_folder(monkeypatch, value, folder):
-    if value is None:
-        monkeypatch.delenv(settings.SAMPLE_ENV, raising=False)
-    else:
-        monkeypatch.setenv(settings.SAMPLE_ENV, value)
+def test_the_sample_day_in_the_project_env_file_picks_the_folder(project_env_file, value, folder):
+    if value is not None:
+        project_env_file.write_text(f"SFMC_CLIENT_ID=\n{settings.SAMPLE_ENV}={value}\n", encoding="utf-8")
     assert settings.sample_data_dir() == folder
     assert all((folder / name).is_file() for name in [*FILES, "sample.json"])
 
 
-def test_an_unknown_sample_day_is_a_clear_error(monkeypatch):
-    monkeypatch.delenv(settings.SAMPLE_ENV, raising=False)
-    from sfmc_pipeline.definitions import build_resources  # (builds the code location once, with the default)
-
-    monkeypatch.setenv(settings.SAMPLE_ENV, "day_two")
+def test_an_unknown_sample_day_is_a_clear_error(project_env_file, tmp_path):
+    project_env_file.write_text(f"{settings.SAMPLE_ENV}=day_two\n", encoding="utf-8")
     with pytest.raises(ConfigurationError) as raised:
         settings.sample_data_dir()
     message = str(raised.value)
-    assert "SFMC_PIPELINE_SAMPLE='day_two'" in message
+    assert f"SFMC_PIPELINE_SAMPLE='day_two' in {project_env_file}" in message
     assert "first_day (data/sample)" in message and "next_day (data/sample/next_day)" in message
-    with pytest.raises(ConfigurationError, match="SFMC_PIPELINE_SAMPLE='day_two'"):
-        build_resources()  # the code location's resources fail the same way, at load
+    from sfmc_pipeline.definitions import build_resources  # the code location loads; its runs fail at the start
+
+    result = materialize(ASSETS, {**build_resources(), "storage": StorageResource(base_dir=str(tmp_path))})
+    assert "SFMC_PIPELINE_SAMPLE='day_two'" in step_failures(result)["contacts"]
+
+
+def test_the_code_location_reads_the_sample_day_when_a_run_starts(project_env_file):
+    """What `dg dev` builds at load is what "Materialize all" runs: the sample day comes from .env when the
+    run starts, not from whatever the environment held when the code location loaded."""
+    from sfmc_pipeline.definitions import build_resources
+
+    sfmc = build_resources()["sfmc"]
+    assert sfmc.sample_folder() == FIRST_DAY
+    assert main(["sample", "next_day"]) == 0
+    assert sfmc.sample_folder() == NEXT_DAY
+
+
+@pytest.mark.parametrize("in_file", [None, "first_day"])
+def test_a_sample_day_set_in_one_shell_only_is_refused_naming_both(project_env_file, monkeypatch, in_file):
+    if in_file:
+        project_env_file.write_text(f"{settings.SAMPLE_ENV}={in_file}\n", encoding="utf-8")
+    monkeypatch.setenv(settings.SAMPLE_ENV, "next_day")  # SFMC_PIPELINE_SAMPLE=next_day dg launch ...
+    with pytest.raises(ConfigurationError) as raised:
+        settings.sample_data_dir()
+    message = str(raised.value)
+    assert "SFMC_PIPELINE_SAMPLE='next_day' in this process's environment" in message
+    assert str(project_env_file) in message and "`sfmc-pipeline sample next_day`" in message
+    project_env_file.write_text(f"{settings.SAMPLE_ENV}=next_day\n", encoding="utf-8")  # as dg loads it
+    assert settings.sample_data_dir() == NEXT_DAY
+
+
+def test_the_sample_command_writes_the_day_to_the_project_env_file(project_env_file, capsys):
+    project_env_file.write_text("SFMC_PIPELINE_STORAGE=/srv/storage\n", encoding="utf-8")
+    assert main(["sample"]) == 0
+    assert capsys.readouterr().out.startswith(f"first_day: {FIRST_DAY}")
+    assert main(["sample", "next_day"]) == 0
+    assert main(["sample", "next_day"]) == 0  # again: one line, not two
+    assert project_env_file.read_text(encoding="utf-8").splitlines() == [
+        "SFMC_PIPELINE_STORAGE=/srv/storage", "SFMC_PIPELINE_SAMPLE=next_day"]
+    capsys.readouterr()
+    assert main(["sample"]) == 0 and capsys.readouterr().out.startswith(f"next_day: {NEXT_DAY}")
+    assert main(["sample", "day_two"]) == 2
+    assert "'day_two' is not a sample day; use one of: first_day, next_day" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- the files
@@ -151,7 +188,7 @@ def test_the_generator_reproduces_both_days(tmp_path):
 
 def _resources(storage: Path) -> dict:
     """Built the way definitions.py builds them: the sample folder comes from the setting."""
-    return {"sfmc": SfmcResource(sample_dir=str(settings.sample_data_dir())), "salesforce": SalesforceResource(),
+    return {"sfmc": SfmcResource(), "salesforce": SalesforceResource(),
             "storage": StorageResource(base_dir=str(storage))}
 
 
@@ -164,11 +201,10 @@ def test_first_day_then_next_day(tmp_path, monkeypatch):
     """The whole flow on the first day, then on the next day, into one storage directory (two runs,
     shared by the checks below so the pair runs once whatever the test distribution)."""
     monkeypatch.delenv("SFMC_PIPELINE_AS_OF", raising=False)
-    monkeypatch.delenv(settings.SAMPLE_ENV, raising=False)
     first = materialize(ASSETS, _resources(tmp_path))
     assert first.success, step_failures(first)
     ledger_after_first = _ledger(tmp_path)
-    monkeypatch.setenv(settings.SAMPLE_ENV, "next_day")
+    settings.write_sample_day("next_day")
     second = materialize(ASSETS, _resources(tmp_path))
     assert second.success, step_failures(second)
     days = {"storage": tmp_path, "first": first, "second": second, "ledger_after_first": ledger_after_first,

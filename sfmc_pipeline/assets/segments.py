@@ -91,7 +91,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         with api_failures(context.retry_number, mask=masker.text):
             mode = sfmc.mode
-        anchor = EmbeddedSampleSource(sfmc.sample_dir).anchor_date() if mode == "embedded" else None
+            anchor = EmbeddedSampleSource(sfmc.sample_folder()).anchor_date() if mode == "embedded" else None
         try:
             as_of, as_of_source = resolve_as_of(
                 run_config=config.as_of, configured=pipeline.evaluation.as_of, sample_anchor=anchor, timezone=timezone

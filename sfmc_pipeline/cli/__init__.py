@@ -2,6 +2,7 @@
 
     sfmc-pipeline check            # is every connection the pipeline needs working? (exit 0 only if all OK)
     sfmc-pipeline test-segments    # do the segment rules give the memberships in segment_examples.yaml?
+    sfmc-pipeline sample next_day  # the embedded default's sample day, written to the project's .env
 
 Both read the same environment variables and pipeline config as the Dagster code location.
 """
@@ -25,6 +26,24 @@ def _test_segments(args: argparse.Namespace) -> int:
     from sfmc_pipeline.cli import segment_examples
 
     return segment_examples.run(config_path=args.config, examples_path=args.examples)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from sfmc_pipeline import settings
+    from sfmc_pipeline.transport import ConfigurationError
+
+    try:
+        if args.day is not None:
+            path = settings.write_sample_day(args.day)
+            print(f"{settings.SAMPLE_ENV}={args.day} written to {path}: `dg launch`, `dg dev` and the daemon now read "
+                  f"{settings.SAMPLE_DAYS[args.day]} (restart a running `dg dev` so its code location picks it up).")
+            return 0
+        day = settings.sample_day()
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{day}: {settings.SAMPLE_DAYS[day]} (from {settings.project_env_file()}; days: {', '.join(settings.SAMPLE_DAYS)})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--examples", type=Path, metavar="PATH",
                       help="examples file (default: segment_examples.yaml next to the pipeline config)")
     test.set_defaults(run=_test_segments)
+
+    sample = commands.add_parser(
+        "sample",
+        help="show or choose the embedded default's sample day (first_day, next_day)",
+        description=(
+            "Without DAY, print the sample day the embedded default reads. With DAY, write SFMC_PIPELINE_SAMPLE=DAY "
+            "to the project's .env, the one place `dg launch`, `dg dev` and the daemon all read it from."
+        ),
+    )
+    sample.add_argument("day", nargs="?", metavar="DAY",
+                        help="first_day (data/sample) or next_day (data/sample/next_day)")
+    sample.set_defaults(run=_sample)
     return parser
 
 

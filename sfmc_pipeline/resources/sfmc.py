@@ -2,18 +2,19 @@
 
 The rule, shown in every materialization's metadata as ``source_mode``: when
 ``client_id``, ``client_secret`` and ``auth_base_uri`` are all set, rows come from the SFMC REST
-API; when none is set, from the sample extracts in ``sample_dir``. Setting only some of them is
+API; when none is set, from the sample extracts in ``sample_folder()``. Setting only some of them is
 an error naming the missing ones (a half-configured tenant must not silently read sample data).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 from pydantic import Field
 
-from sfmc_pipeline.settings import SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import sample_data_dir
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.source import DataExtensionSource
@@ -41,9 +42,15 @@ class SfmcResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, description="Timeout of each HTTP request.")
     max_retries: int = Field(default=5, description="Retries of a request on 429, 5xx or connection errors.")
     backoff_seconds: float = Field(default=1.0, description="First retry wait; doubles on each retry.")
-    sample_dir: str = Field(
-        default=str(SAMPLE_DATA_DIR), description="Embedded default: folder with <external key>.csv extracts."
+    sample_dir: Optional[str] = Field(
+        default=None,
+        description="Embedded default: folder with <external key>.csv extracts. Unset: the sample day chosen in the "
+        "project's .env (SFMC_PIPELINE_SAMPLE), read when a run starts.",
     )
+
+    def sample_folder(self) -> Path:
+        """The embedded default's folder: ``sample_dir``, else the sample day's (``settings.sample_data_dir``)."""
+        return Path(self.sample_dir) if self.sample_dir else sample_data_dir()
 
     @property
     def mode(self) -> str:
@@ -65,7 +72,7 @@ class SfmcResource(dg.ConfigurableResource):
         at once, ``settings.concurrent_page_reads``) come from the pipeline config, ``max_retries``
         overrides the retries per request (the change sensor keeps its ticks short)."""
         if self.mode == "embedded":
-            return EmbeddedSampleSource(self.sample_dir, page_size=page_size)
+            return EmbeddedSampleSource(self.sample_folder(), page_size=page_size)
         return SfmcRestSource(
             client_id=self.client_id,
             client_secret=self.client_secret,
