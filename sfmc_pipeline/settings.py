@@ -47,11 +47,15 @@ SALESFORCE_ENV = {
     "login_url": "SALESFORCE_LOGIN_URL",
     "client_id": "SALESFORCE_CLIENT_ID",
     "client_secret": "SALESFORCE_CLIENT_SECRET",
-    "username": "SALESFORCE_USERNAME",
+    "username": "SALESFORCE_USERNAME",  # the JWT assertion's subject, or the password flow's user
+    "private_key_file": "SALESFORCE_PRIVATE_KEY_FILE",  # JWT bearer flow: the PEM key of the app's certificate
+    "private_key": "SALESFORCE_PRIVATE_KEY",  # ... or the PEM text itself (a secret)
+    "jwt_audience": "SALESFORCE_JWT_AUDIENCE",  # optional: the assertion's audience
     "password": "SALESFORCE_PASSWORD",
     "security_token": "SALESFORCE_SECURITY_TOKEN",
 }
-SECRET_ENV = ("SFMC_CLIENT_SECRET", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN")
+SECRET_ENV = ("SFMC_CLIENT_SECRET", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN",
+              "SALESFORCE_PRIVATE_KEY")
 
 
 def env_settings(names: dict[str, str], *, as_env_var: bool) -> dict:

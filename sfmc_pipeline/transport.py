@@ -25,6 +25,11 @@ from requests.adapters import HTTPAdapter
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
+# The domains each vendor serves its APIs from (subdomains only). An instance URL from a token response must be on
+# one of them, or on the host the user configured: a token response cannot send the bearer token anywhere else.
+SFMC_DOMAINS = ("marketingcloudapis.com",)
+SALESFORCE_DOMAINS = ("salesforce.com", "force.com")  # My Domain, sandboxes (*.sandbox.my.salesforce.com), instances
+
 
 class ApiError(RuntimeError):
     """A call failed. ``retryable`` says whether running again later may help; ``status`` and
@@ -58,6 +63,35 @@ def normalize_base_url(value: str, *, setting: str) -> str:
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigurationError(f"{setting} must be a plain base URL without credentials, query or fragment")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
+
+
+def instance_base_url(value: str, *, setting: str, configured: str, configured_setting: str,
+                      vendor_domains: tuple[str, ...]) -> str:
+    """An API instance URL named by a token response (``setting``), as ``normalize_base_url`` gives it, accepted
+    only over https on a subdomain of ``vendor_domains``, or on the origin (scheme, host, port) of ``configured``,
+    the base URL the user set in ``configured_setting`` (a loopback server in local tests). Anything else is an
+    ``ApiError``, raised before the bearer token is ever sent there."""
+    try:
+        url = normalize_base_url(value, setting=setting)
+    except ConfigurationError as exc:
+        raise ApiError(f"{exc}; the token response is not usable, so the token was not sent anywhere.") from None
+    host = urlsplit(url).hostname or ""
+    vendor = urlsplit(url).scheme == "https" and any(host.endswith("." + domain) for domain in vendor_domains)
+    if vendor or _origin(url) == _origin(configured):
+        return url
+    allowed = ", ".join(f"https://*.{domain}" for domain in vendor_domains)
+    name, _, source = setting.partition(" (")
+    configured_origin = "{0}://{1}".format(*urlsplit(configured)[:2])
+    raise ApiError(
+        f"The {source.rstrip(')') or 'token response'} names {name} {url}, which is neither on {allowed} nor on "
+        f"{configured_origin} ({configured_setting}); the access token was not sent there. Check that "
+        f"{configured_setting} is the vendor's own login host and that no proxy rewrites its answers."
+    )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port or {"https": 443, "http": 80}.get(parts.scheme)
 
 
 @dataclass(frozen=True)

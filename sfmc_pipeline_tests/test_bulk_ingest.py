@@ -605,6 +605,11 @@ def test_confirmed_rows_build_ledger_rows_without_a_callback(org, client, open_s
     ("UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record: 003x",
      RecordError("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record: 003x")),
     ("DUPLICATE_VALUE:duplicate", RecordError("DUPLICATE_VALUE", "duplicate")),
+    ("UNABLE_TO_LOCK_ROW", RecordError("UNABLE_TO_LOCK_ROW", "")),  # a bare code, as some orgs serve it
+    (" UNABLE_TO_LOCK_ROW\n", RecordError("UNABLE_TO_LOCK_ROW", "")),
+    ("FIELD_CUSTOM_VALIDATION_EXCEPTION:Email must be: corporate",  # a colon inside a message without fields
+     RecordError("FIELD_CUSTOM_VALIDATION_EXCEPTION", "Email must be: corporate")),
+    ("not_a_code", RecordError("UNKNOWN", "not_a_code")),
     ("something broke", RecordError("UNKNOWN", "something broke")),
     ("", RecordError("UNKNOWN", "no error detail returned")),
 ])

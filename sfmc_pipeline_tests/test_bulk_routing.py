@@ -74,6 +74,16 @@ def test_bulk_failures_are_reported_like_collections_failures(org, client, tmp_p
     assert ids[3] in out.unsettled
 
 
+def test_a_bare_lock_code_from_bulk_is_resent_through_collections(org, client, tmp_path):
+    ids = [cid(i) for i in range(THRESHOLD)]
+    seed(org, ids)
+    org.reject_bulk_records({ids[5]: "UNABLE_TO_LOCK_ROW"})  # sf__Error as some orgs serve it: the code alone
+    out = _run(client(), tmp_path, ids)
+    assert (out.succeeded, out.failed_total, out.errors) == (THRESHOLD, 0, [])
+    assert out.requests == 1 and writes_per_id(org)[ids[5]] == 1  # one Collections request, after the Bulk job
+    assert org.records["Contact"][ids[5]]["new_customer__c"] == "new_customer:realized"
+
+
 def test_a_job_left_processing_is_settled_by_the_next_run_and_never_sent_twice(org, client, tmp_path):
     ids = [cid(i) for i in range(THRESHOLD)]
     seed(org, ids)

@@ -3,7 +3,8 @@ all are OK, over real HTTP against the fake SFMC and Salesforce servers: SFMC au
 row of each Data Extension, the Salesforce org (id and name), the sink preflight per destination and
 the daily API usage; embedded/local mode names the sample files and the local target. Each failure
 mode gives the right FAILED line with its fix, never hides the other checks, and never prints a
-secret."""
+secret. The JWT bearer flow is checked like client credentials; the username-password flow works with
+a WARN line naming the date Salesforce ends it and the way out (local-mode preflight: test_local_setup.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sfmc_pipeline.cli.connection_check import CheckLine, Report, flatten, longe
 from sfmc_pipeline.crm.salesforce_client import SalesforceClient
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
 from sfmc_pipeline.transport import Redactor
+from sfmc_pipeline_tests.fakes.salesforce_fixtures import JwtKey
 from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
@@ -33,6 +35,7 @@ VARIABLES = [
     "SFMC_CLIENT_ID", "SFMC_CLIENT_SECRET", "SFMC_AUTH_BASE_URI", "SFMC_ACCOUNT_ID", "SALESFORCE_DOMAIN",
     "SALESFORCE_LOGIN_URL", "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_USERNAME",
     "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "SFMC_PIPELINE_CONFIG", "SFMC_PIPELINE_SAMPLE",
+    "SALESFORCE_PRIVATE_KEY_FILE", "SALESFORCE_PRIVATE_KEY", "SALESFORCE_JWT_AUDIENCE",
 ]
 
 
@@ -81,7 +84,7 @@ def use_salesforce(monkeypatch, server, secret=SF_SECRET, password_flow=False):
 
 def check(capsys, *args) -> tuple[int, dict[str, list[str]], str]:
     """Exit status, the lines by ``what`` (in order), and everything printed; asserts no secret was printed
-    and that every line is an OK or a FAILED line."""
+    and that every line is an OK, WARN or FAILED line."""
     status = main(["check", *args])
     captured = capsys.readouterr()
     printed = captured.out + captured.err
@@ -89,7 +92,7 @@ def check(capsys, *args) -> tuple[int, dict[str, list[str]], str]:
         assert secret not in printed
     by_what: dict[str, list[str]] = {}
     for line in captured.out.splitlines():
-        assert line.startswith(("OK     ", "FAILED ")), line
+        assert line.startswith(("OK     ", "WARN   ", "FAILED ")), line
         what = line[7:].split(": ", 1)[0]
         by_what.setdefault(what, []).append(line)
     return status, by_what, printed
@@ -199,6 +202,44 @@ def test_a_missing_mapped_field_fails_that_destinations_preflight(capsys, monkey
     assert wrong_type.startswith("FAILED preflight contacts: Contact.positive_responders__c: is a string field -> a "
                                  "segment status field must be a Long Text Area")
     assert lines["preflight leads"][0].startswith("OK") and lines["Salesforce API usage"][0].startswith("OK")
+
+
+def test_password_flow_works_with_a_warning_naming_the_date_and_the_way_out(capsys, monkeypatch, sfmc, org):
+    use_sfmc(monkeypatch, sfmc)  # (fast: no sample files to read)
+    use_salesforce(monkeypatch, org, password_flow=True)
+    status, lines, printed = check(capsys)
+    assert status == 0, printed  # a warning, not a failure
+    assert "(password flow, API v66.0)" in lines["Salesforce"][0]
+    (warning,) = lines["Salesforce login"]
+    assert list(lines).index("Salesforce login") == list(lines).index("Salesforce") + 1
+    assert warning.startswith("WARN   Salesforce login: the username-password flow is in use; Salesforce ends it for "
+                              "connected apps on 2027-02-20")
+    assert "-> migrate before then, either to client credentials (in the connected app turn on 'Enable Client " \
+           "Credentials Flow' and choose a Run As user; set SALESFORCE_DOMAIN to the org's My Domain" in warning
+    assert "or to the JWT bearer flow (create a key and certificate" in warning
+    assert "set SALESFORCE_PRIVATE_KEY_FILE=salesforce.key, keep SALESFORCE_USERNAME" in warning
+
+
+def test_jwt_bearer_flow_is_checked_like_the_others(capsys, monkeypatch, sfmc, org, jwt_key, tmp_path):
+    use_sfmc(monkeypatch, sfmc)  # (fast: no sample files to read)
+    org.jwt_public_key = jwt_key.public_key
+    monkeypatch.setenv("SALESFORCE_LOGIN_URL", org.base_url)
+    monkeypatch.setenv("SALESFORCE_CLIENT_ID", org.client_id)
+    monkeypatch.setenv("SALESFORCE_USERNAME", org.username)
+    monkeypatch.setenv("SALESFORCE_PRIVATE_KEY_FILE", jwt_key.write(tmp_path / "salesforce.key"))
+    status, lines, printed = check(capsys)
+    assert status == 0, printed
+    assert "(jwt_bearer flow, API v66.0)" in lines["Salesforce"][0] and "Salesforce login" not in lines
+    assert lines["preflight contacts"][0].startswith("OK") and lines["Salesforce API usage"][0].startswith("OK")
+
+    other = JwtKey()  # a key whose certificate the app does not hold, given as text (a secret)
+    monkeypatch.delenv("SALESFORCE_PRIVATE_KEY_FILE")
+    monkeypatch.setenv("SALESFORCE_PRIVATE_KEY", other.private_pem)
+    status, lines, printed = check(capsys)
+    assert status == 1
+    assert lines["Salesforce"][0].startswith("FAILED Salesforce: Salesforce refused the login (jwt_bearer flow, HTTP "
+                                             "400, invalid_grant: invalid assertion) -> For the JWT bearer flow check")
+    assert not any(line in printed for line in other.private_pem.splitlines()[1:-1])
 
 
 def test_incomplete_credentials_are_failed_with_the_resources_message(capsys, monkeypatch):

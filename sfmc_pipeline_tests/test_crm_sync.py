@@ -131,6 +131,15 @@ def test_request_limit_exceeded_stops_cleanly_and_the_next_run_finishes(org, cli
     assert all(org.records["Contact"][i]["new_customer__c"] == "new_customer:realized" for i in ids)
 
 
+def test_a_concurrent_request_refusal_is_waited_out_and_the_run_writes_everything(org, client, tmp_path, sleeps):
+    ids = [cid(i) for i in range(450)]
+    seed(org, ids)
+    org.refuse_concurrent_next(path_contains="/composite/sobjects", times=2)  # ConcurrentPerOrgLongTxn
+    out = run(client(), tmp_path, members(ids), profiles(ids))
+    assert (out.succeeded, out.pending, out.failed_total, out.stopped) == (450, 0, 0, None)
+    assert sleeps.calls == [0.5, 1.0] and set(writes_per_id(org).values()) == {1}
+
+
 def test_usage_threshold_stops_before_the_allocation_is_used_up(org, client, tmp_path):
     ids = [cid(i) for i in range(450)]
     seed(org, ids)

@@ -4,14 +4,20 @@ They pin, over real HTTP with plain ``requests``, the parts of the Salesforce Pl
 (OAuth, sObject Collections update/upsert/retrieve, errors, limits, describe, Contact/Lead fields) that our
 Salesforce client relies on:
 
-* OAuth token: password flow (password + security token) and client-credentials flow; 400 ``invalid_grant``;
-  no ``expires_in``/refresh token; token calls are not API usage. ``id`` is the identity URL
+* OAuth token: password flow (password + security token), client-credentials flow (client id and secret in the
+  form or with HTTP Basic client authentication) and JWT bearer flow (RS256 assertion verified with the app's
+  certificate: ``iss``, ``sub``, ``aud``, a short ``exp``); 400 ``invalid_grant``; no ``expires_in``/refresh
+  token; token calls are not API usage; the recorded shapes without ``token_type``/``issued_at``/``signature``
+  and with a 15-character org id in the identity URL. ``id`` is the identity URL
   ``.../id/{orgId}/{userId}``; ``GET /services/oauth2/userinfo`` names the same org; each server is another org.
 * Describe of Contact/Lead with a custom Long Text Area field.
 * ``PATCH composite/sobjects``: 200 with positional per-record results (failures carry no ``id``), ``allOrNone``
   rollback, more than 200 records -> 400.
 * 401 ``INVALID_SESSION_ID`` after session expiry, ``Sforce-Limit-Info`` on every API response,
-  403 ``REQUEST_LIMIT_EXCEEDED``.
+  403 ``REQUEST_LIMIT_EXCEEDED`` (daily ``TotalRequests``, or ``ConcurrentPerOrgLongTxn``), a request-level error
+  as one JSON object instead of an array.
+* Bulk ``sf__Error`` served exactly as recorded (a bare ``UNABLE_TO_LOCK_ROW``, ``CODE:message``) and job
+  ``contentUrl`` without a leading slash.
 * ``PATCH composite/sobjects/{SObject}/{ExternalIdField}`` upsert with ``created`` true/false.
 * ``POST composite/sobjects/{SObject}`` retrieve: order of ids, ``null`` for missing ids, 400 for unknown fields and
   for more than 2,000 ids.
@@ -698,3 +704,81 @@ def test_bulk_fault_helpers(fake_salesforce: FakeSalesforceServer) -> None:
     errors = _csv_rows(_bulk(sf, headers, "GET", f"/{rejected['id']}/failedResults"))
     assert errors[1][1:3] == ["FIELD_CUSTOM_VALIDATION_EXCEPTION:Nope: not allowed:crm_2_seg__c", ids[0]]
     assert len(sf.bulk_requests()) == sum(1 for r in sf.requests if "/jobs/ingest" in r.path)
+    sf.reject_bulk_records({ids[0]: "UNABLE_TO_LOCK_ROW", ids[1]: "INVALID_FIELD:bad value"})
+    raw = run()
+    errors = {row[2]: row[1] for row in _csv_rows(_bulk(sf, headers, "GET", f"/{raw['id']}/failedResults"))[1:]}
+    assert errors == {ids[0]: "UNABLE_TO_LOCK_ROW", ids[1]: "INVALID_FIELD:bad value"}  # served exactly as given
+    assert raw["contentUrl"] == f"services/data/v66.0/jobs/ingest/{raw['id']}/batches"  # no leading slash
+
+
+# ---------------------------------------------------------------------------------------------- recorded shapes
+
+
+def _basic(client_id: str, secret: str) -> str:
+    from base64 import b64encode
+    from urllib.parse import quote_plus
+
+    return "Basic " + b64encode(f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()).decode()
+
+
+def test_client_credentials_with_http_basic_client_authentication(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.client_secret = "s3cret:with/odd+chars"
+    ok = requests.post(sf.token_url, data={"grant_type": "client_credentials"}, timeout=5,
+                       headers={"Authorization": _basic(sf.client_id, sf.client_secret)})
+    assert ok.status_code == 200 and ok.json()["access_token"] in sf.issued_tokens
+    wrong = requests.post(sf.token_url, data={"grant_type": "client_credentials"}, timeout=5,
+                          headers={"Authorization": _basic(sf.client_id, "wrong")})
+    assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_client")
+
+
+def test_jwt_bearer_assertions_are_verified_with_the_apps_certificate(fake_salesforce: FakeSalesforceServer,
+                                                                     jwt_key) -> None:
+    import time
+
+    import jwt
+
+    sf = fake_salesforce
+    claims = {"iss": sf.client_id, "sub": sf.username, "aud": "https://login.salesforce.com",
+              "exp": int(time.time()) + 180}
+
+    def login(**changes) -> requests.Response:
+        assertion = jwt.encode({**claims, **changes}, jwt_key.private_pem, algorithm="RS256")
+        return requests.post(sf.token_url, timeout=5, data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion})
+
+    assert login().json() == {"error": "invalid_grant", "error_description": "invalid assertion"}  # no certificate
+    sf.jwt_public_key = jwt_key.public_key
+    assert login().status_code == 200 and login(aud="https://test.salesforce.com").status_code == 200
+    refusals = {
+        "aud": ("https://acme.my.salesforce.com", "invalid_grant", "audience is invalid"),
+        "iss": ("someone-else", "invalid_client_id", "client identifier invalid"),
+        "sub": ("other@example.com", "invalid_grant", "user hasn't approved this consumer"),
+        "exp": (int(time.time()) - 10, "invalid_grant", "invalid assertion"),  # expired
+    }
+    for claim, (value, error, description) in refusals.items():
+        refused = login(**{claim: value})
+        assert refused.status_code == 400 and refused.json() == {"error": error, "error_description": description}
+    assert login(exp=int(time.time()) + 3600).json()["error_description"] == "invalid assertion"  # not short-lived
+
+
+def test_recorded_token_and_error_shapes(fake_salesforce: FakeSalesforceServer) -> None:
+    sf = fake_salesforce
+    sf.token_fields_omitted = ("token_type", "issued_at", "signature")
+    sf.identity_org_id_length = 15
+    body = requests.post(sf.token_url, timeout=5, data={
+        "grant_type": "password", "client_id": sf.client_id, "client_secret": sf.client_secret,
+        "username": sf.username, "password": sf.password + sf.security_token}).json()
+    assert body.keys() == {"access_token", "instance_url", "id"}
+    assert body["id"] == f"{sf.base_url}/id/{sf.org_id[:15]}/{sf.user_id}"
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+
+    sf.request_errors_as_object = True
+    bad = _update(sf, headers, [{"id": fake_id(CONTACT_PREFIX, 1), "LastName": "x"}])
+    assert bad.status_code == 400 and bad.json() == {
+        "message": "No SObject type found in the attributes of the record at index 0", "errorCode": "INVALID_TYPE"}
+    sf.refuse_concurrent_next(times=1)
+    busy = requests.get(f"{sf.api_url}/limits/", headers=headers, timeout=5)
+    assert busy.status_code == 403 and busy.json() == [
+        {"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    assert requests.get(f"{sf.api_url}/limits/", headers=headers, timeout=5).status_code == 200

@@ -8,17 +8,27 @@ REQUEST_LIMIT_EXCEEDED into ``RequestLimitExceeded``; and records ``Sforce-Limit
 It knows its org (``target_id`` from the token's identity URL, else from userinfo; a re-login into
 another org is refused), reads records back by Id in chunks of 2,000 (order kept, None for missing
 ids), and sends ``Decimal`` values as exact JSON numbers.
-``salesforce_base_url`` turns SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL into one https base URL."""
+``salesforce_base_url`` turns SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL into one https base URL.
+The JWT bearer flow signs a 3-minute RS256 assertion (iss, sub, aud, exp) with the app's private key and sends no
+secret; the token response's ``instance_url`` is used only on Salesforce's domains or the configured host; the
+shapes real orgs send are accepted (token responses without ``token_type``/``issued_at``/``signature`` and with a
+15-character org id, request-level errors as one object) and a 403 ``ConcurrentPerOrgLongTxn Limit exceeded.`` is
+waited out, unlike the daily limit."""
 
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from urllib.parse import parse_qs
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from sfmc_pipeline.crm.jwt_bearer import default_audience
 from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, RecordError, RecordResult
 from sfmc_pipeline.crm.salesforce_client import (
     RequestLimitExceeded,
@@ -27,7 +37,7 @@ from sfmc_pipeline.crm.salesforce_client import (
     salesforce_base_url,
 )
 from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX
-from sfmc_pipeline.transport import ApiError, ConfigurationError, RetrySettings
+from sfmc_pipeline.transport import SALESFORCE_DOMAINS, ApiError, ConfigurationError, RetrySettings, instance_base_url
 from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
 
 SEG = "crm_2_seg__c"
@@ -179,6 +189,195 @@ def test_unusable_settings_are_refused_before_any_call(client_for, fake_salesfor
     with pytest.raises(ConfigurationError, match=setting):
         client_for(**overrides)
     assert fake_salesforce.requests == []
+
+
+# ---------------------------------------------------------------------------------------------- JWT bearer flow
+
+
+def _jwt_client(client_for, server, **settings):
+    return client_for(server, client_secret=None, password=None, security_token=None, **settings)
+
+
+def test_jwt_bearer_flow_signs_a_short_assertion_and_sends_no_secret(fake_salesforce, client_for, jwt_key, tmp_path):
+    fake_salesforce.jwt_public_key = jwt_key.public_key
+    client = _jwt_client(client_for, fake_salesforce, private_key_file=jwt_key.write(tmp_path / "salesforce.key"))
+    assert client.flow == "jwt_bearer" and fake_salesforce.requests == []
+    before = time.time()
+    assert client.limits()["DailyApiRequests"]["Max"] == 15000
+    (token,) = fake_salesforce.token_requests()
+    assert token.header("Authorization") is None and not token.query
+    form = {k: v[0] for k, v in parse_qs(token.body).items()}
+    assert form.keys() == {"grant_type", "assertion"}  # no client secret, no password
+    assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    claims = jwt.decode(form["assertion"], jwt_key.public_key, algorithms=["RS256"],
+                        audience="https://login.salesforce.com")
+    assert (claims["iss"], claims["sub"]) == (fake_salesforce.client_id, fake_salesforce.username)
+    assert before + 170 <= claims["exp"] <= time.time() + 180  # about 3 minutes ahead
+    assert jwt.get_unverified_header(form["assertion"])["alg"] == "RS256"
+    fake_salesforce.expire_sessions()
+    client.limits()  # a new session: a new assertion is signed, the key stays on this machine
+    assert len(fake_salesforce.token_requests()) == 2 and client.target_id == f"salesforce:{fake_salesforce.org_id}"
+
+
+def test_jwt_key_text_from_a_secret_store_may_be_on_one_line(fake_salesforce, client_for, jwt_key):
+    fake_salesforce.jwt_public_key = jwt_key.public_key
+    one_line = jwt_key.private_pem.strip().replace("\n", "\\n")  # as an env file or secret store may hold it
+    assert "\n" not in one_line
+    assert _jwt_client(client_for, fake_salesforce, private_key=one_line).describe("Contact").sobject == "Contact"
+
+
+def test_jwt_refusals_say_what_to_check_and_never_show_the_key(fake_salesforce, client_for, jwt_key):
+    fake_salesforce.jwt_public_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    with pytest.raises(ApiError) as info:  # the app holds another certificate
+        _jwt_client(client_for, fake_salesforce, private_key=jwt_key.private_pem).limits()
+    message = str(info.value)
+    assert message.startswith("Salesforce refused the login (jwt_bearer flow, HTTP 400, invalid_grant: invalid "
+                              "assertion).")
+    assert "SALESFORCE_PRIVATE_KEY_FILE" in message and "pre-authorized" in message and "clock" in message
+    assert "PRIVATE KEY" not in message and not info.value.retryable and fake_salesforce.api_requests() == []
+    assertion = parse_qs(fake_salesforce.token_requests()[0].body)["assertion"][0]
+    assert assertion not in message
+
+    fake_salesforce.jwt_public_key = jwt_key.public_key
+    with pytest.raises(ApiError, match="audience is invalid"):  # an audience this org does not accept
+        _jwt_client(client_for, fake_salesforce, private_key=jwt_key.private_pem,
+                    jwt_audience="https://acme.my.site.com/partners").limits()
+    with pytest.raises(ApiError, match="user hasn't approved this consumer.*SALESFORCE_USERNAME is pre-authorized"):
+        _jwt_client(client_for, fake_salesforce, private_key=jwt_key.private_pem, username="other@example.com").limits()
+
+
+def _pem(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(b"pw") if isinstance(key, rsa.RSAPrivateKey)
+                             else serialization.NoEncryption()).decode()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(username=None), "SALESFORCE_USERNAME is not set: the JWT bearer flow logs in as that user"),
+        (dict(password="pw"), "unset SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN"),
+        (dict(private_key=None, private_key_file="/nonexistent/salesforce.key"),
+         "SALESFORCE_PRIVATE_KEY_FILE /nonexistent/salesforce.key cannot be read .*openssl req -x509"),
+        (dict(private_key="not a key"), "SALESFORCE_PRIVATE_KEY is not a PEM private key"),
+        (dict(private_key="PEM", private_key_file="x.key"),
+         "Set one of SALESFORCE_PRIVATE_KEY_FILE or SALESFORCE_PRIVATE_KEY"),
+        (dict(private_key=_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))),
+         "SALESFORCE_PRIVATE_KEY is an encrypted private key"),
+        (dict(private_key=_pem(ec.generate_private_key(ec.SECP256R1()))), "SALESFORCE_PRIVATE_KEY is not an RSA key"),
+        (dict(jwt_audience="http://login.salesforce.com"), "SALESFORCE_JWT_AUDIENCE must be an https URL"),
+        (dict(private_key=None, jwt_audience="https://login.salesforce.com"), "only used by the JWT bearer flow"),
+    ],
+)
+def test_jwt_settings_are_refused_before_any_call(fake_salesforce, client_for, jwt_key, settings, message):
+    settings = {"private_key": jwt_key.private_pem, **settings}
+    with pytest.raises(ConfigurationError, match=message) as info:
+        client_for(client_secret=None, security_token=None, **{"password": None, **settings})
+    key_lines = [line for value in settings.values() if isinstance(value, str) for line in value.splitlines()[1:2]]
+    assert not any(line in str(info.value) for line in key_lines) and fake_salesforce.requests == []
+
+
+@pytest.mark.parametrize("base_url, audience", [
+    ("https://acme.my.salesforce.com/", "https://login.salesforce.com"),
+    ("https://login.salesforce.com/", "https://login.salesforce.com"),
+    ("https://acme--uat.sandbox.my.salesforce.com/", "https://test.salesforce.com"),
+    ("https://acme--uat.my.salesforce.com/", "https://test.salesforce.com"),  # a sandbox without enhanced domains
+    ("https://test.salesforce.com/", "https://test.salesforce.com"),
+])
+def test_jwt_audience_follows_the_login_host(base_url, audience):
+    assert default_audience(base_url) == audience
+
+
+# ---------------------------------------------------------------------------------------------- instance URL
+
+
+@pytest.mark.parametrize("other_host", ["localhost", "127.0.0.1"])
+def test_an_instance_url_off_salesforce_is_refused_before_the_token_is_sent(fake_salesforce, client_for, other_host):
+    with FakeSalesforceServer() as other:
+        fake_salesforce.instance_url = f"http://{other_host}:{other.port}"  # not the configured origin
+        with pytest.raises(ApiError) as info:
+            client_for().describe("Contact")
+        message = str(info.value)
+        assert f"The Salesforce token response names instance_url http://{other_host}:{other.port}/" in message
+        assert f"neither on https://*.salesforce.com, https://*.force.com nor on {fake_salesforce.base_url}" in message
+        assert "(SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL); the access token was not sent there" in message
+        assert fake_salesforce.issued_tokens[0] not in message and not info.value.retryable
+        assert other.requests == [] and fake_salesforce.api_requests() == []
+
+
+@pytest.mark.parametrize("url, accepted", [
+    ("https://acme.my.salesforce.com", True),
+    ("https://acme--uat.sandbox.my.salesforce.com/", True),
+    ("https://na139.salesforce.com", True),  # an instance host
+    ("https://acme.lightning.force.com", True),
+    ("acme.my.salesforce.com", True),  # a bare host is https
+    ("https://login.example.com", True),  # the configured host
+    ("https://login.example.com:8443", False),  # the configured host, another port
+    ("https://salesforce.com.evil.example", False),
+    ("https://evilsalesforce.com", False),
+    ("https://salesforce.com", False),  # the vendor's own site, not an API instance
+    ("http://acme.my.salesforce.com", False),  # plain http
+    ("http://127.0.0.1:8080", False),  # loopback that is not the configured host
+])
+def test_instance_urls_are_accepted_on_salesforce_or_the_configured_host(url, accepted):
+    def check():
+        return instance_base_url(url, setting="instance_url (Salesforce token response)",
+                                 configured="https://login.example.com/", configured_setting="SALESFORCE_LOGIN_URL",
+                                 vendor_domains=SALESFORCE_DOMAINS)
+
+    if accepted:
+        assert check().startswith("https://")
+    else:
+        with pytest.raises(ApiError, match="the access token was not sent there|not usable"):
+            check()
+
+
+# ---------------------------------------------------------------------------------------------- shapes real orgs send
+
+
+def test_token_responses_without_optional_fields_and_a_15_character_org_id(fake_salesforce, client_for):
+    fake_salesforce.token_fields_omitted = ("token_type", "issued_at", "signature")
+    fake_salesforce.identity_org_id_length = 15
+    served = requests.post(fake_salesforce.token_url, timeout=5, data={
+        "grant_type": "client_credentials", "client_id": fake_salesforce.client_id,
+        "client_secret": fake_salesforce.client_secret}).json()
+    assert served.keys() == {"access_token", "instance_url", "id", "scope"}  # the shape this test runs against
+    assert served["id"].split("/")[-2] == fake_salesforce.org_id[:15]
+    client = client_for(username=None, password=None, security_token=None)
+    assert client.limits()["DailyApiRequests"]["Max"] == 15000
+    assert client.target_id == f"salesforce:{fake_salesforce.org_id}"  # the 18-character form, as always
+    assert fake_salesforce.userinfo_requests() == []
+
+
+def test_a_request_level_error_object_is_read_like_an_array(fake_salesforce, client_for, seeded):
+    fake_salesforce.request_errors_as_object = True
+    with pytest.raises(ApiError, match="HTTP 400 INVALID_TYPE: No SObject type found") as info:
+        client_for().update([{"id": seeded[0], SEG: "x"}])  # no attributes.type: a request-level error
+    assert info.value.code == "INVALID_TYPE" and not info.value.retryable
+    fake_salesforce.fail_next(401, path_contains="/limits", times=2,
+                              body={"message": "This session is not valid for use with the REST API",
+                                    "errorCode": "INVALID_SESSION_ID"})
+    with pytest.raises(ApiError, match="HTTP 401 INVALID_SESSION_ID: This session is not valid") as info:
+        client_for().limits()
+    assert info.value.code == "INVALID_SESSION_ID"
+
+
+def test_a_concurrent_request_refusal_is_waited_out_and_the_request_sent_again(fake_salesforce, client_for, seeded,
+                                                                              sleeps):
+    fake_salesforce.refuse_concurrent_next(path_contains="/composite/sobjects", times=2)
+    results = client_for().update([_contact(seeded[0], **{SEG: "ok"})])
+    assert results[0].success and sleeps.calls == [0.5, 1.0]  # the transport's backoff
+    assert fake_salesforce.write_log == [("Contact", seeded[0], {SEG: "ok"})]  # written once
+
+
+def test_a_concurrent_refusal_that_lasts_is_retryable_unlike_the_daily_limit(fake_salesforce, client_for, sleeps):
+    fake_salesforce.refuse_concurrent_next(path_contains="/limits", times=10)
+    with pytest.raises(ApiError) as info:
+        client_for().limits()
+    assert not isinstance(info.value, RequestLimitExceeded)
+    assert info.value.retryable and (info.value.status, info.value.code) == (403, "REQUEST_LIMIT_EXCEEDED")
+    assert "refused 4 time(s) because too many long-running requests run in the org at once" in str(info.value)
+    assert "ConcurrentPerOrgLongTxn Limit exceeded" in str(info.value) and sleeps.calls == [0.5, 1.0, 2.0]
 
 
 # ---------------------------------------------------------------------------------------------- target identity

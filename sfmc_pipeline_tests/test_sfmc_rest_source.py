@@ -299,6 +299,21 @@ def test_a_next_link_off_the_rest_instance_is_refused_and_gets_no_token(fake_sfm
     assert other.requests == [] and len(fake_sfmc.rowset_requests()) == 1  # nothing sent but page 1
 
 
+def test_a_rest_instance_url_off_the_vendor_domain_is_refused_and_gets_no_token(fake_sfmc, fake_sfmc_factory,
+                                                                                source_for):
+    other = fake_sfmc_factory()  # a second server that records every request
+    fake_sfmc.rest_instance_url = f"http://localhost:{other.port}/rest/"  # loopback, but not the configured host
+    fake_sfmc.add_data_extension("Activities", [_activity(0)], primary_key=["ActivityId"])
+    with pytest.raises(ApiError) as info:
+        source_for().read(ACTIVITIES)
+    message = str(info.value)
+    assert f"The SFMC token response names rest_instance_url http://localhost:{other.port}/rest/" in message
+    assert f"neither on https://*.marketingcloudapis.com nor on http://127.0.0.1:{fake_sfmc.port}" in message
+    assert "(SFMC_AUTH_BASE_URI); the access token was not sent there" in message and not info.value.retryable
+    assert not any(token in message for token in fake_sfmc.issued_tokens)
+    assert other.requests == [] and fake_sfmc.rowset_requests() == []  # only the token request was sent
+
+
 def test_next_links_resolve_within_the_rest_origin_only():
     rest = "https://mc123.rest.marketingcloudapis.com/"
     page_2 = "v1/customobjectdata/token/abc/rowset?$page=2"

@@ -13,12 +13,11 @@ from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
 from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
+from sfmc_pipeline.crm.local_setup import prepare_local_target
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.reconciliation import Reconciliation, reconcile
 from sfmc_pipeline.crm.salesforce_client import SalesforceClient
-from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS
 from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.governance.lineage import destination_flows
 from sfmc_pipeline.governance.masking import Masker
@@ -64,6 +63,7 @@ def build_crm_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
 def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey([GROUP, dest.name])
     profile_asset = pipeline.profiles.dataset
+    profile_columns = {c.name: c for c in pipeline.extension(profile_asset).columns}
     masker = Masker.for_pipeline(pipeline)  # identifying values in metadata, logs and errors
 
     @dg.asset(
@@ -112,8 +112,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             mode = salesforce.mode
             target = salesforce.get_target(api_version=pipeline.sync.api_version, local_db=local_db_path(store))
             try:
-                if isinstance(target, LocalCrmTarget):
-                    _prepare_local_target(target, dest, profiles)
+                if isinstance(target, LocalCrmTarget):  # the org's fields, as an admin would have created them
+                    prepare_local_target(target, dest, profile_columns, profiles)
                 ledger = SyncLedger(ledger_path(store), target.target_id)
                 try:
                     sync = DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=context.run.run_id,
@@ -191,21 +191,6 @@ def _bulk_writer(target, dest: DestinationConfig, pipeline: PipelineConfig, stor
         poll_timeout_seconds=pipeline.sync.bulk_poll_timeout_seconds, usage_threshold=pipeline.sync.usage_threshold,
         confirm=lambda rows: ledger.record(dest.object, dest.name, run_id, rows), log=log,
     )
-
-
-def _prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, profiles: pd.DataFrame) -> None:
-    """The local target mirrors an org that has the destination's fields and the sample's records."""
-    external = dest.external_id.field if dest.external_id else None
-    target.ensure_object(dest.object, status_fields=list(dest.status_fields), external_id_field=external)
-    if dest.operation == "update":
-        ids = profiles[dest.identity_column].astype("string")
-        mine = profiles[ids.str.startswith(KEY_PREFIXES[dest.object]).fillna(False).astype(bool)]
-        column_of = {field: column for column, field in dest.attribute_map.items()}
-        records = pd.DataFrame({"Id": mine[dest.identity_column]})
-        for field in REQUIRED_FIELDS[dest.object]:  # a record must have its required fields to exist
-            records[field] = mine[column_of[field]] if field in column_of else "(unknown)"
-        target.seed(dest.object, (
-            {k: (None if pd.isna(v) else str(v)) for k, v in row.items()} for row in records.to_dict("records")))
 
 
 def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: int, check: Reconciliation,

@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
             "With the current environment (SFMC_*, SALESFORCE_*, SFMC_PIPELINE_* variables) and the pipeline "
             "config: authenticate to SFMC and read one row of each configured Data Extension (embedded mode: name "
             "the sample files), authenticate to Salesforce and name the org (local mode: name the local target), "
-            "run the sink preflight for each destination and read the daily API usage. One line per check, "
-            "'OK' or 'FAILED <what>: <reason> -> <fix>'; exit status 0 only when every check is OK. Secrets "
-            "are never printed."
+            "run the sync's own preflight for each destination (local mode: on a copy of the local target) and read "
+            "the daily API usage. One line per check, 'OK', 'WARN <what>: <reason> -> <what to do>' (e.g. the "
+            "retiring username-password flow) or 'FAILED <what>: <reason> -> <fix>'; exit status 0 only when no "
+            "check FAILED. Secrets are never printed."
         ),
     )
     check.add_argument("--config", type=Path, metavar="PATH",

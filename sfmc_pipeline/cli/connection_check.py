@@ -10,14 +10,17 @@ decide embedded/sfmc and local/salesforce) and the pipeline config:
   would read is named with its rows;
 * ``Salesforce``: the mode; in salesforce mode a login names the org (id and, when readable, name),
   each destination's sink preflight runs against the object's describe, and the daily API usage is
-  read (``limits/`` DailyApiRequests, else the ``Sforce-Limit-Info`` header). In local mode the local
-  SQLite target is named.
+  read (``limits/`` DailyApiRequests, else the ``Sforce-Limit-Info`` header); the username-password
+  flow gets a warning (Salesforce ends it on 2027-02-20) with the migration steps. In local mode the
+  local SQLite target is named, and the preflight runs on an in-memory copy of it, set up as the sync
+  sets it up. Both modes call the sync's own preflight (``preflight_destination``), so a field the run
+  would refuse is FAILED here.
 
-One line per check: ``OK     <what>: <detail>`` or ``FAILED <what>: <reason> -> <fix>`` (a preflight
-with several problems gives one line per problem). A failed check does not stop the others; a check
-that needs a failed one is reported FAILED as skipped, with the reason. Every line goes through the
-redaction of the secret environment values and of the clients' own tokens. Exit status 0 only when
-every line is OK.
+One line per check: ``OK     <what>: <detail>``, ``WARN   <what>: <detail> -> <what to do>`` (works
+today, needs action) or ``FAILED <what>: <reason> -> <fix>`` (a preflight with several problems gives
+one line per problem). A failed check does not stop the others; a check that needs a failed one is
+reported FAILED as skipped, with the reason. Every line goes through the redaction of the secret
+environment values and of the clients' own tokens. Exit status 0 only when no line is FAILED.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ from sfmc_pipeline.config import PipelineConfig, PipelineConfigError, load_pipel
 from sfmc_pipeline.governance.lineage import destination_flows
 from sfmc_pipeline.governance.policies import split
 from sfmc_pipeline.config.models import DestinationConfig, PipelineSettings, SyncSettings
-from sfmc_pipeline.crm.preflight import PreflightError, run_preflight
+from sfmc_pipeline.crm.local_setup import prepare_local_target
+from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination
 from sfmc_pipeline.crm.salesforce_client import DEFAULT_API_VERSION
+from sfmc_pipeline.crm.salesforce_login import MIGRATION_STEPS, PASSWORD, PASSWORD_FLOW_WARNING
 from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.resources.salesforce import SalesforceResource
@@ -58,16 +64,19 @@ AGAIN = "then run `sfmc-pipeline check` again"
 @dataclass(frozen=True)
 class CheckLine:
     what: str
-    detail: str  # OK: what was found; FAILED: the reason
+    detail: str  # OK: what was found; WARN / FAILED: the reason
     fix: str | None = None  # None for OK
+    warning: bool = False  # WARN: works today, but needs action (not a failure)
 
     @property
     def ok(self) -> bool:
-        return self.fix is None
+        return self.fix is None or self.warning
 
     def render(self) -> str:
-        if self.ok:
+        if self.fix is None:
             return f"OK     {self.what}: {self.detail}"
+        if self.warning:
+            return f"WARN   {self.what}: {self.detail} -> {self.fix}"
         return f"FAILED {self.what}: {self.detail} -> {self.fix}"
 
 
@@ -97,6 +106,9 @@ class Report:
 
     def failed(self, what: str, reason: str, fix: str) -> None:
         self.add(CheckLine(what, reason, fix))
+
+    def warn(self, what: str, reason: str, action: str) -> None:
+        self.add(CheckLine(what, reason, action, warning=True))
 
     def error(self, what: str, exc: BaseException, fix: str, *, unreachable: str | None = None) -> None:
         """A FAILED line from an exception: its message up to the first sentence of advice is the reason, the
@@ -292,11 +304,10 @@ def check_salesforce(report: Report, pipeline: PipelineConfig | None, storage_di
         state = "exists" if local_db.exists() else "the first sync creates it"
         report.ok("Salesforce", f"local mode (no SALESFORCE_* variables set): the sync writes the local target "
                   f"{local_db} ({state})")
-        if destinations is None:
+        if pipeline is None:
             report.skipped("preflight", "the pipeline config did not load", f"fix the config line above; {AGAIN}")
-        for dest in destinations or ():
-            report.ok(f"preflight {dest.name}", f"{dest.object} in the local target: the sync creates its "
-                      f"{len(dest.status_fields)} status field(s) and writes {', '.join(dest.attribute_map.values())}")
+        else:
+            check_local_preflight(report, local_db, pipeline)
         report.ok("Salesforce API usage", "not counted: the local target has no daily API allocation")
         return
     api_version = pipeline.sync.api_version if pipeline is not None else DEFAULT_API_VERSION
@@ -314,10 +325,12 @@ def check_salesforce(report: Report, pipeline: PipelineConfig | None, storage_di
             report.error("Salesforce", exc, f"check the SALESFORCE_* variables and the connected app; {AGAIN}",
                          unreachable=f"Salesforce did not answer: check SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL and "
                          f"the network; {AGAIN}")
+            _warn_login_flow(report, client.flow)
             _skip_salesforce(report, destinations, "the Salesforce login failed", skip_fix)
             return
         report.ok("Salesforce", f"org {org_id}{_org_name(client)} at {client.instance_url} ({client.flow} flow, "
                   f"API v{client.api_version})")
+        _warn_login_flow(report, client.flow)
         if pipeline is None:
             report.skipped("preflight", "the pipeline config did not load", f"fix the config line above; {AGAIN}")
         else:
@@ -325,6 +338,12 @@ def check_salesforce(report: Report, pipeline: PipelineConfig | None, storage_di
         check_usage(report, client, (pipeline.sync if pipeline is not None else SyncSettings()).usage_threshold)
     finally:
         client.close()
+
+
+def _warn_login_flow(report: Report, flow: str) -> None:
+    """The username-password flow works until Salesforce ends it: a warning with the date and the way out."""
+    if flow == PASSWORD:
+        report.warn("Salesforce login", PASSWORD_FLOW_WARNING, MIGRATION_STEPS)
 
 
 def _org_name(client) -> str:
@@ -354,15 +373,16 @@ def longest_status_values(dest: DestinationConfig) -> dict[str, int]:
             for field, segments in dest.status_fields.items()}
 
 
-def check_preflight(report: Report, client, pipeline: PipelineConfig) -> None:
+def check_preflight(report: Report, target, pipeline: PipelineConfig, *, local: bool = False) -> None:
+    """Each destination through the sync's own preflight (``preflight_destination``) on ``target``; ``local``: the
+    local target (a snapshot) is first set up the way the sync sets it up (``prepare_local_target``)."""
     columns = {c.name: c for c in pipeline.extension(pipeline.profiles.dataset).columns}
-    describes: dict[str, object] = {}
     for dest in pipeline.destinations:
         what = f"preflight {dest.name}"
         try:
-            if dest.object not in describes:
-                describes[dest.object] = client.describe(dest.object)
-            resolved = run_preflight(dest, describes[dest.object], longest_status_values(dest), columns)
+            if local:
+                prepare_local_target(target, dest, columns)
+            _, resolved = preflight_destination(target, dest, longest_status_values(dest), columns)
         except PreflightError as exc:
             for problem in exc.problems:
                 reason, advice = split_advice(problem)
@@ -370,8 +390,24 @@ def check_preflight(report: Report, client, pipeline: PipelineConfig) -> None:
         except Exception as exc:  # noqa: BLE001
             report.error(what, exc, f"check that the integration user can read {dest.object}; {AGAIN}")
         else:
-            report.ok(what, f"{dest.object}: the {len(resolved.api_names)} mapped fields exist, are updateable and fit "
-                      f"({len(dest.status_fields)} status field(s), {len(dest.attribute_map)} attribute(s))")
+            where = " in the local target (the sync creates the custom ones)" if local else ""
+            report.ok(what, f"{dest.object}{where}: the {len(resolved.api_names)} mapped fields exist, are updateable "
+                      f"and fit ({len(dest.status_fields)} status field(s), {len(dest.attribute_map)} attribute(s))")
+
+
+def check_local_preflight(report: Report, local_db: Path, pipeline: PipelineConfig) -> None:
+    """``check_preflight`` on an in-memory copy of the local target (nothing is created or written)."""
+    try:
+        target = LocalCrmTarget.snapshot(local_db)
+    except Exception as exc:  # noqa: BLE001 - e.g. a file that is not a SQLite database
+        for dest in pipeline.destinations:
+            report.error(f"preflight {dest.name}", exc, f"move {local_db} aside (the next sync creates a new local "
+                         f"target); {AGAIN}")
+        return
+    try:
+        check_preflight(report, target, pipeline, local=True)
+    finally:
+        target.close()
 
 
 def check_usage(report: Report, client, threshold: float) -> None:

@@ -5,7 +5,9 @@ Contract (Salesforce Bulk API 2.0 documentation; every call is one API request, 
 
 * ``POST jobs/ingest`` (JSON ``{"object", "operation", "externalIdFieldName" (upsert), "contentType": "CSV",
   "lineEnding": "LF", "columnDelimiter": "COMMA"}``) creates a job in state ``Open`` and answers its job info
-  (``id``, ``state``, ``object``, ``operation``, ``createdById``, ``createdDate``, ``contentUrl``, ...).
+  (``id``, ``state``, ``object``, ``operation``, ``createdById``, ``createdDate``, ``contentUrl``, ...). Real orgs
+  serve ``contentUrl`` as ``services/data/vXX.X/jobs/ingest/{id}/batches`` (no leading slash, no host), so it is
+  never concatenated to anything: the upload path is built from the job id, under the client's API version.
 * ``PUT jobs/ingest/{id}/batches`` (``Content-Type: text/csv``) uploads the job's data, answered **201**. One
   upload per job here, at most 150 MB after base64 encoding, i.e. about 100 MB of raw CSV. The first row holds
   the field API names (``Id`` for update; the external id field for upsert). An empty cell leaves a field as it
@@ -17,8 +19,9 @@ Contract (Salesforce Bulk API 2.0 documentation; every call is one API request, 
 * ``GET jobs/ingest`` lists the org's ingest jobs (``{"done", "records", "nextRecordsUrl"}``, paged).
 * ``GET jobs/ingest/{id}/successfulResults/`` (``sf__Id, sf__Created`` + the uploaded columns),
   ``failedResults/`` (``sf__Id, sf__Error`` + the uploaded columns; ``sf__Error`` is
-  ``STATUS_CODE:message:fields``) and ``unprocessedrecords/`` (the uploaded columns): CSV, in **no guaranteed
-  order**, so callers join them on ``Id`` or the external id, never on position.
+  ``STATUS_CODE:message:fields``, ``STATUS_CODE:message`` or a bare ``STATUS_CODE``) and ``unprocessedrecords/``
+  (the uploaded columns): CSV, in **no guaranteed order**, so callers join them on ``Id`` or the external id, never
+  on position.
 
 Errors, login, 401 re-login, retries, limit info and redaction are the ``SalesforceClient``'s
 (``SalesforceClient.request``). Retries: every call here is safe to resend. A resent create can at worst leave an
@@ -223,19 +226,23 @@ def read_csv(text: str) -> Iterator[dict[str, str]]:
 
 
 def parse_error(text: str) -> RecordError:
-    """``sf__Error`` (``STATUS_CODE:message:fields``; ``--`` for no fields) as a ``RecordError``. The message
-    itself may contain colons; a cell that does not start with a status code is ``UNKNOWN`` with the whole text."""
+    """``sf__Error`` as a ``RecordError``, in each shape orgs serve: ``STATUS_CODE:message:fields`` (``--`` for no
+    fields), ``STATUS_CODE:message``, and a bare ``STATUS_CODE`` with no message (classified by that code, so a bare
+    ``UNABLE_TO_LOCK_ROW`` is retried like any lock). The message itself may contain colons: a last part after a
+    colon is a field list only when it directly follows the colon (messages put a space there) and names API fields.
+    A cell that does not start with a status code is ``UNKNOWN`` with the whole text."""
     text = (text or "").strip()
+    if _STATUS_CODE.match(text):
+        return RecordError(text, "")
     code, sep, rest = text.partition(":")
     if not sep or not _STATUS_CODE.match(code):
         return RecordError("UNKNOWN", text or "no error detail returned")
     message, sep, tail = rest.rpartition(":")
     if not sep:
         return RecordError(code, rest)
-    tail = tail.strip()
-    if tail in ("--", ""):
+    if tail.strip() in ("--", ""):
         return RecordError(code, message)
-    if _FIELD_LIST.match(tail):
+    if not tail[:1].isspace() and _FIELD_LIST.match(tail.strip()):
         return RecordError(code, message, tuple(f.strip() for f in tail.split(",")))
     return RecordError(code, rest)
 

@@ -174,9 +174,29 @@ class LocalCrmTarget:
     def __init__(self, db_path: str | Path):
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
         # isolation_level=None: we open transactions ourselves (so DDL is transactional too).
-        self._conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._open(sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30))
+
+    @classmethod
+    def snapshot(cls, db_path: str | Path) -> LocalCrmTarget:
+        """An in-memory copy of the target at ``db_path`` (empty when the file does not exist yet): the fields and
+        records the sync would find there, to try its setup and preflight (``sfmc-pipeline check``) without
+        creating or changing the file."""
+        target = cls.__new__(cls)
+        target.db_path = Path(db_path)
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if target.db_path.exists():
+            source = sqlite3.connect(f"{target.db_path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                source.backup(conn)
+            finally:
+                source.close()
+        target._open(conn)
+        return target
+
+    def _open(self, conn: sqlite3.Connection) -> None:
+        self._lock = threading.RLock()
+        self._conn = conn
         self._requests = 0
         with self._transaction() as cur:
             cur.execute(
@@ -228,10 +248,12 @@ class LocalCrmTarget:
         status_fields: Iterable[str] = (),
         status_field_length: int = DEFAULT_STATUS_FIELD_LENGTH,
         external_id_field: str | None = None,
+        custom_fields: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         """Create the ``sobject`` table ("Contact" or "Lead") with its standard fields if missing, and add any
-        missing status fields (custom Long Text Area, ``status_field_length`` characters) and the optional
-        external-id field (custom text(255), ``externalId``). Existing fields are left as they are."""
+        missing status fields (custom Long Text Area, ``status_field_length`` characters), the optional
+        external-id field (custom text(255), ``externalId``) and ``custom_fields`` (name ending in ``__c`` ->
+        (describe type, length), e.g. mapped attributes). Existing fields are left as they are."""
         if sobject not in KEY_PREFIXES:
             raise ValueError(f"unsupported sobject {sobject!r}: the local CRM knows {sorted(KEY_PREFIXES)}")
         if not 1 <= status_field_length <= MAX_LONG_TEXT_LENGTH:
@@ -247,6 +269,9 @@ class LocalCrmTarget:
                 _Field(_custom_name(external_id_field), _label(external_id_field), "string", EXTERNAL_ID_LENGTH,
                        custom=True, external_id=True, id_lookup=True)
             )
+        for name, (type_, length) in (custom_fields or {}).items():
+            wanted.append(_Field(_custom_name(name), _label(name), type_, length, custom=True,
+                                 extra_type_info="plaintextarea" if type_ == "textarea" else None))
         with self._transaction() as cur:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {_q(sobject)} (\"Id\" TEXT PRIMARY KEY NOT NULL)")
             known = {f.name.lower() for f in self._fields(sobject)}

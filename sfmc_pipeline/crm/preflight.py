@@ -1,6 +1,9 @@
 """Preflight: before a single record is sent, check every mapped field against the object's
 describe, and say exactly what to fix (replaces the reference product's opaque
-"Unknown errors encountered while pushing events to the destination")."""
+"Unknown errors encountered while pushing events to the destination").
+
+``preflight_destination`` is the one entry point: the sync calls it before sending, and
+``sfmc-pipeline check`` calls it too, so the check refuses exactly what a run would refuse."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig
-from sfmc_pipeline.crm.records import Describe, FieldInfo
+from sfmc_pipeline.crm.records import CrmTarget, Describe, FieldInfo
 from sfmc_pipeline.crm.salesforce_rules import accepts, expected_field_types
 from sfmc_pipeline.transport import ConfigurationError
 
@@ -26,6 +29,15 @@ class PreflightError(ConfigurationError):
 class ResolvedFields:
     api_names: dict[str, str]  # configured name (Mapping ID / attribute field) -> API name in the org
     info: dict[str, FieldInfo]  # API name -> describe
+
+
+def preflight_destination(
+    target: CrmTarget, dest: DestinationConfig, longest: dict[str, int], columns: Mapping[str, ColumnConfig]
+) -> tuple[Describe, ResolvedFields]:
+    """The object's describe from ``target``, and the mapping checked against it (``run_preflight``); raises
+    ``PreflightError`` listing every problem."""
+    describe = target.describe(dest.object)
+    return describe, run_preflight(dest, describe, longest, columns)
 
 
 def run_preflight(

@@ -4,10 +4,12 @@ update/upsert/retrieve.
 Contract (Salesforce REST API and OAuth documentation):
 
 * Login is lazy, on the first API call: ``POST {base}services/oauth2/token``, form-encoded, with the
-  username-password flow (password + security token appended) when a username and password are
-  given, else the client-credentials flow. The token call carries no Authorization header and the
-  secrets travel only in the form body, never in a URL. The response (``access_token``,
-  ``instance_url``, ``id``, ``token_type``, ``issued_at``, ``signature``) has no ``expires_in``: the
+  flow the settings choose (``salesforce_login.py``: client credentials, the JWT bearer flow, or the
+  retiring username-password flow). The token call carries no Authorization header and the secrets
+  travel only in the form body, never in a URL. Only ``access_token`` and ``instance_url`` are
+  required of the response (``token_type``, ``issued_at``, ``signature``, ``expires_in`` may be
+  missing); the ``instance_url`` is used only on ``*.salesforce.com``, ``*.force.com`` or the
+  configured login host (``transport.instance_base_url``), so the token is never sent elsewhere. The
   session lives until Salesforce answers 401 ``INVALID_SESSION_ID``; then the client logs in again
   once and resends the request once.
 * The org: the token response's ``id`` is the identity URL
@@ -15,10 +17,13 @@ Contract (Salesforce REST API and OAuth documentation):
   ``GET {instance_url}services/oauth2/userinfo`` (Bearer) answers ``organization_id``. ``target_id``
   is ``salesforce:<18-character org id>``; a re-login that lands in another org is an error.
 * API calls go to the ``instance_url`` of the token response with ``Authorization: Bearer``.
-  Request-level errors are JSON arrays ``[{"message", "errorCode", "fields"}]``; a 403
-  ``REQUEST_LIMIT_EXCEEDED`` means the org's API allocation is used up and becomes
-  :class:`RequestLimitExceeded`. 429, 5xx and connection errors are retried by ``HttpTransport``
-  (every call here is idempotent: PATCH by Id or external id, GET, and the retrieve POST, a read).
+  Request-level errors are JSON arrays ``[{"message", "errorCode", "fields"}]`` or one such object; a
+  403 ``REQUEST_LIMIT_EXCEEDED`` for the daily allocation ("TotalRequests Limit exceeded.") becomes
+  :class:`RequestLimitExceeded` (stop, resume later), one for too many concurrent long-running requests
+  ("ConcurrentPerOrgLongTxn Limit exceeded.") is transient: the request, refused before it ran, is sent
+  again with the transport's backoff, and after its retries a retryable ``ApiError``. 429, 5xx and
+  connection errors are retried by ``HttpTransport`` (every call here is idempotent: PATCH by Id or
+  external id, GET, and the retrieve POST, a read).
 * ``PATCH composite/sobjects`` (update) and ``composite/sobjects/{SObject}/{ExternalIdField}``
   (upsert) take at most 200 records and answer 200 with one result per record, in request order;
   per-record failures are data (``RecordResult``), not exceptions. Bodies are serialised here (not by
@@ -59,14 +64,17 @@ from sfmc_pipeline.crm.records import (
     FieldInfo,
     RecordResult,
 )
+from sfmc_pipeline.crm.salesforce_login import LoginFlow, login_error
 from sfmc_pipeline.datasets.salesforce_id import is_valid_id, to_18
 from sfmc_pipeline.transport import (
+    SALESFORCE_DOMAINS,
     ApiError,
     ConfigurationError,
     HttpTransport,
     Redactor,
     RetrySettings,
     body_excerpt,
+    instance_base_url,
     normalize_base_url,
 )
 
@@ -85,7 +93,7 @@ _UNSEEN = object()  # a thread that has not read the token yet
 
 
 class RequestLimitExceeded(ApiError):
-    """403 REQUEST_LIMIT_EXCEEDED: the org's API allocation (daily or concurrent) is used up; stop and resume later."""
+    """403 REQUEST_LIMIT_EXCEEDED for the daily allocation: the org's API requests are used up; resume later."""
 
 
 def salesforce_base_url(*, domain: str | None, login_url: str | None) -> str:
@@ -158,53 +166,38 @@ class SalesforceClient:
         *,
         base_url: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         username: str | None = None,
         password: str | None = None,
         security_token: str | None = None,
+        private_key_file: str | None = None,
+        private_key: str | None = None,
+        jwt_audience: str | None = None,
         api_version: str = DEFAULT_API_VERSION,
         timeout_seconds: float = 30.0,
         retry: RetrySettings | None = None,
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = MAX_CONCURRENT_REQUESTS,
     ):
-        """``pool_size``: connections kept open to the org, one per request that may be in flight at once."""
+        """The login settings choose the OAuth flow (``LoginFlow.choose``). ``pool_size``: connections kept open to
+        the org, one per request that may be in flight at once."""
         self.base_url = normalize_base_url(base_url, setting="SALESFORCE_LOGIN_URL")
-        if not client_id or not client_secret:
-            missing = " and ".join(
-                name
-                for name, value in (("SALESFORCE_CLIENT_ID", client_id), ("SALESFORCE_CLIENT_SECRET", client_secret))
-                if not value
-            )
-            raise ConfigurationError(
-                f"{missing} not set: both are the connected app's consumer key and consumer secret."
-            )
-        if bool(username) != bool(password):
-            missing = "SALESFORCE_PASSWORD" if username else "SALESFORCE_USERNAME"
-            raise ConfigurationError(
-                f"{missing} is not set: the username-password flow needs both SALESFORCE_USERNAME and "
-                "SALESFORCE_PASSWORD; leave both unset to use the client-credentials flow."
-            )
-        if security_token and not username:
-            raise ConfigurationError(
-                "SALESFORCE_SECURITY_TOKEN is set but SALESFORCE_USERNAME and SALESFORCE_PASSWORD are not: the "
-                "security token is only used by the username-password flow."
-            )
         version = (api_version or "").strip()
         version = version[1:] if version[:1] in ("v", "V") else version
         if not _API_VERSION.match(version):
             raise ConfigurationError(f"Salesforce API version must look like '66.0', got {api_version!r}.")
+        self._login_flow = LoginFlow.choose(
+            base_url=self.base_url, client_id=client_id, client_secret=client_secret, username=username,
+            password=password, security_token=security_token, private_key_file=private_key_file,
+            private_key=private_key, jwt_audience=jwt_audience,
+        )
         self.api_version = version
-        self.flow = "password" if username else "client_credentials"
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._username = username or None
-        self._password_and_token = (password or "") + (security_token or "")
+        self.flow = self._login_flow.name
         self.transport = HttpTransport(
             "Salesforce",
             timeout_seconds=timeout_seconds,
             retry=retry,
-            redactor=Redactor([client_secret, password, security_token, self._password_and_token]),
+            redactor=Redactor(self._login_flow.secrets),
             sleep=sleep,
             pool_size=pool_size,
         )
@@ -412,7 +405,9 @@ class SalesforceClient:
               idempotent: bool = True) -> requests.Response:
         """The one request loop: lazy login, ``instance_url + path`` with the Bearer token, ``Sforce-Limit-Info``
         recorded, one re-login and resend on 401; the 2xx response, else ``_api_error``."""
-        for attempt in (1, 2):
+        relogged = False
+        waits = 0  # resends after a concurrent-request refusal
+        while True:
             if self._access_token is None:
                 self._login()
             response = self.transport.request(
@@ -420,13 +415,21 @@ class SalesforceClient:
                 headers={**headers, "Authorization": f"Bearer {self._access_token}"}, data=data,
             )
             self._record_limit_info(response)
-            if response.status_code == 401 and attempt == 1:
+            if response.status_code == 401 and not relogged:
+                relogged = True
                 self._access_token = None  # expired or revoked: one fresh login, one more try
+                continue
+            if waits < self.transport.retry.max_retries and _concurrency_refusal(response):
+                # Refused before it ran (so safe to resend even when not idempotent); it clears as the org's
+                # other long-running requests finish.
+                waits += 1
+                self.transport.stats.count_retry()
+                self.transport.sleep(self.transport.retry.backoff(waits))
                 continue
             break
         if 200 <= response.status_code < 300:
             return response
-        raise self._api_error(response, what)
+        raise self._api_error(response, what, waits=waits)
 
     def _record_limit_info(self, response: requests.Response) -> None:
         match = _API_USAGE.search(response.headers.get("Sforce-Limit-Info") or "")
@@ -437,10 +440,19 @@ class SalesforceClient:
                 if current is None or usage.limit != current.limit or usage.used >= current.used:
                     self._api_usage = usage
 
-    def _api_error(self, response: requests.Response, what: str) -> ApiError:
+    def _api_error(self, response: requests.Response, what: str, *, waits: int = 0) -> ApiError:
         status = response.status_code
         code, detail = _error_detail(response, self.transport.redact)
         shown = f"HTTP {status}" + (f" {detail}" if detail else "").rstrip(".")
+        if _concurrency_refusal(response):
+            return ApiError(
+                f"Salesforce {what} was refused {waits + 1} time(s) because too many long-running requests run in the "
+                f"org at once ({shown}). This clears as they finish: the run can be retried later; if it keeps "
+                "happening, lower sync.concurrent_requests or move other integrations' long-running jobs.",
+                retryable=True,
+                status=status,
+                code=code,
+            )
         if status == 401:
             return ApiError(
                 f"Salesforce {what} was refused with {shown} even right after a fresh login. Check that the "
@@ -455,8 +467,7 @@ class SalesforceClient:
             return RequestLimitExceeded(
                 f"Salesforce {what} was refused because the org's API request limit is used up{usage} ({shown}). "
                 "Stop and "
-                "resume later: the daily allocation is counted over a rolling 24 hours for the whole org, and the "
-                "concurrent long-running request limit clears as running requests finish.",
+                "resume later: the daily allocation is counted over a rolling 24 hours for the whole org.",
                 status=status,
                 code=code,
             )
@@ -530,95 +541,36 @@ class SalesforceClient:
             self._seen.logins = self.logins
 
     def _login_once(self) -> None:
-        form = {"grant_type": self.flow, "client_id": self._client_id, "client_secret": self._client_secret}
-        if self.flow == "password":
-            form["username"] = self._username or ""
-            form["password"] = self._password_and_token
+        form = self._login_flow.form()
+        if "assertion" in form:
+            self.transport.redact.add(form["assertion"])  # a signed JWT is a credential until it expires
         self.logins += 1
         response = self.transport.request("POST", f"{self.base_url}services/oauth2/token", data=form)
         if response.status_code != 200:
-            raise self._login_error(response)
+            raise login_error(self._login_flow, response, self.transport.redact)
         try:
             data = response.json()
             access_token = data["access_token"]
             if not isinstance(access_token, str) or not access_token:
                 raise ValueError("empty access_token")
             self.transport.redact.add(access_token)
-            instance_url = normalize_base_url(data["instance_url"], setting="instance_url (Salesforce token response)")
+            instance_url = data["instance_url"]
+            if not isinstance(instance_url, str):
+                raise TypeError("instance_url is not a string")
             org_id = _org_id_from_identity_url(data.get("id"))
         except (ValueError, KeyError, TypeError) as exc:
             raise ApiError(
                 f"Salesforce token response is not what the API documents ({type(exc).__name__}: "
                 f"{self.transport.redact(str(exc))})"
             ) from None
+        instance_url = instance_base_url(
+            instance_url, setting="instance_url (Salesforce token response)", configured=self.base_url,
+            configured_setting="SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL", vendor_domains=SALESFORCE_DOMAINS)
         if org_id is not None:
             self._check_org(org_id)
             self._org_id = org_id
         self.instance_url = instance_url  # before the token: a thread that sees the token uses this URL
         self._access_token = access_token
-
-    def _login_error(self, response: requests.Response) -> ApiError:
-        status = response.status_code
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not data.get("error"):
-            return ApiError(
-                f"Salesforce login failed with HTTP {status}{self.transport.redact(body_excerpt(response))}. Check "
-                "SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL: it must be the org's My Domain or login host.",
-                status=status,
-            )
-        code = str(data.get("error"))
-        description = str(data.get("error_description") or "")
-        said = self.transport.redact(f"{code}: {description}" if description else code)
-        prefix = f"Salesforce refused the login ({self.flow} flow, HTTP {status}, {said})."
-        cc_user = (
-            " For the client-credentials flow the app must have 'Enable Client Credentials Flow' on and a Run As "
-            "user set."
-        )
-        retryable = False
-        if code == "invalid_grant" and self.flow == "password":
-            advice = (
-                " Check SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN (the token is appended "
-                "to the password; a password change or reset issues a new token). The user may also be locked out, "
-                "or the org or profile restricts trusted IP ranges (\"The client's IP address is unauthorized for "
-                "this account\"): allow this machine's IP address or relax IP restrictions for the connected app."
-            )
-        elif code == "invalid_grant":
-            advice = cc_user + " Check that the Run As user is active and allowed to log in from this IP address."
-        elif code in ("invalid_client_id", "invalid_client", "invalid_client_credentials"):
-            advice = (
-                " Check SALESFORCE_CLIENT_ID (the connected app's consumer key) and SALESFORCE_CLIENT_SECRET (its "
-                "consumer secret), that the connected app belongs to this org and that changes to it have had "
-                "time (up to 10 minutes) to take effect."
-            ) + (cc_user if self.flow == "client_credentials" else "")
-        elif code == "unsupported_grant_type":
-            advice = (
-                " The org or connected app does not allow this OAuth flow."
-                + (
-                    " Username-password flows may be blocked (Setup > OAuth and OpenID Connect Settings); "
-                    "Salesforce is deprecating it, so prefer the client-credentials flow (leave SALESFORCE_USERNAME "
-                    "and SALESFORCE_PASSWORD unset)."
-                    if self.flow == "password"
-                    else cc_user
-                )
-            )
-        elif code in ("inactive_user", "inactive_org"):
-            advice = " The user or org is inactive; an administrator must reactivate it."
-        elif code == "rate_limit_exceeded":
-            advice = " Too many logins in a short time; run again later."
-            retryable = True
-        else:
-            advice = (
-                " Check SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET and SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL"
-                + (
-                    ", SALESFORCE_USERNAME, SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN."
-                    if self.flow == "password"
-                    else "."
-                )
-            )
-        return ApiError(self.transport.redact(prefix + advice), retryable=retryable, status=status, code=code)
 
 
 def _api_name(value: str, what: str) -> str:
@@ -674,6 +626,15 @@ def _json(response: requests.Response, kind: type, what: str, redact: Callable[[
             f"{'array' if kind is list else 'object'}{redact(body_excerpt(response))}."
         )
     return data
+
+
+def _concurrency_refusal(response: requests.Response) -> bool:
+    """403 ``REQUEST_LIMIT_EXCEEDED`` for concurrent requests ("ConcurrentPerOrgLongTxn Limit exceeded.",
+    "ConcurrentRequests (Concurrent API Requests) Limit exceeded."), not the daily allocation ("TotalRequests")."""
+    if response.status_code != 403:
+        return False
+    code, detail = _error_detail(response, lambda text: text)
+    return code == "REQUEST_LIMIT_EXCEEDED" and "concurrent" in detail.lower()
 
 
 def _error_detail(response: requests.Response, redact: Callable[[str], str]) -> tuple[str | None, str]:

@@ -136,6 +136,26 @@ def expected_field_types(column: ColumnConfig) -> str:
     return "a checkbox (boolean) field"
 
 
+def custom_field_for(column: ColumnConfig) -> tuple[str, int]:
+    """``(describe type, length)`` of the custom field an admin would create for this column, one that ``accepts``
+    it without loss (the local target creates mapped ``__c`` fields this way): Email (80) and Phone (40) fields for
+    those columns, Text up to 255 characters and Long Text Area above, Number for numbers, Date/Time for dates,
+    Checkbox for booleans."""
+    t = column.type
+    if t is SfmcType.EMAIL_ADDRESS:
+        return "email", 80
+    if t is SfmcType.PHONE:
+        return "phone", 40
+    if t.is_text:
+        length = column.length or 255
+        return ("string", length) if length <= 255 else ("textarea", min(length, 131072))
+    if t.is_numeric:
+        return "double", 0
+    if t is SfmcType.DATE:
+        return "datetime", 0
+    return "boolean", 0
+
+
 def field_values(values: pd.Series, column: ColumnConfig, field: FieldInfo, timezone: str) -> list[Any]:
     """The JSON values to write for a column's typed ``values`` to ``field`` (None for null).
 

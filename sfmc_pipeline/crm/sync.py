@@ -49,7 +49,7 @@ from sfmc_pipeline.crm.bulk_writer import FAILED_RECORD, SUCCEEDED, BulkJobFaile
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, exit_guard, explain
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
 from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState, build_desired_state
-from sfmc_pipeline.crm.preflight import ResolvedFields, run_preflight
+from sfmc_pipeline.crm.preflight import ResolvedFields, preflight_destination
 from sfmc_pipeline.crm.record_checks import check_record
 from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, CrmTarget, RecordError, RecordResult
 from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
@@ -216,8 +216,7 @@ class DestinationSync:
         out.null_attributes, out.cleared = desired.null_attributes, desired.cleared
         out.longest = _longest(desired.statuses)
 
-        describe = self.target.describe(dest.object)
-        resolved = run_preflight(dest, describe, out.longest, self.columns)
+        describe, resolved = preflight_destination(self.target, dest, out.longest, self.columns)
         out.status_fields = {segment: resolved.api_names[fld] for segment, fld in dest.segments.items()}
         statuses_now = self._without_deleted_fields(desired.statuses, describe, dry_run)
         written = self._written_values(statuses_now, desired, resolved)

@@ -1,10 +1,12 @@
 """The CRM target resource: the Salesforce org, or the embedded local SQLite target.
 
-The rule, shown in the sync metadata as ``mode``: with ``client_id``, ``client_secret`` and a
-base URL (``domain`` or ``login_url``) all set, the sink writes to Salesforce; with none of them
-set, to the local SQLite target under the storage directory. Setting only some is an error
-naming the missing ones. With ``username``/``password`` the username-password flow is used,
-otherwise client credentials (Salesforce is retiring the password flow).
+The rule, shown in the sync metadata as ``mode``: with ``client_id``, a base URL (``domain`` or
+``login_url``) and a credential (``client_secret``, or a private key for the JWT bearer flow) all
+set, the sink writes to Salesforce; with none of the settings set, to the local SQLite target under
+the storage directory. Setting only some is an error naming the missing ones. The login settings
+choose the OAuth flow (``crm/salesforce_login.py``): a private key the JWT bearer flow, a username
+and password the username-password flow (which Salesforce ends for connected apps on 2027-02-20),
+otherwise client credentials.
 """
 
 from __future__ import annotations
@@ -30,7 +32,22 @@ class SalesforceResource(dg.ConfigurableResource):
     )
     client_id: Optional[str] = Field(default=None, description="Consumer key (SALESFORCE_CLIENT_ID).")
     client_secret: Optional[str] = Field(default=None, description="Consumer secret (SALESFORCE_CLIENT_SECRET).")
-    username: Optional[str] = Field(default=None, description="Username-password flow only (SALESFORCE_USERNAME).")
+    username: Optional[str] = Field(
+        default=None,
+        description="The user of the JWT bearer flow, or of the username-password flow (SALESFORCE_USERNAME).",
+    )
+    private_key_file: Optional[str] = Field(
+        default=None, description="JWT bearer flow: PEM private key file of the app's certificate "
+        "(SALESFORCE_PRIVATE_KEY_FILE)."
+    )
+    private_key: Optional[str] = Field(
+        default=None, description="JWT bearer flow: the PEM private key itself, e.g. from a secret store "
+        "(SALESFORCE_PRIVATE_KEY)."
+    )
+    jwt_audience: Optional[str] = Field(
+        default=None, description="JWT bearer flow: the assertion's audience when not the login or test server, e.g. "
+        "an Experience Cloud site (SALESFORCE_JWT_AUDIENCE)."
+    )
     password: Optional[str] = Field(default=None, description="Username-password flow only (SALESFORCE_PASSWORD).")
     security_token: Optional[str] = Field(
         default=None, description="Appended to the password (SALESFORCE_SECURITY_TOKEN)."
@@ -41,12 +58,15 @@ class SalesforceResource(dg.ConfigurableResource):
 
     @property
     def mode(self) -> str:
+        jwt = bool(self.private_key_file or self.private_key)
         given = {
             "SALESFORCE_DOMAIN or SALESFORCE_LOGIN_URL": bool(self.domain or self.login_url),
             "SALESFORCE_CLIENT_ID": bool(self.client_id),
-            "SALESFORCE_CLIENT_SECRET": bool(self.client_secret),
+            "SALESFORCE_CLIENT_SECRET (or SALESFORCE_PRIVATE_KEY_FILE for the JWT bearer flow)":
+                bool(self.client_secret) or jwt,
         }
-        if not any(given.values()) and not (self.username or self.password):
+        others = (self.username, self.password, self.security_token, self.jwt_audience)
+        if not any(given.values()) and not any(others):
             return "local"
         missing = [name for name, ok in given.items() if not ok]
         if missing:
@@ -66,6 +86,9 @@ class SalesforceResource(dg.ConfigurableResource):
             username=self.username,
             password=self.password,
             security_token=self.security_token,
+            private_key_file=self.private_key_file,
+            private_key=self.private_key,
+            jwt_audience=self.jwt_audience,
             api_version=api_version,
             timeout_seconds=self.timeout_seconds,
             retry=RetrySettings(max_retries=self.max_retries, backoff_seconds=self.backoff_seconds),

@@ -3,7 +3,9 @@ before it expires or when a call answers 401.
 
 ``expires_in`` is about 1080 s for a token that lives 20 minutes; the default margin of 60 s
 renews it at about 17 minutes. The token request carries no Authorization header and the secret
-travels only in the JSON body, never in a URL.
+travels only in the JSON body, never in a URL. The ``rest_instance_url`` of the response is used only
+on ``*.marketingcloudapis.com`` or the host of SFMC_AUTH_BASE_URI (``transport.instance_base_url``):
+the token is never sent anywhere else.
 
 Thread-safe: pages of one read are fetched by several threads sharing one ``SfmcAuth``. One
 renewal at a time (a lock); a thread that waited while another renewed gets that token, or that
@@ -19,7 +21,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from sfmc_pipeline.transport import ApiError, HttpTransport, body_excerpt, normalize_base_url
+from sfmc_pipeline.transport import (
+    SFMC_DOMAINS,
+    ApiError,
+    HttpTransport,
+    body_excerpt,
+    instance_base_url,
+    normalize_base_url,
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,8 @@ class SfmcAuth:
         self._client_id = client_id
         self._client_secret = client_secret
         self._account_id = account_id or None
-        self._token_url = normalize_base_url(auth_base_uri, setting="SFMC_AUTH_BASE_URI") + "v2/token"
+        self._auth_base_uri = normalize_base_url(auth_base_uri, setting="SFMC_AUTH_BASE_URI")
+        self._token_url = self._auth_base_uri + "v2/token"
         self._margin = refresh_margin_seconds
         self._clock = clock
         self._token: SfmcToken | None = None
@@ -100,10 +110,15 @@ class SfmcAuth:
             data = response.json()
             access_token = data["access_token"]
             expires_in = float(data.get("expires_in") or 1080)
-            rest = normalize_base_url(data["rest_instance_url"], setting="rest_instance_url (SFMC token response)")
+            rest_instance_url = data["rest_instance_url"]
+            if not isinstance(rest_instance_url, str):
+                raise TypeError("rest_instance_url is not a string")
         except (ValueError, KeyError, TypeError) as exc:
             raise ApiError(f"SFMC token response is not what the API documents ({type(exc).__name__}: {exc})") from None
         self._transport.redact.add(access_token)
+        rest = instance_base_url(rest_instance_url, setting="rest_instance_url (SFMC token response)",
+                                 configured=self._auth_base_uri, configured_setting="SFMC_AUTH_BASE_URI",
+                                 vendor_domains=SFMC_DOMAINS)
         return SfmcToken(access_token=access_token, rest_instance_url=rest, expires_at=started + expires_in)
 
     def _token_error(self, response) -> ApiError:

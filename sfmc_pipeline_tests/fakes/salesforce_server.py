@@ -3,10 +3,18 @@
 It imitates the documented Salesforce OAuth and REST contract our client relies on:
 
 * ``POST /services/oauth2/token``: OAuth 2.0 username-password flow (``grant_type=password``, password = password +
-  security token) and client-credentials flow. Success bodies have ``access_token, instance_url, id, token_type,
-  issued_at`` (epoch ms string) and ``signature``; no ``expires_in`` and no refresh token. ``id`` is the identity URL
-  ``{base_url}/id/{org_id}/{user_id}`` (each server is its own org, with a random ``org_id``); ``identity_in_token =
-  False`` leaves it out. Errors are HTTP 400 with ``{"error": ..., "error_description": ...}``.
+  security token), client-credentials flow, and JWT bearer flow (``grant_type=urn:ietf:params:oauth:grant-type:
+  jwt-bearer&assertion=JWT``: RS256, verified with ``jwt_public_key``; ``iss`` the client id, ``sub`` the username,
+  ``aud`` one of ``jwt_audiences``, ``exp`` in the future and at most 5 minutes ahead). The client id and secret
+  may come in the form body or with HTTP Basic client authentication (``Authorization: Basic
+  base64(id:secret)``), as orgs accept. Success bodies have ``access_token, instance_url, id, token_type,
+  issued_at`` (epoch ms string) and ``signature``; no ``expires_in`` and no refresh token; ``token_fields_omitted``
+  leaves some out, as recorded password-flow responses do. ``id`` is the identity URL
+  ``{base_url}/id/{org_id}/{user_id}`` (each server is its own org, with a random ``org_id``; ``identity_org_id_length
+  = 15`` writes its 15-character form); ``identity_in_token = False`` leaves it out; ``instance_url`` (default
+  ``base_url``) can be set to another URL. Errors are HTTP 400 with ``{"error": ..., "error_description": ...}``
+  (the JWT ones, ``invalid assertion``, ``audience is invalid``, ``user hasn't approved this consumer``, follow
+  reports, not a live org).
 * ``GET /services/oauth2/userinfo`` (Bearer): ``{"sub", "user_id", "organization_id", "preferred_username", ...}``;
   401 ``INVALID_SESSION_ID`` without a valid token. Token and userinfo calls do not count toward API usage and carry
   no ``Sforce-Limit-Info``.
@@ -29,7 +37,8 @@ It imitates the documented Salesforce OAuth and REST contract our client relies 
   ``"YYYY-MM-DD"``, ``datetime`` an ISO 8601 string (``2026-11-20T18:00:00Z``, an offset, or none),
   ``double``/``currency``/``percent`` a JSON number or a numeric string (stored as ``Decimal``), ``int`` a JSON
   integer, ``boolean`` a JSON boolean; null (or ``""``) is always accepted here. Text types take any scalar.
-* Request-level errors are JSON arrays ``[{"message":..., "errorCode":...}]``; per-record errors are
+* Request-level errors are JSON arrays ``[{"message":..., "errorCode":...}]`` (``request_errors_as_object``: a
+  ``composite/sobjects`` one is the single object, as some orgs answer); per-record errors are
   ``{"statusCode":..., "message":..., "fields":[...]}`` inside a ``{"success": false, "errors": [...]}`` result
   that has no ``id``.
 * Bulk API 2.0 ingest (``update`` and ``upsert``, CSV), stateful, each request one API request like the others:
@@ -39,7 +48,8 @@ It imitates the documented Salesforce OAuth and REST contract our client relies 
   "Aborted"}``, ``GET .../jobs/ingest/{id}`` (job info with ``numberRecordsProcessed``, ``numberRecordsFailed``,
   ``errorMessage``), ``GET .../jobs/ingest`` (``{"done", "records", "nextRecordsUrl"}``, ``bulk_list_page_size``
   per page), ``DELETE`` of a finished job, and the CSV results ``successfulResults`` (``sf__Id, sf__Created`` +
-  the uploaded cells), ``failedResults`` (``sf__Id`` (empty), ``sf__Error`` = ``CODE:message:fields`` or ``--``)
+  the uploaded cells), ``failedResults`` (``sf__Id`` (empty), ``sf__Error`` = ``CODE:message:fields`` or ``--``,
+  or exactly the text given to ``reject_bulk_records``, e.g. a bare ``UNABLE_TO_LOCK_ROW``)
   and ``unprocessedrecords``, all quoted, in a shuffled order (``bulk_result_order``). Job-state errors are 400
   ``INVALIDJOBSTATE``, an unknown job 404 ``NOT_FOUND``. A closed job answers ``InProgress`` for
   ``bulk_polls_before_complete`` polls (default 0), then is processed at the next poll: an empty cell leaves a
@@ -53,7 +63,8 @@ It imitates the documented Salesforce OAuth and REST contract our client relies 
   conventions but are not confirmed against a live org.)
 
 Fault injection: :meth:`FakeSalesforceServer.expire_sessions`, :meth:`~FakeSalesforceServer.fail_next`,
-:meth:`~FakeSalesforceServer.exceed_request_limit_after`, :meth:`~FakeSalesforceServer.lock_rows_next`,
+:meth:`~FakeSalesforceServer.exceed_request_limit_after`, :meth:`~FakeSalesforceServer.refuse_concurrent_next`
+(403 ``ConcurrentPerOrgLongTxn Limit exceeded.``), :meth:`~FakeSalesforceServer.lock_rows_next`,
 :meth:`~FakeSalesforceServer.drop_connection_next`; for Bulk jobs :meth:`~FakeSalesforceServer.fail_next_bulk_job`,
 :meth:`~FakeSalesforceServer.leave_unprocessed_next`, :meth:`~FakeSalesforceServer.reject_bulk_records`,
 :meth:`~FakeSalesforceServer.stall_bulk_jobs` (poll timeouts), :meth:`~FakeSalesforceServer.seed_bulk_job` (a job
@@ -84,7 +95,9 @@ import traceback
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
+
+import jwt
 
 from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, to_18
 from sfmc_pipeline_tests.fakes.http_scaffold import FakeRequestHandler, FakeServerBase, Fault, FaultQueue
@@ -144,6 +157,9 @@ _SOQL = re.compile(r"^\s*SELECT\s+(?P<fields>[A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[A-
 _INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 _NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
 _LIMIT_EXCEEDED = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+_CONCURRENT_LIMIT = [{"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+JWT_AUDIENCES = ("https://login.salesforce.com", "https://test.salesforce.com")
 _ROLLED_BACK = {
     "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
@@ -514,6 +530,8 @@ class FakeSalesforceServer(FakeServerBase):
         is_sandbox: bool = False,
         latency: float = 0.0,
         latency_seconds: float | None = None,
+        jwt_public_key: Any = None,
+        jwt_audiences: tuple[str, ...] = JWT_AUDIENCES,
     ) -> None:
         if latency_seconds is not None:  # the earlier name of ``latency``
             if latency:
@@ -533,6 +551,19 @@ class FakeSalesforceServer(FakeServerBase):
         """``Organization.Name`` (SOQL ``SELECT Name FROM Organization``)."""
         self.is_sandbox = is_sandbox
         """``Organization.IsSandbox``."""
+        self.jwt_public_key = jwt_public_key
+        """The public key (PEM or a ``cryptography`` key) of the certificate uploaded to the app: JWT assertions are
+        verified with it (None: the JWT bearer flow is not set up, every assertion is ``invalid_grant``)."""
+        self.jwt_audiences = tuple(jwt_audiences)
+        """The ``aud`` values accepted in a JWT assertion."""
+        self.token_fields_omitted: tuple[str, ...] = ()
+        """Fields left out of token responses (e.g. ``("token_type", "issued_at", "signature")``, as recorded)."""
+        self.identity_org_id_length = 18
+        """15: the identity URL carries the org id's 15-character form (as some recorded responses do)."""
+        self.instance_url: str | None = None
+        """The ``instance_url`` token responses name (None: ``base_url``)."""
+        self.request_errors_as_object = False
+        """True: a request-level error of ``composite/sobjects`` is one JSON object, not an array."""
         self.api_usage = 0
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Contact": {}, "Lead": {}}
         self.write_log: list[tuple[str, str, dict[str, Any]]] = []
@@ -558,7 +589,7 @@ class FakeSalesforceServer(FakeServerBase):
         """A larger upload is refused with 413."""
         self._bulk_counter = 0
         self._bulk_faults: list[dict[str, Any]] = []
-        self._bulk_record_errors: dict[str, tuple[str, str, list[str]]] = {}
+        self._bulk_record_errors: dict[str, tuple[str, str, list[str]] | str] = {}
         self._bulk_stalled = False
         self._org_id = to_18("00D" + "Fk" + _base62(secrets.randbelow(62**10), 10))
         self._user_id = to_18("005" + "Fk" + _base62(secrets.randbelow(62**10), 10))
@@ -759,6 +790,11 @@ class FakeSalesforceServer(FakeServerBase):
             self._limit_countdown = n_requests
             self._limit_blocked = n_requests == 0
 
+    def refuse_concurrent_next(self, *, path_contains: str = "/services/data", times: int = 1) -> None:
+        """The next ``times`` API requests whose path contains ``path_contains`` get 403 REQUEST_LIMIT_EXCEEDED
+        ``ConcurrentPerOrgLongTxn Limit exceeded.`` (too many long-running requests at once: transient)."""
+        self.fail_next(403, path_contains=path_contains, times=times, body=_CONCURRENT_LIMIT)
+
     def reset_request_limit(self) -> None:
         """Lift the block set by :meth:`exceed_request_limit_after` (``api_usage`` is left as it is)."""
         with self._lock:
@@ -868,14 +904,15 @@ class FakeSalesforceServer(FakeServerBase):
         with self._lock:
             self._bulk_faults.append({"kind": "unprocessed", "count": count, "state": state})
 
-    def reject_bulk_records(self, errors: dict[str, tuple[str, str, list[str]]]) -> None:
+    def reject_bulk_records(self, errors: dict[str, tuple[str, str, list[str]] | str]) -> None:
         """Per-record failures for rows that would otherwise succeed, keyed by the row's key cell (``Id`` for
         update, the external id value for upsert): ``(statusCode, message, fields)``, e.g. a validation rule's
-        ``("FIELD_CUSTOM_VALIDATION_EXCEPTION", "Email must be corporate", ["Email"])``. Applies to every Bulk job
-        until replaced (an empty dict clears it)."""
+        ``("FIELD_CUSTOM_VALIDATION_EXCEPTION", "Email must be corporate", ["Email"])``, served as
+        ``CODE:message:fields``; or a string, served as the ``sf__Error`` cell exactly (a bare ``UNABLE_TO_LOCK_ROW``,
+        ``CODE:message``). Applies to every Bulk job until replaced (an empty dict clears it)."""
         with self._lock:
-            self._bulk_record_errors = {key: (code, message, list(fields)) for key, (code, message, fields)
-                                        in errors.items()}
+            self._bulk_record_errors = {key: value if isinstance(value, str) else (value[0], value[1], list(value[2]))
+                                        for key, value in errors.items()}
 
     # ------------------------------------------------------------------ internals: helpers
 
@@ -1019,6 +1056,8 @@ class FakeSalesforceServer(FakeServerBase):
                 status, payload = self._handle_api(method, version, rest, body, recorded.query)
         except _RequestError as err:
             status, payload = err.status, err.body
+            if self.request_errors_as_object and rest.startswith("/composite/sobjects"):
+                payload = err.body[0]
         if 200 <= status < 300 and self._limit_countdown is not None:
             self._limit_countdown -= 1
             if self._limit_countdown <= 0:
@@ -1066,12 +1105,19 @@ class FakeSalesforceServer(FakeServerBase):
         def error(code: str, description: str) -> _Response:
             return _json_response(400, {"error": code, "error_description": description}, no_store)
 
+        basic = self._basic_client_auth(headers)
+        if basic is not None:  # HTTP Basic client authentication (RFC 6749 2.3.1): id and secret form-encoded
+            params["client_id"], params["client_secret"] = basic
         grant = params.get("grant_type")
-        if grant not in ("password", "client_credentials"):
+        if grant not in ("password", "client_credentials", JWT_GRANT):
             return error("unsupported_grant_type", "grant type not supported")
-        if params.get("client_id") != self.client_id:
+        if grant == JWT_GRANT:
+            refusal = self._jwt_refusal(params.get("assertion") or "")
+            if refusal is not None:
+                return error(*refusal)
+        elif params.get("client_id") != self.client_id:
             return error("invalid_client_id", "client identifier invalid")
-        if params.get("client_secret") != self.client_secret:
+        elif params.get("client_secret") != self.client_secret:
             return error("invalid_client", "invalid client credentials")
         if grant == "password" and (
             params.get("username") != self.username or params.get("password") != self.password + self.security_token
@@ -1081,12 +1127,14 @@ class FakeSalesforceServer(FakeServerBase):
         token = self._new_token()
         issued_at = str(int(time.time() * 1000))
         identity = self.identity_url
+        if self.identity_org_id_length == 15:
+            identity = identity.replace(self._org_id, self._org_id[:15])
         signature = base64.b64encode(
             hmac.new(self.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256).digest()
         ).decode()
         payload: dict[str, Any] = {
             "access_token": token,
-            "instance_url": self.base_url,
+            "instance_url": self.instance_url or self.base_url,
             "id": identity,
             "token_type": "Bearer",
             "issued_at": issued_at,
@@ -1096,7 +1144,41 @@ class FakeSalesforceServer(FakeServerBase):
             del payload["id"]
         if grant == "client_credentials":
             payload["scope"] = "api"
+        for name in self.token_fields_omitted:
+            payload.pop(name, None)
         return _json_response(200, payload, no_store)
+
+    @staticmethod
+    def _basic_client_auth(headers: dict[str, str]) -> tuple[str, str] | None:
+        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, credential = auth.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(credential.strip(), validate=True).decode("utf-8")
+        except ValueError:
+            return None
+        client_id, _, secret = decoded.partition(":")
+        return unquote_plus(client_id), unquote_plus(secret)
+
+    def _jwt_refusal(self, assertion: str) -> tuple[str, str] | None:
+        """None for an assertion this org accepts, else ``(error, error_description)``."""
+        if self.jwt_public_key is None:
+            return "invalid_grant", "invalid assertion"
+        try:
+            claims = jwt.decode(assertion, self.jwt_public_key, algorithms=["RS256"],
+                                options={"verify_aud": False, "require": ["iss", "sub", "aud", "exp"]})
+        except jwt.PyJWTError:
+            return "invalid_grant", "invalid assertion"
+        if claims["iss"] != self.client_id:
+            return "invalid_client_id", "client identifier invalid"
+        if claims["aud"] not in self.jwt_audiences:
+            return "invalid_grant", "audience is invalid"
+        if not isinstance(claims["exp"], int) or claims["exp"] > time.time() + 300:
+            return "invalid_grant", "invalid assertion"
+        if claims["sub"] != self.username:
+            return "invalid_grant", "user hasn't approved this consumer"
+        return None
 
     def _handle_userinfo(self, method: str, headers: dict[str, str]) -> _Response:
         if method != "GET":
@@ -1760,7 +1842,10 @@ class FakeSalesforceServer(FakeServerBase):
             else:
                 outcome = self._check_upsert(obj, ext, record, key, counts, ext_key)
             rejection = self._bulk_record_errors.get(row[key_index])
-            if rejection is not None and not isinstance(outcome, dict):
+            if isinstance(rejection, str) and not isinstance(outcome, dict):
+                code = rejection.partition(":")[0]
+                outcome = {**_record_error(code, rejection), "sf__Error": rejection}
+            elif rejection is not None and not isinstance(outcome, dict):
                 outcome = _record_error(*rejection)
             outcomes.append(outcome)
         results = self._commit(outcomes, False, upsert=ext is not None)
@@ -1771,7 +1856,8 @@ class FakeSalesforceServer(FakeServerBase):
             else:
                 error = result["errors"][0]
                 fields = ",".join(error.get("fields") or []) or "--"
-                job.failures.append(["", f"{error['statusCode']}:{error['message']}:{fields}", *row])
+                cell = error.get("sf__Error") or f"{error['statusCode']}:{error['message']}:{fields}"
+                job.failures.append(["", cell, *row])
         job.processed, job.failed = len(processed), len(job.failures)
         job.state, job.error_message = final_state, message
 

@@ -352,6 +352,9 @@ class FakeSfmcServer(FakeServerBase):
             while ``expires_in`` says 18, hence 120).
         latency: seconds every request waits before it is answered (default 0: none), as network
             and server time would; concurrent requests wait concurrently.  May be changed later.
+
+    ``rest_instance_url`` (attribute, default None: ``rest_base_uri``) is what token responses name as the
+    REST instance; set it to test a client against a token response pointing elsewhere.
     """
 
     def __init__(
@@ -376,6 +379,7 @@ class FakeSfmcServer(FakeServerBase):
         self.token_ttl = token_ttl
         self.max_page_size = max_page_size
         self.token_grace = token_grace
+        self.rest_instance_url: str | None = None
 
         self._clock = 0.0
         self._utc_base = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
@@ -801,7 +805,7 @@ class FakeSfmcServer(FakeServerBase):
                 "token_type": "Bearer",
                 "expires_in": self.token_ttl,
                 "scope": " ".join(granted),
-                "rest_instance_url": self.rest_base_uri,
+                "rest_instance_url": self.rest_instance_url or self.rest_base_uri,
                 "soap_instance_url": self.soap_base_uri,
             },
             {"Cache-Control": "no-store"},

@@ -1,0 +1,73 @@
+"""The local target set up as the org a destination expects, before the sync's preflight runs on it.
+
+An admin creates a destination's custom fields in a real org; the local target does it itself: the
+status fields (Long Text Area) and every mapped custom attribute field (API name ending in ``__c``,
+typed for its column by ``salesforce_rules.custom_field_for``), plus the external-id field of an upsert.
+Standard fields cannot be created: a mapped standard field the local target does not have is refused
+with the fields it has. For an update the sample's records are seeded (a record must exist to be
+updated), with its required fields.
+
+The sync asset and ``sfmc-pipeline check`` (on ``LocalCrmTarget.snapshot``) both call
+``prepare_local_target``, then the same preflight (``preflight.preflight_destination``).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+
+from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig
+from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.preflight import PreflightError
+from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS, STANDARD_FIELDS, custom_field_for
+from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
+
+CUSTOM_SUFFIX = "__c"
+
+
+def prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, columns: Mapping[str, ColumnConfig],
+                         profiles: pd.DataFrame | None = None) -> None:
+    """Create ``dest``'s fields on its object (``PreflightError`` for a mapped standard field the local target
+    lacks) and, for an update with ``profiles``, seed the records of the destination's key prefix."""
+    problems = missing_standard_fields(dest)
+    if problems:
+        raise PreflightError(problems)
+    custom = {field: custom_field_for(columns[column]) if column in columns else ("string", 255)
+              for column, field in dest.attribute_map.items() if field.lower().endswith(CUSTOM_SUFFIX)}
+    external = dest.external_id.field if dest.external_id else None
+    target.ensure_object(dest.object, status_fields=list(dest.status_fields), external_id_field=external,
+                         custom_fields=custom)
+    if profiles is not None and dest.operation == "update":
+        _seed(target, dest, profiles)
+
+
+def missing_standard_fields(dest: DestinationConfig) -> list[str]:
+    """One problem per mapped attribute field that is neither custom (``__c``) nor a standard field of the local
+    target's object, naming the fields it has."""
+    standard = [f.name for f in STANDARD_FIELDS[dest.object]]
+    known = {name.lower() for name in standard}
+    custom = sorted({*dest.status_fields, *(f for f in dest.attribute_map.values()
+                                           if f.lower().endswith(CUSTOM_SUFFIX))})
+    problems = []
+    for column, field in dest.attribute_map.items():
+        if field.lower() in known or field.lower().endswith(CUSTOM_SUFFIX):
+            continue
+        problems.append(
+            f"{dest.object}.{field}: the local target has no such standard field (mapped from {column!r}); it has "
+            f"Id, {', '.join(standard)} and the custom fields it creates ({', '.join(custom) or 'none'}). Map "
+            f"{column!r} to one of them, or to a custom field (an API name ending in {CUSTOM_SUFFIX}, which the local "
+            f"target creates), or set the SALESFORCE_* variables to write to an org that has {field}"
+        )
+    return problems
+
+
+def _seed(target: LocalCrmTarget, dest: DestinationConfig, profiles: pd.DataFrame) -> None:
+    ids = profiles[dest.identity_column].astype("string")
+    mine = profiles[ids.str.startswith(KEY_PREFIXES[dest.object]).fillna(False).astype(bool)]
+    column_of = {field: column for column, field in dest.attribute_map.items()}
+    records = pd.DataFrame({"Id": mine[dest.identity_column]})
+    for field in REQUIRED_FIELDS[dest.object]:  # a record must have its required fields to exist
+        records[field] = mine[column_of[field]] if field in column_of else "(unknown)"
+    target.seed(dest.object, (
+        {k: (None if pd.isna(v) else str(v)) for k, v in row.items()} for row in records.to_dict("records")))
