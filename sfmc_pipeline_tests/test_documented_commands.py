@@ -9,13 +9,12 @@ import shutil
 import subprocess
 import sys
 import dagster as dg
-import yaml
-from dagster_dg_core.context import DgContext
 
 from sfmc_pipeline.automation.change_sensor import CHANGE_SENSOR_NAME
 from sfmc_pipeline.automation.downstream import AUTOMATION_SENSOR_NAME
 from sfmc_pipeline.automation.schedule import SCHEDULE_NAME
 from sfmc_pipeline.settings import REPO_ROOT
+from sfmc_pipeline_tests.ui_location import ui_location_name
 
 START = re.compile(r"^dagster (schedule|sensor) start (\S+)")
 
@@ -26,17 +25,6 @@ def documented_start_commands() -> list[str]:
     section = readme.split("\n## Running unattended\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     return [line.strip() for block in blocks for line in block.splitlines() if START.match(line.strip())]
-
-
-def ui_location_name() -> str:
-    """The code location the UI loads: ``dg dev`` names it as dg's project context does (pyproject.toml),
-    ``dagster-webserver -w workspace.yaml`` (README: Production) from workspace.yaml; both must be one location."""
-    dg_dev = DgContext.from_file_discovery_and_command_line_config(REPO_ROOT, {}).code_location_name
-    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text(encoding="utf-8"))
-    [entry] = workspace["load_from"]
-    names = {dg_dev, entry["python_module"]["location_name"]}
-    assert len(names) == 1, f"dg dev and workspace.yaml load different code locations: {names}"
-    return names.pop()
 
 
 def test_the_documented_commands_start_the_schedule_and_sensors_the_ui_shows(tmp_path):
