@@ -226,7 +226,7 @@ def test_another_run_is_refused_while_the_holder_is_between_its_steps_whichever_
                 instance=instance, asset_selection=selection, raise_on_error=False)
         return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
 
-    intruding = [dg.AssetKey("campaign_engagement")] if intruder == ASSET_JOB else None  # the job: its own steps
+    intruding = [dg.AssetKey("contacts")] if intruder == ASSET_JOB else None  # the job: its own steps
     results = {}
     with dg.instance_for_test() as instance:
         thread = threading.Thread(target=lambda: results.update(a=execute(holder, own_steps, instance)))
@@ -239,9 +239,8 @@ def test_another_run_is_refused_while_the_holder_is_between_its_steps_whichever_
             thread.join(timeout=60)
         assert results["a"].success
         after = execute(intruder, intruding, instance)  # run A ended: the storage is free
-    step = "campaign_engagement" if intruder == ASSET_JOB else "contacts"
     assert not refused.success and after.success
-    message = step_failures(refused)[step]
+    message = step_failures(refused)["contacts"]
     holder_text = f"(job {HOLDER_JOB})" if holder == HOLDER_JOB else f"(assets materialized from the UI, {ASSET_JOB})"
     assert f"is held by run {seen['run_id']} {holder_text}, which has not finished" in message
     assert "its last writing step, contacts, ended" in message
