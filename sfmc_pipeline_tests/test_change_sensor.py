@@ -1,7 +1,10 @@
 """The change sensor against the fake SFMC server (real HTTP): it polls each Data Extension with
-small requests and requests one run of what changed, with its whole state in the cursor."""
+small requests and requests one run of what changed, with its whole state in the cursor; every
+distinct change starts a run in a real Dagster instance, driven by the sensor daemon's own code."""
 
+import datetime as dt
 import json
+import logging
 
 import dagster as dg
 
@@ -73,6 +76,97 @@ def test_no_change_skips_a_change_requests_one_run_and_the_same_change_no_second
     assert replayed.run_requests[0].run_key == request.run_key
 
 
+def test_every_new_change_has_a_new_run_key_even_back_to_earlier_counts(tmp_path, fake_sfmc):
+    config = _config(tmp_path, incremental=False)
+    sfmc = _rest(fake_sfmc)
+    _serve(fake_sfmc, config, {"Contacts": 6})
+    cursor = _tick(config, sfmc, None).cursor
+    keys = []
+    for count in (7, 8, 7, 8):  # 6 -> 7 -> 8 -> 7 -> 8: four changes, two of them back to an earlier count
+        _serve(fake_sfmc, config, {"Contacts": count})
+        result = _tick(config, sfmc, cursor)
+        [request] = result.run_requests
+        assert _tick(config, sfmc, cursor).run_requests[0].run_key == request.run_key  # the same tick again: same key
+        keys.append(request.run_key)
+        cursor = result.cursor
+    assert len(set(keys)) == 4
+    assert json.loads(cursor)["changes"] == 4 and json.loads(cursor)["last_change"] == keys[-1]
+
+
+def test_a_cursor_started_afresh_never_reuses_an_earlier_run_key(tmp_path, fake_sfmc):
+    config = _config(tmp_path, incremental=False)
+    sfmc = _rest(fake_sfmc)
+    _serve(fake_sfmc, config, {"Contacts": 6})
+    keys = []
+    for _ in range(2):  # e.g. the sensor's cursor was reset in the UI: the same change seen from a new baseline
+        _serve(fake_sfmc, config, {"Contacts": 6})
+        baseline = _tick(config, sfmc, None).cursor
+        _serve(fake_sfmc, config, {"Contacts": 7})
+        keys.append(_tick(config, sfmc, baseline).run_requests[0].run_key)
+    assert keys[0] != keys[1]
+
+
+def test_a_cursor_written_before_changes_were_counted_keeps_its_baseline(tmp_path, fake_sfmc):
+    config = _config(tmp_path, incremental=False)
+    sfmc = _rest(fake_sfmc)
+    _serve(fake_sfmc, config, {"Contacts": 6})
+    current = json.loads(_tick(config, sfmc, None).cursor)
+    older = json.dumps({"version": 1, "tokens": current["tokens"], "last_change": "sfmc-change-0123456789abcdef"})
+    _serve(fake_sfmc, config, {"Contacts": 7})
+    [request] = _tick(config, sfmc, older).run_requests  # a change, not a new baseline
+    assert request.run_key == _tick(config, sfmc, older).run_requests[0].run_key
+
+
+def _daemon_location(tmp_path, config_path, fake_sfmc, monkeypatch):
+    """A code location file building the project's definitions from ``config_path``, reading the fake SFMC."""
+    monkeypatch.setenv("SFMC_CLIENT_ID", fake_sfmc.client_id)
+    monkeypatch.setenv("SFMC_CLIENT_SECRET", fake_sfmc.client_secret)
+    monkeypatch.setenv("SFMC_AUTH_BASE_URI", fake_sfmc.auth_base_uri)
+    module = tmp_path / "location.py"
+    module.write_text(
+        "from sfmc_pipeline.config import load_pipeline_config\n"
+        "from sfmc_pipeline.definitions import build_definitions\n"
+        f"defs = build_definitions(load_pipeline_config({str(config_path)!r}))\n",
+        encoding="utf-8",
+    )
+    return module
+
+
+def test_the_sensor_daemon_starts_a_run_for_every_distinct_change_and_every_skipped_tick_says_why(
+        tmp_path, fake_sfmc, monkeypatch):
+    # Dagster has no public API to run the sensor daemon once; these are the daemon's own functions, so the test
+    # sees what a deployment sees: a run request whose run key a run of the sensor already used is dropped.
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import freeze_time
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    config = _config(tmp_path, incremental=False)
+    module = _daemon_location(tmp_path, tmp_path / "pipeline.yaml", fake_sfmc, monkeypatch)
+    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=str(module), attribute="defs"),
+                                         location_name="sfmc_pipeline")
+    interval = dt.timedelta(seconds=config.automation.change_sensor.minimum_interval_seconds + 1)
+    start = dt.datetime.now(dt.timezone.utc)
+    with dg.instance_for_test() as instance:  # its run queue keeps the requested runs queued: nothing executes
+        with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget([origin])) as workspace:
+            location = workspace.create_request_context().get_code_location("sfmc_pipeline")
+            sensor = location.get_repository("__repository__").get_sensor(CHANGE_SENSOR_NAME)
+            instance.start_sensor(sensor)
+            for tick, count in enumerate((6, 7, 8, 8, 7)):  # baseline, three changes (the last back to 7), one quiet tick
+                _serve(fake_sfmc, config, {"Contacts": count})
+                with freeze_time(start + interval * (tick + 1)):
+                    list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
+            ticks = instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id)
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": CHANGE_SENSOR_NAME}))
+    assert len(ticks) == 5
+    assert len(runs) == 3 and len({run.tags["dagster/run_key"] for run in runs}) == 3
+    assert all(run.tags["sfmc_pipeline/changed"] == "contacts" for run in runs)
+    skipped = [t for t in ticks if t.status.value == "SKIPPED"]
+    assert len(skipped) == 2 and all(t.skip_reason for t in skipped)  # the baseline and the quiet tick, each with why
+
+
 def test_a_change_only_requests_what_depends_on_it(tmp_path, fake_sfmc):
     config = _config(tmp_path, incremental=False)
     sfmc = _rest(fake_sfmc)
@@ -114,6 +208,7 @@ def test_a_garbled_cursor_starts_afresh_instead_of_crashing(tmp_path, fake_sfmc)
     _serve(fake_sfmc, config, {})
     result = _tick(config, _rest(fake_sfmc), "{not json")
     assert not result.run_requests and "First poll" in result.skip_message
+    assert "the stored cursor was not JSON" in result.skip_message  # why the sensor started afresh
 
 
 def test_in_embedded_mode_it_watches_the_sample_files(tmp_path):

@@ -1,11 +1,15 @@
 """Contract: one run at a time writes to one storage directory (``run_lock.run_lease``, held by
-``StorageResource.writing``). While a step of run A holds the lease, a step of run B fails at once
-with ``StorageBusy`` naming run A and its step, and (at the asset level) sends and writes nothing;
-steps of the same run share the lease; a holder killed with SIGKILL leaves no lock behind; and two
-syncs started together on the same storage never send a record twice."""
+``StorageResource.writing``), from its first writing step to its end. While run A holds the lease
+(a step of it writing, or A between its steps and not finished in the Dagster instance), a step of
+run B fails at once with ``StorageBusy`` naming run A, its job and its step, and (at the asset
+level) reads, sends and writes nothing, whichever job either run belongs to (``__ASSET_JOB``
+included); steps of the same run share the lease; a holder killed with SIGKILL holds no lock once
+its run is marked finished; and two syncs started together on the same storage never send a
+record twice."""
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,20 +23,25 @@ import pytest
 
 from sfmc_pipeline.assets.crm import ledger_path, local_db_path
 from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.jobs import PIPELINE_JOB_NAME, STORAGE_TAG
 from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.run_lock import StorageBusy, run_lease
+from sfmc_pipeline.resources.sfmc import SfmcResource
+from sfmc_pipeline.resources.storage import run_in_progress
+from sfmc_pipeline.run_lock import ASSET_JOB, StorageBusy, run_lease
+from sfmc_pipeline.settings import REPO_ROOT
 from sfmc_pipeline_tests.flow_fixtures import (
     ASSETS,
+    CONFIG,
     asset_metadata,
     local_resources,
     materialize,
     seed_sample_org,
     step_failures,
 )
+from sfmc_pipeline_tests.ui_location import ui_location_name
 
 UPSTREAM = dg.AssetSelection.groups("sfmc_datasets", "segments")
 SYNC_CONTACTS = [dg.AssetKey(["salesforce", "contacts"])]
-REPO_ROOT = Path(__file__).resolve().parent.parent
 HOLDER = (
     "import sys\n"
     "from pathlib import Path\n"
@@ -84,8 +93,8 @@ def held_by_thread(base_dir: Path, run_id: str, step: str = "contacts"):
     assert not errors, errors
 
 
-def _enter(base_dir: Path, run_id: str, step: str = "contacts") -> None:
-    with run_lease(base_dir, run_id, step):
+def _enter(base_dir: Path, run_id: str, step: str = "contacts", **lease) -> None:
+    with run_lease(base_dir, run_id, step, **lease):
         pass
 
 
@@ -156,6 +165,102 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
     assert not (tmp_path / "state" / "locks" / "run-run-A.lock").exists()
 
 
+def test_a_run_holds_the_storage_between_its_steps_until_it_ends(tmp_path):
+    in_progress = {"run-A": True}  # what the Dagster instance says of each run
+    _enter(tmp_path, "run-A", "contacts", job=PIPELINE_JOB_NAME, run_in_progress=in_progress.get)  # step 1 ended
+    with pytest.raises(StorageBusy) as refused:
+        _enter(tmp_path, "run-B", "campaign_engagement", job=ASSET_JOB, run_in_progress=in_progress.get)
+    message = str(refused.value)
+    assert f"run run-A (job {PIPELINE_JOB_NAME}), which has not finished" in message
+    assert "its last writing step, contacts, ended" in message and "run run-B did not start writing" in message
+    _enter(tmp_path, "run-A", "segment_statuses", run_in_progress=in_progress.get)  # its own next step goes on
+    in_progress["run-A"] = False  # the run ended
+    _enter(tmp_path, "run-B", "campaign_engagement", run_in_progress=in_progress.get)
+
+
+def test_a_dead_run_holds_the_storage_until_it_is_marked_finished(tmp_path):
+    in_progress = {"run-A": True}
+    with held_by_process(tmp_path, "run-A", "salesforce__contacts") as holder:
+        os.kill(holder.pid, signal.SIGKILL)  # the run's process died: its flock is gone, its run still STARTED
+        holder.wait(timeout=10)
+    with pytest.raises(StorageBusy) as refused:
+        _enter(tmp_path, "run-B", run_in_progress=in_progress.get)
+    assert "run run-A, which has not finished" in str(refused.value)
+    assert "run monitoring marks it failed, or terminate it in the UI" in str(refused.value)  # the way out
+    in_progress["run-A"] = False  # run monitoring marked it failed
+    _enter(tmp_path, "run-B", run_in_progress=in_progress.get)
+    assert not (tmp_path / "state" / "locks" / "run-run-A.lock").exists()
+
+
+def test_the_lease_asks_the_dagster_instance_whether_the_holder_run_has_finished():
+    with dg.instance_for_test() as instance:
+        run = instance.add_run(dg.DagsterRun(job_name=PIPELINE_JOB_NAME, run_id="a" * 36,
+                                             status=dg.DagsterRunStatus.STARTED))
+        assert run_in_progress(instance, run.run_id) is True
+        instance.report_run_failed(run)  # what run monitoring does to a run whose process died
+        assert run_in_progress(instance, run.run_id) is False
+        assert run_in_progress(instance, "b" * 36) is None  # not a run of this instance: only live steps count
+
+
+HOLDER_JOB = "hold_job"
+
+
+@pytest.mark.parametrize("holder, intruder", [(HOLDER_JOB, ASSET_JOB), (ASSET_JOB, HOLDER_JOB)])
+def test_another_run_is_refused_while_the_holder_is_between_its_steps_whichever_job(tmp_path, holder, intruder):
+    resources = local_resources(tmp_path)
+    between, release, seen = threading.Event(), threading.Event(), {}
+
+    @dg.asset(deps=[dg.AssetKey("contacts")])
+    def between_steps(context: dg.AssetExecutionContext):  # run A after its first writing step, before its next
+        seen.setdefault("run_id", context.run.run_id)  # run A's id (a later run of the job runs this step too)
+        between.set()
+        assert release.wait(timeout=60)
+
+    own_steps = [dg.AssetKey("contacts"), between_steps.key]
+    defs = dg.Definitions(assets=[*ASSETS, between_steps], resources=resources,
+                          jobs=[dg.define_asset_job(HOLDER_JOB, selection=own_steps, tags=STORAGE_TAG)])
+
+    def execute(job, selection, instance):
+        if job == ASSET_JOB:  # a hand-picked UI materialization: the implicit asset job with a selection
+            return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=selection, raise_on_error=False)
+        return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+
+    intruding = [dg.AssetKey("contacts")] if intruder == ASSET_JOB else None  # the job: its own steps
+    results = {}
+    with dg.instance_for_test() as instance:
+        thread = threading.Thread(target=lambda: results.update(a=execute(holder, own_steps, instance)))
+        thread.start()
+        try:
+            assert between.wait(timeout=60)
+            refused = execute(intruder, intruding, instance)
+        finally:
+            release.set()
+            thread.join(timeout=60)
+        assert results["a"].success
+        after = execute(intruder, intruding, instance)  # run A ended: the storage is free
+    assert not refused.success and after.success
+    message = step_failures(refused)["contacts"]
+    holder_text = f"(job {HOLDER_JOB})" if holder == HOLDER_JOB else f"(assets materialized from the UI, {ASSET_JOB})"
+    assert f"is held by run {seen['run_id']} {holder_text}, which has not finished" in message
+    assert "its last writing step, contacts, ended" in message
+
+
+def test_the_run_queue_holds_a_hand_picked_materialization_while_a_pipeline_run_is_in_progress(tmp_path):
+    # Dagster's run queue applies the instance's tag limits with this counter; no public API evaluates them.
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")  # the project's instance
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    location = {"dagster/code_location": ui_location_name()}  # the tag Dagster gives every run launched for it
+    pipeline_run = dg.DagsterRun(job_name=PIPELINE_JOB_NAME, tags={**STORAGE_TAG, **location})
+    ui_run = dg.DagsterRun(job_name=ASSET_JOB, tags=location)  # the UI's Materialize: no job tag
+    assert TagConcurrencyLimitsCounter(limits, [pipeline_run]).is_blocked(ui_run)
+    assert TagConcurrencyLimitsCounter(limits, [ui_run]).is_blocked(pipeline_run)
+    assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(ui_run)
+
+
 def _materialize(resources, selection):
     with dg.DagsterInstance.ephemeral() as instance:  # disposed in the thread that used it
         return materialize(ASSETS, resources, selection=selection, instance=instance)
@@ -185,6 +290,19 @@ def test_a_sync_or_dataset_step_of_another_run_writes_nothing_while_the_lease_is
 
     released = _materialize(resources, SYNC_CONTACTS)  # the holder was killed: the lease is free
     assert released.success and _sent(released) > 0
+
+
+def test_a_refused_dataset_step_reads_nothing_from_sfmc(tmp_path, fake_sfmc):
+    contacts = CONFIG.extension("contacts")
+    fake_sfmc.add_data_extension(contacts.key, [{"SubscriberKey": "003000000000001AAA"}],
+                                 primary_key=contacts.primary_key)
+    sfmc = SfmcResource(client_id=fake_sfmc.client_id, client_secret=fake_sfmc.client_secret,
+                        auth_base_uri=fake_sfmc.auth_base_uri, max_retries=0, backoff_seconds=0.0)
+    resources = {**local_resources(tmp_path), "sfmc": sfmc}
+    with held_by_process(tmp_path, "run-A", "segment_statuses"):
+        refused = _materialize(resources, [dg.AssetKey("contacts")])
+    assert "is being written by run run-A" in step_failures(refused)["contacts"]
+    assert fake_sfmc.rowset_requests() == []  # refused before reading, not after a full read
 
 
 @pytest.fixture()

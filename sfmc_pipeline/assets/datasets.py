@@ -124,7 +124,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         now = clock()
         with api_failures(context.retry_number, mask=masker.text):
             mode = sfmc.mode
-            store = storage.get_store()
+            store = storage.claim(context)  # the run's storage lease first: refused before reading anything
             state, state_problem = stored_state(store, extension.asset)
             plan = plan_read(extension, pipeline.settings, state, now=now, full_refresh=config.full_refresh,
                              state_problem=state_problem)

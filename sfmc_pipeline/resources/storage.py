@@ -1,4 +1,4 @@
-"""Where the pipeline keeps its datasets, quarantines and state, and the lease a writing step holds."""
+"""Where the pipeline keeps its datasets, quarantines and state, and the lease a writing run holds."""
 
 from __future__ import annotations
 
@@ -27,7 +27,22 @@ class StorageResource(dg.ConfigurableResource):
 
     @contextmanager
     def writing(self, context: dg.AssetExecutionContext) -> Iterator[DatasetStore]:
-        """The store, with this run holding the storage lease for the block (see ``run_lock``)."""
+        """The store, with this step inside the run's storage lease for the block; the run keeps holding the
+        storage until it ends (see ``run_lock``). ``StorageBusy`` names the run holding it otherwise."""
         store = self.get_store()
-        with run_lease(store.base_dir, context.run.run_id, context.op_execution_context.op.name):
+        instance, run = context.instance, context.run
+        with run_lease(store.base_dir, run.run_id, context.op_execution_context.op.name, job=run.job_name,
+                       run_in_progress=lambda run_id: run_in_progress(instance, run_id)):
             yield store
+
+    def claim(self, context: dg.AssetExecutionContext) -> DatasetStore:
+        """The store, after taking the storage lease for this run (held until the run ends), so a step that reads
+        before it writes fails at once when another run holds the storage, before reading anything."""
+        with self.writing(context) as store:
+            return store
+
+
+def run_in_progress(instance: dg.DagsterInstance, run_id: str) -> bool | None:
+    """Whether ``instance`` knows the run and it has not finished (None: not a run of this instance)."""
+    run = instance.get_run_by_id(run_id)
+    return None if run is None else not run.is_finished
