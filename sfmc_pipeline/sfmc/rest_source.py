@@ -8,7 +8,10 @@ The rowset read is not in SFMC's API reference; this is its observed contract:
   names and every value a string), ``pageSize``, ``page``, ``requestToken`` and ``links``;
 * ``links.next`` appears only while more pages exist. It is relative and lacks the ``/data``
   prefix (``/v1/customobjectdata/token/{requestToken}/rowset?$page=2``), so it is resolved
-  against ``rest_instance_url + "data"``.
+  against ``rest_instance_url + "data"``;
+* a read without rows (an empty Data Extension, or a ``$filter`` that matches nothing) answers
+  ``count: 0`` with **no ``items`` key at all** (recorded from real tenants): a complete, empty
+  read, not a broken page (``_without_rows``).
 
 Concurrent pages. The first page gives ``count``, the page size and ``links.next``; pages 2..N
 (N = ceil(count / page size)) are then requested ``concurrency`` at a time (default 4, 1 reads
@@ -26,7 +29,8 @@ requested ahead of the consumer, ``concurrency`` of them in flight: memory holds
 never the whole read.
 
 A read is complete or it fails with ``ExtractError``: every page must be an object with an
-``items`` list and the same whole-number ``count``, each page but the last must be full, and the
+``items`` list (a read of ``count`` 0 may have none) and the same whole-number ``count``, each
+page but the last must be full, and the
 rows collected must reach ``count`` exactly when the pages end. The rows' primary-key values
 (``items[].keys``, compared case-insensitively as SFMC compares them) must be unique, so they
 number ``count``: a key served twice (the Data Extension rewritten during the read) fails it too.
@@ -229,7 +233,7 @@ class SfmcRestSource:
     ) -> dict:
         """GET one page (the probe's) that passes ``_page_problem``, reading it a second time if it does not."""
         for _ in (1, 2):
-            body = self._get_json(url, params, key, number)
+            body = _without_rows(self._get_json(url, params, key, number))
             problem = _page_problem(body, expected, collected)
             if problem is None:
                 return body
@@ -318,7 +322,7 @@ class _Checker:
                 response = read_again()
             body = _decode_page(response.content, response.encoding)
             if body is None:
-                body = _json(response)
+                body = _without_rows(_json(response))
             problem = _page_problem(body, slot.expected, slot.collected) or _position_problem(body, slot)
             if problem is None:
                 try:
@@ -530,6 +534,17 @@ def _served_value(items: list[dict], column: str, key: str) -> str | None:
         )
     value = row[column.lower()]
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _without_rows(body: object) -> object:
+    """``body`` with ``items: []`` when it is SFMC's answer to a read without rows: an object with a
+    ``count`` of 0 and no ``items`` key at all (recorded from real tenants, for an empty Data
+    Extension and for a ``$filter`` that matches nothing). Anything else is returned as it is, for
+    ``_page_problem`` to judge (an error object has no ``count``)."""
+    if (isinstance(body, dict) and "items" not in body and _whole(body.get("count")) and body["count"] == 0
+            and "errorcode" not in body and "message" not in body):
+        return {**body, "items": []}
+    return body
 
 
 def _page_problem(body: object, expected: int | None, collected: int) -> str | None:

@@ -12,7 +12,9 @@ It imitates the SFMC contract the pipeline relies on:
   ``$pageSize`` up to 2,500, ``count`` = total rows of the read, ``items`` of
   ``{"keys": {...}, "values": {...}}`` with lower-cased field names and every value a string
   (dates as ``M/D/YYYY h:mm:ss AM|PM``), and relative ``links`` without the ``/data`` prefix,
-  ``links.next`` only while more pages exist;
+  ``links.next`` only while more pages exist; a read without rows (an empty Data Extension, a
+  ``$filter`` matching nothing) is served as recorded from real tenants: ``count: 0`` and **no
+  ``items`` key at all**;
 * on the first rowset page, the two OData-like parameters seen working on the real endpoint:
   ``$filter`` as ``Field eq 'value'`` or ``Field between 'A' and 'B'`` (Date fields compared as
   dates, Text case-insensitively; field names in the schema casing; ``''`` quotes a quote) and
@@ -946,6 +948,11 @@ class FakeSfmcServer(FakeServerBase):
         base = f"/v1/customobjectdata/token/{snapshot.request_token}/rowset"
         suffix = f"&$pageSize={page_size}" if explicit_size else ""
         links = {"self": f"{base}?$page={page}{suffix}"}
+        if total == 0:
+            # As recorded from real tenants: a read without rows (an empty Data Extension, or a
+            # $filter that matches nothing) has no "items" key at all, nor the object's id and key.
+            return _Response(200, {"links": links, "requestToken": snapshot.request_token, "pageSize": page_size,
+                                   "page": page, "count": 0, "top": 0})
         if page > 1:
             links["previous"] = f"{base}?$page={page - 1}{suffix}"
         if start + page_size < total:
