@@ -131,19 +131,23 @@ class SfmcRestSource:
         stream = PageStream(extension, source=f"SFMC REST ({where})")
         return stream.attach(lambda pages: self._frames(extension, row_filter, where, pages))
 
-    def probe(self, extension: DataExtensionConfig) -> SourceProbe:
-        """The rowset ``count`` from one request with ``$pageSize=1``; with an ``incremental_column``
-        and rows, one more request ordered by that column, newest first, gives its newest value."""
+    def probe(self, extension: DataExtensionConfig, *, newest: bool = True) -> SourceProbe:
+        """The rowset ``count`` and the fields of one row from one request with ``$pageSize=1``; with
+        ``newest``, an ``incremental_column`` and rows, one more request ordered by that column, newest
+        first, gives its newest value."""
         calls_before = self.transport.stats.requests
         key, column = extension.key, extension.incremental_column
         url = self._rowset_url(key)
-        rows = self._read_page(url, _query({"$page": 1, "$pageSize": 1}), key, 1, None, 0)["count"]
-        newest = None
-        if column and rows:
+        first = self._read_page(url, _query({"$page": 1, "$pageSize": 1}), key, 1, None, 0)
+        rows, items = first["count"], first["items"]
+        served = _served_fields(items[0]) if rows and items else None
+        value = None
+        if newest and column and rows:
             body = self._read_page(url, _query({"$page": 1, "$pageSize": 1, "$orderBy": f"{column} desc"}),
                                    key, 1, None, 0)
-            newest = _served_value(body["items"][:1], column, key)
-        return SourceProbe(rows=rows, newest=newest, api_calls=self.transport.stats.requests - calls_before)
+            value = _served_value(body["items"][:1], column, key)
+        return SourceProbe(rows=rows, newest=value, api_calls=self.transport.stats.requests - calls_before,
+                           served=served)
 
     # -- the paged read ----------------------------------------------------------------------------
 
@@ -519,6 +523,14 @@ def _query(params: dict) -> str:
 
 def _flat(item: dict) -> dict[str, str]:
     return {**(item.get("keys") or {}), **(item.get("values") or {})}
+
+
+def _served_fields(item: object) -> tuple[str, ...] | None:
+    """The field names of one served item (None: not an item of ``keys`` and ``values`` objects)."""
+    try:
+        return tuple(_flat(item))
+    except (AttributeError, TypeError):
+        return None
 
 
 def _served_value(items: list[dict], column: str, key: str) -> str | None:
