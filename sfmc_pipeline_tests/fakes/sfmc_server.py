@@ -385,6 +385,7 @@ class FakeSfmcServer(FakeServerBase):
         self._des: dict[str, _DataExtension] = {}
         self._snapshots: dict[str, _Snapshot] = {}
         self._faults = FaultQueue()
+        self._changes: list[tuple[str, dict[str, str], Any]] = []  # see change_after_next
         self._requests: list[RecordedRequest] = []
 
     # -- lifecycle: start(), stop(), the context manager, port and base_url (FakeServerBase) --------
@@ -592,6 +593,14 @@ class FakeSfmcServer(FakeServerBase):
         with self._lock:
             self._faults.add(_Fault("revoke", path_contains, 1, page=page))
 
+    def change_after_next(self, action, *, path_contains: str = "", query: Mapping[str, str] | None = None) -> None:
+        """Call ``action(self)`` right after the next request whose path contains ``path_contains`` and whose
+        query holds every item of ``query`` has been answered: the Data Extension changes between two
+        requests of a client's run (an import writing to it while the pipeline reads). ``action`` may call
+        :meth:`add_data_extension`; snapshots already handed out keep their rows."""
+        with self._lock:
+            self._changes.append((path_contains, dict(query or {}), action))
+
     def clear_faults(self) -> None:
         """Forget every queued fault that has not fired yet."""
         with self._lock:
@@ -714,6 +723,11 @@ class FakeSfmcServer(FakeServerBase):
                     clock=clock,
                 )
             )
+            for number, (contains, wanted, action) in enumerate(self._changes):
+                if contains in path and all(query.get(k) == v for k, v in wanted.items()):
+                    del self._changes[number]
+                    action(self)  # the lock is re-entrant
+                    break
             return response
 
     @staticmethod
