@@ -1,6 +1,6 @@
 """Contract: ``sfmc-pipeline check`` prints one ``OK``/``FAILED`` line per check and exits 0 only when
 all are OK, over real HTTP against the fake SFMC and Salesforce servers: SFMC authentication and one
-row of each Data Extension (its fields against the configured columns), the Salesforce org (id and name), the sink preflight per destination and
+row of each Data Extension, the Salesforce org (id and name), the sink preflight per destination and
 the daily API usage; embedded/local mode names the sample files and the local target. Each failure
 mode gives the right FAILED line with its fix, never hides the other checks, and never prints a
 secret."""
