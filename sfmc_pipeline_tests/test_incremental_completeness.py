@@ -66,7 +66,8 @@ def test_rows_arriving_late_with_old_dates_are_read_in_the_same_run(activities):
     assert (meta["read_mode"], meta["full_read_reason"]) == ("full", reason)
     assert activities.filters() == [between("2026-11-19T23:00:00"), None]  # the delta, then every row
     assert {100, 101, 102} <= set(activities.details()) and meta["dagster/row_count"] == 28
-    assert meta["source_row_count"] == 28 and activities.state()["last_full_read_at"] == activities.clock.now.isoformat()
+    assert meta["source_row_count"] == 28
+    assert activities.state()["last_full_read_at"] == activities.clock.now.isoformat()
     assert any(reason in line and "every row read instead" in line for line in _logs(activities, result))
 
     activities.clock.advance(hours=1)
@@ -150,7 +151,8 @@ def test_a_row_dated_next_year_does_not_move_the_window_and_later_real_rows_are_
 def test_a_failed_delta_does_not_leave_the_extension_stuck(activities):
     activities.run()
     store = DatasetStore(activities.storage)
-    landed = {path: path.read_bytes() for path in (store.dataset_path("activities"), store.quarantine_path("activities"))}
+    landed = {path: path.read_bytes()
+              for path in (store.dataset_path("activities"), store.quarantine_path("activities"))}
     for i in (25, 26, 27):
         activities.rows[i] = activity(i, kind="bogus")
     activities.clock.advance(hours=4)
@@ -161,7 +163,8 @@ def test_a_failed_delta_does_not_leave_the_extension_stuck(activities):
     assert ("quarantined 3 (ActivityId: 00000000-0000-4000-8000-000000000025; 00000000-0000-4000-8000-000000000026; "
             "00000000-0000-4000-8000-000000000027)") in message
     assert "top reasons: ActivityType: not one of: web_visit, form_submit, email_open, email_click (3)" in message
-    assert f"is in {activities.rejected_path()}" in message and "Fix: correct these rows in the Data Extension" in message
+    assert f"is in {activities.rejected_path()}" in message
+    assert "Fix: correct these rows in the Data Extension" in message
     assert {path: path.read_bytes() for path in landed} == landed  # dataset and quarantine as they were
     assert sorted(activities.rejected()["ActivityId"].str[-2:]) == ["25", "26", "27"]
 

@@ -135,8 +135,12 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             if over_threshold or not (volume.passed or accepted):
                 in_place = checks.InPlace.load(store, asset)  # before anything is written
                 rejected = store.write_rejected_quarantine(asset, landing.quarantine)
-                metadata = {**_metadata(mode, read, threshold, store.quarantine_path(asset), None, now),
-                            "rejected_quarantine_path": dg.MetadataValue.path(str(rejected))}
+                metadata = _metadata(mode, read, threshold, store.quarantine_path(asset), None, now)
+                for counted in ("dagster/row_count", "quarantine_row_count"):  # nothing landed: not the asset's
+                    metadata.pop(counted)
+                metadata.update(refused_row_count=len(landing.valid),
+                                refused_quarantine_row_count=len(landing.quarantine),
+                                rejected_quarantine_path=dg.MetadataValue.path(str(rejected)))
                 yield from _refused_checks(read, share, over_threshold, volume, in_place, rejected, store, now)
                 description = (_threshold_failure(read, share, rejected) if over_threshold
                                else f"{volume.explain(asset)} The quarantine it would have landed: {rejected}")
@@ -157,7 +161,8 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         if not volume.passed:
             context.log.warning(
                 f"{volume.summary(asset)}; accepted for this run (accept_volume_change), so the dataset was updated"
-                + ("" if is_dry_run(context) else " and its row count is the guard's new baseline (a new window starts)")
+                + ("" if is_dry_run(context) else
+                   " and its row count is the guard's new baseline (a new window starts)")
             )
         metadata = _metadata(mode, read, threshold, quarantine_path, landed_state, now)
         results = [*checks.quarantine_checks(result, share, threshold, _reasons(result, 5)),
