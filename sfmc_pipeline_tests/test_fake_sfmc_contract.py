@@ -12,8 +12,9 @@ They pin the SFMC behaviour our client relies on:
   400 (unconfirmed on the real API);
 - SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit;
 - the test harness: concurrent requests are served concurrently (``latency`` waits outside the fake's lock,
-  ``max_in_flight`` counts them), faults can target one page (``page=``) or revoke the tokens mid-read, and cached
-  page bodies are byte-for-byte what serialising the page gives.
+  ``max_in_flight`` counts them), faults can target one page (``page=``) or revoke the tokens mid-read, a change can
+  follow a given request (``change_after_next``), and cached page bodies are byte-for-byte what serialising the
+  page gives.
 Plain `requests` over real HTTP, no sleeps (a latency only where requests must overlap).
 """
 
@@ -407,3 +408,17 @@ def test_cached_page_bodies_are_the_serialised_pages(sfmc):
     filtered = requests.get(sfmc.rowset_url("DE"), params={"$filter": "Id eq 'new'"}, headers=bearer(token),
                             timeout=5).json()
     assert filtered["count"] == 1 and filtered["items"][0]["keys"]["id"] == "new"
+
+
+def test_a_change_can_be_made_right_after_a_given_request(sfmc):
+    """``change_after_next``: the Data Extension changes between two requests of a client (an import writing to
+    it during a read); the request that triggered it was answered with the rows before the change."""
+    sfmc.add_data_extension("DE", [{"Id": "a"}], primary_key=["Id"])
+    sfmc.change_after_next(lambda fake: fake.add_data_extension("DE", [{"Id": "a"}, {"Id": "b"}], primary_key=["Id"]),
+                           path_contains="/key/DE/", query={"$pageSize": "7"})
+    token = get_token(sfmc)
+    count = lambda **params: requests.get(sfmc.rowset_url("DE"), params=params, headers=bearer(token),  # noqa: E731
+                                          timeout=5).json()["count"]
+    assert count() == 1  # not the request it waits for
+    assert count(**{"$pageSize": 7}) == 1  # answered before the change ...
+    assert count() == 2  # ... which later requests see
