@@ -122,6 +122,35 @@ def test_rows_deleted_in_sfmc_leave_the_dataset_in_the_same_run(activities):
     assert not {0, 1} & set(activities.details()) and meta["dagster/row_count"] == 23
 
 
+def test_a_right_merge_matches_the_count_with_duplicate_and_malformed_keys(fake_sfmc, tmp_path):
+    """In a Data Extension without a primary key of its own, a key can be served twice (both rows are
+    quarantined) or be malformed (quarantined under the key as served): each row still counts once, so a
+    merge that is right stays incremental, whether those rows are in the window or not."""
+    config = _activities_config(lambda e: e.update(quarantine_threshold=0.5))  # 5 bad rows of 28, on purpose
+    activities = Activities(fake_sfmc, tmp_path / "storage", config=config)
+    served = []
+
+    def serve():  # no primary key in SFMC: every field under "values", duplicates allowed
+        activities.fake.add_data_extension("Activities", list(served), field_types={"OccurredAt": "Date"})
+
+    activities.serve = serve
+    rows = {i: activity(i) for i in range(25)}
+    old_twin, new_twin = activity(5), activity(23)  # row 5's key again, and row 23's, dated as its twin
+    new_twin["ActivityId"] = rows[23]["ActivityId"]
+    old_twin["Detail"], new_twin["Detail"] = "twin", "twin"
+    malformed = {**activity(24, hour=24), "ActivityId": "x" * 40}  # longer than the column's 36
+    served[:] = [*rows.values(), old_twin, new_twin, malformed]
+    first = asset_metadata(activities.run(), "activities")
+    assert (first["rows_read"], first["rows_quarantined"]) == (28, 5)  # 2 + 2 twins, 1 malformed
+
+    activities.clock.advance(hours=2)
+    second = activities.run()  # the window holds rows 23 and 24, row 23's twin and the malformed row
+    meta = asset_metadata(second, "activities")
+    assert meta["read_mode"] == "incremental" and "full_read_reason" not in meta
+    assert (meta["rows_fetched"], meta["source_row_count"], meta["quarantine_row_count"]) == (4, 28, 5)
+    assert meta["dagster/row_count"] == 23
+
+
 # -- item 3: a future-dated value never moves the window past real rows ---------------------------
 
 
