@@ -18,9 +18,9 @@ rowset ``$filter`` (``rest_source.py``); the embedded sample is filtered locally
 **The mark** is the newest cursor among the rows of the dataset after a successful
 materialization that is not later than the time of the read: a row dated in the future (a typo
 year, a scheduled date) never moves the window, not even to the read time, so rows that arrive
-afterwards with real dates are still in the next window. Such rows are counted
-(``future_dated``) and reported, and, being at or after every window's start, read again by every
-incremental read (harmless: the merge keeps one row per key). It is kept with the time of the last full
+afterwards with real dates are still in the next window. Such rows are counted (``future_dated``)
+and reported, and, being at or after every window's start, read again by every incremental read
+(harmless: the merge keeps one row per key). The mark is kept with the time of the last full
 read in ``state/datasets/<asset>.incremental.json``, written atomically, after the dataset was
 written, and not in a dry run: a run that fails (quarantine above the threshold, volume guard,
 an API error, a crash) leaves the mark where it was, so the next run's window starts at the same

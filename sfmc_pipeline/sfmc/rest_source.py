@@ -30,8 +30,8 @@ never the whole read.
 
 A read is complete or it fails with ``ExtractError``: every page must be an object with an
 ``items`` list (a read of ``count`` 0 may have none) and the same whole-number ``count``, each
-page but the last must be full, and the
-rows collected must reach ``count`` exactly when the pages end. The rows' primary-key values
+page but the last must be full, and the rows collected must reach ``count`` exactly when the
+pages end. The rows' primary-key values
 (``items[].keys``, compared case-insensitively as SFMC compares them) must be unique, so they
 number ``count``: a key served twice (the Data Extension rewritten during the read) fails it too.
 A page that breaks a rule is read once more, only that page, before the read fails; a transient
