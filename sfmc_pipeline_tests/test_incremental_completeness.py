@@ -162,7 +162,7 @@ def test_a_row_dated_next_year_does_not_move_the_window_and_later_real_rows_are_
     assert meta["future_dated_rows"] == 1 and "00000000-0000-4000-8000-000000000099" in meta["future_dated_preview"]
     future = _checks(first)["no_future_dated_rows"]
     assert not future.passed and future.severity == dg.AssetCheckSeverity.WARN
-    assert any("1 row(s) have a OccurredAt later than the time of the read" in line
+    assert any("1 row(s) dated in the future (OccurredAt later than the time of the read" in line
                for line in _logs(activities, first))
 
     activities.rows[25] = activity(25, hour=27)  # 11/20 3:00 AM system time: after the mark, before the read

@@ -141,7 +141,8 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                 metadata.update(refused_row_count=len(landing.valid),
                                 refused_quarantine_row_count=len(landing.quarantine),
                                 rejected_quarantine_path=dg.MetadataValue.path(str(rejected)))
-                yield from _refused_checks(read, share, over_threshold, volume, in_place, rejected, store, now)
+                yield from _refused_checks(read, share, over_threshold, volume, accepted, in_place, rejected, store,
+                                           now)
                 description = (_threshold_failure(read, share, rejected) if over_threshold
                                else f"{volume.explain(asset)} The quarantine it would have landed: {rejected}")
                 raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
@@ -203,11 +204,13 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
             future = int(future_dated(read.landing.valid, extension, now).sum())
             if future:
                 context.log.warning(
-                    f"{extension.key}: {future} row(s) have a {extension.incremental_column} later than the time of "
-                    f"the read ({_iso(now)}); they do not move the high-water mark. Check those rows in SFMC."
+                    f"{extension.key}: {future} row(s) dated in the future ({extension.incremental_column} later "
+                    f"than the time of the read, {_iso(now)}); they do not move the high-water mark. Correct their "
+                    "dates in SFMC (the future_dated_preview metadata shows them)."
                 )
 
-    def _refused_checks(read: LandedRead, share, over_threshold: bool, volume, in_place, rejected, store, now):
+    def _refused_checks(read: LandedRead, share, over_threshold: bool, volume, accepted: bool, in_place, rejected,
+                        store, now):
         """The checks of a run whose landing was refused: the failing ones with the refused figures, the others
         describing the dataset in place (when there is one)."""
         if over_threshold:
@@ -216,7 +219,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         if in_place is not None:
             yield from checks.in_place_quarantine_checks(in_place, threshold, only_clean=over_threshold)
         if not volume.passed:
-            yield checks.volume_check(volume, describes="the refused read", in_place=in_place,
+            yield checks.volume_check(volume, accepted=accepted, describes="the refused read", in_place=in_place,
                                       window_days=window_days)
         elif in_place is not None:
             yield _in_place_volume(store, in_place, now)
