@@ -92,15 +92,16 @@ class InPlace:
 
     @classmethod
     def load(cls, store: DatasetStore, asset: str) -> "InPlace | None":
-        """The landed dataset's counts; None when there is none (or it cannot be read: nothing to describe)."""
+        """The landed dataset's counts (a missing quarantine holds none); None when there is no dataset, or
+        it cannot be read: nothing to describe."""
+        if not store.dataset_path(asset).exists():
+            return None
         counts = []
         for path in (store.dataset_path(asset), store.quarantine_path(asset)):
             try:
                 counts.append(pq.ParquetFile(path).metadata.num_rows if path.exists() else 0)
             except (pa.ArrowException, OSError):
                 return None
-        if not store.dataset_path(asset).exists():
-            return None
         return cls(*counts)
 
 
