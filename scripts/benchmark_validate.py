@@ -326,7 +326,7 @@ def child(args) -> None:
     plan = ReadPlan(FULL, reason="periodic full refresh due" if args.previous else "first read")
     if args.child == "new":
         # as the dataset asset does for a full read: the previous dataset's row hashes only
-        previous = (previous_for_full_read(store, extension, with_quarantine=False) if args.previous
+        previous = (previous_for_full_read(store, extension) if args.previous
                     else Previous(None, None))
         result = validate_pages(read_source(args.source), extension)
         valid, quarantine, rows = result.valid, result.quarantine, result.rows_read

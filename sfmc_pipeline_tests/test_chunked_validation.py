@@ -347,7 +347,7 @@ def test_a_full_read_counts_changed_rows_from_the_previous_datasets_row_hashes(t
     after.loc[[20, 900], "OrderCount"] = pd.NA
     after.loc[40, "TotalSpend"] = after.loc[41, "TotalSpend"]
     after = pd.concat([after, before.iloc[[7]].assign(SubscriberKey=to_18("0035e0000XXXXXX"))], ignore_index=True)
-    previous = previous_for_full_read(store, extension, with_quarantine=False)
+    previous = previous_for_full_read(store, extension)
     assert previous.problem is None and previous.quarantine is None and len(previous.valid) == len(before)
     expected = _old_count_changed(before, after)
     assert expected == 7  # 3 names, 2 counts, 1 spend, 1 new row
@@ -361,15 +361,14 @@ def test_the_previous_dataset_of_a_full_read_is_checked_like_load_previous(tmp_p
 
     extension = CONFIG.extension("activities")
     store = DatasetStore(tmp_path)
-    missing = previous_for_full_read(store, extension, with_quarantine=True)
+    missing = previous_for_full_read(store, extension)
     assert missing.valid is None and missing.quarantine is None and "does not exist" in missing.problem
     result = validate_extract(generated_rows(extension, 300, seed=8), extension)
     store.write_dataset(extension.asset, result.valid.astype({"Detail": "object"}))  # another type
     store.write_quarantine(extension.asset, result.quarantine.assign(_run_id="r"))
-    mismatched = previous_for_full_read(store, extension, with_quarantine=True)
+    mismatched = previous_for_full_read(store, extension)
     assert mismatched.valid is None and "configured columns and types" in mismatched.problem
     assert load_previous(store, extension).valid is None  # the same verdict
-    pd.testing.assert_frame_equal(mismatched.quarantine, load_previous(store, extension).quarantine)
     store.dataset_path(extension.asset).write_text("not parquet")
-    broken = previous_for_full_read(store, extension, with_quarantine=False)
+    broken = previous_for_full_read(store, extension)
     assert broken.valid is None and "cannot be read as parquet" in broken.problem

@@ -165,6 +165,29 @@ def test_unknown_data_extension_key(capsys, monkeypatch, sfmc, org):
     assert lines["SFMC Data Extension Contacts"][0].startswith("OK") and lines["SFMC"][0].startswith("OK")
 
 
+def test_missing_and_unknown_columns_of_a_data_extension_are_listed(capsys, monkeypatch, sfmc, org):
+    """One row of each extension shows its fields: a configured column it does not serve fails the line, fields
+    it serves that the config does not name are listed; an empty extension says it cannot be checked."""
+    activities = CONFIG.extension("activities")
+    served = [{**{c.name: f"v{i}" for c in activities.columns if c.name != "Detail"}, "Channel": "web", "Score": "1"}
+              for i in range(3)]
+    sfmc.add_data_extension("Activities", served, primary_key=activities.primary_key)
+    sfmc.add_data_extension("CampaignEngagement", [], primary_key=CONFIG.extension("campaign_engagement").primary_key)
+    use_sfmc(monkeypatch, sfmc)
+    use_salesforce(monkeypatch, org)
+    status, lines, printed = check(capsys)
+    assert status == 1
+    (line,) = lines["SFMC Data Extension Activities"]
+    assert line == ("FAILED SFMC Data Extension Activities: readable, 3 row(s) (asset activities), but configured "
+                    "column(s) Detail are not among its fields; fields not in the config (not read): channel, score "
+                    "-> fix the column names of Activities in the pipeline config, or add the fields to the Data "
+                    "Extension; then run `sfmc-pipeline check` again")
+    assert lines["SFMC Data Extension CampaignEngagement"] == [
+        "OK     SFMC Data Extension CampaignEngagement: readable, 0 row(s) (asset campaign_engagement); its columns "
+        "are not checked: it has no row to show them"]
+    assert lines["SFMC Data Extension Contacts"][0].endswith("(asset contacts), every configured column served")
+
+
 def test_wrong_salesforce_secret_skips_what_needs_the_login(capsys, monkeypatch, sfmc, org):
     use_sfmc(monkeypatch, sfmc)
     use_salesforce(monkeypatch, org, secret="wrong-secret-value-42")

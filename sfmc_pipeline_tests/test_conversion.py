@@ -51,6 +51,13 @@ def test_decimal_keeps_exact_value_and_scale():
     assert result.frame["V"].tolist()[3:] == [Decimal("12.50"), Decimal("-3.00")]
 
 
+def test_the_last_day_salesforce_accepts_converts():
+    result = _convert({"type": "Date"}, ["12/31/4000 5:59:59 PM", "4000-12-31"])
+    assert result.issues.empty
+    assert result.frame["V"].tolist() == [pd.Timestamp("4000-12-31 23:59:59", tz="UTC"),
+                                          pd.Timestamp("4000-12-31 06:00:00", tz="UTC")]
+
+
 def test_dates_are_sfmc_system_time_converted_to_utc():
     result = _convert(
         {"type": "Date"},
@@ -111,6 +118,9 @@ def test_whole_numbers_convert_exactly_up_to_the_int64_bounds(raw, expected):
     assert str(result.frame["V"].dtype) == "Int64"
 
 
+LATER_THAN_SALESFORCE = "after 4000-12-31 (UTC), the latest date Salesforce accepts"
+
+
 @pytest.mark.parametrize(
     "column, raw, detail",
     [
@@ -153,6 +163,10 @@ def test_whole_numbers_convert_exactly_up_to_the_int64_bounds(raw, expected):
         ({"type": "Date"}, "1/15/２０２４", "not a date"),  # fullwidth year (was read as 2024-01-15)
         ({"type": "Date"}, "２０２４-01-15", "not a date"),  # fullwidth ISO year
         ({"type": "Date"}, "1/1٥/2024", "not a date"),  # an Arabic-Indic day digit
+        # Date: later than Salesforce accepts (4000-12-31), never landed as year 10000
+        ({"type": "Date"}, "12/31/9999 11:00:00 PM", LATER_THAN_SALESFORCE),  # 10000-01-01 05:00 UTC
+        ({"type": "Date"}, "12/31/4000 6:00:00 PM", LATER_THAN_SALESFORCE),  # 4001-01-01 00:00 UTC
+        ({"type": "Date"}, "4001-01-01", LATER_THAN_SALESFORCE),  # ISO, the exact path
         ({"type": "Boolean"}, "ＴＲＵＥ", "not a boolean"),  # fullwidth letters
         ({"type": "Boolean"}, "１", "not a boolean"),  # fullwidth one
     ],

@@ -117,6 +117,7 @@ def test_above_threshold_the_run_fails_and_keeps_the_old_dataset(tmp_path):
     good = _materialize(tmp_path)
     assert good.success
     before = pd.read_parquet(DatasetStore(tmp_path).dataset_path("contacts"))
+    held = DatasetStore(tmp_path).quarantine_path("contacts").read_bytes()
     sample = tmp_path / "sample"
     shutil.copytree(SAMPLE_DATA_DIR, sample)
     contacts = pd.read_csv(sample / "Contacts.csv", dtype=str, keep_default_na=False)
@@ -131,9 +132,11 @@ def test_above_threshold_the_run_fails_and_keeps_the_old_dataset(tmp_path):
     threshold = _checks(result)["contacts"]
     assert not threshold.passed and threshold.severity == dg.AssetCheckSeverity.ERROR
     after = pd.read_parquet(DatasetStore(tmp_path).dataset_path("contacts"))
-    pd.testing.assert_frame_equal(before, after)  # the previous dataset stays in place
-    quarantine = pd.read_parquet(DatasetStore(tmp_path).quarantine_path("contacts"))
-    assert (quarantine["Email"] == "broken-address").sum() == len(contacts) // 10 + 1
+    pd.testing.assert_frame_equal(before, after)  # the previous dataset stays in place ...
+    assert DatasetStore(tmp_path).quarantine_path("contacts").read_bytes() == held  # ... with its own quarantine
+    rejected = DatasetStore(tmp_path).rejected_quarantine_path("contacts")  # the refused one, for inspection
+    assert str(rejected) in message
+    assert (pd.read_parquet(rejected)["Email"] == "broken-address").sum() == len(contacts) // 10 + 1
 
 
 def test_incomplete_credentials_fail_clearly(tmp_path):

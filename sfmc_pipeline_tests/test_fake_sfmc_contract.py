@@ -5,14 +5,16 @@ They pin the SFMC behaviour our client relies on:
   invalid_client / unsupported_grant_type errors, and tokens dying 20 min (expires_in + 120 s) after issue;
 - Data Extension rowset read: 1-based $page/$pageSize, `count` = total rows, relative `links.next` without the
   "/data" prefix (absent on the last page), token continuation of a snapshot, lower-cased field names, every value a
-  string (dates as "M/D/YYYY h:mm:ss AM|PM"), keys/values split by primary key;
+  string (dates as "M/D/YYYY h:mm:ss AM|PM"), keys/values split by primary key; a read without rows (an empty
+  extension, a filter matching nothing) has `count: 0` and no `items` key, as recorded from real tenants;
 - `$filter` (`Field eq 'v'`, `Field between 'A' and 'B'`; dates compared as dates) and `$orderBy`
   (`Field asc|desc`) on the first page, fields in the schema casing; every other operator and OData parameter is a
   400 (unconfirmed on the real API);
 - SFMC error envelope {"message","errorcode","documentation"}: 401 Not Authorized, 404 unknown key, 429 rate limit;
 - the test harness: concurrent requests are served concurrently (``latency`` waits outside the fake's lock,
-  ``max_in_flight`` counts them), faults can target one page (``page=``) or revoke the tokens mid-read, and cached
-  page bodies are byte-for-byte what serialising the page gives.
+  ``max_in_flight`` counts them), faults can target one page (``page=``) or revoke the tokens mid-read, a change can
+  follow a given request (``change_after_next``), and cached page bodies are byte-for-byte what serialising the
+  page gives.
 Plain `requests` over real HTTP, no sleeps (a latency only where requests must overlap).
 """
 
@@ -114,6 +116,23 @@ def test_three_pages_via_relative_next_links_with_total_count(sfmc):
     assert past["items"] == [] and "next" not in past["links"] and past["count"] == 5
     fresh = requests.get(rest + "data/v1/customobjectdata/key/My_DE/rowset", headers=bearer(token), timeout=5).json()
     assert fresh["pageSize"] == 2500 and fresh["count"] == 1 and set(fresh["links"]) == {"self"}
+
+
+def test_a_read_without_rows_has_count_0_and_no_items_key(sfmc):
+    """As recorded from real tenants: an empty extension, and a $filter matching nothing, are served
+    ``count: 0`` with no ``items`` key at all (not ``items: []``)."""
+    sfmc.add_data_extension("Empty_DE", [], primary_key=["Id"], field_types={"Id": "Text", "At": "Date"})
+    sfmc.add_data_extension("Dated_DE", [{"Id": "a", "At": dt.datetime(2026, 11, 1)}], primary_key=["Id"])
+    token = get_token(sfmc)
+    empty = requests.get(sfmc.rowset_url("Empty_DE"), params={"$page": 1, "$pageSize": 1}, headers=bearer(token),
+                         timeout=5).json()
+    nothing = requests.get(sfmc.rowset_url("Dated_DE"), params={"$filter": "At between '2027-01-01' and "
+                                                                "'9999-12-31T23:59:59'"},
+                           headers=bearer(token), timeout=5).json()
+    for body in (empty, nothing):
+        assert set(body) == {"links", "requestToken", "pageSize", "page", "count", "top"}
+        assert body["count"] == 0 and body["page"] == 1 and set(body["links"]) == {"self"}
+    assert empty["pageSize"] == 1 and nothing["pageSize"] == 2500
 
 
 def test_lowercased_names_and_string_values(sfmc):
@@ -389,3 +408,17 @@ def test_cached_page_bodies_are_the_serialised_pages(sfmc):
     filtered = requests.get(sfmc.rowset_url("DE"), params={"$filter": "Id eq 'new'"}, headers=bearer(token),
                             timeout=5).json()
     assert filtered["count"] == 1 and filtered["items"][0]["keys"]["id"] == "new"
+
+
+def test_a_change_can_be_made_right_after_a_given_request(sfmc):
+    """``change_after_next``: the Data Extension changes between two requests of a client (an import writing to
+    it during a read); the request that triggered it was answered with the rows before the change."""
+    sfmc.add_data_extension("DE", [{"Id": "a"}], primary_key=["Id"])
+    sfmc.change_after_next(lambda fake: fake.add_data_extension("DE", [{"Id": "a"}, {"Id": "b"}], primary_key=["Id"]),
+                           path_contains="/key/DE/", query={"$pageSize": "7"})
+    token = get_token(sfmc)
+    count = lambda **params: requests.get(sfmc.rowset_url("DE"), params=params, headers=bearer(token),  # noqa: E731
+                                          timeout=5).json()["count"]
+    assert count() == 1  # not the request it waits for
+    assert count(**{"$pageSize": 7}) == 1  # answered before the change ...
+    assert count() == 2  # ... which later requests see

@@ -4,14 +4,13 @@ row and stores the high-water mark; the next ones fetch only the rows whose curs
 ``mark - 1 hour`` (the rowset ``$filter``, in SFMC system time), merge them into the dataset by
 primary key (updated rows win, untouched rows stay, new rows are added) and report the mode, the
 window, the rows fetched and the rows changed. A failed or dry run leaves the mark where it was;
-``full_refresh: true`` and the periodic full refresh read everything (and so drop deleted rows); a
-row quarantined earlier stays quarantined until a delta brings it again; a changed config or a
-missing previous dataset reads in full."""
+``full_refresh: true`` and the periodic full refresh read everything; a row quarantined earlier
+stays quarantined until a delta brings it again; a changed config or a missing previous dataset
+reads in full. (That an incremental read is complete, or replaced by a full read, is in
+test_incremental_completeness.py.)"""
 
 import datetime as dt
-import json
 import logging
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -23,97 +22,16 @@ from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.incremental import IncrementalState, config_fingerprint, plan_read, state_path
 from sfmc_pipeline.datasets.merge import merge_delta
-from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet
+from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.resources.sfmc import SfmcResource
 from sfmc_pipeline.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_tests.fakes.sfmc_server import format_sfmc_datetime
 from sfmc_pipeline_tests.flow_fixtures import asset_metadata, check_evaluations, materialize, step_failures
-
-BASE = dt.datetime(2026, 11, 19)  # SFMC system time (UTC-6): row i occurred at BASE + i hours
-START = dt.datetime(2026, 11, 21, 12, tzinfo=dt.timezone.utc)  # the clock of the first run
-FAR = "9999-12-31T23:59:59"
-FULL_REFRESH = {"ops": {"activities": {"config": {"full_refresh": True}}}}
-
-
-def _config(**settings):
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    raw["settings"].update(settings)
-    return parse_pipeline_config(raw, source="test config")
-
-
-def activity(i: int, *, hour: float | None = None, detail: str | None = None, kind: str = "web_visit") -> dict:
-    return {
-        "ActivityId": f"00000000-0000-4000-8000-{i:012d}",
-        "SubscriberKey": "0035e00000ABCdeAAH",
-        "ActivityType": kind,
-        "OccurredAt": BASE + dt.timedelta(hours=i if hour is None else hour),
-        "Detail": detail if detail is not None else f"https://www.example.com/p/{i}",
-    }
-
-
-def between(hour: str) -> str:
-    """The $filter of a window starting at ``hour`` (SFMC system time, ``YYYY-MM-DDTHH:MM:SS``)."""
-    return f"OccurredAt between '{hour}' and '{FAR}'"
-
-
-class Clock:
-    def __init__(self):
-        self.now = START
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta) -> None:
-        self.now += dt.timedelta(**delta)
-
-
-class Activities:
-    """The Activities extension on the fake SFMC server, its asset, and what a run left behind."""
-
-    def __init__(self, fake_sfmc, storage: Path, config=None):
-        self.fake, self.storage, self.clock = fake_sfmc, storage, Clock()
-        self.config = config or _config()
-        self.rows = {i: activity(i) for i in range(25)}
-        self.instance = dg.DagsterInstance.ephemeral()
-
-    def serve(self) -> None:
-        self.fake.add_data_extension("Activities", list(self.rows.values()), primary_key=["ActivityId"])
-
-    def resources(self) -> dict:
-        return {"sfmc": SfmcResource(client_id=self.fake.client_id, client_secret=self.fake.client_secret,
-                                     auth_base_uri=self.fake.auth_base_uri, max_retries=0, backoff_seconds=0),
-                "storage": StorageResource(base_dir=str(self.storage))}
-
-    def assets(self) -> list:
-        return [build_dataset_asset(self.config.extension("activities"), self.config, clock=self.clock)]
-
-    def run(self, run_config=None, *, ok: bool = True, extra_assets=()):
-        self.serve()
-        self.fake.clear_requests()
-        result = materialize([*self.assets(), *extra_assets], self.resources(), run_config=run_config,
-                             selection=[dg.AssetKey("activities")] if not extra_assets else None,
-                             instance=self.instance)
-        assert result.success is ok, step_failures(result)
-        return result
-
-    def filters(self) -> list:
-        """The ``$filter`` of each read's first page since the last run started."""
-        return [r.query.get("$filter") for r in self.fake.rowset_requests() if "/key/" in r.path]
-
-    def dataset(self) -> pd.DataFrame:
-        return DatasetStore(self.storage).read_dataset("activities")
-
-    def quarantine(self) -> pd.DataFrame:
-        return read_parquet(DatasetStore(self.storage).quarantine_path("activities"))
-
-    def state(self) -> dict:
-        return json.loads(state_path(DatasetStore(self.storage), "activities").read_text(encoding="utf-8"))
-
-    def details(self) -> dict[int, str]:
-        frame = self.dataset()
-        return {int(key[-12:]): detail for key, detail in zip(frame["ActivityId"], frame["Detail"])}
+from sfmc_pipeline_tests.incremental_fixtures import (
+    BASE, FULL_REFRESH, START, Activities, Clock, activity, between, config_with as _config,
+)
 
 
 @pytest.fixture()
@@ -166,12 +84,13 @@ def test_a_failed_run_leaves_the_mark_and_the_next_window_starts_where_it_was(ac
     activities.clock.advance(hours=4)
 
     failed = activities.run(ok=False)  # 2 of the dataset's 29 rows (2 of the 6 fetched) invalid: above 5%
-    assert "2 of 29 rows (6.9%) failed validation (2 of the 6 rows this incremental read fetched)" in (
-        step_failures(failed)["activities"])
+    assert "2 of 29 rows (6.9%) failed validation" in step_failures(failed)["activities"]
+    assert "This incremental read fetched 6 rows and quarantined 2" in step_failures(failed)["activities"]
     assert activities.filters() == [between("2026-11-19T23:00:00")]
     assert mark.read_bytes() == stored
     pd.testing.assert_frame_equal(activities.dataset(), landed)
-    assert sorted(activities.quarantine()["ActivityId"].str[-2:]) == ["25", "27"]  # kept for inspection
+    assert len(activities.quarantine()) == 0  # the landed quarantine belongs to the dataset in place
+    assert sorted(activities.rejected()["ActivityId"].str[-2:]) == ["25", "27"]  # kept for inspection
 
     activities.rows.update({i: activity(i) for i in (25, 27)})  # fixed in SFMC (same cursor)
     activities.clock.advance(hours=1)
@@ -180,7 +99,7 @@ def test_a_failed_run_leaves_the_mark_and_the_next_window_starts_where_it_was(ac
     meta = asset_metadata(fixed, "activities")
     assert (meta["rows_fetched"], meta["rows_changed"], meta["dagster/row_count"]) == (6, 4, 29)
     assert activities.state()["high_water_mark"] == "2026-11-20T10:00:00+00:00"
-    assert len(activities.quarantine()) == 0
+    assert len(activities.quarantine()) == 0 and not activities.rejected_path().exists()
 
 
 def test_the_threshold_is_the_share_of_the_dataset_not_of_the_delta(activities):
@@ -205,18 +124,17 @@ def test_full_refresh_reads_everything(activities):
     assert activities.state()["last_full_read_at"] == activities.clock.now.isoformat()
 
 
-def test_the_periodic_full_refresh_drops_rows_deleted_in_sfmc(activities):
+def test_the_periodic_full_refresh_reads_every_row(activities):
     activities.run()
-    del activities.rows[0]  # deleted in SFMC: an incremental read cannot see that
     activities.clock.advance(days=6, hours=23)
-    kept = activities.run()
-    assert asset_metadata(kept, "activities")["read_mode"] == "incremental" and 0 in activities.details()
+    assert asset_metadata(activities.run(), "activities")["read_mode"] == "incremental"
 
     activities.clock.advance(hours=1)  # the last full read is 7 days old
     refreshed = activities.run()
     meta = asset_metadata(refreshed, "activities")
     assert (meta["read_mode"], meta["full_read_reason"]) == ("full", "periodic full refresh due")
-    assert activities.filters() == [None] and 0 not in activities.details() and meta["dagster/row_count"] == 24
+    assert activities.filters() == [None] and meta["dagster/row_count"] == 25
+    assert activities.probes() == 0  # a full read needs no proof of completeness
 
     activities.clock.advance(hours=1)
     assert asset_metadata(activities.run(), "activities")["read_mode"] == "incremental"
@@ -340,7 +258,6 @@ def test_keys_are_compared_as_the_dataset_holds_them():
     bad_valid, bad_delta = _validated((ID15, "no-at-sign", "11/3/2026 9:00:00 AM"))
     again = merge_delta(merged.valid, merged.quarantine, bad_valid, bad_delta, PROFILES)
     assert list(again.valid["SubscriberKey"]) == [OTHER] and list(again.quarantine["SubscriberKey"]) == [ID15]
-    assert len(again.quarantine_if_failed) == 1  # a failed run keeps the held row too
 
 
 def test_the_newer_row_wins_and_a_tie_goes_to_the_delta():
@@ -353,15 +270,16 @@ def test_the_newer_row_wins_and_a_tie_goes_to_the_delta():
     assert emails == {ID18: "new@example.com", OTHER: "tie@example.com"} and merged.rows_changed == 1
 
 
-def test_a_failed_merge_keeps_every_held_row():
+def test_a_merge_keeps_every_row_once_valid_or_quarantined():
+    """Rows of the dataset + quarantine = rows of the Data Extension, after any merge that is right: what the
+    incremental read's completeness proof relies on."""
     stored_valid, stored_bad = _validated((OTHER, "o@example.com", "11/1/2026 9:00:00 AM"),
                                           (ID18, "no-at-sign", "11/1/2026 9:00:00 AM"))
     delta_valid, delta_bad = _validated((ID18, "fixed@example.com", "11/2/2026 9:00:00 AM"),
                                         (OTHER, "broken", "11/2/2026 9:00:00 AM"))
     merged = merge_delta(stored_valid, stored_bad, delta_valid, delta_bad, PROFILES)
-    assert list(merged.quarantine["SubscriberKey"]) == [OTHER]  # on success the fixed row leaves it
-    # on failure the dataset stays as it was (OTHER valid, ID18 absent), so ID18 must stay held
-    assert sorted(merged.quarantine_if_failed["SubscriberKey"]) == [ID18, OTHER]
+    assert list(merged.quarantine["SubscriberKey"]) == [OTHER]  # the fixed row leaves it, the broken one enters
+    assert list(merged.valid["SubscriberKey"]) == [ID18] and len(merged.valid) + len(merged.quarantine) == 2
 
 
 def test_plan_read_says_why_a_read_is_full():

@@ -154,6 +154,20 @@ def test_a_windowed_read_is_complete_or_fails_like_any_read(fake_sfmc, source_fo
     assert info.value.retryable
 
 
+def test_an_empty_extension_and_a_window_matching_nothing_are_complete_empty_reads(fake_sfmc, source_for):
+    """SFMC serves both as ``count: 0`` with no ``items`` key at all: a read of 0 rows, not a broken page."""
+    fake_sfmc.add_data_extension("Activities", [], primary_key=["ActivityId"], field_types={"OccurredAt": "Date"})
+    source = source_for()
+    empty = source.read(ACTIVITIES)
+    assert len(empty.frame) == 0 and list(empty.frame.columns) == [c.name for c in ACTIVITIES.columns]
+    assert len(source.read(ACTIVITIES, since=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)).frame) == 0
+
+    fake_sfmc.add_data_extension("Activities", [_activity(i) for i in range(3)], primary_key=["ActivityId"])
+    fake_sfmc.clear_requests()
+    window = source.read(ACTIVITIES, since=dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+    assert len(window.frame) == 0 and len(fake_sfmc.rowset_requests()) == 1  # read once: nothing was wrong with it
+
+
 def test_429_waits_as_long_as_retry_after_says(fake_sfmc, source_for, sleeps):
     fake_sfmc.add_data_extension("Activities", [_activity(1)], primary_key=["ActivityId"])
     fake_sfmc.fail_next(429, path_contains="/rowset", headers={"Retry-After": "7"})

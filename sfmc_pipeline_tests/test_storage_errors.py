@@ -317,15 +317,16 @@ def test_dataset_step_with_a_damaged_previous_dataset_and_no_volume_state(tmp_pa
 
 def test_a_dataset_step_removes_temporaries_of_its_killed_write(tmp_path, header_only_sample):
     store = DatasetStore(tmp_path / "storage")
-    quarantine = store.quarantine_path("contacts")
-    quarantine.parent.mkdir(parents=True)
-    stale = quarantine.parent / ".contacts.parquet.k1ll3d00.tmp"  # what a killed write leaves behind
-    other = quarantine.parent / ".activities.parquet.k1ll3d00.tmp"
+    rejected = store.rejected_quarantine_path("contacts")
+    rejected.parent.mkdir(parents=True)
+    stale = rejected.parent / ".contacts.parquet.k1ll3d00.tmp"  # what a killed write leaves behind
+    other = rejected.parent / ".activities.parquet.k1ll3d00.tmp"
     stale.write_bytes(b"half")
     other.write_bytes(b"half")
-    # the empty extract fails the volume guard, but only after its (empty) quarantine was written
+    # the empty extract fails the volume guard, after the quarantine it would have landed was written apart
     materialize(build_dataset_assets(CONFIG)[:1], {
         "sfmc": SfmcResource(sample_dir=str(header_only_sample)),
         "storage": StorageResource(base_dir=str(store.base_dir))})
-    assert quarantine.exists() and not stale.exists()
+    assert rejected.exists() and not stale.exists()
     assert other.exists()  # another dataset's write is that write's business
+    assert not store.quarantine_path("contacts").exists()  # a failed run lands no quarantine

@@ -1,13 +1,17 @@
 """Contract: the volume guard (check ``row_volume_stable``). A dataset whose valid rows are 0, or
-fell by more than ``settings.max_row_drop`` (default 20%) below the last successful
-materialization, fails its step before anything downstream runs: the message gives both counts
-and names both overrides (run config ``accept_volume_change`` and the extension's ``max_row_drop``
-/ ``allow_empty``), the previous dataset and its count stay in place, segments and the CRM sync do
-not run and the CRM is untouched. An empty first extract fails unless the extension allows it;
-``accept_volume_change`` lets a drop through with a WARN check; a per-extension ``max_row_drop``
-raises the limit."""
+fell by more than ``settings.max_row_drop`` (default 20%) below the most valid rows of the
+successful materializations in the last ``settings.guard_window_days`` (default 7; the last success
+when none is that recent), fails its step before anything downstream runs: the message gives both
+counts and names both overrides (run config ``accept_volume_change`` and the extension's
+``max_row_drop`` / ``allow_empty``), the previous dataset and its count stay in place, segments and
+the CRM sync do not run and the CRM is untouched. Two steps within the limit that add up beyond it
+fail like one; an accepted drop starts a new window; a state file of the old single-count form keeps
+working. An empty first extract fails unless the extension allows it; ``accept_volume_change`` lets a
+drop through with a WARN check; a per-extension ``max_row_drop`` raises the limit."""
 
 import csv
+import datetime as dt
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -46,8 +50,8 @@ def _config_with_contacts(**overrides):
     return parse_pipeline_config(raw, source="test config")
 
 
-def _contacts_asset(config=CONFIG):
-    return [build_dataset_asset(config.extension("contacts"), config)]
+def _contacts_asset(config=CONFIG, clock=None):
+    return [build_dataset_asset(config.extension("contacts"), config, **({"clock": clock} if clock else {}))]
 
 
 @pytest.fixture()
@@ -219,3 +223,69 @@ def test_a_damaged_count_or_previous_dataset_fails_with_the_file_and_the_fix(sam
     assert description.startswith(f"{path} cannot be read as ")
     assert "Delete it" in description and "Traceback" not in event.step_failure_data.error.message
     assert path.read_bytes() == b"not what it should be"  # the evidence is left in place
+
+
+class Clock:
+    def __init__(self):
+        self.now = dt.datetime(2026, 11, 20, 8, tzinfo=dt.timezone.utc)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def test_two_steps_within_the_limit_are_caught_like_one_against_the_window(sample, storage):
+    clock = Clock()
+    assets = _contacts_asset(clock=clock)
+    full = _rows_valid(_run(assets, sample, storage))
+    clock.now += dt.timedelta(days=1)
+    _keep_contacts(sample, 0.85)
+    first_step = _run(assets, sample, storage)  # about 15% fewer: within 20% of the window's most
+    assert first_step.success
+    step = _rows_valid(first_step)
+
+    shutil.copy(SAMPLE_DATA_DIR / "Contacts.csv", sample / "Contacts.csv")
+    _keep_contacts(sample, 0.72)  # another 15% fewer than the last run, 28% fewer than two days ago
+    clock.now += dt.timedelta(days=1)
+    second_step = _run(assets, sample, storage)
+    assert not second_step.success
+    message = _failure(second_step, "contacts")
+    assert (f"against {full:,}, the most valid rows of a successful materialization in the last 7 day(s) "
+            "(on 2026-11-20 08:00 UTC") in message
+    meta = plain_values(_volume_check(second_step).metadata)
+    assert (meta["reference_rows_valid"], meta["previous_rows_valid"]) == (full, step)
+    assert meta["reference_materialized_at"] == "2026-11-20T08:00:00+00:00" and meta["guard_window_days"] == 7
+    assert 0.27 < meta["drop"] < 0.29
+
+    accepted = _run(assets, sample, storage, run_config=ACCEPT)  # a real change: accepted, a new window starts
+    assert accepted.success and _volume_check(accepted).severity == dg.AssetCheckSeverity.WARN
+    clock.now += dt.timedelta(hours=4)
+    assert _run(assets, sample, storage).success  # the same rows again do not trip over the accepted drop
+
+
+def test_counts_older_than_the_window_no_longer_count(sample, storage):
+    clock = Clock()
+    assets = _contacts_asset(clock=clock)
+    _run(assets, sample, storage)
+    clock.now += dt.timedelta(days=1)
+    _keep_contacts(sample, 0.85)
+    step = _rows_valid(_run(assets, sample, storage))
+    shutil.copy(SAMPLE_DATA_DIR / "Contacts.csv", sample / "Contacts.csv")
+    _keep_contacts(sample, 0.72)
+    clock.now += dt.timedelta(days=7, hours=1)  # the full count is 8 days old: the last success is the reference
+    passed = _run(assets, sample, storage)
+    assert passed.success
+    meta = plain_values(_volume_check(passed).metadata)
+    assert meta["reference_rows_valid"] == meta["previous_rows_valid"] == step
+
+
+def test_a_state_file_of_the_old_single_count_form_keeps_working(sample, storage):
+    _count_file(storage).parent.mkdir(parents=True)
+    _count_file(storage).write_text(json.dumps({"rows_valid": 4000, "run_id": "an-older-run",
+                                                "materialized_at": "2026-11-19T08:00:00+00:00"}))
+    refused = _run(_contacts_asset(), sample, storage)  # 2,999 valid rows: 25% below 4,000
+    assert "against 4,000 at the last successful materialization, a drop of 25%" in _failure(refused, "contacts")
+    accepted = _run(_contacts_asset(), sample, storage, run_config=ACCEPT)
+    assert accepted.success
+    state = json.loads(_count_file(storage).read_text())
+    assert state["rows_valid"] == _rows_valid(accepted) and [e["rows_valid"] for e in state["history"]] == [
+        _rows_valid(accepted)]

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as arrow
@@ -141,7 +142,12 @@ def ref_date(values, column):
         remaining.loc[hit[hit].index] = False
         candidates.loc[hit[hit].index] = False
     localized = parsed.dt.tz_localize(REF_SYSTEM_TZ).dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-    return localized, [(remaining, "not a date (expected M/D/YYYY h:mm:ss AM/PM or YYYY-MM-DD)")]
+    # Added with Salesforce's date rule (crm/salesforce_dates.py): a UTC day after 4000-12-31 is refused.
+    naive = localized.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    too_late = pd.Series(naive >= np.datetime64("4001-01-01T00:00:00"), index=values.index, dtype=bool)
+    localized = localized.mask(too_late)
+    return localized, [(remaining, "not a date (expected M/D/YYYY h:mm:ss AM/PM or YYYY-MM-DD)"),
+                       (too_late, "after 4000-12-31 (UTC), the latest date Salesforce accepts")]
 
 
 def ref_boolean(values, column):

@@ -6,8 +6,9 @@ decide embedded/sfmc and local/salesforce) and the pipeline config:
 * ``config``: the pipeline config loads (its error is the loader's message);
 * ``storage``: the storage directory is writable (or can be created by the first run);
 * ``SFMC``: the mode; in sfmc mode a token is requested. Then each configured Data Extension is
-  probed (``source.probe``: one row read, its row count), or in embedded mode the sample file it
-  would read is named with its rows;
+  probed (``source.probe``: one row read, its row count, its fields against the configured columns:
+  a configured column it does not serve fails the line, fields not in the config are listed), or in
+  embedded mode the sample file it would read is named with its rows and checked the same way;
 * ``Salesforce``: the mode; in salesforce mode a login names the org (id and, when readable, name),
   each destination's sink preflight runs against the object's describe, and the daily API usage is
   read (``limits/`` DailyApiRequests, else the ``Sforce-Limit-Info`` header); the username-password
@@ -252,9 +253,11 @@ def check_sfmc(report: Report, pipeline: PipelineConfig | None) -> None:
 
 
 def _probe(report: Report, source, ext, mode: str, sample_dir: str) -> None:
+    """One row of the extension: its row count, and its fields against the configured columns (a configured
+    column it does not serve fails the line; fields it serves that are not configured are listed)."""
     what = f"SFMC Data Extension {ext.key}"
     try:
-        rows = source.probe(ext).rows
+        probe = source.probe(ext, newest=False)
     except Exception as exc:  # noqa: BLE001
         fix = (f"restore the sample file or regenerate the samples (python scripts/generate_sample_data.py); {AGAIN}"
                if mode == "embedded" else
@@ -262,10 +265,21 @@ def _probe(report: Report, source, ext, mode: str, sample_dir: str) -> None:
                f"scope; {AGAIN}")
         report.error(what, exc, fix, unreachable=f"SFMC did not answer: run the check again later; {AGAIN}")
         return
-    if mode == "embedded":
-        report.ok(what, f"would read {Path(sample_dir) / f'{ext.key}.csv'}, {rows:,} row(s) (asset {ext.asset})")
-    else:
-        report.ok(what, f"readable, {rows:,} row(s) (asset {ext.asset})")
+    found = (f"would read {Path(sample_dir) / f'{ext.key}.csv'}, {probe.rows:,} row(s)" if mode == "embedded"
+             else f"readable, {probe.rows:,} row(s)")
+    columns = probe.columns(ext)
+    if columns is None:
+        report.ok(what, f"{found} (asset {ext.asset}); its columns are not checked: it has no row to show them")
+        return
+    unknown, missing = columns
+    unknown_text = f"; fields not in the config (not read): {', '.join(unknown)}" if unknown else ""
+    if missing:
+        report.failed(what, f"{found} (asset {ext.asset}), but configured column(s) {', '.join(missing)} are not "
+                      f"among its fields{unknown_text}",
+                      f"fix the column names of {ext.key} in the pipeline config, or add the fields to the Data "
+                      f"Extension; {AGAIN}")
+        return
+    report.ok(what, f"{found} (asset {ext.asset}), every configured column served{unknown_text}")
 
 
 def _skip_extensions(report: Report, extensions, because: str, fix: str) -> None:

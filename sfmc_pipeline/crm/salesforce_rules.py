@@ -10,6 +10,8 @@ behaves like a small Salesforce org:
   field is ``INVALID_EMAIL_ADDRESS``.
 - Which SFMC column types a field type accepts, and how a value is written for it: decimals as
   exact JSON numbers, ``date`` fields as ``YYYY-MM-DD``, ``datetime`` fields as ISO 8601 in UTC.
+- Dates after 4000-12-31 are refused: that rule is ``salesforce_dates.SALESFORCE_LATEST_DATE``
+  (applied when SFMC values are typed, so such a row is quarantined and never reaches the sink).
 """
 
 from __future__ import annotations

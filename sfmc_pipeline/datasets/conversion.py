@@ -5,6 +5,8 @@ as ``M/D/YYYY h:mm:ss AM|PM`` in SFMC system time (US Central Standard Time, UTC
 saving). Values are stripped of surrounding spaces (the rowset keeps them, e.g. ``" True"``).
 A value that does not parse becomes null in the typed frame and yields an issue naming the row,
 the column and the reason in plain words, so the row is quarantined rather than silently nulled.
+A date after 4000-12-31 in UTC, the latest Salesforce accepts (``crm/salesforce_dates.py``), is
+such an issue too (SFMC's ``12/31/9999 11:00:00 PM`` would otherwise land as year 10000).
 Numbers, dates and booleans are ASCII only (``"１２３"`` is not a number), and a number the column
 cannot hold (beyond int64 for Number, more digits than precision/scale for Decimal) is an issue
 too: it is never wrapped or rounded. A ``salesforce_id`` Text column holds the 18-character
@@ -24,6 +26,7 @@ decided by the exact logic, so the typed values and issues are those of the prev
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -34,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType
+from sfmc_pipeline.crm.salesforce_dates import SALESFORCE_LATEST_DATE
 from sfmc_pipeline.datasets.salesforce_id import to_18_series
 
 SFMC_SYSTEM_TZ = "Etc/GMT+6"  # POSIX sign convention: UTC-6 all year
@@ -74,6 +78,9 @@ _FAST_DATES = (
 )
 _LATE_DAY = r"^(?:[0-9]{1,2}/(?:29|3[01])/|[0-9]{4}-[0-9]{2}-(?:29|3[01]))"  # day 29-31: may not exist
 _SYSTEM_OFFSET = np.timedelta64(6, "h")  # SFMC system time is UTC-6: add 6 hours for UTC
+# A date at or after this UTC instant is later than Salesforce accepts (crm/salesforce_dates.py).
+_AFTER_SALESFORCE = np.datetime64(SALESFORCE_LATEST_DATE + dt.timedelta(days=1), "us")
+_TOO_LATE = f"after {SALESFORCE_LATEST_DATE.isoformat()} (UTC), the latest date Salesforce accepts"
 # The exact logic on a handful of values (a batch's odd ones) goes value by value: the same
 # patterns and digit-string rules, without the fixed cost of a dozen column operations.
 _FEW = 512
@@ -396,6 +403,10 @@ def _date(values: pd.Series, column: ColumnConfig):
         exact, subset_problems = _date_exact(values[remaining], column)
         utc[remaining] = exact.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
         problems = _widen(subset_problems, remaining)
+    too_late = utc >= _AFTER_SALESFORCE  # NaT compares False
+    if too_late.any():  # quarantined, never landed as a date the CRM refuses (or as year 10000)
+        utc[too_late] = np.datetime64("NaT")
+        problems = [*problems, (too_late, _TOO_LATE)]
     return pd.Series(utc, index=values.index).dt.tz_localize("UTC").astype(DATE_DTYPE), problems
 
 

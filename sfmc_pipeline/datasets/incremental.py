@@ -16,12 +16,27 @@ rowset ``$filter`` (``rest_source.py``); the embedded sample is filtered locally
 (UTC) values, which is the same window.
 
 **The mark** is the newest cursor among the rows of the dataset after a successful
-materialization, never later than the time of the read (so a row dated in the future, a typo
-year, cannot push the window past every real change). It is kept with the time of the last full
+materialization that is not later than the time of the read: a row dated in the future (a typo
+year, a scheduled date) never moves the window, not even to the read time, so rows that arrive
+afterwards with real dates are still in the next window. Such rows are counted (``future_dated``)
+and reported, and, being at or after every window's start, read again by every incremental read
+(harmless: the merge keeps one row per key). The mark is kept with the time of the last full
 read in ``state/datasets/<asset>.incremental.json``, written atomically, after the dataset was
 written, and not in a dry run: a run that fails (quarantine above the threshold, volume guard,
 an API error, a crash) leaves the mark where it was, so the next run's window starts at the same
 place.
+
+**An incremental read proves it is complete** (``completeness_problem``): after the merge, the
+dataset's rows (valid + quarantined) must equal the Data Extension's ``count``, probed with one
+cheap unfiltered request *after* the delta was read. A difference means rows were missed (a
+late-arriving row whose cursor lies before the window, as event timestamps often do) or deleted
+in SFMC, and the same run reads every row instead (``full_read_reason`` says why). Probing after
+the delta makes a race err towards a full read: a row added or deleted between the two requests
+shows in the count but not in the delta. A merge that is right always matches: SFMC counts every
+row, and the dataset keeps every row once, valid or quarantined (rows sharing a primary key are
+all quarantined, as in a full read; rows whose key does not convert are kept under the key as
+served). A merge that cannot be right (a duplicate key split between the delta and the stored
+rows, rows without a key value) does not match, and a full read settles it.
 
 **Full reads** (today's behaviour, every row) happen when the extension has no incremental column
 or no primary key, on the first read (no mark yet), when a run asks for it (run config
@@ -61,6 +76,7 @@ STATE_UNREADABLE = "incremental state unreadable"
 CONFIG_CHANGED = "extension config changed"
 PERIODIC = "periodic full refresh due"
 NO_PREVIOUS = "no previous dataset"
+INCOMPLETE = "incremental read incomplete"  # followed by the counts: see completeness_problem
 
 # The columns a quarantine has after the configured ones (see validation.py; ``_run_id`` is added
 # by the dataset asset).
@@ -171,11 +187,27 @@ def raw_cursor(raw: pd.DataFrame, extension: DataExtensionConfig) -> pd.Series:
 
 
 def high_water_mark(valid: pd.DataFrame, extension: DataExtensionConfig, now: dt.datetime) -> dt.datetime | None:
-    """The newest cursor among the dataset's rows, never later than ``now``; None without one."""
-    newest = valid[extension.incremental_column].max() if len(valid) else pd.NaT
+    """The newest cursor among the dataset's rows that is not later than ``now`` (the read time);
+    None without one. Future-dated rows (``future_dated``) are left out: they never move the window."""
+    cursor = valid[extension.incremental_column]
+    newest = cursor[~future_dated(valid, extension, now)].max() if len(valid) else pd.NaT
     if pd.isna(newest):
         return None
-    return min(newest.to_pydatetime(), now)
+    return newest.to_pydatetime()
+
+
+def future_dated(valid: pd.DataFrame, extension: DataExtensionConfig, now: dt.datetime) -> pd.Series:
+    """Which rows of a typed frame have a cursor later than ``now`` (the read time): a boolean mask."""
+    return (valid[extension.incremental_column] > pd.Timestamp(now)).fillna(False).astype(bool)
+
+
+def completeness_problem(merged_rows: int, source_rows: int) -> str | None:
+    """Why an incremental read is not complete (the ``full_read_reason`` of the full read that replaces
+    it), or None: the merged dataset's rows (valid + quarantined) must be the extension's ``count``."""
+    if merged_rows == source_rows:
+        return None
+    return (f"{INCOMPLETE}: merged dataset {merged_rows:,} rows (valid + quarantined), SFMC count "
+            f"{source_rows:,}")
 
 
 # -- stored state ------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ the dataset. Keys are compared as the dataset holds them (converted like the col
 spaces stripped, 15-character Salesforce Ids in their 18-character form); a key part that does
 not convert is compared as served.
 
-When the materialization fails, the dataset stays as it was and the quarantine written for
-inspection keeps every row it held, those of the read's quarantined keys replaced by the read's
-(``Landing.quarantine_if_failed``): nothing held disappears because a run failed.
+When the materialization fails, the dataset and its quarantine both stay as they were: the
+quarantine the failed run would have landed is written elsewhere, for inspection only, and never
+becomes the base of the next merge (``assets/datasets.py``).
 
 A full read needs of the previous dataset only which rows it held (``rows_changed``): it gets them
 as row hashes read row group by row group (``previous_for_full_read``), not as a frame, so a full
@@ -31,8 +31,8 @@ import pyarrow as pa
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import clean_values, convert_frame, pandas_dtype
-from sfmc_pipeline.datasets.incremental import INCREMENTAL, QUARANTINE_COLUMNS, Previous, ReadPlan, raw_cursor
-from sfmc_pipeline.datasets.storage import DatasetStore, StorageError, as_pandas, iter_parquet, read_parquet
+from sfmc_pipeline.datasets.incremental import INCREMENTAL, Previous, ReadPlan, raw_cursor
+from sfmc_pipeline.datasets.storage import DatasetStore, as_pandas, iter_parquet
 from sfmc_pipeline.datasets.validation import release_memory, row_hash
 
 _SEPARATOR = "\x1f"  # between the parts of a composite key
@@ -41,8 +41,7 @@ _SEPARATOR = "\x1f"  # between the parts of a composite key
 @dataclass(frozen=True)
 class Landing:
     valid: pd.DataFrame  # the dataset to write
-    quarantine: pd.DataFrame  # the quarantine to write when the materialization succeeds
-    quarantine_if_failed: pd.DataFrame  # ... and when it fails (the dataset then stays as it was)
+    quarantine: pd.DataFrame  # its quarantine
     rows_changed: int  # rows of ``valid`` that are new or differ from the previous dataset
 
 
@@ -52,18 +51,7 @@ def land(plan: ReadPlan, valid: pd.DataFrame, quarantine: pd.DataFrame, previous
     ``valid`` and ``quarantine`` are the read's validation result."""
     if plan.mode == INCREMENTAL:
         return merge_delta(previous.valid, previous.quarantine, valid, quarantine, extension)
-    return full_landing(valid, quarantine, previous.valid, previous.quarantine if plan.tracks_mark else None,
-                        extension)
-
-
-def full_landing(valid: pd.DataFrame, quarantine: pd.DataFrame, previous_valid: pd.DataFrame | RowHashes | None,
-                 previous_quarantine: pd.DataFrame | None, extension: DataExtensionConfig) -> Landing:
-    """A full read: it replaces both files. ``previous_quarantine`` (None: not kept) is what a failed
-    materialization keeps of the earlier quarantine."""
-    if_failed = quarantine
-    if previous_quarantine is not None and extension.primary_key:
-        if_failed = _replace_by_key(previous_quarantine, quarantine, extension)
-    return Landing(valid, quarantine, if_failed, count_changed(previous_valid, valid))
+    return Landing(valid, quarantine, count_changed(previous.valid, valid))  # a full read replaces both files
 
 
 def merge_delta(previous_valid: pd.DataFrame, previous_quarantine: pd.DataFrame, delta_valid: pd.DataFrame,
@@ -85,9 +73,7 @@ def merge_delta(previous_valid: pd.DataFrame, previous_quarantine: pd.DataFrame,
     new_bad = delta_quarantine[bad_keys.isin(winners)]
     valid = _concat(previous_valid[~stored_keys.isin(winners)], new_valid, like=delta_valid)
     quarantine = _concat(previous_quarantine[~held_keys.isin(winners)], new_bad, like=delta_quarantine)
-    replaced_if_failed = held_keys.isin(bad_keys[bad_keys.isin(winners)])
-    if_failed = _concat(previous_quarantine[~replaced_if_failed], new_bad, like=delta_quarantine)
-    return Landing(valid, quarantine, if_failed, count_changed(previous_valid, new_valid))
+    return Landing(valid, quarantine, count_changed(previous_valid, new_valid))
 
 
 @dataclass(frozen=True)
@@ -131,29 +117,19 @@ def frame_row_hashes(frame: pd.DataFrame, rows: int = 1 << 17) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
 
 
-def previous_for_full_read(store: DatasetStore, extension: DataExtensionConfig, *, with_quarantine: bool) -> Previous:
+def previous_for_full_read(store: DatasetStore, extension: DataExtensionConfig) -> Previous:
     """What a full read needs of the last materialization (``load_previous``'s checks): the dataset
-    as ``RowHashes`` (``valid``), read a row group at a time, and the quarantine when it is kept
-    (``with_quarantine``: the extension keeps a mark). Either is None when missing, unreadable or not
-    of the configured columns (and types)."""
-    problems = []
+    as ``RowHashes`` (``valid``), read a row group at a time; None when it is missing, unreadable or
+    not of the configured columns and types. (A full read replaces the quarantine, so it does not
+    need it.)"""
+    problems: list[str] = []
     hashes = _dataset_row_hashes(store.dataset_path(extension.asset), extension, problems)
-    quarantine = None
-    if with_quarantine:
-        path = store.quarantine_path(extension.asset)
-        if not path.exists():
-            problems.append(f"{path} does not exist")
-        else:
-            try:
-                frame = read_parquet(path)
-            except StorageError as exc:
-                problems.append(str(exc))
-            else:
-                if list(frame.columns) == [*[c.name for c in extension.columns], *QUARANTINE_COLUMNS]:
-                    quarantine = frame
-                else:
-                    problems.append(f"{path} does not have the configured columns and types")
-    return Previous(hashes, quarantine, "; ".join(problems) or None)
+    return Previous(hashes, None, "; ".join(problems) or None)
+
+
+def as_row_hashes(frame: pd.DataFrame) -> RowHashes:
+    """A dataset frame as ``RowHashes`` (what a full read keeps of the previous dataset)."""
+    return RowHashes(list(frame.columns), frame_row_hashes(frame))
 
 
 def _dataset_row_hashes(path, extension: DataExtensionConfig, problems: list[str]) -> RowHashes | None:
@@ -204,14 +180,6 @@ def _newest(*cursors: pd.Series) -> pd.Series:
     """The newest cursor per key (NaT when a key has none that is a date)."""
     combined = pd.concat(cursors)
     return combined.groupby(level=0, sort=False).max()
-
-
-def _replace_by_key(base: pd.DataFrame, newer: pd.DataFrame, extension: DataExtensionConfig) -> pd.DataFrame:
-    """``base`` without the keys ``newer`` holds, then ``newer``."""
-    if list(base.columns) != list(newer.columns):
-        return newer
-    keep = ~raw_keys(base, extension).isin(raw_keys(newer, extension))
-    return _concat(base[keep], newer, like=newer)
 
 
 def _concat(kept: pd.DataFrame, added: pd.DataFrame, *, like: pd.DataFrame) -> pd.DataFrame:

@@ -171,7 +171,8 @@ def _unwritable(base: Path, setting: str, exc: OSError) -> StorageError:
 
 
 class DatasetStore:
-    """Paths under the storage directory: ``datasets/``, ``quarantine/``, ``state/``."""
+    """Paths under the storage directory: ``datasets/``, ``quarantine/`` (``quarantine/rejected/``: of
+    failed runs), ``state/``."""
 
     def __init__(self, base_dir: str | Path):
         self.base_dir = Path(base_dir)
@@ -182,6 +183,11 @@ class DatasetStore:
     def quarantine_path(self, name: str) -> Path:
         return self.base_dir / "quarantine" / f"{name}.parquet"
 
+    def rejected_quarantine_path(self, name: str) -> Path:
+        """The quarantine a failed materialization would have landed, kept for inspection only: the
+        landed quarantine belongs to the dataset that stays in place."""
+        return self.base_dir / "quarantine" / "rejected" / f"{name}.parquet"
+
     def state_path(self, name: str) -> Path:
         return self.base_dir / "state" / name
 
@@ -190,6 +196,20 @@ class DatasetStore:
 
     def write_quarantine(self, name: str, frame: pd.DataFrame) -> Path:
         return write_parquet(frame, self.quarantine_path(name))
+
+    def write_rejected_quarantine(self, name: str, frame: pd.DataFrame) -> Path:
+        return write_parquet(frame, self.rejected_quarantine_path(name))
+
+    def remove_rejected_quarantine(self, name: str) -> None:
+        """Forget a failed run's rejected quarantine once a materialization has succeeded."""
+        path = self.rejected_quarantine_path(name)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot remove {path} ({exc.strerror or exc}), the quarantine of a failed run that a later run "
+                f"replaced. Make {path.parent} writable, or delete the file."
+            ) from None
 
     def read_dataset(self, name: str) -> pd.DataFrame:
         path = self.dataset_path(name)

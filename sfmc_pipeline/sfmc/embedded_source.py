@@ -70,16 +70,18 @@ class EmbeddedSampleSource:
 
         return stream.attach(frames)
 
-    def probe(self, extension: DataExtensionConfig) -> SourceProbe:
-        """Rows of the sample file and, with an incremental column, its newest value (compared as
-        dates, returned as written in the file)."""
-        frame = self.read(extension).frame
-        newest = None
-        if extension.incremental_column and len(frame):
+    def probe(self, extension: DataExtensionConfig, *, newest: bool = True) -> SourceProbe:
+        """Rows of the sample file, its header's fields (when it has a row, as the REST probe tells
+        them) and, with ``newest`` and an incremental column, that column's newest value (compared
+        as dates, returned as written in the file)."""
+        raw = _read_csv(self.sample_dir / f"{extension.key}.csv", extension.key)
+        frame = align_columns(raw, extension)[0]
+        value = None
+        if newest and extension.incremental_column and len(frame):
             cursor = raw_cursor(frame, extension)
             if cursor.notna().any():
-                newest = frame.at[cursor.idxmax(), extension.incremental_column]
-        return SourceProbe(rows=len(frame), newest=newest)
+                value = frame.at[cursor.idxmax(), extension.incremental_column]
+        return SourceProbe(rows=len(frame), newest=value, served=tuple(raw.columns) if len(raw) else None)
 
 
 _REGENERATE = "regenerate the sample data with `python scripts/generate_sample_data.py`"

@@ -8,7 +8,10 @@ The rowset read is not in SFMC's API reference; this is its observed contract:
   names and every value a string), ``pageSize``, ``page``, ``requestToken`` and ``links``;
 * ``links.next`` appears only while more pages exist. It is relative and lacks the ``/data``
   prefix (``/v1/customobjectdata/token/{requestToken}/rowset?$page=2``), so it is resolved
-  against ``rest_instance_url + "data"``.
+  against ``rest_instance_url + "data"``;
+* a read without rows (an empty Data Extension, or a ``$filter`` that matches nothing) answers
+  ``count: 0`` with **no ``items`` key at all** (recorded from real tenants): a complete, empty
+  read, not a broken page (``_without_rows``).
 
 Concurrent pages. The first page gives ``count``, the page size and ``links.next``; pages 2..N
 (N = ceil(count / page size)) are then requested ``concurrency`` at a time (default 4, 1 reads
@@ -26,8 +29,9 @@ requested ahead of the consumer, ``concurrency`` of them in flight: memory holds
 never the whole read.
 
 A read is complete or it fails with ``ExtractError``: every page must be an object with an
-``items`` list and the same whole-number ``count``, each page but the last must be full, and the
-rows collected must reach ``count`` exactly when the pages end. The rows' primary-key values
+``items`` list (a read of ``count`` 0 may have none) and the same whole-number ``count``, each
+page but the last must be full, and the rows collected must reach ``count`` exactly when the
+pages end. The rows' primary-key values
 (``items[].keys``, compared case-insensitively as SFMC compares them) must be unique, so they
 number ``count``: a key served twice (the Data Extension rewritten during the read) fails it too.
 A page that breaks a rule is read once more, only that page, before the read fails; a transient
@@ -127,19 +131,23 @@ class SfmcRestSource:
         stream = PageStream(extension, source=f"SFMC REST ({where})")
         return stream.attach(lambda pages: self._frames(extension, row_filter, where, pages))
 
-    def probe(self, extension: DataExtensionConfig) -> SourceProbe:
-        """The rowset ``count`` from one request with ``$pageSize=1``; with an ``incremental_column``
-        and rows, one more request ordered by that column, newest first, gives its newest value."""
+    def probe(self, extension: DataExtensionConfig, *, newest: bool = True) -> SourceProbe:
+        """The rowset ``count`` and the fields of one row from one request with ``$pageSize=1``; with
+        ``newest``, an ``incremental_column`` and rows, one more request ordered by that column, newest
+        first, gives its newest value."""
         calls_before = self.transport.stats.requests
         key, column = extension.key, extension.incremental_column
         url = self._rowset_url(key)
-        rows = self._read_page(url, _query({"$page": 1, "$pageSize": 1}), key, 1, None, 0)["count"]
-        newest = None
-        if column and rows:
+        first = self._read_page(url, _query({"$page": 1, "$pageSize": 1}), key, 1, None, 0)
+        rows, items = first["count"], first["items"]
+        served = _served_fields(items[0]) if rows and items else None
+        value = None
+        if newest and column and rows:
             body = self._read_page(url, _query({"$page": 1, "$pageSize": 1, "$orderBy": f"{column} desc"}),
                                    key, 1, None, 0)
-            newest = _served_value(body["items"][:1], column, key)
-        return SourceProbe(rows=rows, newest=newest, api_calls=self.transport.stats.requests - calls_before)
+            value = _served_value(body["items"][:1], column, key)
+        return SourceProbe(rows=rows, newest=value, api_calls=self.transport.stats.requests - calls_before,
+                           served=served)
 
     # -- the paged read ----------------------------------------------------------------------------
 
@@ -229,7 +237,7 @@ class SfmcRestSource:
     ) -> dict:
         """GET one page (the probe's) that passes ``_page_problem``, reading it a second time if it does not."""
         for _ in (1, 2):
-            body = self._get_json(url, params, key, number)
+            body = _without_rows(self._get_json(url, params, key, number))
             problem = _page_problem(body, expected, collected)
             if problem is None:
                 return body
@@ -318,7 +326,7 @@ class _Checker:
                 response = read_again()
             body = _decode_page(response.content, response.encoding)
             if body is None:
-                body = _json(response)
+                body = _without_rows(_json(response))
             problem = _page_problem(body, slot.expected, slot.collected) or _position_problem(body, slot)
             if problem is None:
                 try:
@@ -517,6 +525,14 @@ def _flat(item: dict) -> dict[str, str]:
     return {**(item.get("keys") or {}), **(item.get("values") or {})}
 
 
+def _served_fields(item: object) -> tuple[str, ...] | None:
+    """The field names of one served item (None: not an item of ``keys`` and ``values`` objects)."""
+    try:
+        return tuple(_flat(item))
+    except (AttributeError, TypeError):
+        return None
+
+
 def _served_value(items: list[dict], column: str, key: str) -> str | None:
     """``column``'s value in the first item as served (None: no item, or an empty value)."""
     if not items:
@@ -530,6 +546,17 @@ def _served_value(items: list[dict], column: str, key: str) -> str | None:
         )
     value = row[column.lower()]
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _without_rows(body: object) -> object:
+    """``body`` with ``items: []`` when it is SFMC's answer to a read without rows: an object with a
+    ``count`` of 0 and no ``items`` key at all (recorded from real tenants, for an empty Data
+    Extension and for a ``$filter`` that matches nothing). Anything else is returned as it is, for
+    ``_page_problem`` to judge (an error object has no ``count``)."""
+    if (isinstance(body, dict) and "items" not in body and _whole(body.get("count")) and body["count"] == 0
+            and "errorcode" not in body and "message" not in body):
+        return {**body, "items": []}
+    return body
 
 
 def _page_problem(body: object, expected: int | None, collected: int) -> str | None:

@@ -43,12 +43,24 @@ class RawExtract:
 @dataclass(frozen=True)
 class SourceProbe:
     """What a cheap look at a Data Extension tells, without reading its rows: how many rows it
-    has and, when an ``incremental_column`` is configured, the newest value of that column (as
-    served). The change sensor compares probes; the connection check shows one."""
+    has, the field names one row served (its columns) and, when an ``incremental_column`` is
+    configured, the newest value of that column (as served). The change sensor compares probes;
+    the connection check shows one; an incremental read checks its merge against ``rows``."""
 
     rows: int
     newest: str | None = None  # newest incremental_column value as served; None without one (or no rows)
     api_calls: int = 0
+    served: tuple[str, ...] | None = None  # field names of the probed row as served; None: no row to tell
+
+    def columns(self, extension: DataExtensionConfig) -> tuple[list[str], list[str]] | None:
+        """``(unmapped, missing)``: fields served but not configured (as served, sorted) and configured
+        fields not served (configured names, in order); None when no row told."""
+        if self.served is None:
+            return None
+        served = {name.lower() for name in self.served}
+        configured = {c.name.lower() for c in extension.columns}
+        return (sorted(name for name in self.served if name.lower() not in configured),
+                [c.name for c in extension.columns if c.name.lower() not in served])
 
     @property
     def change_token(self) -> str:
@@ -187,7 +199,10 @@ class DataExtensionSource(Protocol):
         Nothing is requested before the first ``next()``."""
         ...
 
-    def probe(self, extension: DataExtensionConfig) -> SourceProbe: ...
+    def probe(self, extension: DataExtensionConfig, *, newest: bool = True) -> SourceProbe:
+        """The rows count and one row's field names; with ``newest`` (and an ``incremental_column``)
+        also the newest value of that column."""
+        ...
 
 
 def align_columns(

@@ -12,7 +12,9 @@ It imitates the SFMC contract the pipeline relies on:
   ``$pageSize`` up to 2,500, ``count`` = total rows of the read, ``items`` of
   ``{"keys": {...}, "values": {...}}`` with lower-cased field names and every value a string
   (dates as ``M/D/YYYY h:mm:ss AM|PM``), and relative ``links`` without the ``/data`` prefix,
-  ``links.next`` only while more pages exist;
+  ``links.next`` only while more pages exist; a read without rows (an empty Data Extension, a
+  ``$filter`` matching nothing) is served as recorded from real tenants: ``count: 0`` and **no
+  ``items`` key at all**;
 * on the first rowset page, the two OData-like parameters seen working on the real endpoint:
   ``$filter`` as ``Field eq 'value'`` or ``Field between 'A' and 'B'`` (Date fields compared as
   dates, Text case-insensitively; field names in the schema casing; ``''`` quotes a quote) and
@@ -387,6 +389,7 @@ class FakeSfmcServer(FakeServerBase):
         self._des: dict[str, _DataExtension] = {}
         self._snapshots: dict[str, _Snapshot] = {}
         self._faults = FaultQueue()
+        self._changes: list[tuple[str, dict[str, str], Any]] = []  # see change_after_next
         self._requests: list[RecordedRequest] = []
 
     # -- lifecycle: start(), stop(), the context manager, port and base_url (FakeServerBase) --------
@@ -594,6 +597,14 @@ class FakeSfmcServer(FakeServerBase):
         with self._lock:
             self._faults.add(_Fault("revoke", path_contains, 1, page=page))
 
+    def change_after_next(self, action, *, path_contains: str = "", query: Mapping[str, str] | None = None) -> None:
+        """Call ``action(self)`` right after the next request whose path contains ``path_contains`` and whose
+        query holds every item of ``query`` has been answered: the Data Extension changes between two
+        requests of a client's run (an import writing to it while the pipeline reads). ``action`` may call
+        :meth:`add_data_extension`; snapshots already handed out keep their rows."""
+        with self._lock:
+            self._changes.append((path_contains, dict(query or {}), action))
+
     def clear_faults(self) -> None:
         """Forget every queued fault that has not fired yet."""
         with self._lock:
@@ -716,6 +727,11 @@ class FakeSfmcServer(FakeServerBase):
                     clock=clock,
                 )
             )
+            for number, (contains, wanted, action) in enumerate(self._changes):
+                if contains in path and all(query.get(k) == v for k, v in wanted.items()):
+                    del self._changes[number]
+                    action(self)  # the lock is re-entrant
+                    break
             return response
 
     @staticmethod
@@ -950,6 +966,11 @@ class FakeSfmcServer(FakeServerBase):
         base = f"/v1/customobjectdata/token/{snapshot.request_token}/rowset"
         suffix = f"&$pageSize={page_size}" if explicit_size else ""
         links = {"self": f"{base}?$page={page}{suffix}"}
+        if total == 0:
+            # As recorded from real tenants: a read without rows (an empty Data Extension, or a
+            # $filter that matches nothing) has no "items" key at all, nor the object's id and key.
+            return _Response(200, {"links": links, "requestToken": snapshot.request_token, "pageSize": page_size,
+                                   "page": page, "count": 0, "top": 0})
         if page > 1:
             links["previous"] = f"{base}?$page={page - 1}{suffix}"
         if start + page_size < total:
