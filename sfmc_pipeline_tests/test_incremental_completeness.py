@@ -62,7 +62,8 @@ def test_rows_arriving_late_with_old_dates_are_read_in_the_same_run(activities):
     result = activities.run()
 
     meta = asset_metadata(result, "activities")
-    reason = "incremental read incomplete: merged dataset 25 rows (valid + quarantined), SFMC count 28"
+    reason = ("incremental read incomplete: merged dataset 25 rows (valid + quarantined), SFMC count 28 "
+              "(OccurredAt from 2026-11-15 23:00:00 to 2026-11-16 22:59:59: 0 rows, SFMC 3; system time)")
     assert (meta["read_mode"], meta["full_read_reason"]) == ("full", reason)
     assert activities.filters() == [between("2026-11-19T23:00:00"), None]  # the delta, then every row
     assert {100, 101, 102} <= set(activities.details()) and meta["dagster/row_count"] == 28
@@ -91,8 +92,26 @@ def test_the_count_is_probed_after_the_delta_so_a_change_during_the_run_reads_in
     assert meta["full_read_reason"].startswith("incremental read incomplete: merged dataset 25 rows")
     assert 200 in activities.details()
     first_pages = [r.query for r in activities.fake.rowset_requests() if "/key/" in r.path]
-    assert first_pages == [{"$page": "1", "$pageSize": "2500", "$filter": between("2026-11-19T23:00:00")},
-                           {"$page": "1", "$pageSize": "1"}, {"$page": "1", "$pageSize": "2500"}]
+    counts = [q for q in first_pages[1:-1] if q["$pageSize"] == "1"]  # the total and one per date range
+    assert first_pages[0] == {"$page": "1", "$pageSize": "2500", "$filter": between("2026-11-19T23:00:00")}
+    assert first_pages[-1] == {"$page": "1", "$pageSize": "2500"} and len(counts) == len(first_pages) - 2 == 10
+
+
+def test_late_rows_and_deleted_rows_that_cancel_out_in_the_total_are_still_caught(activities):
+    """An event log gets both every day: three events arriving dated three days back, and three old rows
+    pruned. The total is unchanged; the counts per day are not."""
+    activities.run()
+    for n in range(3):
+        del activities.rows[n]  # pruned: the oldest rows (the day before the window)
+        activities.rows[100 + n] = activity(100 + n, hour=-72 + n)  # late: three days back
+    activities.clock.advance(hours=4)
+    meta = asset_metadata(activities.run(), "activities")
+    assert meta["read_mode"] == "full"
+    assert meta["full_read_reason"] == (
+        "incremental read incomplete: merged dataset 25 rows (valid + quarantined), SFMC count 25 (OccurredAt "
+        "from 2026-11-18 23:00:00 to 2026-11-19 22:59:59: 23 rows, SFMC 20; OccurredAt from 2026-11-15 23:00:00 to "
+        "2026-11-16 22:59:59: 0 rows, SFMC 3; system time)")
+    assert {100, 101, 102} <= set(activities.details()) and not {0, 1, 2} & set(activities.details())
 
 
 def test_a_daily_reimport_does_not_pile_up_deleted_bad_rows(fake_sfmc, tmp_path):

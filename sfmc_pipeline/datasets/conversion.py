@@ -372,6 +372,24 @@ def _few_problems(kinds: list, index: pd.Index, details: list[str]) -> Problems:
 
 
 def _date(values: pd.Series, column: ColumnConfig):
+    utc, problems = _utc_times(values, column)
+    too_late = utc >= _AFTER_SALESFORCE  # NaT compares False
+    if too_late.any():  # quarantined, never landed as a date the CRM refuses (or as year 10000)
+        utc[too_late] = np.datetime64("NaT")
+        problems = [*problems, (too_late, _TOO_LATE)]
+    return pd.Series(utc, index=values.index).dt.tz_localize("UTC").astype(DATE_DTYPE), problems
+
+
+def sfmc_system_times(values: pd.Series) -> np.ndarray:
+    """SFMC date strings as SFMC compares them: naive system times (``datetime64[us]``), NaT where a
+    value is empty or not a date. No Salesforce range rule (``12/31/9999`` stays a date): for counting
+    rows the way SFMC's ``$filter`` does."""
+    utc, _ = _utc_times(values.astype("string"), None)
+    return utc - _SYSTEM_OFFSET
+
+
+def _utc_times(values: pd.Series, column: ColumnConfig | None) -> tuple[np.ndarray, Problems]:
+    """The values as naive UTC ``datetime64[us]`` (NaT where not a date), and the rows that are not dates."""
     array = _arrow(values)
     parsed = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[us]")  # SFMC system time
     remaining = _present(values)
@@ -403,14 +421,10 @@ def _date(values: pd.Series, column: ColumnConfig):
         exact, subset_problems = _date_exact(values[remaining], column)
         utc[remaining] = exact.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
         problems = _widen(subset_problems, remaining)
-    too_late = utc >= _AFTER_SALESFORCE  # NaT compares False
-    if too_late.any():  # quarantined, never landed as a date the CRM refuses (or as year 10000)
-        utc[too_late] = np.datetime64("NaT")
-        problems = [*problems, (too_late, _TOO_LATE)]
-    return pd.Series(utc, index=values.index).dt.tz_localize("UTC").astype(DATE_DTYPE), problems
+    return utc, problems
 
 
-def _date_exact(values: pd.Series, column: ColumnConfig):
+def _date_exact(values: pd.Series, column: ColumnConfig | None):
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
     # pandas' strptime takes other scripts' digits ("1/15/２０２４"); SFMC writes ASCII.
     remaining = values.notna()

@@ -12,8 +12,8 @@ that did not change is harmless (the merge keeps one row per key).
 **Time zones.** The mark is kept in UTC, like the dataset's Date columns. SFMC serves and compares
 dates in its system time, US Central Standard Time (UTC-6 all year, no daylight saving; see
 ``conversion.py``), so the window's bounds are converted to that time before they go into the
-rowset ``$filter`` (``rest_source.py``); the embedded sample is filtered locally on the converted
-(UTC) values, which is the same window.
+rowset ``$filter`` (``rest_source.py``); the embedded sample is filtered locally in system time too,
+which is the same window.
 
 **The mark** is the newest cursor among the rows of the dataset after a successful
 materialization that is not later than the time of the read: a row dated in the future (a typo
@@ -26,9 +26,10 @@ written, and not in a dry run: a run that fails (quarantine above the threshold,
 an API error, a crash) leaves the mark where it was, so the next run's window starts at the same
 place.
 
-**An incremental read proves it is complete** (``completeness_problem``): after the merge, the
-dataset's rows (valid + quarantined) must equal the Data Extension's ``count``, probed with one
-cheap unfiltered request *after* the delta was read. A difference means rows were missed (a
+**An incremental read proves it is complete** (``recount.completeness_problem``): after the merge,
+the dataset's rows (valid + quarantined) must equal the Data Extension's ``count``, in total and per
+date range of the cursor (the window, each of the last days before it, everything older: ``recount.py``),
+probed with cheap requests *after* the delta was read. A difference means rows were missed (a
 late-arriving row whose cursor lies before the window, as event timestamps often do) or deleted
 in SFMC, and the same run reads every row instead (``full_read_reason`` says why). Probing after
 the delta makes a race err towards a full read: a row added or deleted between the two requests
@@ -76,7 +77,7 @@ STATE_UNREADABLE = "incremental state unreadable"
 CONFIG_CHANGED = "extension config changed"
 PERIODIC = "periodic full refresh due"
 NO_PREVIOUS = "no previous dataset"
-INCOMPLETE = "incremental read incomplete"  # followed by the counts: see completeness_problem
+INCOMPLETE = "incremental read incomplete"  # followed by the counts: see recount.completeness_problem
 
 # The columns a quarantine has after the configured ones (see validation.py; ``_run_id`` is added
 # by the dataset asset).
@@ -199,15 +200,6 @@ def high_water_mark(valid: pd.DataFrame, extension: DataExtensionConfig, now: dt
 def future_dated(valid: pd.DataFrame, extension: DataExtensionConfig, now: dt.datetime) -> pd.Series:
     """Which rows of a typed frame have a cursor later than ``now`` (the read time): a boolean mask."""
     return (valid[extension.incremental_column] > pd.Timestamp(now)).fillna(False).astype(bool)
-
-
-def completeness_problem(merged_rows: int, source_rows: int) -> str | None:
-    """Why an incremental read is not complete (the ``full_read_reason`` of the full read that replaces
-    it), or None: the merged dataset's rows (valid + quarantined) must be the extension's ``count``."""
-    if merged_rows == source_rows:
-        return None
-    return (f"{INCOMPLETE}: merged dataset {merged_rows:,} rows (valid + quarantined), SFMC count "
-            f"{source_rows:,}")
 
 
 # -- stored state ------------------------------------------------------------------------------

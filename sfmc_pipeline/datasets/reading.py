@@ -7,10 +7,11 @@ read (``plan``: a full read that replaced an incomplete incremental one says why
 ``plan.reason``), and what the source told about itself (its columns, its ``count``). Nothing is
 written here; the asset decides what lands (the quarantine threshold, the volume guard).
 
-Completeness (``incremental.completeness_problem``): after an incremental read, one cheap probe of
-the extension's unfiltered ``count`` (REST: ``$pageSize=1``; embedded: the file's rows), requested
-*after* the delta, must equal the merged dataset's rows, valid + quarantined. The probe's row also
-tells the extension's columns when the delta served none.
+Completeness (``recount.py``): after an incremental read, cheap probes of the extension's ``count``
+(REST: ``$pageSize=1`` requests, unfiltered and per date range of the incremental column; embedded:
+the file's rows), requested *after* the delta, must equal the merged dataset's rows, valid +
+quarantined, in total and per range. The probe's row also tells the extension's columns when the
+delta served none.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineSettings
 from sfmc_pipeline.datasets.incremental import (
-    FULL, INCREMENTAL, IncrementalState, Previous, ReadPlan, completeness_problem, load_previous, plan_read,
-    stored_state,
+    FULL, INCREMENTAL, IncrementalState, Previous, ReadPlan, load_previous, plan_read, stored_state,
 )
 from sfmc_pipeline.datasets.merge import Landing, as_row_hashes, land, previous_for_full_read
+from sfmc_pipeline.datasets.recount import RowCounts, completeness_problem, merged_counts, recount_ranges
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import ValidationResult, release_memory, validate_pages
 
@@ -106,10 +107,14 @@ def read_extension(source, extension: DataExtensionConfig, settings: PipelineSet
     if plan.mode != INCREMENTAL:
         return LandedRead(plan, extract, result, landing, extract.api_calls, columns, (state, state_problem))
 
-    probe = source.probe(extension, newest=False)  # after the delta: a race shows in the count, not in the delta
+    ranges = recount_ranges(plan.since)
+    # after the delta: a race shows in the counts, not in the delta
+    probe = source.probe(extension, newest=False, ranges=ranges)
     api_calls = extract.api_calls + probe.api_calls
     columns = columns or probe.columns(extension)
-    problem = completeness_problem(len(landing.valid) + len(landing.quarantine), probe.rows)
+    merged = merged_counts(landing.valid, landing.quarantine, extension, ranges)
+    problem = completeness_problem(merged, RowCounts(probe.rows, probe.range_rows), ranges,
+                                   extension.incremental_column)
     if problem is None:
         return LandedRead(plan, extract, result, landing, api_calls, columns, (state, state_problem),
                           source_rows=probe.rows)

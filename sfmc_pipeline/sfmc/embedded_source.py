@@ -7,8 +7,9 @@ fields) fails with ``ExtractError`` naming the file, the line and the fix; a hea
 an extract of 0 rows.
 
 An incremental read (``since``) applies the window SFMC would apply to the file: the rows whose
-``incremental_column``, converted like the dataset converts it (SFMC system time to UTC), is at or
-after ``since``; a row whose value is empty or not a date is outside every window, as in SFMC.
+``incremental_column`` is at or after ``since``, compared in SFMC system time (``since`` converted
+from UTC) over every date SFMC can store (also one Salesforce would refuse); a row whose value is
+empty or not a date is outside every window, as in SFMC.
 
 ``read_pages`` serves the same rows as pages of ``page_size`` rows (the REST source's page size),
 so that both modes go through one page-by-page code path.
@@ -21,12 +22,15 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.incremental import raw_cursor
+from sfmc_pipeline.datasets.conversion import sfmc_system_times
+from sfmc_pipeline.datasets.incremental import raw_cursor, to_system_time
+from sfmc_pipeline.datasets.recount import count_times
 from sfmc_pipeline.sfmc.source import ExtractError, PageStream, RawExtract, SourceProbe, align_columns
 
 
@@ -49,8 +53,9 @@ class EmbeddedSampleSource:
     def read(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> RawExtract:
         path = self.sample_dir / f"{extension.key}.csv"
         frame, unmapped, missing = align_columns(_read_csv(path, extension.key), extension)
-        if since is not None:
-            frame = frame[(raw_cursor(frame, extension) >= since).fillna(False).to_numpy()].reset_index(drop=True)
+        if since is not None:  # compared as SFMC compares it: in system time, any date it can store
+            start = np.datetime64(to_system_time(since).replace(tzinfo=None), "us")
+            frame = frame[sfmc_system_times(frame[extension.incremental_column]) >= start].reset_index(drop=True)
         return RawExtract(frame=frame, source=f"embedded sample {path}", unmapped_columns=unmapped,
                           missing_columns=missing)
 
@@ -70,10 +75,11 @@ class EmbeddedSampleSource:
 
         return stream.attach(frames)
 
-    def probe(self, extension: DataExtensionConfig, *, newest: bool = True) -> SourceProbe:
+    def probe(self, extension: DataExtensionConfig, *, newest: bool = True, ranges: Sequence = ()) -> SourceProbe:
         """Rows of the sample file, its header's fields (when it has a row, as the REST probe tells
-        them) and, with ``newest`` and an incremental column, that column's newest value (compared
-        as dates, returned as written in the file)."""
+        them), with ``newest`` and an incremental column, that column's newest value (compared
+        as dates, returned as written in the file), and with ``ranges`` the rows in each (as SFMC
+        counts them: system time, any date it can store)."""
         raw = _read_csv(self.sample_dir / f"{extension.key}.csv", extension.key)
         frame = align_columns(raw, extension)[0]
         value = None
@@ -81,7 +87,9 @@ class EmbeddedSampleSource:
             cursor = raw_cursor(frame, extension)
             if cursor.notna().any():
                 value = frame.at[cursor.idxmax(), extension.incremental_column]
-        return SourceProbe(rows=len(frame), newest=value, served=tuple(raw.columns) if len(raw) else None)
+        range_rows = count_times(sfmc_system_times(frame[extension.incremental_column]), list(ranges)) if ranges else ()
+        return SourceProbe(rows=len(frame), newest=value, served=tuple(raw.columns) if len(raw) else None,
+                           range_rows=range_rows)
 
 
 _REGENERATE = "regenerate the sample data with `python scripts/generate_sample_data.py`"

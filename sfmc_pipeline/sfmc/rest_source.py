@@ -58,7 +58,7 @@ import secrets
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -131,10 +131,11 @@ class SfmcRestSource:
         stream = PageStream(extension, source=f"SFMC REST ({where})")
         return stream.attach(lambda pages: self._frames(extension, row_filter, where, pages))
 
-    def probe(self, extension: DataExtensionConfig, *, newest: bool = True) -> SourceProbe:
+    def probe(self, extension: DataExtensionConfig, *, newest: bool = True, ranges: Sequence = ()) -> SourceProbe:
         """The rowset ``count`` and the fields of one row from one request with ``$pageSize=1``; with
         ``newest``, an ``incremental_column`` and rows, one more request ordered by that column, newest
-        first, gives its newest value."""
+        first, gives its newest value; with ``ranges``, one ``$pageSize=1`` request per range
+        (``$filter column between 'start' and 'end'``, ``concurrency`` at a time) gives its ``count``."""
         calls_before = self.transport.stats.requests
         key, column = extension.key, extension.incremental_column
         url = self._rowset_url(key)
@@ -146,8 +147,20 @@ class SfmcRestSource:
             body = self._read_page(url, _query({"$page": 1, "$pageSize": 1, "$orderBy": f"{column} desc"}),
                                    key, 1, None, 0)
             value = _served_value(body["items"][:1], column, key)
+        range_rows: tuple[int, ...] = ()
+        if ranges:
+            if not column:
+                raise ValueError(f"{key}: counting rows by date range needs an incremental_column")
+
+            def count(date_range) -> int:
+                between = f"{column} between '{date_range.start:%Y-%m-%dT%H:%M:%S}' and '{date_range.end:%Y-%m-%dT%H:%M:%S}'"
+                return self._read_page(url, _query({"$page": 1, "$pageSize": 1, "$filter": between}),
+                                       key, 1, None, 0)["count"]
+
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"sfmc-count-{key}") as pool:
+                range_rows = tuple(pool.map(count, ranges))
         return SourceProbe(rows=rows, newest=value, api_calls=self.transport.stats.requests - calls_before,
-                           served=served)
+                           served=served, range_rows=range_rows)
 
     # -- the paged read ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import pandas as pd
 
@@ -51,6 +51,7 @@ class SourceProbe:
     newest: str | None = None  # newest incremental_column value as served; None without one (or no rows)
     api_calls: int = 0
     served: tuple[str, ...] | None = None  # field names of the probed row as served; None: no row to tell
+    range_rows: tuple[int, ...] = ()  # rows whose incremental_column lies in each of the probe's ``ranges``
 
     def columns(self, extension: DataExtensionConfig) -> tuple[list[str], list[str]] | None:
         """``(unmapped, missing)``: fields served but not configured (as served, sorted) and configured
@@ -199,9 +200,11 @@ class DataExtensionSource(Protocol):
         Nothing is requested before the first ``next()``."""
         ...
 
-    def probe(self, extension: DataExtensionConfig, *, newest: bool = True) -> SourceProbe:
+    def probe(self, extension: DataExtensionConfig, *, newest: bool = True, ranges: Sequence = ()) -> SourceProbe:
         """The rows count and one row's field names; with ``newest`` (and an ``incremental_column``)
-        also the newest value of that column."""
+        also the newest value of that column; with ``ranges`` (``datasets.recount.DateRange``s, SFMC
+        system time, inclusive) the rows whose ``incremental_column`` lies in each, counted as SFMC's
+        ``$filter ... between`` counts them (``range_rows``)."""
         ...
 
 
