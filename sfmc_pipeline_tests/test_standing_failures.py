@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from sfmc_pipeline.assets.crm import _failure_results, _reconcile, ledger_path
+from sfmc_pipeline.assets.standing_metadata import standing_metadata
 from sfmc_pipeline.cli import main
 from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
@@ -21,6 +22,7 @@ from sfmc_pipeline.crm.records import RecordError
 from sfmc_pipeline.crm.salesforce_rules import RECORD_GONE, TRANSIENT, VALUE_REJECTED, failure_kind
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.governance.masking import Masker
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
     CONTACTS, cid, client, members, org, profiles, seed,
 )
@@ -107,7 +109,10 @@ def test_standing_failures_never_fail_the_sync_again_over_days_of_small_change_s
         out, sent = day(n)
         assert out.succeeded == 4 and out.failed_total == 0 and sent == {ids[i] for i in range(3 + n, 7 + n)}
         assert out.held_back == Counter({"ENTITY_IS_DELETED": 2, "FIELD_CUSTOM_VALIDATION_EXCEPTION": 1})
-        assert len(out.standing) == 3  # reported every run
+        reported = standing_metadata(out, CONTACTS, Masker())  # reported every run, as numbers the UI plots
+        assert (reported["standing_failures"], reported["standing_records_gone"],
+                reported["standing_values_rejected"], reported["records_held_back_standing"]) == (3, 2, 1, 3)
+        assert "ENTITY_IS_DELETED" in reported["standing_failures_sample"].value
 
     names[gone_a] = "Renamed"  # day 5: a gone record's profile changed: it is tried again, once
     out, sent = day(5)

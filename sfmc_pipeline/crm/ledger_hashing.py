@@ -82,14 +82,17 @@ class KeyedHasher:
         return PREFIX + hashlib.blake2b(text.encode("utf-8"), key=self._key, digest_size=DIGEST_BYTES).hexdigest()
 
     def texts(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """``text`` of every value of a string column, nulls kept: each distinct value is hashed once."""
+        """``text`` of every ledger text (JSON, never a hash) of a string column, nulls kept: each distinct value is
+        hashed once (the hot path of a re-run: one call per value, no per-value checks)."""
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         if len(values) == 0:
             return pa.array([], pa.large_string())
         encoded = pc.dictionary_encode(values)
-        hashed = pa.array([self.text(v) for v in encoded.dictionary.to_pylist()], pa.large_string())
-        return hashed.take(encoded.indices)
+        key, blake2b = self._key, hashlib.blake2b
+        hashed = [PREFIX + blake2b(v.encode("utf-8"), key=key, digest_size=DIGEST_BYTES).hexdigest()
+                  for v in encoded.dictionary.to_pylist()]
+        return pa.array(hashed, pa.large_string()).take(encoded.indices)
 
     def fingerprint(self, pairs: Iterable[tuple[str, str | None]]) -> str:
         """One keyed hash of ``(field, ledger text)`` pairs, whatever their order (field names case-insensitive):
