@@ -24,7 +24,7 @@ from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.governance.masking import Masker
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
-    CONTACTS, cid, client, members, org, profiles, seed,
+    CONTACTS, cid, client, members, org, profiles, seed, statuses,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
@@ -198,3 +198,18 @@ def test_an_operator_lists_and_resets_standing_failures(org, client, tmp_path, m
     assert main(["ledger", "reset", "--destination", "leads", "--gone"]) == 0  # another destination: untouched
     assert main(["ledger", "reset", "--destination", "nope", "--all"]) == 2
     assert "use one of: contacts, leads" in capsys.readouterr().err
+
+
+def test_a_gone_record_is_not_drift_even_with_nothing_to_send(org, client, tmp_path):
+    ids = [cid(i) for i in range(3)]
+    seed(org, ids)
+    _day(client, tmp_path, 1, members(ids), profiles(ids))  # all written and confirmed
+    org.delete_record("Contact", ids[0])
+    out, _ = _day(client, tmp_path, 2, members(ids, status="existing"), profiles(ids))
+    assert out.failed == Counter({"ENTITY_IS_DELETED": 1}) and out.standing[ids[0]].kind == RECORD_GONE
+    # day 3: its statuses are what the ledger confirmed on day 1 again, so it has nothing to send; the CRM
+    # no longer has it, which the reconciliation must not take for drift (the record is known to be gone)
+    frame = statuses((ids[0], "new_customer", "realized"), *((rid, "new_customer", "existing") for rid in ids[1:]))
+    out, check = _day(client, tmp_path, 3, frame, profiles(ids))
+    assert out.to_send == 0 and set(out.standing) == {ids[0]}
+    assert check.passed and not check.drifted
