@@ -156,6 +156,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             f"{dest.name} ({label}): {outcome.considered} records considered, {outcome.unchanged} unchanged, "
             f"{outcome.sent} sent, {outcome.succeeded} succeeded, {outcome.failed_total} failed, "
             f"{outcome.rejected_total} rejected, {outcome.pending} pending, {outcome.held} held"
+            + (f", {outcome.held_back_total} held back by a standing failure ({len(outcome.standing)} standing)"
+               if outcome.standing else "")
             + (" (dry run: nothing sent)" if outcome.dry_run else "")
         )
         reconciliation = _reconciliation_result(check, outcome)

@@ -58,7 +58,6 @@ from sfmc_pipeline.crm.preflight import ResolvedFields, run_preflight
 from sfmc_pipeline.crm.record_checks import check_record
 from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, CrmTarget, RecordError, RecordResult
 from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
-from sfmc_pipeline.crm.standing_failures import Standing, StandingFailures, StandingScreen
 from sfmc_pipeline.crm.salesforce_rules import (
     EMAIL,
     REQUIRED_FIELDS,
@@ -66,6 +65,7 @@ from sfmc_pipeline.crm.salesforce_rules import (
     field_values,
     truncated,
 )
+from sfmc_pipeline.crm.standing_failures import Standing, StandingFailures, StandingScreen
 from sfmc_pipeline.crm.vectors import (
     TEXT,
     arrow,
