@@ -90,6 +90,7 @@ from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.models import DestinationConfig, SyncSettings  # noqa: E402
 from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter  # noqa: E402
 from sfmc_pipeline.crm.ledger import SyncLedger  # noqa: E402
+from sfmc_pipeline.crm.ledger_hashing import key_path  # noqa: E402
 from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST  # noqa: E402
 from sfmc_pipeline.crm.salesforce_client import SalesforceClient  # noqa: E402
 from sfmc_pipeline.crm.sync import DestinationSync, SyncOutcome  # noqa: E402
@@ -396,11 +397,13 @@ def ledger_rows(path: Path) -> int:
 
 
 def copy_ledger(source: Path, target: Path) -> None:
-    """A consistent copy of a closed ledger (SQLite's backup API, WAL content included) with the snapshot
-    folder beside it (``<stem>.snapshots``), as a deployment has it after its last sync."""
+    """A consistent copy of a closed ledger (SQLite's backup API, WAL content included) with its key and the
+    snapshot folder beside it (``<stem>.key``, ``<stem>.snapshots``), as a deployment has it after its last sync."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(source)) as a, closing(sqlite3.connect(target)) as b:
         a.backup(b)
+    if key_path(source).exists():  # the hashed names and emails are only equal under the same key
+        shutil.copy2(key_path(source), key_path(target))
     snapshots = source.parent / f"{source.stem}.snapshots"
     if snapshots.is_dir():
         shutil.copytree(snapshots, target.parent / f"{target.stem}.snapshots", dirs_exist_ok=True)

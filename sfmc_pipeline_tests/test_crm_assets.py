@@ -4,6 +4,7 @@ SALESFORCE_* variables are set (real HTTP to the fake org), as a dry run from ru
 never show a secret in logs, metadata or errors."""
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from sfmc_pipeline.datasets.storage import DatasetStore
@@ -158,10 +159,19 @@ def test_failed_records_above_the_threshold_fail_the_step_and_below_it_only_warn
     # Leads had no failures: both of its checks pass
     assert checks[("leads", "failed_records_below_threshold")].passed and checks[("leads", "no_failed_records")].passed
 
-    for rid in contacts[: len(contacts) // 10][3:]:  # all but 3 come back: below the threshold, a WARN only
+    failed = sorted(pd.read_parquet(tmp_path / "crm" / "sync_errors" / "contacts.parquet")["record_id"])
+    assert meta["standing_records_gone"] == meta["errors.ENTITY_IS_DELETED"] == len(failed) > 3  # not sent every run
+
+    deleted = failed  # the deleted records the sync manages
+    for rid in deleted[3:]:  # all but 3 are restored; the operator asks for the held-back records to be sent again
         sample_org.add_record("Contact", rid, LastName="x")
-    again = materialize(ASSETS, build_resources())
-    assert again.success, step_failures(again)  # a few failed records: the run stays green, the check warns
+    again = materialize(ASSETS, build_resources(),
+                        run_config={"ops": {"salesforce__contacts": {"config": {"retry_standing_failures": True}}}})
+    assert again.success, step_failures(again)  # the 3 still deleted fail as they stood: the run stays green
+    meta = sync_metadata(again)["contacts"]
+    assert meta["records_succeeded"] >= len(deleted) - 3 and meta["records_failed_again"] == 3
+    assert meta["records_failed_new"] == 0 and meta["standing_records_gone"] == 3
     warn = _checks(again)[("contacts", "no_failed_records")]
     assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
     assert _checks(again)[("contacts", "failed_records_below_threshold")].passed
+    assert all(sample_org.records["Contact"][rid].get("LastName") != "x" for rid in deleted[3:])  # written again

@@ -68,9 +68,12 @@ def test_partial_failures_keep_salesforce_codes_and_the_rest_goes_through(org, c
     assert by_id[bad_email]["stage"] == "rejected" and by_id[bad_email]["fields"] == "Email"
     sent_ids = {rec["id"] for r in collection_requests(org) for rec in r.json["records"]}
     assert not sent_ids & {bad_id, long_name, bad_email, no_name}  # rejected records cost no API call
-    # the failed ones are retried on the next run, the confirmed ones are not re-sent
+    # the next run re-sends only the transient failure (the lock); the deleted and unknown records and the
+    # rejected values stand failed and are held back until their values change; confirmed ones are not re-sent
     again = run(client(), tmp_path, members(ids), frame, run_id="run-2")
-    assert again.to_send == 3 + 0 and again.rejected_total == 4
+    assert again.to_send == 1 and again.rejected_total == 0
+    assert again.held_back == Counter({"ENTITY_IS_DELETED": 1, "INVALID_CROSS_REFERENCE_KEY": 1, "MALFORMED_ID": 1,
+                                       "STRING_TOO_LONG": 1, "INVALID_EMAIL_ADDRESS": 1, "REQUIRED_FIELD_MISSING": 1})
 
 
 def test_lead_required_company(org, client, tmp_path):

@@ -9,6 +9,7 @@ from pydantic import Field
 from sfmc_pipeline.assets.dry_run import SYNC_KEY_PREFIX, is_dry_run
 from sfmc_pipeline.assets.failures import api_failures
 from sfmc_pipeline.assets.segments import STATUSES
+from sfmc_pipeline.assets.standing_metadata import standing_metadata
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
 from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
@@ -40,7 +41,15 @@ class SyncRunConfig(dg.Config):
         "(segment baseline, volume-guard counts, ledger).",
     )
     accept_exits: bool = Field(
-        default=False, description="Send even when the exit guard finds more exits than a segment allows."
+        default=False,
+        description="Send even when the exit guard finds more exits than a segment allows (in this run or over the "
+        "guard window); the accepted segments start a new guard window.",
+    )
+    retry_standing_failures: bool = Field(
+        default=False,
+        description="Send again the records held back by a standing failure (deleted in the CRM, or values "
+        "Salesforce rejected), e.g. after restoring records or changing a validation rule; their results set "
+        "their marks anew.",
     )
 
 
@@ -91,14 +100,17 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             dg.AssetCheckSpec(
                 FAILURE_THRESHOLD_CHECK,
                 asset=key,
-                description=f"At most {pipeline.sync.failure_threshold:.0%} of the records sent failed in Salesforce; "
-                "above that the step fails (the records that went through stay written).",
+                description=f"At most {pipeline.sync.failure_threshold:.0%} of the records sent failed in Salesforce "
+                "for the first time (a record already standing failed the same way is not counted again); above "
+                "that the step fails (the records that went through stay written).",
             ),
             dg.AssetCheckSpec(
                 CLEAN_SYNC_CHECK,
                 asset=key,
-                description="No record failed or was rejected. A WARN only: the failures, with Salesforce's codes, "
-                "are in the metadata and the sync-errors dataset, and are retried by the next run.",
+                description="No record failed or was rejected, and none stands failed (deleted in the CRM, or values "
+                "Salesforce rejects). A WARN only: the failures, with Salesforce's codes, are in the metadata and the "
+                "sync-errors dataset; transient ones are retried by the next run, standing ones when their values "
+                "change (or with run config retry_standing_failures).",
             ),
         ],
     )
@@ -122,7 +134,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
                                                                           context.run.run_id,
                                                                           masker.log(context.log.info)))
                     try:
-                        outcome = sync.run(statuses, profiles, dry_run=dry_run, accept_exits=config.accept_exits)
+                        outcome = sync.run(statuses, profiles, dry_run=dry_run, accept_exits=config.accept_exits,
+                                           retry_standing=config.retry_standing_failures)
                     except ExitGuardTripped as exc:
                         raise dg.Failure(description=masker.text(str(exc)), allow_retries=False) from None
                     sync_requests = target.api_requests
@@ -143,6 +156,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
             f"{dest.name} ({label}): {outcome.considered} records considered, {outcome.unchanged} unchanged, "
             f"{outcome.sent} sent, {outcome.succeeded} succeeded, {outcome.failed_total} failed, "
             f"{outcome.rejected_total} rejected, {outcome.pending} pending, {outcome.held} held"
+            + (f", {outcome.held_back_total} held back by a standing failure ({len(outcome.standing)} standing)"
+               if outcome.standing else "")
             + (" (dry run: nothing sent)" if outcome.dry_run else "")
         )
         reconciliation = _reconciliation_result(check, outcome)
@@ -176,7 +191,8 @@ def _reconcile(target, dest: DestinationConfig, pipeline: PipelineConfig, ledger
     desired = outcome.desired
     return reconcile(
         target, dest.object, outcome.status_fields, desired.members, ledger.confirmed(dest.object, dest.name),
-        outcome.unsettled | desired.held_records, sample_size=pipeline.sync.reconciliation_sample_size, seed=run_id,
+        outcome.unsettled | desired.held_records | set(outcome.standing),  # gone or rejected: not drift
+        sample_size=pipeline.sync.reconciliation_sample_size, seed=run_id,
     )
 
 
@@ -235,6 +251,7 @@ def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: 
         metadata["records_updated"] = outcome.succeeded - outcome.created
     for code, n in (outcome.failed + outcome.rejected).items():
         metadata[f"errors.{code}"] = n
+    metadata.update(standing_metadata(outcome, dest, masker))
     if outcome.policy_exceptions:  # pairings a policy refuses that this destination allows on purpose
         metadata["policy_exceptions_applied"] = dg.MetadataValue.md(exceptions_table(outcome.policy_exceptions))
     if outcome.cleared:
@@ -281,14 +298,20 @@ def _reconciliation_result(check: Reconciliation, outcome: SyncOutcome) -> dg.As
 
 
 def _failure_results(outcome: SyncOutcome, threshold: float) -> list[dg.AssetCheckResult]:
-    share = outcome.failed_total / outcome.succeeded_or_failed if (outcome.succeeded or outcome.failed_total) else 0.0
-    metadata = {"failed": outcome.failed_total, "rejected": outcome.rejected_total, "failed_share": round(share, 6),
-                "threshold": threshold, "by_code": _failure_codes(outcome)}
+    """The threshold counts this run's new failures (a record failing again the way it already stood failed, after
+    its values changed, is not new); the WARN also covers the records that stand failed."""
+    sent = outcome.succeeded_or_failed
+    share = outcome.new_failures / sent if sent else 0.0
+    metadata = {"failed": outcome.new_failures, "failed_again": outcome.failed_total - outcome.new_failures,
+                "rejected": outcome.rejected_total, "failed_share": round(share, 6), "threshold": threshold,
+                "by_code": _failure_codes(outcome), "standing_failures": len(outcome.standing),
+                "held_back_standing": outcome.held_back_total}
+    clean = not (outcome.failed_total or outcome.rejected_total or outcome.standing)
     return [
         dg.AssetCheckResult(check_name=FAILURE_THRESHOLD_CHECK, passed=share <= threshold,
                             severity=dg.AssetCheckSeverity.ERROR, metadata=metadata),
-        dg.AssetCheckResult(check_name=CLEAN_SYNC_CHECK, passed=not (outcome.failed_total or outcome.rejected_total),
-                            severity=dg.AssetCheckSeverity.WARN, metadata=metadata),
+        dg.AssetCheckResult(check_name=CLEAN_SYNC_CHECK, passed=clean, severity=dg.AssetCheckSeverity.WARN,
+                            metadata=metadata),
     ]
 
 

@@ -3,8 +3,10 @@
     sfmc-pipeline check            # is every connection the pipeline needs working? (exit 0 only if all OK)
     sfmc-pipeline test-segments    # do the segment rules give the memberships in segment_examples.yaml?
     sfmc-pipeline sample next_day  # the embedded default's sample day, written to the project's .env
+    sfmc-pipeline ledger standing  # records the sync holds back: deleted in the CRM, or values Salesforce rejects
+    sfmc-pipeline ledger reset     # let the next sync send such records again
 
-Both read the same environment variables and pipeline config as the Dagster code location.
+All read the same environment variables and pipeline config as the Dagster code location.
 """
 
 from __future__ import annotations
@@ -44,6 +46,21 @@ def _sample(args: argparse.Namespace) -> int:
         return 2
     print(f"{day}: {settings.SAMPLE_DAYS[day]} (from {settings.project_env_file()}; days: {', '.join(settings.SAMPLE_DAYS)})")
     return 0
+
+
+def _ledger_standing(args: argparse.Namespace) -> int:
+    from sfmc_pipeline.cli import ledger_commands
+
+    return ledger_commands.run_standing(config_path=args.config, destination=args.destination)
+
+
+def _ledger_reset(args: argparse.Namespace) -> int:
+    from sfmc_pipeline.cli import ledger_commands
+    from sfmc_pipeline.crm.salesforce_rules import RECORD_GONE, VALUE_REJECTED
+
+    kind = RECORD_GONE if args.gone else VALUE_REJECTED if args.rejected else None
+    return ledger_commands.run_reset(config_path=args.config, destination=args.destination,
+                                     record_ids=args.record or [], kind=kind)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +113,39 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("day", nargs="?", metavar="DAY",
                         help="first_day (data/sample) or next_day (data/sample/next_day)")
     sample.set_defaults(run=_sample)
+
+    ledger = commands.add_parser(
+        "ledger",
+        help="the sync ledger's standing failures: list them, or let the next sync send them again",
+        description=(
+            "A record deleted in the CRM (ENTITY_IS_DELETED, INVALID_CROSS_REFERENCE_KEY), or whose values Salesforce "
+            "rejects (STRING_TOO_LONG, a validation rule, ...), is held back by every sync until its values change. "
+            "Works on the ledger of the storage directory ($SFMC_PIPELINE_STORAGE, default data/storage)."
+        ),
+    )
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    standing = ledger_commands.add_parser("standing", help="list the records held back, per destination",
+                                          description="One line per record held back: destination, record Id, why "
+                                          "(gone or values rejected), Salesforce's code, since when.")
+    standing.add_argument("--destination", metavar="NAME", help="only this destination of the pipeline config")
+    standing.add_argument("--config", type=Path, metavar="PATH",
+                          help="pipeline config (default: $SFMC_PIPELINE_CONFIG, else pipeline.yaml in the repository)")
+    standing.set_defaults(run=_ledger_standing)
+    reset = ledger_commands.add_parser(
+        "reset", help="let the next sync send held-back records again (e.g. after restoring them in the CRM)",
+        description="Remove standing-failure marks of one destination, for every CRM the ledger knows; the next sync "
+        "sends those records again, and marks them again if they fail the same way. (For one run only: run config "
+        "retry_standing_failures: true on the sync asset.)")
+    reset.add_argument("--destination", metavar="NAME", required=True, help="a destination of the pipeline config")
+    which = reset.add_mutually_exclusive_group(required=True)
+    which.add_argument("--record", metavar="ID", action="append", help="a record Id (15 or 18 characters; upsert: the "
+                       "external id value); repeat for several")
+    which.add_argument("--gone", action="store_true", help="every record marked gone from the CRM")
+    which.add_argument("--rejected", action="store_true", help="every record whose values were rejected")
+    which.add_argument("--all", action="store_true", help="every record held back")
+    reset.add_argument("--config", type=Path, metavar="PATH",
+                       help="pipeline config (default: $SFMC_PIPELINE_CONFIG, else pipeline.yaml in the repository)")
+    reset.set_defaults(run=_ledger_reset)
     return parser
 
 

@@ -4,8 +4,17 @@ Before the first write, count per segment the destination's confirmed in-segment
 ledger) and how many of them this run would mark ``exited``. When that share is above the
 segment's limit (``sync.max_exit_share``, default 50%, or the segment's own ``max_exit_share``),
 the sync sends nothing and fails with the numbers, unless the run accepts it (``accept_exits``).
-Segments with fewer confirmed members than ``sync.exit_guard_min_members`` (default 10) are not
-guarded: a handful of records may all leave on a normal day.
+
+The same limit holds over a rolling window (``settings.guard_window_days``, default 7; history in
+``exit_window.py``): the members the segment would have after this run (confirmed members, minus
+this run's exits, plus its new entries) are compared with the most members it had at the start of
+any run in the window. So two runs that each exit 40% are caught like one that exits 64%; a
+segment that churns fast (as many enter as leave) or grows is never caught for its normal churn,
+since the window measures what the segment lost, not how many records passed through it. A run
+that accepts a segment's exits starts a new window for it.
+
+Segments with fewer confirmed members than ``sync.exit_guard_min_members`` (default 10; over the
+window: at its peak) are not guarded: a handful of records may all leave on a normal day.
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT
 from sfmc_pipeline.crm.vectors import isin, parse_entries, text
 from sfmc_pipeline.transport import ConfigurationError
 
-GUARD_COLUMNS = ["segment", "confirmed_members", "exits", "exit_share", "limit", "tripped"]
+GUARD_COLUMNS = ["segment", "confirmed_members", "exits", "exit_share", "entries", "members_after", "window_peak",
+                 "window_loss", "limit", "tripped"]
 
 
 class ExitGuardTripped(ConfigurationError):
@@ -27,32 +37,46 @@ class ExitGuardTripped(ConfigurationError):
 
 def exit_guard(
     confirmed_entries: pd.DataFrame, to_send: list[tuple[str, dict]] | pd.DataFrame, status_fields: set[str],
-    limits: Mapping[str, float], *, min_members: int = 1,
+    limits: Mapping[str, float], *, min_members: int = 1, window_peaks: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
-    """Per segment in ``limits``: confirmed in-segment records, exits this run would write, share.
+    """Per segment in ``limits``: confirmed in-segment records, exits this run would write and their share;
+    new entries, the members after the run, the most members in the window and the share lost since.
 
     ``confirmed_entries``: ``record_id, segment, status`` of the ledger's confirmed status entries;
     ``to_send``: what is about to be written, as ``(record_id, fields)`` pairs or as a frame of
-    ``record_id, field, value`` rows; ``status_fields``: the API names of the status fields.
+    ``record_id, field, value`` rows; ``status_fields``: the API names of the status fields;
+    ``window_peaks``: segment -> the most confirmed members at the start of a run in the window
+    (``ExitWindow.peaks``; none: the window holds only this run).
     Computed column-wise (a first sync of 200,000 records sends 600,000 status values)."""
     members = confirmed_entries.loc[confirmed_entries["status"].isin(list(IN_SEGMENT)).to_numpy(dtype=bool),
                                     ["record_id", "segment"]].drop_duplicates()
     sent = _sent_statuses(to_send, status_fields)
     entries = parse_entries(sent["value"])
     at = entries.index.to_numpy()
-    exits = pd.DataFrame({"record_id": text(sent["record_id"]).take(at).to_numpy(),
-                          "segment": entries["segment"].to_numpy()})
-    exits = exits[(entries["status"] == EXITED).to_numpy(dtype=bool, na_value=False)]
+    written = pd.DataFrame({"record_id": text(sent["record_id"]).take(at).to_numpy(),
+                            "segment": entries["segment"].to_numpy(), "status": entries["status"].to_numpy()})
+    exits = written.loc[(written["status"] == EXITED).to_numpy(dtype=bool, na_value=False), ["record_id", "segment"]]
     if len(exits):
         exits = exits[isin(exits["segment"], members["segment"].unique())]
         exits = exits.merge(members.astype(object), on=["record_id", "segment"])
+    joins = written.loc[written["status"].isin(list(IN_SEGMENT)).to_numpy(dtype=bool), ["record_id", "segment"]]
+    if len(joins) and len(members):
+        known = joins.merge(members.astype(object), on=["record_id", "segment"], how="left", indicator=True)
+        joins = known.loc[(known["_merge"] == "left_only").to_numpy(), ["record_id", "segment"]]
     counted_members = members.groupby("segment").size()
     counted_exits = exits.groupby("segment")["record_id"].nunique() if len(exits) else pd.Series(dtype=int)
+    counted_joins = joins.groupby("segment")["record_id"].nunique() if len(joins) else pd.Series(dtype=int)
     rows = []
     for segment, limit in sorted(limits.items()):
         n_members, n_exits = int(counted_members.get(segment, 0)), int(counted_exits.get(segment, 0))
+        n_joins = int(counted_joins.get(segment, 0))
         share = n_exits / n_members if n_members else 0.0
-        rows.append((segment, n_members, n_exits, round(share, 6), limit, n_members >= min_members and share > limit))
+        after = n_members - n_exits + n_joins
+        peak = max(int((window_peaks or {}).get(segment, 0)), n_members)
+        loss = max(peak - after, 0) / peak if peak else 0.0
+        tripped = (n_members >= min_members and share > limit) or (peak >= min_members and loss > limit)
+        rows.append((segment, n_members, n_exits, round(share, 6), n_joins, after, peak, round(loss, 6), limit,
+                     tripped))
     return pd.DataFrame(rows, columns=GUARD_COLUMNS)
 
 
@@ -68,15 +92,22 @@ def _sent_statuses(to_send: list[tuple[str, dict]] | pd.DataFrame, status_fields
     return pd.DataFrame({"record_id": text([rid for rid, _ in sent]), "value": text([value for _, value in sent])})
 
 
-def explain(destination: str, table: pd.DataFrame) -> str:
+def explain(destination: str, table: pd.DataFrame, window_days: int = 7, min_members: int = 1) -> str:
     tripped = table[table["tripped"]]
-    lines = "; ".join(
-        f"{r.segment}: {r.exits} of {r.confirmed_members} confirmed members would exit ({r.exit_share:.0%}, limit "
-        f"{r.limit:.0%})" for r in tripped.itertuples()
-    )
+    lines = "; ".join(_why(r, window_days, min_members) for r in tripped.itertuples())
     return (
         f"Exit guard: the sync to {destination} sent nothing because it would exit more of a segment's members than "
         f"allowed: {lines}. That usually means an incomplete extract or a broken rule. If the exits are real, accept "
-        f"them for one run with run config `ops: {{salesforce__{destination}: {{config: {{accept_exits: true}}}}}}`, "
+        f"them for one run (the segment's guard window then starts again) with run config "
+        f"`ops: {{salesforce__{destination}: {{config: {{accept_exits: true}}}}}}`, "
         "or raise `max_exit_share` for the segment (segments[].max_exit_share) or for all (sync.max_exit_share)."
     )
+
+
+def _why(row, window_days: int, min_members: int) -> str:
+    if row.confirmed_members >= min_members and row.exit_share > row.limit:
+        return (f"{row.segment}: {row.exits} of {row.confirmed_members} confirmed members would exit "
+                f"({row.exit_share:.0%}, limit {row.limit:.0%})")
+    return (f"{row.segment}: {row.members_after} members would be left of the {row.window_peak} it had in the last "
+            f"{window_days} day(s) ({row.window_loss:.0%} gone over the window, limit {row.limit:.0%}; this run "
+            f"exits {row.exits} and adds {row.entries})")

@@ -20,6 +20,13 @@ transaction renews (``ledger_snapshot``); only when neither is current are they 
 in one query with one ``group_concat`` per column, split in Arrow. ``confirmed`` hands them to
 pandas as ``str`` columns without a Python object per value. The tables of this file are written
 only through this class: a write that bypasses it would not renew the stamp.
+
+No personal data in clear: the values of a destination's identifying fields (``protect``) are stored
+as keyed hashes (``ledger_hashing``); equality is all the diff needs. Statuses stay readable. A ledger
+written before holds clear values: ``protect`` hashes them once, in one transaction, and compacts the
+file so the clear values do not linger in free pages or in an old snapshot.
+The same file also holds side tables that are not confirmed rows and carry no stamp (the standing
+failures, the exit guard's history); they are reached through ``db``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sfmc_pipeline.crm.ledger_hashing import PREFIX, KeyedHasher, is_hashed, key_path
 from sfmc_pipeline.crm.ledger_snapshot import KEY, ConfirmedTable, SnapshotFiles, empty_table, table_of
 from sfmc_pipeline.datasets.storage import StorageError, open_state_db
 
@@ -87,6 +95,8 @@ class SyncLedger:
         self.target = target
         self._tables: dict[str, ConfirmedTable] = {}  # object -> its rows as of a stamp (ledger_snapshot)
         self._snapshots = SnapshotFiles(self.path, target)
+        self._hasher: KeyedHasher | None = None  # read (or created) when first needed
+        self._protected: dict[tuple[str, str], frozenset[str]] = {}  # (object, destination) -> lower-cased fields
         try:
             self._db = open_state_db(self.path)
             self._db.execute(_SCHEMA.format(name="confirmed_fields"))
@@ -114,6 +124,65 @@ class SyncLedger:
         finally:
             self._tables.clear()
             self._db.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The ledger file's connection, for the side tables kept in the same file (standing failures, the exit
+        guard's history). Never for ``confirmed_fields``: its writes go through this class (the stamp)."""
+        return self._db
+
+    @property
+    def hasher(self) -> KeyedHasher:
+        """The keyed hash of this storage directory's ledger (its key beside the ledger, created once)."""
+        if self._hasher is None:
+            self._hasher = KeyedHasher.load_or_create(key_path(self.path))
+        return self._hasher
+
+    def protect(self, sobject: str, destination: str, fields) -> int:
+        """Store the values ``destination`` confirms in ``fields`` (API names, any case) as keyed hashes from now
+        on, and hash the clear values the ledger already holds for them, once (no re-send: the hashes equal the
+        hashes the diff computes). Returns how many values were hashed now."""
+        wanted = frozenset(f.lower() for f in fields)
+        self._protected[(sobject, destination)] = wanted
+        if not wanted:
+            return 0
+        table = self._rows(sobject)
+        if not table.num_rows:
+            return 0
+        mine = pc.and_(pc.equal(table["destination"], pa.scalar(destination, pa.large_string())),
+                       pc.is_in(pc.utf8_lower(table["field"]), value_set=pa.array(sorted(wanted), pa.large_string())))
+        values = table["value"].filter(mine.fill_null(False))
+        clear = pc.invert(pc.starts_with(values, PREFIX)).fill_null(False)
+        if not pc.any(clear).as_py():
+            return 0
+        return self._hash_clear_values(sobject, destination, wanted)
+
+    def _hash_clear_values(self, sobject: str, destination: str, fields: frozenset[str]) -> int:
+        hasher = self.hasher
+        self._db.create_function("ledger_keyed_hash", 1, lambda v: None if v is None else hasher.text(v),
+                                 deterministic=True)
+        marks = ", ".join("?" * len(fields))
+        self._db.execute("PRAGMA secure_delete = ON")  # freed cells are zeroed, not left holding clear values
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                changes = self._db.total_changes
+                self._db.execute(
+                    f"UPDATE confirmed_fields SET value = ledger_keyed_hash(value) WHERE target = ? AND object = ? "
+                    f"AND destination = ? AND lower(field) IN ({marks}) AND value IS NOT NULL "
+                    f"AND substr(value, 1, {len(PREFIX)}) != ?", (self.target, sobject, destination, *sorted(fields),
+                                                                  PREFIX))
+                changes = self._db.total_changes - changes
+                if changes:
+                    self._new_stamp(sobject)
+        finally:
+            self._tables.pop(sobject, None)  # read again from SQLite (then saved as a new snapshot)
+            self._db.execute("PRAGMA secure_delete = OFF")
+        if changes:
+            self._snapshots.path(sobject).unlink(missing_ok=True)  # it held the clear values
+            self._db.execute("VACUUM")  # no page of the file keeps an old value
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return changes
 
     def _keyed_table(self) -> None:
         """Move a ledger written before the table was ``WITHOUT ROWID`` into that layout, once, in one
@@ -235,11 +304,12 @@ class SyncLedger:
         return changes
 
     def record(self, sobject: str, destination: str, run_id: str, rows: Iterable[Confirmed]) -> None:
-        """Confirm rows in one transaction."""
+        """Confirm rows in one transaction (the values of protected fields as keyed hashes)."""
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        protected = self._protected.get((sobject, destination), frozenset())
         data = [
             (self.target, sobject, r.record_id, r.field, r.kind, destination, r.profile_key, r.crm_id,
-             encode(r.value) if r.encoded is None else r.encoded, run_id, now)
+             self._stored(r, protected), run_id, now)
             for r in rows
         ]
         if not data:
@@ -253,6 +323,12 @@ class SyncLedger:
             "value = excluded.value, run_id = excluded.run_id, written_at = excluded.written_at",
             data, "upsert", lambda: [list(column) for column in list(zip(*data))[2:9]],  # CONFIRMED_COLUMNS
         )
+
+    def _stored(self, row: Confirmed, protected: frozenset[str]) -> str:
+        text = encode(row.value) if row.encoded is None else row.encoded
+        if protected and row.field.lower() in protected and not is_hashed(text):
+            return self.hasher.text(text)
+        return text
 
     def forget(self, sobject: str, pairs: Iterable[tuple[str, str]]) -> int:
         """Drop the confirmation of ``(record_id, field)`` pairs (the CRM no longer holds what was

@@ -12,6 +12,8 @@ behaves like a small Salesforce org:
   exact JSON numbers, ``date`` fields as ``YYYY-MM-DD``, ``datetime`` fields as ISO 8601 in UTC.
 - Dates after 4000-12-31 are refused: that rule is ``salesforce_dates.SALESFORCE_LATEST_DATE``
   (applied when SFMC values are typed, so such a row is quarantined and never reaches the sink).
+- What a per-record failure means for the next run (``failure_kind``): the record is gone from the
+  CRM, Salesforce rejects its values, or the failure is transient.
 """
 
 from __future__ import annotations
@@ -104,6 +106,36 @@ def blank(value: Any) -> bool:
 
 def missing_required(names: list[str]) -> RecordError:
     return RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(names)}]", tuple(names))
+
+
+# ---------------------------------------------------------------------------- per-record failures
+
+# What a failed record needs before it can succeed: nothing (``TRANSIENT``: sending it again may work),
+# other values (``VALUE_REJECTED``: the same values fail the same way), or a record (``RECORD_GONE``: the
+# CRM no longer has it; in the recycle bin, or deleted for good).
+TRANSIENT, VALUE_REJECTED, RECORD_GONE = "transient", "value_rejected", "record_gone"
+RECORD_GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
+VALUE_REJECTED_CODES = frozenset({
+    "STRING_TOO_LONG", "INVALID_EMAIL_ADDRESS", "REQUIRED_FIELD_MISSING", "MALFORMED_ID",
+    "FIELD_CUSTOM_VALIDATION_EXCEPTION", "FIELD_FILTER_VALIDATION_EXCEPTION", "FIELD_INTEGRITY_EXCEPTION",
+    "INVALID_TYPE_ON_FIELD_IN_RECORD", "NUMBER_OUTSIDE_VALID_RANGE", "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+    "DUPLICATE_VALUE", "DUPLICATES_DETECTED", "DUPLICATE_EXTERNAL_ID",
+})
+
+
+def failure_kind(error: RecordError) -> str:
+    """``RECORD_GONE``, ``VALUE_REJECTED`` or ``TRANSIENT`` for one record's error. A code this module does
+    not know is transient: sent again by the next run (and counted again), never silently parked.
+    ``INVALID_CROSS_REFERENCE_KEY`` means the record itself is gone unless the error names a field other
+    than the Id (then a lookup value points nowhere: a value rejection)."""
+    code = error.status_code
+    if code in RECORD_GONE_CODES:
+        if code == "INVALID_CROSS_REFERENCE_KEY" and any(f.lower() != "id" for f in error.fields):
+            return VALUE_REJECTED
+        return RECORD_GONE
+    if code in VALUE_REJECTED_CODES:
+        return VALUE_REJECTED
+    return TRANSIENT
 
 
 # ---------------------------------------------------------------------------- column types -> field types

@@ -8,7 +8,10 @@
    when the destination opts in to truncation), diffed against the ledger: only fields whose value
    differs from what was last confirmed written are sent; an unchanged input sends nothing.
 4. Client-side checks (``record_checks.py``): known-bad records are rejected with Salesforce's code.
-5. Exit guard (``exit_guard.py``): a run that would exit too many confirmed members sends nothing.
+   Records whose failure stands (``standing_failures.py``: gone from the CRM, or values Salesforce
+   rejected) are held back until their attributes or values change; they are reported, not re-sent.
+5. Exit guard (``exit_guard.py``): a run that would exit too many confirmed members, in this run or
+   over the guard window (``exit_window.py``), sends nothing.
 6. Batches of up to 200 records (``allOrNone`` false), up to ``sync.concurrent_requests`` in flight
    at once (against a target that declares it can take them; the local target gets one at a time).
    Every batch result is confirmed in the ledger as it comes back, in this thread (one SQLite writer),
@@ -30,6 +33,7 @@ Steps 1 to 5 work on whole columns (``vectors.py``): an unchanged re-run of 200,
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 import math
@@ -47,6 +51,7 @@ import pyarrow.compute as pc
 from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig, PipelineConfig, SyncSettings
 from sfmc_pipeline.crm.bulk_writer import FAILED_RECORD, SUCCEEDED, BulkJobFailed, BulkOutcome, BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, exit_guard, explain
+from sfmc_pipeline.crm.exit_window import ExitWindow
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
 from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState, build_desired_state
 from sfmc_pipeline.crm.preflight import ResolvedFields, preflight_destination
@@ -60,6 +65,7 @@ from sfmc_pipeline.crm.salesforce_rules import (
     field_values,
     truncated,
 )
+from sfmc_pipeline.crm.standing_failures import Standing, StandingFailures, StandingScreen
 from sfmc_pipeline.crm.vectors import (
     TEXT,
     arrow,
@@ -71,6 +77,7 @@ from sfmc_pipeline.crm.vectors import (
     text,
 )
 from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES, valid_id_mask
+from sfmc_pipeline.governance.lineage import identifying_fields
 from sfmc_pipeline.governance.policies import Allowed, enforce
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
@@ -96,7 +103,10 @@ class SyncOutcome:
     succeeded: int = 0
     created: int = 0
     failed: Counter = field(default_factory=Counter)  # Salesforce statusCode -> records
+    repeated: Counter = field(default_factory=Counter)  # of ``failed``: records failing again the way they stood failed
     rejected: Counter = field(default_factory=Counter)  # client-side code -> records
+    held_back: Counter = field(default_factory=Counter)  # code -> records not sent: their standing failure still applies
+    standing: dict[str, Standing] = field(default_factory=dict)  # the destination's standing failures after the run
     pending: int = 0
     requests: int = 0  # write requests (sObject Collections calls)
     min_requests: int = 0  # the fewest write requests that carry the change set: ceil(to_send / 200)
@@ -121,6 +131,15 @@ class SyncOutcome:
     @property
     def failed_total(self) -> int:
         return sum(self.failed.values())
+
+    @property
+    def new_failures(self) -> int:
+        """Failed records that did not stand failed the same way before this run (what the threshold counts)."""
+        return self.failed_total - sum(self.repeated.values())
+
+    @property
+    def held_back_total(self) -> int:
+        return sum(self.held_back.values())
 
     @property
     def succeeded_or_failed(self) -> int:
@@ -168,12 +187,17 @@ class DestinationSync:
         log: Callable[[str], None] = lambda message: None,
         bulk: BulkWriter | None = None,
         pipeline: PipelineConfig | None = None,
+        identifying: frozenset[str] = frozenset(),
+        guard_window_days: int = 7,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ):
         """``columns``: the profile dataset's columns by name; ``exit_limits``: segment -> largest
         share of its confirmed members one run may exit (default ``settings.max_exit_share``); ``bulk``:
         the Bulk API 2.0 writer for change sets of at least ``settings.bulk_threshold`` records (None:
         sObject Collections only, e.g. the local target); ``pipeline``: the config whose data-usage
-        policies the sync enforces before anything else (``for_pipeline`` passes it)."""
+        policies the sync enforces before anything else (``for_pipeline`` passes it); ``identifying``: the
+        fields (any case) whose values the ledger keeps as keyed hashes; ``guard_window_days``: the exit
+        guard's window; ``clock``: the time of a run (UTC), for the guard window and the standing failures."""
         self.dest = dest
         self.pipeline = pipeline
         self.settings = settings
@@ -186,7 +210,13 @@ class DestinationSync:
         self.exit_limits = {s: (exit_limits or {}).get(s, settings.max_exit_share) for s in dest.segments}
         self.log = log
         self.bulk = bulk
+        self.identifying = frozenset(f.lower() for f in identifying)
+        self.guard_window_days = guard_window_days
+        self.clock = clock
         self._encoded: dict[str, tuple] = {}  # record -> the ledger texts of its values to send, in field order
+        self._parts: list[_Written] = []  # the values as they will be written (for fingerprints of attributes)
+        self._changed: dict[str, dict] = {}  # record -> its fields to send, as the diff made them
+        self._screen: StandingScreen | None = None
 
     @classmethod
     def for_pipeline(cls, pipeline: PipelineConfig, dest: DestinationConfig, target: CrmTarget, ledger: SyncLedger,
@@ -195,16 +225,25 @@ class DestinationSync:
         return cls(
             dest, pipeline.sync, target, ledger, profile_key=pipeline.profile_key,
             columns={c.name: c for c in profile.columns}, timezone=pipeline.evaluation.timezone,
-            exit_limits={s: pipeline.max_exit_share_for(s) for s in dest.segments}, pipeline=pipeline, **kwargs,
+            exit_limits={s: pipeline.max_exit_share_for(s) for s in dest.segments}, pipeline=pipeline,
+            identifying=identifying_fields(pipeline, dest), guard_window_days=pipeline.settings.guard_window_days,
+            **kwargs,
         )
 
     def run(self, statuses: pd.DataFrame, profiles: pd.DataFrame, *, dry_run: bool = False,
-            accept_exits: bool = False) -> SyncOutcome:
+            accept_exits: bool = False, retry_standing: bool = False) -> SyncOutcome:
+        """``retry_standing``: send the records held back by a standing failure again (an operator's reset, e.g.
+        after restoring deleted records or changing a validation rule); their results set their marks anew."""
         dest = self.dest
         # Data-usage policies first: a refused destination makes no request at all (not even a login).
         allowed = enforce(self.pipeline, dest) if self.pipeline is not None else []
         out = SyncOutcome(destination=dest.name, sobject=dest.object, dry_run=dry_run, target=self.target.target_id,
                           policy_exceptions=allowed)
+        now = self.clock()
+        self.ledger.protect(dest.object, dest.name, self.identifying)  # before anything is confirmed or read
+        self._screen = StandingScreen(StandingFailures(self.ledger, dest.object, dest.name), lambda: self.ledger.hasher,
+                                      self.run_id, now, dry_run=dry_run, retry=retry_standing,
+                                      profile_fingerprints=self._profile_fingerprints)
         busy: dict[str, str] = {}
         if self.bulk is not None and not dry_run:
             self._recover_bulk(out)  # settles jobs an earlier run left, before the ledger is read
@@ -220,15 +259,18 @@ class DestinationSync:
         out.status_fields = {segment: resolved.api_names[fld] for segment, fld in dest.segments.items()}
         statuses_now = self._without_deleted_fields(desired.statuses, describe, dry_run)
         written = self._written_values(statuses_now, desired, resolved)
+        self._parts = written
         with _collector_paused():  # a first sync makes a dict per record; no cycles to look for among them
             changes, owners, changed_statuses = self._changes(written, confirmed, resolved)
+            self._changed = changes
+            out.unchanged = out.considered - len(changes)
+            self._hold_back_standing(changes, written[0].frame, out)
             to_send = self._checked(changes, written, resolved, out)
         if busy:
             held_back = [rid for rid, _ in to_send if rid in busy]
             to_send = [(rid, fields) for rid, fields in to_send if rid not in busy]
             out.pending += len(held_back)
             out.unsettled.update(held_back)
-        out.unchanged = out.considered - len(changes)
         out.to_send = len(to_send)
         out.min_requests = math.ceil(len(to_send) / MAX_RECORDS_PER_REQUEST)
 
@@ -238,19 +280,56 @@ class DestinationSync:
         in_current_field = entries[(entries["field_key"] == map_small(entries["segment"], current_field))
                                    .to_numpy(dtype=bool, na_value=False)]
         ready = changed_statuses[isin(changed_statuses["record_id"], [rid for rid, _ in to_send])] \
-            if out.rejected_total else changed_statuses
+            if out.rejected_total or out.held_back_total else changed_statuses
+        window = ExitWindow(self.ledger, dest.object, dest.name)
+        min_members = self.settings.exit_guard_min_members
         out.exit_guard = exit_guard(in_current_field, ready, status_api_names, self.exit_limits,
-                                    min_members=self.settings.exit_guard_min_members)
+                                    min_members=min_members, window_peaks=window.peaks(now, self.guard_window_days))
         if out.exit_guard_tripped and not accept_exits:
+            message = explain(dest.name, out.exit_guard, self.guard_window_days, min_members)
             if not dry_run:
-                raise ExitGuardTripped(explain(dest.name, out.exit_guard))
-            self.log(explain(dest.name, out.exit_guard).replace("sent nothing", "would send nothing"))
+                raise ExitGuardTripped(message)
+            self.log(message.replace("sent nothing", "would send nothing"))
         if dry_run:
             self._plan(to_send, status_api_names, out)
+            out.standing = dict(self._screen.known)
         else:
+            guard = out.exit_guard
+            window.record(self.run_id, now, dict(zip(guard["segment"], guard["confirmed_members"])),
+                          accepted=set(guard.loc[guard["tripped"], "segment"]) if accept_exits else set())
+            self._screen.flush()  # marks settled before anything is sent (obsolete ones, new client-side rejections)
             self._send(to_send, owners, resolved, out)
+            out.standing = self._screen.store.load()
         out.usage = self.target.api_usage
         return out
+
+    # ------------------------------------------------------------------ standing failures
+
+    def _hold_back_standing(self, changes: dict[str, dict], status_frame: pd.DataFrame, out: SyncOutcome) -> None:
+        """Records whose standing failure still applies leave ``changes``: counted as held back, and unsettled (the
+        reconciliation leaves them aside)."""
+        known = list(self._screen.known)
+        if not known:
+            return
+        considered = set(arrow(status_frame["record_id"]).filter(pa.array(isin(status_frame["record_id"], known)))
+                         .to_pylist())
+        before = set(changes) & set(known)
+        out.held_back = self._screen.hold_back(changes, self._encoded, considered)
+        out.unsettled.update(rid for rid in before if rid not in changes)
+
+    def _profile_fingerprints(self, record_ids: list[str]) -> dict[str, str]:
+        """record -> keyed fingerprint of its attributes as this run would write them (a gone record is tried
+        again when they change)."""
+        pairs: dict[str, list[tuple[str, str]]] = {rid: [] for rid in record_ids}
+        for part in self._parts[1:]:
+            frame = part.frame
+            rows = isin(frame["record_id"], record_ids) if len(frame) else np.zeros(0, dtype=bool)
+            if rows.any():
+                chosen = frame.loc[rows, ["record_id", "field", "encoded"]]
+                for rid, name, encoded in zip(*(arrow(chosen[c]).to_pylist() for c in chosen.columns)):
+                    pairs[rid].append((name, encoded))
+        hasher = self.ledger.hasher
+        return {rid: hasher.fingerprint(found) for rid, found in pairs.items()}
 
     # ------------------------------------------------------------------ the change set, column-wise
 
@@ -295,7 +374,7 @@ class DestinationSync:
                     cut = pc.utf8_slice_codeunits(arrow(typed), 0, info.length)
                     typed = text(cut, index=typed.index)
                 frame["value"] = typed.array
-                frame["encoded"] = json_texts(frame["value"])
+                frame["encoded"] = self._ledger_texts(json_texts(frame["value"]), name, attribute.field)
                 parts.append(_Written(ATTRIBUTE, frame))
                 continue
             objects = pd.Series(values.astype(object).where(values.notna(), None).tolist(), dtype=object)
@@ -304,9 +383,17 @@ class DestinationSync:
             if self.dest.truncate_long_values:
                 objects = pd.Series([truncated(v, info) for v in objects.tolist()], dtype=object)
             frame["value"] = objects.to_numpy()
-            frame["encoded"] = text([encode(v) for v in objects.tolist()])
+            frame["encoded"] = self._ledger_texts(text([encode(v) for v in objects.tolist()]), name,
+                                                  attribute.field)
             parts.append(_Written(ATTRIBUTE, frame, typed=True))
         return parts
+
+    def _ledger_texts(self, encoded: pd.Series, *names: str) -> pd.Series:
+        """The texts the ledger holds for these values of a field (its API name, and its name as configured): keyed
+        hashes for an identifying field."""
+        if not any(name.lower() in self.identifying for name in names):
+            return encoded
+        return text(self.ledger.hasher.texts(arrow(encoded)), index=encoded.index)
 
     def _changes(self, parts: list[_Written], confirmed: pd.DataFrame, resolved: ResolvedFields
                  ) -> tuple[dict[str, dict], dict[str, str], pd.DataFrame]:
@@ -359,6 +446,7 @@ class DestinationSync:
             else:
                 out.rejected[error.status_code] += 1
                 self._error(out, rid, fields, error, "rejected")
+                self._screen.rejected(rid, fields, error, self._encoded.get(rid, ()))
         return ready
 
     def _suspects(self, changes: dict[str, dict], parts: list[_Written], resolved: ResolvedFields) -> set[str]:
@@ -477,16 +565,18 @@ class DestinationSync:
             if record.status == SUCCEEDED:
                 out.succeeded += 1
                 out.created += bool(record.created)
+                self._screen.succeeded([record.record_id])
             elif record.status == FAILED_RECORD:
                 error = record.error or RecordError("UNKNOWN", "no error detail returned")
                 if error.status_code == LOCKED and self.settings.lock_retries:
                     locked.append((record.record_id, dict(record.fields)))
                     continue
-                out.failed[error.status_code] += 1
+                self._failed(record.record_id, dict(record.fields), error, out)
                 self._error(out, record.record_id, dict(record.fields), error, "failed")
             else:  # pending: unprocessed, timed out or stopped; the next run settles or re-sends it
                 out.pending += 1
                 out.unsettled.add(record.record_id)
+        self._screen.flush()
         if outcome.stopped:
             out.stopped = outcome.stopped
         return locked
@@ -618,10 +708,12 @@ class DestinationSync:
         retry: list[tuple[str, dict]] = []
         errors: list[dict] = []
         locked = False
+        succeeded: list[str] = []
         for (rid, fields), result in zip(batch, results):
             if result.success:
                 out.succeeded += 1
                 out.created += bool(result.created)
+                succeeded.append(rid)
                 texts = self._encoded.get(rid, ())
                 owner, crm_id = owners.get(rid), result.id or rid
                 confirmed_rows.extend(
@@ -637,11 +729,20 @@ class DestinationSync:
                     retry.append((rid, fields))  # transient: re-sent in a later request of this run
                     continue
             error = result.errors[0] if result.errors else RecordError("UNKNOWN", "no error detail returned")
-            out.failed[error.status_code] += 1
-            out.unsettled.add(rid)
+            self._failed(rid, fields, error, out)
             errors.append(self._error_row(rid, fields, error, "failed"))
         self.ledger.record(self.dest.object, self.dest.name, self.run_id, confirmed_rows)
+        self._screen.succeeded(succeeded)
+        self._screen.flush()
         return retry, errors, locked
+
+    def _failed(self, rid: str, fields: dict[str, Any], error: RecordError, out: SyncOutcome) -> None:
+        """Count a record Salesforce refused, and mark it when its failure stands (gone, or its values rejected)."""
+        out.failed[error.status_code] += 1
+        out.unsettled.add(rid)
+        fields = self._changed.get(rid, fields)  # as the diff made them: the field order of their ledger texts
+        if self._screen.failed(rid, fields, error, self._encoded.get(rid, ())):
+            out.repeated[error.status_code] += 1
 
     def _write(self, batch: list[tuple[str, dict]]) -> list[RecordResult]:
         """Send one batch; one result per record, in order (runs in a worker thread)."""

@@ -62,6 +62,9 @@ It imitates the documented Salesforce OAuth and REST contract our client relies 
   400,000 characters, or no data. (Job-level messages and the status codes of job-state errors follow Bulk API
   conventions but are not confirmed against a live org.)
 
+Validation rules (:meth:`FakeSalesforceServer.add_validation_rule`): a write that leaves a field with a value the
+rule rejects fails with ``FIELD_CUSTOM_VALIDATION_EXCEPTION`` (composite and Bulk, update and upsert).
+
 Fault injection: :meth:`FakeSalesforceServer.expire_sessions`, :meth:`~FakeSalesforceServer.fail_next`,
 :meth:`~FakeSalesforceServer.exceed_request_limit_after`, :meth:`~FakeSalesforceServer.refuse_concurrent_next`
 (403 ``ConcurrentPerOrgLongTxn Limit exceeded.``), :meth:`~FakeSalesforceServer.lock_rows_next`,
@@ -94,7 +97,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import jwt
@@ -591,6 +594,7 @@ class FakeSalesforceServer(FakeServerBase):
         self._bulk_faults: list[dict[str, Any]] = []
         self._bulk_record_errors: dict[str, tuple[str, str, list[str]] | str] = {}
         self._bulk_stalled = False
+        self._validation_rules: list[tuple[str, str, Callable[[Any], bool], str]] = []
         self._org_id = to_18("00D" + "Fk" + _base62(secrets.randbelow(62**10), 10))
         self._user_id = to_18("005" + "Fk" + _base62(secrets.randbelow(62**10), 10))
 
@@ -913,6 +917,22 @@ class FakeSalesforceServer(FakeServerBase):
         with self._lock:
             self._bulk_record_errors = {key: value if isinstance(value, str) else (value[0], value[1], list(value[2]))
                                         for key, value in errors.items()}
+
+    def add_validation_rule(self, sobject: str, field: str, rejects: Callable[[Any], bool], message: str) -> None:
+        """A validation rule on ``field``: a write (composite or Bulk, update or upsert) after which the record's
+        value of ``field`` satisfies ``rejects`` fails with ``FIELD_CUSTOM_VALIDATION_EXCEPTION``, ``message`` and
+        ``fields: [field]`` (the rule's error shown at the field), as an org's validation rule does."""
+        with self._lock:
+            fdef = self._sobject(sobject).field(field)
+            if fdef is None:
+                raise KeyError(f"{sobject} has no field {field!r}")
+            self._validation_rules.append((self._sobject(sobject).name, fdef.name, rejects, message))
+
+    def _validation_error(self, obj: _SObject, existing: dict[str, Any], values: dict[str, Any]) -> dict | None:
+        for sobject, name, rejects, message in self._validation_rules:
+            if sobject == obj.name and rejects(values.get(name, existing.get(name))):
+                return _record_error("FIELD_CUSTOM_VALIDATION_EXCEPTION", message, [name])
+        return None
 
     # ------------------------------------------------------------------ internals: helpers
 
@@ -1493,7 +1513,8 @@ class FakeSalesforceServer(FakeServerBase):
             return _record_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
         if rid in self.deleted_ids[obj.name]:
             return _record_error("ENTITY_IS_DELETED", "entity is deleted", [])
-        problem = self._value_checks(obj, resolved, creating=False) or self._lock_check(rid)
+        problem = (self._value_checks(obj, resolved, creating=False)
+                   or self._validation_error(obj, self.records[obj.name][rid], resolved) or self._lock_check(rid))
         if problem:
             return problem
         return ("updated", obj, rid, resolved)
@@ -1572,7 +1593,8 @@ class FakeSalesforceServer(FakeServerBase):
         if isinstance(checked, dict):
             return checked
         resolved = checked[0]
-        problem = self._value_checks(obj, resolved, creating=creating)
+        existing = {} if creating else self.records[obj.name][matches[0]]
+        problem = self._value_checks(obj, resolved, creating=creating) or self._validation_error(obj, existing, resolved)
         if problem:
             return problem
         if creating:
