@@ -59,7 +59,7 @@ def _day(connect, storage, n: int, status_frame, profile_frame, *, pipeline=CONF
         sync = DestinationSync.for_pipeline(pipeline, CONTACTS, target, ledger, run_id=f"day-{n}", bulk=bulk(ledger)
                                             if bulk else None, clock=lambda: DAY_ONE + dt.timedelta(days=n - 1))
         out = sync.run(status_frame, profile_frame, retry_standing=retry)
-        return out, _reconcile(target, CONTACTS, pipeline, ledger, out, f"day-{n}")
+        return out, _reconcile(sync, target, CONTACTS, pipeline, ledger, out, f"day-{n}")
     finally:
         ledger.close()
 
@@ -213,3 +213,24 @@ def test_a_gone_record_is_not_drift_even_with_nothing_to_send(org, client, tmp_p
     out, check = _day(client, tmp_path, 3, frame, profiles(ids))
     assert out.to_send == 0 and set(out.standing) == {ids[0]}
     assert check.passed and not check.drifted
+
+
+def test_a_record_deleted_in_the_crm_with_nothing_to_send_is_marked_gone_when_read_back(org, client, tmp_path):
+    """Deleted in Salesforce on a day its values do not change: the sync sends it nothing, the read-back finds
+    it absent. That is not the pipeline's failure: the record is marked gone (held back until its profile
+    changes), reported, and the run passes; only a share of absent records above the threshold fails it."""
+    ids = [cid(i) for i in range(40)]
+    seed(org, ids)
+    _day(client, tmp_path, 1, members(ids), profiles(ids))
+    org.delete_record("Contact", ids[0])
+    out, check = _day(client, tmp_path, 2, members(ids), profiles(ids))  # nothing changed: nothing to send
+    assert out.to_send == 0 and check.passed and check.not_found_records == {ids[0]}
+    assert (out.standing[ids[0]].kind, out.standing[ids[0]].code) == (RECORD_GONE, "NOT_FOUND")
+    before = len(_writes(org))
+    out, check = _day(client, tmp_path, 3, members(ids, status="existing"), profiles(ids))  # statuses move on
+    assert ids[0] not in _sent_ids(org, before) and out.held_back == Counter({"NOT_FOUND": 1})
+    assert check.passed and not check.not_found_records  # held back: not read back again
+    for rid in ids[1:4]:  # a permission change hides records: too many absent at once fails the check
+        org.delete_record("Contact", rid)
+    out, check = _day(client, tmp_path, 4, members(ids, status="existing"), profiles(ids))
+    assert check.not_found_records == set(ids[1:4]) and check.too_many_not_found and not check.passed

@@ -139,7 +139,7 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
                     except ExitGuardTripped as exc:
                         raise dg.Failure(description=masker.text(str(exc)), allow_retries=False) from None
                     sync_requests = target.api_requests
-                    check = _reconcile(target, dest, pipeline, ledger, outcome, context.run.run_id)
+                    check = _reconcile(sync, target, dest, pipeline, ledger, outcome, context.run.run_id)
                     if check.drifted and not dry_run:
                         ledger.forget(dest.object, check.drifted)  # re-sent by the next run
                 finally:
@@ -186,14 +186,18 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
     return _sync
 
 
-def _reconcile(target, dest: DestinationConfig, pipeline: PipelineConfig, ledger: SyncLedger,
+def _reconcile(sync: DestinationSync, target, dest: DestinationConfig, pipeline: PipelineConfig, ledger: SyncLedger,
                outcome: SyncOutcome, run_id: str) -> Reconciliation:
+    """Read the CRM back after ``sync`` ran; records it no longer has are marked gone (standing failures)."""
     desired = outcome.desired
-    return reconcile(
+    check = reconcile(
         target, dest.object, outcome.status_fields, desired.members, ledger.confirmed(dest.object, dest.name),
         outcome.unsettled | desired.held_records | set(outcome.standing),  # gone or rejected: not drift
         sample_size=pipeline.sync.reconciliation_sample_size, seed=run_id,
+        max_not_found_share=pipeline.sync.failure_threshold,
     )
+    sync.mark_not_found(sorted(check.not_found_records), outcome)
+    return check
 
 
 def _bulk_writer(target, dest: DestinationConfig, pipeline: PipelineConfig, store: DatasetStore, ledger: SyncLedger,
@@ -273,8 +277,12 @@ def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: 
 
 
 def _reconciliation_summary(check: Reconciliation) -> str:
+    not_found = (f"; {check.not_found} not in the CRM any more (marked gone)" if check.not_found else "")
+    too_many = (f", more than {check.max_not_found_share:.0%} of those read back: if the integration user lost access "
+                "to them (sharing, permissions), restore it and reset them with `sfmc-pipeline ledger reset`"
+                if check.too_many_not_found else "")
     return (f"{int(check.table['missing'].sum())} missing, {int(check.table['stale'].sum())} stale, "
-            f"{check.drifted_records} drifted of {check.checked_records} records read back")
+            f"{check.drifted_records} drifted of {check.checked_records} records read back{not_found}{too_many}")
 
 
 def _reconciliation_result(check: Reconciliation, outcome: SyncOutcome) -> dg.AssetCheckResult:

@@ -9,11 +9,15 @@ segment it reports:
 - ``confirmed``: members the CRM shows in the segment; ``missing``: members it does not;
 - ``stale``: records the CRM shows in the segment that are not members;
 - and, over all status fields, ``drifted`` records: the CRM holds something other than what was
-  last confirmed written (someone edited the field, or the record is gone). Their confirmations
-  are dropped from the ledger, so the next run sends them again.
+  last confirmed written (someone edited the field). Their confirmations are dropped from the
+  ledger, so the next run sends them again;
+- ``not_found_records``: records the CRM does not have at all (deleted, or no longer visible to the
+  integration user). They are left out of the counts above: the sync marks them gone, like a record
+  a write found deleted, and holds them back until their profile changes (``standing_failures.py``).
 
-The check passes only when nothing is missing, stale or drifted: it cannot pass when the CRM
-lacks what the ledger claims.
+The check passes only when nothing is missing, stale or drifted (it cannot pass when the CRM lacks
+what the ledger claims of a record it has), and when no more than the failure threshold's share of
+the records read back are not found (more means something else: a permission or sharing change).
 """
 
 from __future__ import annotations
@@ -39,16 +43,26 @@ class Reconciliation:
     checked_records: int
     sampled: bool
     drifted: list[tuple[str, str]] = field(default_factory=list)  # (record_id, field API name)
-    not_found: int = 0
+    not_found_records: set[str] = field(default_factory=set)  # checked records the CRM does not have
     api_requests: int = 0
+    max_not_found_share: float = 1.0  # above this share of the records read back, not found fails the check
 
     @property
     def drifted_records(self) -> int:
         return len({rid for rid, _ in self.drifted})
 
     @property
+    def not_found(self) -> int:
+        return len(self.not_found_records)
+
+    @property
+    def too_many_not_found(self) -> bool:
+        return bool(self.checked_records) and self.not_found / self.checked_records > self.max_not_found_share
+
+    @property
     def passed(self) -> bool:
-        return not (self.table["missing"].sum() or self.table["stale"].sum() or self.drifted)
+        return not (self.table["missing"].sum() or self.table["stale"].sum() or self.drifted
+                    or self.too_many_not_found)
 
 
 def reconcile(
@@ -61,9 +75,11 @@ def reconcile(
     *,
     sample_size: int,
     seed: str,
+    max_not_found_share: float = 1.0,
 ) -> Reconciliation:
     """``segment_fields``: segment -> status field API name; ``members``: segment -> record ids in it now;
-    ``confirmed``: the destination's ledger rows; ``excluded``: failed, rejected, pending and held records."""
+    ``confirmed``: the destination's ledger rows; ``excluded``: failed, rejected, pending and held records;
+    ``max_not_found_share``: the share of records read back that may be absent from the CRM."""
     status_rows = confirmed[confirmed["kind"] == STATUS]
     managed = (set(status_rows["record_id"]) | set().union(*members.values())) - excluded
     checked = sorted(managed)
@@ -76,8 +92,9 @@ def reconcile(
     found = target.retrieve(sobject, [crm_ids[rid] for rid in checked], fields) if checked and fields else []
     requests = target.api_requests - before
 
-    values = {rid: item for rid, item in zip(checked, found)}
-    drifted, not_found = _drift(status_rows, values, fields)
+    not_found = {rid for rid, item in zip(checked, found) if item is None}
+    values = {rid: item for rid, item in zip(checked, found) if item is not None}
+    drifted = _drift(status_rows, values, fields)
     crm_rows = [(rid, name, item.get(name)) for rid, item in values.items() if item is not None for name in fields]
     crm = pd.DataFrame(crm_rows, columns=["record_id", "field", "value"])
     entries = parse_entries(crm["value"])
@@ -85,7 +102,7 @@ def reconcile(
                            "field": crm["field"].reindex(entries.index).to_numpy(),
                            "segment": entries["segment"].to_numpy(), "status": entries["status"].to_numpy()})
     in_crm = in_crm[in_crm["status"].isin(IN_SEGMENT)]
-    checked_set = set(checked)
+    checked_set = set(checked) - not_found
     rows = []
     for segment, fld in sorted(segment_fields.items()):
         now = members.get(segment, set()) & checked_set
@@ -93,7 +110,8 @@ def reconcile(
         rows.append((segment, fld, len(now), len(now & shown), len(now - shown), len(shown - now)))
     return Reconciliation(
         table=pd.DataFrame(rows, columns=TABLE_COLUMNS), managed_records=len(managed), checked_records=len(checked),
-        sampled=sampled, drifted=drifted, not_found=not_found, api_requests=requests,
+        sampled=sampled, drifted=drifted, not_found_records=not_found, api_requests=requests,
+        max_not_found_share=max_not_found_share,
     )
 
 
@@ -103,19 +121,14 @@ def _crm_ids(status_rows: pd.DataFrame, record_ids: list[str]) -> dict[str, str]
     return {rid: known.get(rid, rid) for rid in record_ids}
 
 
-def _drift(status_rows: pd.DataFrame, values: dict[str, dict | None], fields: list[str]) -> tuple[list, int]:
-    """``(record_id, field)`` confirmed in the ledger whose CRM value differs, and how many checked
-    records the CRM does not have at all."""
+def _drift(status_rows: pd.DataFrame, values: dict[str, dict], fields: list[str]) -> list[tuple[str, str]]:
+    """``(record_id, field)`` confirmed in the ledger whose CRM value differs (records the CRM has)."""
     lowered = {f.lower(): f for f in fields}
-    drifted, missing_records = [], set()
+    drifted = []
     status_rows = status_rows[isin(status_rows["record_id"], list(values))] if len(status_rows) else status_rows
     for rid, fld, value in status_rows[["record_id", "field", "value"]].itertuples(index=False):
         if rid not in values or fld.lower() not in lowered:
             continue
-        item = values[rid]
-        if item is None:
-            missing_records.add(rid)
+        if values[rid].get(lowered[fld.lower()]) != (json.loads(value) if value is not None else None):
             drifted.append((rid, fld))
-        elif item.get(lowered[fld.lower()]) != (json.loads(value) if value is not None else None):
-            drifted.append((rid, fld))
-    return drifted, len(missing_records)
+    return drifted

@@ -215,6 +215,10 @@ class StandingScreen:
         """A record the client-side checks refused (always a value rejection)."""
         self._mark(rid, fields, error, texts, VALUE_REJECTED)
 
+    def gone(self, rid: str, error: RecordError) -> None:
+        """A record found absent from the CRM another way (the reconciliation's read-back): marked gone."""
+        self._mark(rid, {}, error, (), RECORD_GONE)
+
     def succeeded(self, rids: Iterable[str]) -> None:
         self._cleared += [rid for rid in rids if rid in self.known]
 

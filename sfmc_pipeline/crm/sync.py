@@ -83,6 +83,7 @@ from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
 ERROR_COLUMNS = ["run_id", "destination", "object", "record_id", "stage", "status_code", "message", "fields", "payload"]
 LOCKED = "UNABLE_TO_LOCK_ROW"
+NOT_FOUND = "NOT_FOUND"  # the code of a record the reconciliation found absent from the CRM
 LEDGER_COLUMNS = ["record_id", "field", "kind", "profile_key", "value"]  # what the diff reads (not crm_id)
 _NOT_BLANK = r"[\pL\pN\pP\pS]"  # a letter, digit, punctuation or symbol: never whitespace, so not blank
 
@@ -304,6 +305,19 @@ class DestinationSync:
         return out
 
     # ------------------------------------------------------------------ standing failures
+
+    def mark_not_found(self, record_ids: list[str], out: SyncOutcome) -> None:
+        """Records the reconciliation read back as absent from the CRM (deleted, or no longer visible to the
+        integration user), after ``run``: marked gone like a write that met ``ENTITY_IS_DELETED``, so they are
+        held back until their profile changes; ``out.standing`` is updated. Nothing in a dry run."""
+        if not record_ids or self._screen is None or out.dry_run:
+            return
+        error = RecordError(NOT_FOUND, "not found when read back after the sync: deleted, or not visible to the "
+                            "integration user", ())
+        for rid in record_ids:
+            self._screen.gone(rid, error)
+        self._screen.flush()
+        out.standing = self._screen.store.load()
 
     def _hold_back_standing(self, changes: dict[str, dict], status_frame: pd.DataFrame, out: SyncOutcome) -> None:
         """Records whose standing failure still applies leave ``changes``: counted as held back, and unsettled (the
