@@ -95,7 +95,7 @@ def build_failure_alerts(pipeline: PipelineConfig | None = None, *, minimum_inte
         minimum_interval_seconds=minimum_interval_seconds,
         description=(
             f"Logs a summary of every failed run (job, failed steps, errors) and posts it to ${ALERT_WEBHOOK_ENV} "
-            "(Slack-compatible JSON) when that is set."
+            "(Slack-compatible JSON) when that is set, unless the run posted its own alert."
         ),
     )
     def failure_alerts(context: dg.RunFailureSensorContext) -> None:
