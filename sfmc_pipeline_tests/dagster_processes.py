@@ -115,9 +115,3 @@ def wait_for(check: Callable[[], T], what: str, *, timeout: float, logs: Callabl
 
 def run_status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
     return instance.get_run_by_id(run_id).status
-
-
-def parent_pid(pid: int) -> int:
-    """The parent of ``pid`` (Linux ``/proc``): a run worker's code server."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rfind(")") + 2:].split()[1])

@@ -26,7 +26,8 @@ HOLD_LIMIT_SECONDS = 120  # a forgotten run ends by itself
 def hold(context: dg.OpExecutionContext) -> None:
     """Writes ``<run id>.started`` (holding this process's pid), then waits for a ``release`` file."""
     folder = Path(os.environ[HOLD_DIR_ENV])
-    (folder / f"{context.run_id}.started").write_text(str(os.getpid()), encoding="ascii")
+    (folder / f"{context.run_id}.pid").write_text(str(os.getpid()), encoding="ascii")
+    (folder / f"{context.run_id}.pid").rename(folder / f"{context.run_id}.started")  # whole, or not there
     deadline = time.monotonic() + HOLD_LIMIT_SECONDS
     while not (folder / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
