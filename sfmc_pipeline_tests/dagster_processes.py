@@ -40,13 +40,6 @@ def _merge(into: dict, extra: dict) -> None:
             into[key] = copy.deepcopy(value)
 
 
-def workspace_file(folder: Path, module: str, location: str) -> Path:
-    path = folder / "workspace.yaml"
-    path.write_text(yaml.safe_dump({"load_from": [{"python_module": {
-        "module_name": module, "location_name": location, "working_directory": str(REPO_ROOT)}}]}), encoding="utf-8")
-    return path
-
-
 class DagsterProcesses:
     """Starts ``dagster*`` commands with ``env`` (each in a session of its own, so killing one kills its code
     servers and run workers too), keeps their logs under ``logs``, and kills whatever is left at ``close``."""
