@@ -17,6 +17,7 @@ from sfmc_pipeline.config import PipelineConfig, load_pipeline_config
 from sfmc_pipeline.automation.change_sensor import build_change_sensor
 from sfmc_pipeline.automation.downstream import build_automation_sensor, follows_inputs
 from sfmc_pipeline.automation.failure_alerts import build_failure_alerts
+from sfmc_pipeline.automation.run_executor import reporting_executor
 from sfmc_pipeline.automation.schedule import build_schedule, dataset_freshness
 from sfmc_pipeline.jobs import ALL_JOBS
 from sfmc_pipeline.resources.salesforce import SalesforceResource
@@ -40,7 +41,8 @@ def build_definitions(config: PipelineConfig, *, executor: dg.ExecutorDefinition
     """The code location. Runs execute in one process (``executor``): the steps form a chain bounded by API
     latency, each step reads or writes concurrently inside itself and the API pools bound steps anyway, while a
     process per step re-imports the libraries (about 3 s a step on a 2-core machine: 26 s instead of 6 s for the
-    quickstart). A multi-node deployment passes ``dagster_k8s.k8s_job_executor`` or ``dagster_celery``'s here."""
+    quickstart). A multi-node deployment passes ``dagster_k8s.k8s_job_executor`` or ``dagster_celery``'s here.
+    Whichever it is, each run records its worker and posts its own failure alert (``automation/run_executor.py``)."""
     freshness = dataset_freshness(config.automation.schedule)
     datasets = dg.map_asset_specs(lambda spec: dg.apply_freshness_policy(spec, freshness), build_dataset_assets(config))
     downstream = dg.map_asset_specs(follows_inputs, [*build_segment_assets(config), *build_crm_assets(config)])
@@ -50,7 +52,7 @@ def build_definitions(config: PipelineConfig, *, executor: dg.ExecutorDefinition
         schedules=[build_schedule(config.automation.schedule)],
         sensors=[build_change_sensor(config), build_automation_sensor(), build_failure_alerts(config)],
         resources=build_resources(),
-        executor=executor,
+        executor=reporting_executor(executor, config),
     )
 
 

@@ -131,10 +131,11 @@ def test_the_project_instance_queues_pipeline_runs_and_bounds_the_api_pools(tmp_
     assert all(pools[key] == {"salesforce_api"} for key in SYNCS)
 
 
-def test_the_production_example_has_the_same_concurrency_settings():
+def test_the_production_example_has_the_same_queue_pool_and_run_monitoring_settings():
     local = yaml.safe_load((REPO_ROOT / ".dagster_home" / "dagster.yaml").read_text(encoding="utf-8"))
     production = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.production.yaml").read_text(encoding="utf-8"))
-    assert production["concurrency"] == local["concurrency"]
+    for section in ("concurrency", "run_queue", "run_launcher", "run_monitoring"):
+        assert production[section] == local[section], section
     assert "postgres" in production["storage"]
 
 

@@ -1,57 +1,25 @@
-"""The run-failure sensor: a failed run is summarised (job, failed step, error) and posted to
-``SFMC_PIPELINE_ALERT_WEBHOOK`` as Slack-compatible JSON, with no secrets."""
+"""Failure alerts: a failed run is summarised (job, failed step, error) and posted to
+``SFMC_PIPELINE_ALERT_WEBHOOK`` as Slack-compatible JSON, with no secrets, once per run however it was
+launched (the run posts its own; the daemon's sensor covers runs that could not), and never through a
+redirect."""
 
-import http.server
-import json
-import threading
+import os
+import shutil
 
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.automation.failure_alerts import ALERT_SENSOR_NAME, ALERT_WEBHOOK_ENV, failure_alerts
+from sfmc_pipeline.automation.alert_webhook import post_alert
+from sfmc_pipeline.automation.failure_alerts import (
+    ALERT_POSTED_TAG, ALERT_SENSOR_NAME, ALERT_WEBHOOK_ENV, failure_alerts,
+)
 from sfmc_pipeline.definitions import defs
 from sfmc_pipeline.jobs import PIPELINE_JOB_NAME
+from sfmc_pipeline.settings import REPO_ROOT
+from sfmc_pipeline_tests import probe_location
+from sfmc_pipeline_tests.alert_receiver import receiver  # noqa: F401 - the fixture
+from sfmc_pipeline_tests.dagster_processes import DagsterProcesses
 from sfmc_pipeline_tests.flow_fixtures import ASSETS, copy_sample, local_resources, materialize
-
-
-class _Receiver(http.server.ThreadingHTTPServer):
-    def __init__(self, status: int = 200):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.status = status
-        self.posts: list[dict] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/T000/B000/abcdef"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.posts.append({"path": self.path, "type": self.headers["Content-Type"], "json": json.loads(body)})
-        self.send_response(self.server.status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def receiver():
-    servers = []
-
-    def start(status=200):
-        server = _Receiver(status)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _failed_run_context(instance, result):
@@ -141,3 +109,83 @@ def test_the_alert_sensor_runs_by_default_and_watches_the_pipeline():
     sensor = defs.get_repository_def().get_sensor_def(ALERT_SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert PIPELINE_JOB_NAME in {j.name for j in defs.get_repository_def().get_all_jobs()}
+
+
+class _Log:
+    """Collects what ``post_alert`` logs."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def error(self, message: str) -> None:
+        self.lines.append(message)
+
+    info = warning = error
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_redirect_never_takes_the_alert_to_a_host_the_rule_refuses(receiver, monkeypatch, status):
+    elsewhere = receiver(host="127.0.0.2")  # reachable, but plain http is allowed only to 127.0.0.1/localhost
+    hook = receiver(status=status, location=elsewhere.url)
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, hook.url)
+    instance, result = _failing_job_run("boom")
+    failure_alerts(_failed_run_context(instance, result))
+    assert len(hook.posts) == 1 and elsewhere.posts == []
+
+
+def test_a_redirect_is_reported_with_its_host_and_the_fix(receiver):
+    target = receiver()
+    hook = receiver(status=307, location=target.url)  # even to a host the rule accepts: alerts never follow
+    log = _Log()
+    assert not post_alert(hook.url, "a summary", log)
+    assert target.posts == []
+    [line] = log.lines
+    assert "HTTP 307, a redirect to http://127.0.0.1" in line and "final URL" in line
+    assert "abcdef" not in line  # the token in the webhook's path (and the redirect's) is never logged
+
+
+def _execute(job, instance):
+    return dg.execute_job(dg.reconstructable(job), instance=instance, raise_on_error=False)
+
+
+def test_a_run_posts_its_own_alert_and_the_sensor_does_not_repeat_it(receiver, monkeypatch):
+    hook = receiver()
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, hook.url)
+    monkeypatch.setenv("SALESFORCE_CLIENT_SECRET", "sf-secret-value-123")
+    instance = dg.DagsterInstance.ephemeral()
+    result = _execute(probe_location.broken_job, instance)  # no daemon, no sensor: the run alone
+    assert not result.success
+    [text] = hook.texts()
+    assert f"run {result.run_id}" in text and "step write_segments: login failed with ***" in text
+    assert instance.get_run_by_id(result.run_id).tags[ALERT_POSTED_TAG] == "posted"
+
+    failure_alerts(_failed_run_context(instance, result))  # the daemon's sensor sees the failed run too
+    assert len(hook.posts) == 1
+
+
+def test_when_the_run_could_not_post_its_alert_the_sensor_does(receiver, monkeypatch):
+    hook = receiver(status=503)
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, hook.url)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _execute(probe_location.broken_job, instance)
+    assert len(hook.posts) == 1 and ALERT_POSTED_TAG not in instance.get_run_by_id(result.run_id).tags
+
+    hook.status = 200
+    failure_alerts(_failed_run_context(instance, result))
+    assert len(hook.posts) == 2 and hook.posts[1]["json"] == hook.posts[0]["json"]
+
+
+def test_a_dg_launch_run_alerts_with_no_daemon_running(receiver, tmp_path):
+    hook = receiver()
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SFMC_", "SALESFORCE_", "DAGSTER_"))}
+    env.update(DAGSTER_HOME=str(home), SFMC_PIPELINE_STORAGE=str(tmp_path / "storage"), SFMC_CLIENT_ID="set-alone",
+               **{ALERT_WEBHOOK_ENV: hook.url})
+    # The README's command; with one SFMC credential of three set, every extract step fails.
+    launched = DagsterProcesses(tmp_path / "logs", env).run("launch", "dg", "launch", "--job", PIPELINE_JOB_NAME)
+    assert launched.returncode != 0, launched.stdout + launched.stderr
+    [text] = hook.texts()
+    assert text.startswith(f"Pipeline run failed: job {PIPELINE_JOB_NAME}, run ")
+    assert "- step contacts: SFMC credentials are incomplete: SFMC_CLIENT_SECRET, SFMC_AUTH_BASE_URI not set" in text
