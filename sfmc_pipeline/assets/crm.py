@@ -2,6 +2,9 @@
 attributes written to Salesforce Contacts or Leads (or the local target), with checks that
 reconcile segment sizes with what the CRM itself holds and flag a high failure share."""
 
+import datetime as dt
+from typing import Callable
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -65,11 +68,15 @@ def sync_errors_path(store: DatasetStore, destination: str):
     return store.base_dir / "crm" / "sync_errors" / f"{destination}.parquet"
 
 
-def build_crm_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
-    return [build_sync_asset(dest, pipeline) for dest in pipeline.destinations]
+def build_crm_assets(pipeline: PipelineConfig, *, clock: Callable[[], dt.datetime] | None = None
+                     ) -> list[dg.AssetsDefinition]:
+    return [build_sync_asset(dest, pipeline, clock=clock) for dest in pipeline.destinations]
 
 
-def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.AssetsDefinition:
+def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig, *,
+                     clock: Callable[[], dt.datetime] | None = None) -> dg.AssetsDefinition:
+    """``clock`` (UTC now; default the wall clock) dates each sync: the exit guard's window, standing failures."""
+    timing = {"clock": clock} if clock is not None else {}
     key = dg.AssetKey([GROUP, dest.name])
     profile_asset = pipeline.profiles.dataset
     profile_columns = {c.name: c for c in pipeline.extension(profile_asset).columns}
@@ -129,7 +136,7 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig) -> dg.As
                 ledger = SyncLedger(ledger_path(store), target.target_id)
                 try:
                     sync = DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=context.run.run_id,
-                                                        log=masker.log(context.log.warning),
+                                                        log=masker.log(context.log.warning), **timing,
                                                         bulk=_bulk_writer(target, dest, pipeline, store, ledger,
                                                                           context.run.run_id,
                                                                           masker.log(context.log.info)))
