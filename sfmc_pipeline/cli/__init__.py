@@ -63,6 +63,11 @@ def _ledger_reset(args: argparse.Namespace) -> int:
                                      record_ids=args.record or [], kind=kind)
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="pipeline config (default: $SFMC_PIPELINE_CONFIG, else pipeline.yaml in the repository)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sfmc-pipeline",
@@ -83,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
             "check FAILED. Secrets are never printed."
         ),
     )
-    check.add_argument("--config", type=Path, metavar="PATH",
-                       help="pipeline config (default: $SFMC_PIPELINE_CONFIG, else pipeline.yaml in the repository)")
+    _config_option(check)
     check.set_defaults(run=_check)
 
     test = commands.add_parser(
@@ -96,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
             "exit status 0 when all pass, 1 when one fails, 2 when the examples file or the config is invalid."
         ),
     )
-    test.add_argument("--config", type=Path, metavar="PATH",
-                      help="pipeline config (default: $SFMC_PIPELINE_CONFIG, else pipeline.yaml in the repository)")
+    _config_option(test)
     test.add_argument("--examples", type=Path, metavar="PATH",
                       help="examples file (default: segment_examples.yaml next to the pipeline config)")
     test.set_defaults(run=_test_segments)
@@ -128,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           description="One line per record held back: destination, record Id, why "
                                           "(gone or values rejected), Salesforce's code, since when.")
     standing.add_argument("--destination", metavar="NAME", help="only this destination of the pipeline config")
-    standing.add_argument("--config", type=Path, metavar="PATH",
-                          help="pipeline config (default: $SFMC_PIPELINE_CONFIG, else pipeline.yaml in the repository)")
+    _config_option(standing)
     standing.set_defaults(run=_ledger_standing)
     reset = ledger_commands.add_parser(
         "reset", help="let the next sync send held-back records again (e.g. after restoring them in the CRM)",
@@ -143,8 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--gone", action="store_true", help="every record marked gone from the CRM")
     which.add_argument("--rejected", action="store_true", help="every record whose values were rejected")
     which.add_argument("--all", action="store_true", help="every record held back")
-    reset.add_argument("--config", type=Path, metavar="PATH",
-                       help="pipeline config (default: $SFMC_PIPELINE_CONFIG, else pipeline.yaml in the repository)")
+    _config_option(reset)
     reset.set_defaults(run=_ledger_reset)
     return parser
 
