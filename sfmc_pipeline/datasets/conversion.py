@@ -388,6 +388,11 @@ def sfmc_system_times(values: pd.Series) -> np.ndarray:
     return utc - _SYSTEM_OFFSET
 
 
+def utc_to_system_times(values: pd.Series) -> np.ndarray:
+    """Typed (UTC) dates as naive SFMC system times (``datetime64[us]``, NaT kept): the inverse of typing."""
+    return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]") - _SYSTEM_OFFSET
+
+
 def _utc_times(values: pd.Series, column: ColumnConfig | None) -> tuple[np.ndarray, Problems]:
     """The values as naive UTC ``datetime64[us]`` (NaT where not a date), and the rows that are not dates."""
     array = _arrow(values)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.conversion import sfmc_system_times
+from sfmc_pipeline.datasets.conversion import sfmc_system_times, utc_to_system_times
 from sfmc_pipeline.datasets.incremental import INCOMPLETE, to_system_time
 
 RECOUNT_DAYS = 7  # late rows older than this are caught by the periodic full read
@@ -75,9 +75,8 @@ def merged_counts(valid: pd.DataFrame, quarantine: pd.DataFrame, extension: Data
     """The merged dataset's rows per range: the valid rows by their typed (UTC) cursor, the quarantined
     ones by their value as served."""
     column = extension.incremental_column
-    typed = valid[column].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
     served = sfmc_system_times(quarantine[column]) if len(quarantine) else np.empty(0, dtype="datetime64[us]")
-    times = np.concatenate([typed - np.timedelta64(6, "h"), served])
+    times = np.concatenate([utc_to_system_times(valid[column]), served])
     return RowCounts(total=len(valid) + len(quarantine), ranges=count_times(times, ranges))
 
 

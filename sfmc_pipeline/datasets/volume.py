@@ -146,11 +146,6 @@ class VolumeState:
                 "something else. Delete it and materialize the asset that writes it again."
             ) from None
 
-    def last(self, asset: str) -> int | None:
-        """The count of the last successful materialization (None: there was none)."""
-        kept = self.history(asset)
-        return kept[-1].rows_valid if kept else None
-
     def verdict(self, asset: str, rows_valid: int, *, now: dt.datetime, window_days: int, max_drop: float,
                 allow_empty: bool) -> VolumeVerdict:
         kept = self.history(asset)

@@ -70,14 +70,13 @@ import requests
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.incremental import to_system_time
+from sfmc_pipeline.datasets.recount import LATEST  # an incremental window's open end
 from sfmc_pipeline.sfmc.auth import SfmcAuth
 from sfmc_pipeline.sfmc.source import ExtractError, PageStream, RawExtract, SourceProbe, collect_pages
 from sfmc_pipeline.transport import ApiError, HttpTransport, Redactor, RetrySettings, body_excerpt
 
 MAX_PAGE_SIZE = 2500
 MAX_CONCURRENCY = 16
-# The upper bound of an incremental read's window: "no upper bound", as a date SFMC can store.
-WINDOW_END = "9999-12-31T23:59:59"
 
 
 class SfmcRestSource:
@@ -153,7 +152,7 @@ class SfmcRestSource:
                 raise ValueError(f"{key}: counting rows by date range needs an incremental_column")
 
             def count(date_range) -> int:
-                between = f"{column} between '{date_range.start:%Y-%m-%dT%H:%M:%S}' and '{date_range.end:%Y-%m-%dT%H:%M:%S}'"
+                between = between_filter(column, date_range.start, date_range.end)
                 return self._read_page(url, _query({"$page": 1, "$pageSize": 1, "$filter": between}),
                                        key, 1, None, 0)["count"]
 
@@ -525,8 +524,13 @@ def _json(response: requests.Response) -> object:
 def window_filter(column: str, since: dt.datetime) -> str:
     """The rowset ``$filter`` of the rows whose ``column`` is at or after ``since`` (UTC), its
     bounds in SFMC system time."""
-    start = to_system_time(since).replace(microsecond=0)
-    return f"{column} between '{start:%Y-%m-%dT%H:%M:%S}' and '{WINDOW_END}'"
+    return between_filter(column, to_system_time(since).replace(microsecond=0), LATEST)
+
+
+def between_filter(column: str, start: dt.datetime, end: dt.datetime) -> str:
+    """The rowset ``$filter`` of the rows whose ``column`` lies from ``start`` to ``end`` (naive SFMC system
+    times, both inclusive, to the second)."""
+    return f"{column} between '{start:%Y-%m-%dT%H:%M:%S}' and '{end:%Y-%m-%dT%H:%M:%S}'"
 
 
 def _query(params: dict) -> str:

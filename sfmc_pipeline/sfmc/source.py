@@ -56,12 +56,7 @@ class SourceProbe:
     def columns(self, extension: DataExtensionConfig) -> tuple[list[str], list[str]] | None:
         """``(unmapped, missing)``: fields served but not configured (as served, sorted) and configured
         fields not served (configured names, in order); None when no row told."""
-        if self.served is None:
-            return None
-        served = {name.lower() for name in self.served}
-        configured = {c.name.lower() for c in extension.columns}
-        return (sorted(name for name in self.served if name.lower() not in configured),
-                [c.name for c in extension.columns if c.name.lower() not in served])
+        return None if self.served is None else column_match(self.served, extension)
 
     @property
     def change_token(self) -> str:
@@ -208,6 +203,16 @@ class DataExtensionSource(Protocol):
         ...
 
 
+def column_match(served: Iterable[str], extension: DataExtensionConfig) -> tuple[list[str], list[str]]:
+    """``(unmapped, missing)``: fields served but not configured (as served, sorted) and configured fields
+    not served (configured names, in order), names compared in any case (SFMC serves them lower-cased)."""
+    served = list(served)
+    served_lower = {name.lower() for name in served}
+    configured = {c.name.lower() for c in extension.columns}
+    return (sorted(name for name in served if name.lower() not in configured),
+            [c.name for c in extension.columns if c.name.lower() not in served_lower])
+
+
 def align_columns(
     frame: pd.DataFrame, extension: DataExtensionConfig
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -218,9 +223,9 @@ def align_columns(
     """
     by_lower = {c.name.lower(): c.name for c in extension.columns}
     rename = {name: by_lower[name.lower()] for name in frame.columns if name.lower() in by_lower}
-    unmapped = sorted(name for name in frame.columns if name.lower() not in by_lower)
+    unmapped, missing = column_match(frame.columns, extension)
+    missing = missing if len(frame) else []
     frame = frame.rename(columns=rename)
-    missing = [c.name for c in extension.columns if c.name not in frame.columns] if len(frame) else []
     for name in by_lower.values():
         if name not in frame.columns:
             frame[name] = ""
