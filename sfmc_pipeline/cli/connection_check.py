@@ -33,6 +33,7 @@ from typing import Callable
 
 from sfmc_pipeline import settings
 from sfmc_pipeline.assets.crm import local_db_path
+from sfmc_pipeline.cli.config_file import chosen_config
 from sfmc_pipeline.config import PipelineConfig, PipelineConfigError, load_pipeline_config
 from sfmc_pipeline.governance.lineage import destination_flows
 from sfmc_pipeline.governance.policies import split
@@ -133,7 +134,7 @@ def run(*, config_path: Path | None = None, out: Callable[[str], None] | None = 
     """Run every check with the current environment; returns the exit status."""
     out = out or (lambda line: print(line, flush=True))
     report = Report(out, settings.secret_redactor())
-    path = Path(config_path) if config_path else settings.config_path()
+    path = chosen_config(config_path)
     pipeline = check_config(report, path)
     if pipeline is not None:
         check_policies(report, pipeline)

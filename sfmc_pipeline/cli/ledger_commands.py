@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.config import PipelineConfigError, load_pipeline_config
+from sfmc_pipeline.cli.config_file import load_or_report
 from sfmc_pipeline.crm.salesforce_rules import RECORD_GONE, VALUE_REJECTED
 from sfmc_pipeline.crm.standing_failures import listing, reset
 from sfmc_pipeline.datasets.storage import open_state_db
@@ -71,11 +71,8 @@ def run_reset(*, config_path: Path | None, destination: str, record_ids: Sequenc
 
 def _checked(config_path: Path | None, destination: str | None, err: Callable[[str], None]) -> Path | None:
     """The ledger file, once the destination (if given) is one of the config's and the ledger exists."""
-    path = Path(config_path) if config_path else settings.config_path()
-    try:
-        pipeline = load_pipeline_config(path)
-    except PipelineConfigError as exc:
-        err(f"error: {exc}")
+    path, pipeline = load_or_report(config_path, err)
+    if pipeline is None:
         return None
     names = [d.name for d in pipeline.destinations]
     if destination is not None and destination not in names:

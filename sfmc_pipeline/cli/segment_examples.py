@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from sfmc_pipeline import settings
-from sfmc_pipeline.config import PipelineConfigError, load_pipeline_config
+from sfmc_pipeline.cli.config_file import load_or_report
 from sfmc_pipeline.segments.examples import ExamplesError, coverage, default_examples_path, load_examples, run_example
 
 EXIT_FAILED = 1
@@ -21,11 +20,8 @@ def run(
     out: Callable[[str], None] = print,
     err: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> int:
-    config_path = Path(config_path) if config_path else settings.config_path()
-    try:
-        pipeline = load_pipeline_config(config_path)
-    except PipelineConfigError as exc:
-        err(f"error: {exc}")
+    config_path, pipeline = load_or_report(config_path, err)
+    if pipeline is None:
         return EXIT_INVALID
     path = Path(examples_path) if examples_path else default_examples_path(config_path)
     try:
