@@ -81,7 +81,7 @@ def contact_rows(n: int) -> list[dict[str, str]]:
 
 
 def serve(rows: int, latency: float, page_size: int, conn) -> None:
-    from sfmc_pipeline_tests.fakes.sfmc_server import FakeSfmcServer
+    from sfmc_pipeline_testing.sfmc_server import FakeSfmcServer
 
     server = FakeSfmcServer(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     server.add_data_extension(KEY, contact_rows(rows), primary_key=["SubscriberKey"],

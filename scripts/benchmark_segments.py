@@ -70,11 +70,20 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
+
 from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType  # noqa: E402
 from sfmc_pipeline.datasets.conversion import pandas_dtype  # noqa: E402
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY, SegmentEvaluator  # noqa: E402
-from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule, related_datasets  # noqa: E402
+from sfmc_pipeline.segments.rules import (  # noqa: E402
+    AllOf,
+    AnyOf,
+    Compare,
+    HasRelated,
+    Not,
+    Rule,
+    related_datasets,
+)
 from sfmc_pipeline.segments.statuses import compute_statuses, status_counts  # noqa: E402
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH  # noqa: E402
 

@@ -29,7 +29,7 @@ Bulk API 2.0 in the fake. The fake processes a closed job at its first poll (its
 needs the fewest requests and its wall time holds no queueing: a real org queues and processes the job in
 the background, which takes longer. What this measures is the client's cost (CSV, upload, result
 matching, ledger) and the request count, the robust figure. The ``BulkWriter`` is built as the sync asset
-builds it (``sfmc_pipeline/assets/crm.py`` ``_bulk_writer``), with its default poll schedule (first poll
+builds it (``sfmc_pipeline/defs/assets/crm.py`` ``_bulk_writer``), with its default poll schedule (first poll
 after 1 s, doubling up to 30 s) and real sleeps; the sleeps are timed and reported separately, so the
 wall time is shown with and without them.
 
@@ -86,15 +86,16 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
+
 from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.models import DestinationConfig, SyncSettings  # noqa: E402
 from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter  # noqa: E402
 from sfmc_pipeline.crm.ledger import SyncLedger  # noqa: E402
 from sfmc_pipeline.crm.ledger_hashing import key_path  # noqa: E402
-from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST  # noqa: E402
-from sfmc_pipeline.crm.salesforce_client import SalesforceClient  # noqa: E402
 from sfmc_pipeline.crm.sync import DestinationSync, SyncOutcome  # noqa: E402
-from sfmc_pipeline.datasets.salesforce_id import to_18  # noqa: E402
+from sfmc_pipeline.salesforce.ids import to_18  # noqa: E402
+from sfmc_pipeline.salesforce.records import MAX_RECORDS_PER_REQUEST  # noqa: E402
+from sfmc_pipeline.salesforce.rest import SalesforceClient  # noqa: E402
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH  # noqa: E402
 
 DEVELOPER_EDITION_DAILY = 15_000  # a Developer Edition org, per rolling 24 h
@@ -119,7 +120,7 @@ def _fake_org_main(conn, latency: float) -> None:
     """Child process: serve a fake org and answer the parent's set-up and check commands. Only the fake's
     constructor options and public methods/state are used (its HTTP scaffolding is not this script's business);
     ``bulk_polls_before_complete`` keeps its default (0: a closed job is processed at its first poll)."""
-    from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
+    from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
 
     org = FakeSalesforceServer(daily_api_limit=FAKE_DAILY_LIMIT, latency_seconds=latency).start()
     conn.send((org.base_url, org.client_id, org.client_secret))
@@ -304,7 +305,7 @@ def _timed(function, totals: dict, key: str, counts: dict | None = None):
 
 def bulk_writer(client: SalesforceClient, dest: DestinationConfig, settings: SyncSettings, ledger: SyncLedger,
                 ledger_path: Path, run_id: str, sleep, log) -> BulkWriter:
-    """The writer as ``sfmc_pipeline/assets/crm.py`` ``_bulk_writer`` builds it (store beside the ledger, the
+    """The writer as ``sfmc_pipeline/defs/assets/crm.py`` ``_bulk_writer`` builds it (store beside the ledger, the
     config's poll timeout and usage threshold, default poll schedule), with a timed real ``sleep``."""
     return BulkWriter(
         client, dest.object, dest.operation, dest.external_id.field if dest.external_id else None,

@@ -29,7 +29,7 @@ What it does:
    - ``new``: ``validate_pages(pages, extension)`` over the page iterator; the 2nd read takes the
      previous dataset's row hashes (``merge.previous_for_full_read``), as the asset does.
    - ``previous impl.``: the previous implementation, the tests' reference
-     (``sfmc_pipeline_tests/validation_reference.py``: the per-column conversion with pandas
+     (``sfmc_pipeline_testing/validation_reference.py``: the per-column conversion with pandas
      ``to_datetime`` for dates and regex ``extract_regex`` for numbers, pandera's lazy validation of
      the whole typed frame, the quarantine built with ``groupby``) with the vectorised Salesforce Id
      rules that implementation had (kept below, ``old_*``); for the 2nd read ``load_previous`` and ``count_changed`` with ``hash_pandas_object``), fed as
@@ -224,17 +224,17 @@ def read_source(path: Path, limit: int | None = None):
 
 
 def old_validate_extract(raw, extension):
-    """The previous implementation (``sfmc_pipeline_tests/validation_reference.py``, which the tests
+    """The previous implementation (``sfmc_pipeline_testing/validation_reference.py``, which the tests
     check the new code against) with the vectorised Salesforce Id rules it had
     (``AS_IT_WAS_IDS``): ``(valid, quarantine, issues)``."""
-    from sfmc_pipeline_tests.validation_reference import reference_validate
+    from sfmc_pipeline_testing.validation_reference import reference_validate
 
     result = reference_validate(raw, extension, ids=_as_it_was_ids())
     return result.valid, result.quarantine, result.issues
 
 
 def _as_it_was_ids():
-    from sfmc_pipeline_tests.validation_reference import IdRules
+    from sfmc_pipeline_testing.validation_reference import IdRules
 
     return IdRules(to_18=_old_to_18, valid=_old_valid_id_mask)
 
@@ -305,7 +305,12 @@ def child(args) -> None:
     import pandas as pd
 
     from sfmc_pipeline.config import load_pipeline_config
-    from sfmc_pipeline.datasets.incremental import FULL, Previous, ReadPlan, load_previous
+    from sfmc_pipeline.datasets.incremental import (
+        FULL,
+        Previous,
+        ReadPlan,
+        load_previous,
+    )
     from sfmc_pipeline.datasets.merge import land, previous_for_full_read
     from sfmc_pipeline.datasets.storage import DatasetStore
     from sfmc_pipeline.datasets.validation import validate_pages

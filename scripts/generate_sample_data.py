@@ -141,7 +141,7 @@ The next day (``<out>/next_day/``, selected by ``sfmc-pipeline sample next_day``
     Default run: Contacts 3,018 rows (148 changed or added), CampaignEngagement 24,313 (743),
     Activities 47,548 (1,929 added).
 
-Only the standard library and ``sfmc_pipeline.datasets.salesforce_id`` are used.
+Only the standard library and ``sfmc_pipeline.salesforce.ids`` are used.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, to_18  # noqa: E402
+from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX, LEAD_PREFIX, to_18  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "data" / "sample"
 DEFAULT_SEED = 20261120

@@ -10,19 +10,22 @@ from __future__ import annotations
 import dagster as dg
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.assets.crm import build_crm_assets
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.config import PipelineConfig, load_pipeline_config
-from sfmc_pipeline.automation.change_sensor import build_change_sensor
-from sfmc_pipeline.automation.downstream import build_automation_sensor, follows_inputs
-from sfmc_pipeline.automation.failure_alerts import build_failure_alerts
-from sfmc_pipeline.automation.run_executor import reporting_executor
-from sfmc_pipeline.automation.schedule import build_schedule, dataset_freshness
-from sfmc_pipeline.jobs import ALL_JOBS
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.crm import build_crm_assets
+from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+from sfmc_pipeline.defs.assets.segments import build_segment_assets
+from sfmc_pipeline.defs.automation.change_sensor import build_change_sensor
+from sfmc_pipeline.defs.automation.downstream import (
+    build_automation_sensor,
+    follows_inputs,
+)
+from sfmc_pipeline.defs.automation.failure_alerts import build_failure_alerts
+from sfmc_pipeline.defs.automation.schedule import build_schedule, dataset_freshness
+from sfmc_pipeline.defs.jobs import ALL_JOBS
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
+from sfmc_pipeline.runs.executor import reporting_executor
 
 
 def build_resources() -> dict:

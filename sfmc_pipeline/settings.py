@@ -13,7 +13,8 @@ from pathlib import Path
 import dagster as dg
 from dotenv import dotenv_values, set_key
 
-from sfmc_pipeline.transport import ConfigurationError, Redactor
+from sfmc_pipeline.errors import ConfigurationError
+from sfmc_pipeline.http import Redactor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ a recording sleep, and an isolated storage directory."""
 
 import pytest
 
-pytest_plugins = ["sfmc_pipeline_tests.fakes.fixtures", "sfmc_pipeline_tests.fakes.salesforce_fixtures"]
+pytest_plugins = ["sfmc_pipeline_testing.fixtures", "sfmc_pipeline_testing.salesforce_fixtures"]
 
 
 class FakeClock:

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.salesforce_client import SalesforceClient
 from sfmc_pipeline.crm.sync import DestinationSync
-from sfmc_pipeline.datasets.salesforce_id import to_18
-from sfmc_pipeline.transport import RetrySettings
+from sfmc_pipeline.http import RetrySettings
+from sfmc_pipeline.salesforce.ids import to_18
+from sfmc_pipeline.salesforce.rest import SalesforceClient
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
 CONTACTS = CONFIG.destination("contacts")

@@ -13,17 +13,17 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path, local_db_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import PipelineConfig
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
-from sfmc_pipeline.datasets.salesforce_id import is_valid_id
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.crm import build_crm_assets, ledger_path, local_db_path
+from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+from sfmc_pipeline.defs.assets.segments import build_segment_assets
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
+from sfmc_pipeline.salesforce.ids import is_valid_id
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline_tests.segment_fixtures import CONFIG

@@ -11,12 +11,12 @@ import dagster as dg
 import pandas as pd
 import yaml
 
-from sfmc_pipeline.assets.datasets import build_dataset_asset
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.datasets.incremental import state_path
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_tests.flow_fixtures import materialize, step_failures
 

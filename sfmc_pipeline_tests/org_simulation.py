@@ -18,8 +18,8 @@ import datetime as dt
 import random
 from decimal import Decimal
 
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
-from sfmc_pipeline_tests.fakes.sfmc_server import FakeSfmcServer
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
+from sfmc_pipeline_testing.sfmc_server import FakeSfmcServer
 from sfmc_pipeline_tests.segment_fixtures import CONFIG, key
 
 FIRST_DAY = dt.date(2026, 11, 20)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from sfmc_pipeline.automation.failure_alerts import build_failure_alerts
-from sfmc_pipeline.automation.run_executor import reporting_executor
-from sfmc_pipeline.jobs import STORAGE_TAG
+from sfmc_pipeline.defs.automation.failure_alerts import build_failure_alerts
+from sfmc_pipeline.defs.jobs import STORAGE_TAG
+from sfmc_pipeline.runs.executor import reporting_executor
 
 HOLD_DIR_ENV = "SFMC_PIPELINE_TEST_HOLD_DIR"
 HOLD_LIMIT_SECONDS = 120  # a forgotten run ends by itself

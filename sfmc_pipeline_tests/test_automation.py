@@ -8,12 +8,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.automation.downstream import AUTOMATION_SENSOR_NAME
-from sfmc_pipeline.automation.schedule import SCHEDULE_NAME, longest_gap
 from sfmc_pipeline.config import PipelineConfigError, load_pipeline_config
 from sfmc_pipeline.config.models import ScheduleConfig
 from sfmc_pipeline.definitions import build_definitions
-from sfmc_pipeline.jobs import STORAGE_TAG
+from sfmc_pipeline.defs.automation.downstream import AUTOMATION_SENSOR_NAME
+from sfmc_pipeline.defs.automation.schedule import SCHEDULE_NAME, longest_gap
+from sfmc_pipeline.defs.jobs import STORAGE_TAG
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, REPO_ROOT
 from sfmc_pipeline_tests.flow_fixtures import edited_config
 

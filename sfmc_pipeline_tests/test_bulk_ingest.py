@@ -22,14 +22,21 @@ from decimal import Decimal
 
 import pytest
 
-from sfmc_pipeline.crm.bulk_ingest import parse_error
-from sfmc_pipeline.crm.bulk_writer import BulkJobFailed, BulkJobStore, BulkWriter, csv_cell, csv_line
+from sfmc_pipeline.crm.bulk_writer import (
+    BulkJobFailed,
+    BulkJobStore,
+    BulkWriter,
+    csv_cell,
+    csv_line,
+)
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
-from sfmc_pipeline.crm.records import RecordError
-from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded, SalesforceClient
-from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX
-from sfmc_pipeline.transport import ApiError, RetrySettings
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
+from sfmc_pipeline.errors import ApiError
+from sfmc_pipeline.http import RetrySettings
+from sfmc_pipeline.salesforce.bulk_api import parse_error
+from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX
+from sfmc_pipeline.salesforce.records import RecordError
+from sfmc_pipeline.salesforce.rest import RequestLimitExceeded, SalesforceClient
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer, fake_id
 
 SEG = "crm_2_seg__c"
 EXT = "Ext_Id__c"

@@ -6,7 +6,15 @@ from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
-    CONTACTS, cid, client, collection_requests, members, org, profiles, seed, writes_per_id,
+    CONTACTS,
+    cid,
+    client,
+    collection_requests,
+    members,
+    org,
+    profiles,
+    seed,
+    writes_per_id,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 

@@ -8,10 +8,13 @@ import logging
 
 import dagster as dg
 
-from sfmc_pipeline.automation.change_sensor import CHANGE_SENSOR_NAME, build_change_sensor
 from sfmc_pipeline.definitions import build_definitions
-from sfmc_pipeline.jobs import STORAGE_TAG
-from sfmc_pipeline.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.automation.change_sensor import (
+    CHANGE_SENSOR_NAME,
+    build_change_sensor,
+)
+from sfmc_pipeline.defs.jobs import STORAGE_TAG
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline_tests.flow_fixtures import copy_sample, edited_config
 
 DOWNSTREAM = {"segment_memberships", "segment_statuses", "salesforce/contacts", "salesforce/leads"}

@@ -12,7 +12,6 @@ The dataset asset reads a source's ``read_pages`` when it has one."""
 
 from __future__ import annotations
 
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -21,11 +20,14 @@ import pytest
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import DataExtensionConfig, SfmcType
 from sfmc_pipeline.datasets.conversion import convert_frame, pandas_dtype
-from sfmc_pipeline.datasets.salesforce_id import to_18
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract, validate_pages
+from sfmc_pipeline.salesforce.ids import to_18
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
-from sfmc_pipeline_tests.validation_reference import reference_convert_frame, reference_validate
+from sfmc_pipeline_testing.validation_reference import (
+    reference_convert_frame,
+    reference_validate,
+)
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 
@@ -288,9 +290,9 @@ class PagedSource:
 
 
 def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkeypatch):
-    from sfmc_pipeline.assets.datasets import build_dataset_assets
-    from sfmc_pipeline.resources.sfmc import SfmcResource
-    from sfmc_pipeline.resources.storage import StorageResource
+    from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+    from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+    from sfmc_pipeline.defs.resources.storage import StorageResource
     from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 
     sources = []
@@ -330,9 +332,10 @@ def _old_count_changed(previous: pd.DataFrame, current: pd.DataFrame) -> int:
 
 
 def test_a_full_read_counts_changed_rows_from_the_previous_datasets_row_hashes(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
     from sfmc_pipeline.datasets import storage
     from sfmc_pipeline.datasets.merge import count_changed, previous_for_full_read
-    import pyarrow.parquet as pq
 
     monkeypatch.setattr(storage, "ROW_GROUP_ROWS", 300)  # several row groups, read one at a time
     extension = CONFIG.extension("contacts")

@@ -21,16 +21,22 @@ import pandas as pd
 import pytest
 import requests
 
-from sfmc_pipeline.assets.datasets import build_dataset_asset
 from sfmc_pipeline.config import load_pipeline_config
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
+from sfmc_pipeline.errors import ApiError
+from sfmc_pipeline.http import HttpTransport, RetrySettings
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
 from sfmc_pipeline.sfmc.auth import SfmcAuth
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
-from sfmc_pipeline.sfmc.rest_source import SfmcRestSource, _decode_page, _Items, _page_url
+from sfmc_pipeline.sfmc.rest_source import (
+    SfmcRestSource,
+    _decode_page,
+    _Items,
+    _page_url,
+)
 from sfmc_pipeline.sfmc.source import ExtractError, align_columns, collect_pages
-from sfmc_pipeline.transport import ApiError, HttpTransport, RetrySettings
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 ACTIVITIES = CONFIG.extension("activities")

@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 
 from sfmc_pipeline.cli import main
-from sfmc_pipeline.cli.connection_check import CheckLine, Report, flatten, longest_status_values, split_advice
-from sfmc_pipeline.crm.salesforce_client import SalesforceClient
+from sfmc_pipeline.cli.connection_check import (
+    CheckLine,
+    Report,
+    flatten,
+    longest_status_values,
+    split_advice,
+)
+from sfmc_pipeline.http import Redactor
+from sfmc_pipeline.salesforce.rest import SalesforceClient
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
-from sfmc_pipeline.transport import Redactor
-from sfmc_pipeline_tests.fakes.salesforce_fixtures import JwtKey
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
+from sfmc_pipeline_testing.salesforce_fixtures import JwtKey
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
 SFMC_SECRET = "sfmc-secret-Zq8w2"

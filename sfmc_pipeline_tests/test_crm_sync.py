@@ -14,8 +14,20 @@ from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.crm.reconciliation import reconcile
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
-    CONTACTS, LEADS, cid, client, collection_requests, members, org, profiles, run, seed, statuses, writes_per_id,
+    CONTACTS,
+    LEADS,
+    cid,
+    client,
+    collection_requests,
+    members,
+    org,
+    profiles,
+    run,
+    seed,
+    statuses,
+    writes_per_id,
 )
+
 
 def test_first_sync_writes_statuses_and_attributes_then_unchanged_sends_nothing(org, client, tmp_path):
     ids = [cid(i) for i in range(3)]

@@ -16,11 +16,21 @@ from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.crm.reconciliation import reconcile
-from sfmc_pipeline.crm.salesforce_client import SalesforceClient
+from sfmc_pipeline.salesforce.rest import SalesforceClient
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
-    CONTACTS, STATUS_FIELDS, cid, client, collection_requests, members, org, profiles, run, seed, statuses,
+    CONTACTS,
+    STATUS_FIELDS,
+    cid,
+    client,
+    collection_requests,
+    members,
+    org,
+    profiles,
+    run,
+    seed,
+    statuses,
 )
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
 from sfmc_pipeline_tests.segment_fixtures import CONFIG, contact, typed
 
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.assets.crm import build_sync_asset
 from sfmc_pipeline.cli import connection_check
 from sfmc_pipeline.config import PipelineConfigError
 from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.salesforce_client import SalesforceClient
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.definitions import build_definitions
+from sfmc_pipeline.defs.assets.crm import build_sync_asset
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.governance.policies import PolicyViolation
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.salesforce.rest import SalesforceClient
 from sfmc_pipeline_tests.crm_fixtures import CONTACTS, members, org, profiles  # noqa: F401 (org: a fixture)
 from sfmc_pipeline_tests.flow_fixtures import edited_config, materialize, step_failures
 from sfmc_pipeline_tests.segment_fixtures import CONFIG

@@ -12,10 +12,10 @@ import pytest
 
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.datasets.storage import DatasetStore, atomic_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
 from sfmc_pipeline.definitions import build_resources
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 

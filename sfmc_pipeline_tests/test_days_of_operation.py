@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,20 +20,20 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.crm.standing_failures import listing
 from sfmc_pipeline.datasets.merge import raw_keys, typed_keys
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.crm import build_crm_assets, ledger_path
+from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+from sfmc_pipeline.defs.assets.segments import build_segment_assets
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.segments.evaluate import SegmentEvaluator
 from sfmc_pipeline.sfmc.source import align_columns
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
-from sfmc_pipeline_tests.fakes.sfmc_server import format_sfmc_value
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
+from sfmc_pipeline_testing.sfmc_server import format_sfmc_value
 from sfmc_pipeline_tests.flow_fixtures import edited_config, step_failures
 from sfmc_pipeline_tests.org_simulation import SimulatedOrg
 
@@ -98,10 +98,10 @@ def test_ten_days_of_a_changing_org(tmp_path, fake_sfmc):
 KILLED_SYNC = """
 import datetime as dt, os, sys
 import dagster as dg
-from sfmc_pipeline.assets.crm import build_crm_assets
+from sfmc_pipeline.defs.assets.crm import build_crm_assets
 from sfmc_pipeline.config import load_pipeline_config
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 
 config_path, storage, login_url, client_id, now = sys.argv[1:6]
 at = dt.datetime.fromisoformat(now)

@@ -8,11 +8,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+
 import dagster as dg
 
-from sfmc_pipeline.automation.change_sensor import CHANGE_SENSOR_NAME
-from sfmc_pipeline.automation.downstream import AUTOMATION_SENSOR_NAME
-from sfmc_pipeline.automation.schedule import SCHEDULE_NAME
+from sfmc_pipeline.defs.automation.change_sensor import CHANGE_SENSOR_NAME
+from sfmc_pipeline.defs.automation.downstream import AUTOMATION_SENSOR_NAME
+from sfmc_pipeline.defs.automation.schedule import SCHEDULE_NAME
 from sfmc_pipeline.settings import REPO_ROOT
 from sfmc_pipeline_tests.ui_location import ui_location_name
 

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline_tests.flow_fixtures import asset_metadata, copy_sample, ledger_rows, local_crm_records, run_flow
+from sfmc_pipeline_tests.flow_fixtures import (
+    asset_metadata,
+    copy_sample,
+    ledger_rows,
+    local_crm_records,
+    run_flow,
+)
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
 DRY_CONTACTS = {"salesforce__contacts": {"config": {"dry_run": True}}}  # the README's example

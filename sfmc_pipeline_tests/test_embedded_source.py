@@ -6,10 +6,10 @@ extract of 0 rows."""
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.assets.datasets import build_dataset_asset
 from sfmc_pipeline.config import load_pipeline_config
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.source import ExtractError

@@ -10,7 +10,13 @@ import dagster as dg
 
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline_tests.flow_fixtures import (
-    ASSETS, asset_metadata, ledger_rows, local_crm_records, local_resources, materialize, step_failures,
+    ASSETS,
+    asset_metadata,
+    ledger_rows,
+    local_crm_records,
+    local_resources,
+    materialize,
+    step_failures,
 )
 from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 

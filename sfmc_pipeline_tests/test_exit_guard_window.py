@@ -16,7 +16,14 @@ from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
-    CONTACTS, cid, client, members, org, profiles, seed, statuses,
+    CONTACTS,
+    cid,
+    client,
+    members,
+    org,
+    profiles,
+    seed,
+    statuses,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 

@@ -14,17 +14,17 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.assets import failures
-from sfmc_pipeline.assets.datasets import build_dataset_asset
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets import failures
+from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
+from sfmc_pipeline.http import RetrySettings
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.source import ExtractError
-from sfmc_pipeline.transport import RetrySettings
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 ACTIVITIES = CONFIG.extension("activities")

@@ -5,10 +5,14 @@ at once with their message."""
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.assets.failures import TRANSIENT_RETRIES, TRANSIENT_RETRY_WAIT, api_failures
 from sfmc_pipeline.crm.preflight import PreflightError
+from sfmc_pipeline.defs.assets.failures import (
+    TRANSIENT_RETRIES,
+    TRANSIENT_RETRY_WAIT,
+    api_failures,
+)
+from sfmc_pipeline.errors import ApiError, ConfigurationError
 from sfmc_pipeline.governance.masking import mask_emails_in_text
-from sfmc_pipeline.transport import ApiError, ConfigurationError
 
 
 def test_transient_api_failure_requests_a_bounded_step_retry():

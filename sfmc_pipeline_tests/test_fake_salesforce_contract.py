@@ -1,4 +1,4 @@
-"""Contract tests for the fake Salesforce org (``sfmc_pipeline_tests/fakes/salesforce_server.py``).
+"""Contract tests for the fake Salesforce org (``sfmc_pipeline_testing/salesforce_server.py``).
 
 They pin, over real HTTP with plain ``requests``, the parts of the Salesforce Platform REST API contract
 (OAuth, sObject Collections update/upsert/retrieve, errors, limits, describe, Contact/Lead fields) that our
@@ -33,8 +33,8 @@ from decimal import Decimal
 import pytest
 import requests
 
-from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
+from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer, fake_id
 
 SEG = "crm_2_seg__c"
 

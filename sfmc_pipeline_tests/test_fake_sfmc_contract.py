@@ -1,4 +1,4 @@
-"""Contract tests for the fake SFMC server (sfmc_pipeline_tests/fakes/sfmc_server.py).
+"""Contract tests for the fake SFMC server (sfmc_pipeline_testing/sfmc_server.py).
 
 They pin the SFMC behaviour our client relies on:
 - OAuth2 client-credentials token: JSON body, response shape (Bearer, expires_in, rest_instance_url ending in "/"),
@@ -28,7 +28,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from sfmc_pipeline_tests.fakes.sfmc_server import FakeSfmcServer
+from sfmc_pipeline_testing.sfmc_server import FakeSfmcServer
 
 CREDS = {"grant_type": "client_credentials", "client_id": "fake-client-id", "client_secret": "fake-client-secret"}
 

@@ -14,7 +14,12 @@ import pytest
 
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.segments.held import held_profile_keys
-from sfmc_pipeline_tests.flow_fixtures import asset_metadata, copy_sample, local_crm_records, run_flow
+from sfmc_pipeline_tests.flow_fixtures import (
+    asset_metadata,
+    copy_sample,
+    local_crm_records,
+    run_flow,
+)
 from sfmc_pipeline_tests.segment_fixtures import CONFIG, key
 
 KEY = "profile_key"

@@ -25,7 +25,11 @@ import yaml
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
-from sfmc_pipeline_tests.flow_fixtures import asset_metadata, check_evaluations, step_failures
+from sfmc_pipeline_tests.flow_fixtures import (
+    asset_metadata,
+    check_evaluations,
+    step_failures,
+)
 from sfmc_pipeline_tests.incremental_fixtures import Activities, activity, between
 
 IN_PLACE = "the dataset in place (landed by an earlier run): this run failed and did not replace it"

@@ -17,20 +17,39 @@ import pandas as pd
 import pytest
 import yaml
 
-from sfmc_pipeline.assets.datasets import build_dataset_asset
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.incremental import IncrementalState, config_fingerprint, plan_read, state_path
+from sfmc_pipeline.datasets.incremental import (
+    IncrementalState,
+    config_fingerprint,
+    plan_read,
+    state_path,
+)
 from sfmc_pipeline.datasets.merge import merge_delta
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
-from sfmc_pipeline_tests.fakes.sfmc_server import format_sfmc_datetime
-from sfmc_pipeline_tests.flow_fixtures import asset_metadata, check_evaluations, materialize, step_failures
+from sfmc_pipeline_testing.sfmc_server import format_sfmc_datetime
+from sfmc_pipeline_tests.flow_fixtures import (
+    asset_metadata,
+    check_evaluations,
+    materialize,
+    step_failures,
+)
 from sfmc_pipeline_tests.incremental_fixtures import (
-    BASE, FULL_REFRESH, START, Activities, Clock, activity, between, config_with as _config,
+    BASE,
+    FULL_REFRESH,
+    START,
+    Activities,
+    Clock,
+    activity,
+    between,
+)
+from sfmc_pipeline_tests.incremental_fixtures import (
+    config_with as _config,
 )
 
 

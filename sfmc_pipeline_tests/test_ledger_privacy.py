@@ -20,7 +20,14 @@ from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.datasets.storage import StorageError
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
-    CONTACTS, cid, client, members, org, profiles, run, seed,
+    CONTACTS,
+    cid,
+    client,
+    members,
+    org,
+    profiles,
+    run,
+    seed,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 

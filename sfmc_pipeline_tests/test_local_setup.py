@@ -15,7 +15,13 @@ from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline_tests.crm_fixtures import cid, members, profiles, run
-from sfmc_pipeline_tests.flow_fixtures import edited_config, flow_assets, local_resources, materialize, step_failures
+from sfmc_pipeline_tests.flow_fixtures import (
+    edited_config,
+    flow_assets,
+    local_resources,
+    materialize,
+    step_failures,
+)
 
 CUSTOM = {"OrderCount": "Order_Count__c", "LastPurchaseDate": "Last_Purchase__c", "Company": "Company_Name__c"}
 TITLE_REFUSED = "Lead.Title: the local target has no such standard field (mapped from 'FirstName')"

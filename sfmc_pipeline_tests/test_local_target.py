@@ -1,4 +1,4 @@
-"""The local SQLite CRM target honours the ``CrmTarget`` contract of ``sfmc_pipeline/crm/records.py`` the way
+"""The local SQLite CRM target honours the ``CrmTarget`` contract of ``sfmc_pipeline/salesforce/records.py`` the way
 Salesforce's describe and sObject Collections do: describe like Salesforce's describe, at most 200 records per call,
 one ``RecordResult`` per record in request order, per-record Salesforce status codes with no id on failure, valid
 records written even when others in the same call fail, upsert results carrying ``created``, retrieve by Id in the
@@ -14,8 +14,12 @@ from decimal import Decimal
 import pytest
 
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
-from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, CrmTarget, RecordResult
-from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id, to_18
+from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id, to_18
+from sfmc_pipeline.salesforce.records import (
+    MAX_RECORDS_PER_REQUEST,
+    CrmTarget,
+    RecordResult,
+)
 
 
 def sf_id(prefix: str, n: int) -> str:

@@ -9,10 +9,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.assets.crm import sync_errors_path
-from sfmc_pipeline.automation import failure_alerts as alerts
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet
 from sfmc_pipeline.definitions import build_resources
+from sfmc_pipeline.defs.assets.crm import sync_errors_path
+from sfmc_pipeline.defs.automation import failure_alerts as alerts
 from sfmc_pipeline.governance.masking import Masker, mask_emails_in_text, mask_value
 from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,

@@ -24,16 +24,22 @@ import pandas as pd
 import pytest
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.assets.crm import ledger_path
 from sfmc_pipeline.cli import main
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.transport import ConfigurationError
+from sfmc_pipeline.defs.assets.crm import ledger_path
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
+from sfmc_pipeline.errors import ConfigurationError
+from sfmc_pipeline.salesforce.ids import KEY_PREFIXES
 from sfmc_pipeline_tests.flow_fixtures import (
-    ASSETS, asset_metadata, check_evaluations, local_crm_records, materialize, step_failures, sync_metadata,
+    ASSETS,
+    asset_metadata,
+    check_evaluations,
+    local_crm_records,
+    materialize,
+    step_failures,
+    sync_metadata,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
@@ -72,7 +78,9 @@ def test_an_unknown_sample_day_is_a_clear_error(project_env_file, tmp_path):
     message = str(raised.value)
     assert f"SFMC_PIPELINE_SAMPLE='day_two' in {project_env_file}" in message
     assert "first_day (data/sample)" in message and "next_day (data/sample/next_day)" in message
-    from sfmc_pipeline.definitions import build_resources  # the code location loads; its runs fail at the start
+    from sfmc_pipeline.definitions import (
+        build_resources,  # the code location loads; its runs fail at the start
+    )
 
     result = materialize(ASSETS, {**build_resources(), "storage": StorageResource(base_dir=str(tmp_path))})
     assert "SFMC_PIPELINE_SAMPLE='day_two'" in step_failures(result)["contacts"]

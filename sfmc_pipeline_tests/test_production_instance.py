@@ -11,7 +11,12 @@ import dagster as dg
 import requests
 
 from sfmc_pipeline.settings import REPO_ROOT
-from sfmc_pipeline_tests.dagster_processes import DagsterProcesses, instance_home, run_status, wait_for
+from sfmc_pipeline_tests.dagster_processes import (
+    DagsterProcesses,
+    instance_home,
+    run_status,
+    wait_for,
+)
 from sfmc_pipeline_tests.postgres_fixtures import postgres  # noqa: F401 - the fixture
 
 PRODUCTION_INSTANCE = REPO_ROOT / "deploy" / "dagster.production.yaml"

@@ -13,14 +13,18 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.assets.crm import ledger_path, local_db_path
 from sfmc_pipeline.config import PipelineConfigError
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
-from sfmc_pipeline.datasets.salesforce_id import to_18
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline_tests.flow_fixtures import flow_assets, local_resources, sync_metadata
+from sfmc_pipeline.defs.assets.crm import ledger_path, local_db_path
+from sfmc_pipeline.salesforce.ids import to_18
+from sfmc_pipeline_tests.flow_fixtures import (
+    flow_assets,
+    local_resources,
+    sync_metadata,
+)
 
 PIPELINE = textwrap.dedent("""\
     settings:

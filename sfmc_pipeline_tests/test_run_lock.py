@@ -21,13 +21,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.assets.crm import ledger_path, local_db_path
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.jobs import PIPELINE_JOB_NAME, STORAGE_TAG
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import run_in_progress
-from sfmc_pipeline.run_lock import ASSET_JOB, StorageBusy, run_lease
+from sfmc_pipeline.defs.assets.crm import ledger_path, local_db_path
+from sfmc_pipeline.defs.jobs import PIPELINE_JOB_NAME, STORAGE_TAG
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import run_in_progress
+from sfmc_pipeline.runs.lease import ASSET_JOB, StorageBusy, run_lease
 from sfmc_pipeline.settings import REPO_ROOT
 from sfmc_pipeline_tests.flow_fixtures import (
     ASSETS,
@@ -45,7 +45,7 @@ SYNC_CONTACTS = [dg.AssetKey(["salesforce", "contacts"])]
 HOLDER = (
     "import sys\n"
     "from pathlib import Path\n"
-    "from sfmc_pipeline.run_lock import run_lease\n"
+    "from sfmc_pipeline.runs.lease import run_lease\n"
     "with run_lease(Path(sys.argv[1]), sys.argv[2], sys.argv[3]):\n"
     "    print('held', flush=True)\n"
     "    sys.stdin.read()\n"

@@ -16,10 +16,15 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.automation.alert_webhook import ALERT_WEBHOOK_ENV
+from sfmc_pipeline.defs.automation.alert_webhook import ALERT_WEBHOOK_ENV
 from sfmc_pipeline.settings import REPO_ROOT
 from sfmc_pipeline_tests.alert_receiver import receiver  # noqa: F401 - the fixture
-from sfmc_pipeline_tests.dagster_processes import DagsterProcesses, instance_home, run_status, wait_for
+from sfmc_pipeline_tests.dagster_processes import (
+    DagsterProcesses,
+    instance_home,
+    run_status,
+    wait_for,
+)
 from sfmc_pipeline_tests.postgres_fixtures import postgres  # noqa: F401 - the fixture
 from sfmc_pipeline_tests.probe_location import HOLD_DIR_ENV
 

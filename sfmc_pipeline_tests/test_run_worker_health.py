@@ -12,8 +12,8 @@ import sys
 import dagster as dg
 import pytest
 
-from sfmc_pipeline.automation.run_launcher import HealthCheckedRunLauncher
-from sfmc_pipeline.automation.run_worker import RunWorker
+from sfmc_pipeline.runs.launcher import HealthCheckedRunLauncher
+from sfmc_pipeline.runs.worker import RunWorker
 from sfmc_pipeline.settings import REPO_ROOT
 from sfmc_pipeline_tests.dagster_processes import instance_home
 

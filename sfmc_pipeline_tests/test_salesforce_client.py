@@ -28,17 +28,23 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sfmc_pipeline.crm.jwt_bearer import default_audience
-from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, RecordError, RecordResult
-from sfmc_pipeline.crm.salesforce_client import (
+from sfmc_pipeline.errors import ApiError, ConfigurationError
+from sfmc_pipeline.http import SALESFORCE_DOMAINS, RetrySettings, instance_base_url
+from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX, LEAD_PREFIX
+from sfmc_pipeline.salesforce.jwt_bearer import default_audience
+from sfmc_pipeline.salesforce.records import (
+    MAX_RECORDS_PER_REQUEST,
+    ApiUsage,
+    RecordError,
+    RecordResult,
+)
+from sfmc_pipeline.salesforce.rest import (
     RequestLimitExceeded,
     SalesforceClient,
     json_body,
     salesforce_base_url,
 )
-from sfmc_pipeline.datasets.salesforce_id import CONTACT_PREFIX, LEAD_PREFIX
-from sfmc_pipeline.transport import SALESFORCE_DOMAINS, ApiError, ConfigurationError, RetrySettings, instance_base_url
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer, fake_id
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer, fake_id
 
 SEG = "crm_2_seg__c"
 EXT = "Ext_Id__c"

@@ -9,11 +9,19 @@ import pytest
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
-from sfmc_pipeline.datasets.salesforce_id import to_18, to_18_series, valid_id_mask
 from sfmc_pipeline.datasets.validation import validate_extract
+from sfmc_pipeline.salesforce.ids import to_18, to_18_series, valid_id_mask
 from sfmc_pipeline.segments.evaluate import SegmentEvaluator
 from sfmc_pipeline.segments.rules import HasRelated
-from sfmc_pipeline_tests.segment_fixtures import AS_OF, CONFIG, activity, contact, engagement, key, typed
+from sfmc_pipeline_tests.segment_fixtures import (
+    AS_OF,
+    CONFIG,
+    activity,
+    contact,
+    engagement,
+    key,
+    typed,
+)
 
 DOC_15, DOC_18 = "001A0000006Vm9r", "001A0000006Vm9rIAC"  # Salesforce's documented example
 

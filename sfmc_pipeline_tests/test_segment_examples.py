@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from sfmc_pipeline.cli import main
-from sfmc_pipeline.datasets.salesforce_id import to_18
+from sfmc_pipeline.salesforce.ids import to_18
 from sfmc_pipeline.segments.examples import EXAMPLES_FILE, coverage, load_examples
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_tests.segment_fixtures import CONFIG

@@ -16,7 +16,16 @@ from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.segments.evaluate import SegmentEvaluator, calendar_days
 from sfmc_pipeline.segments.rules import parse_rule
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
-from sfmc_pipeline_tests.segment_fixtures import AS_OF, CONFIG, activity, contact, day, engagement, key, typed
+from sfmc_pipeline_tests.segment_fixtures import (
+    AS_OF,
+    CONFIG,
+    activity,
+    contact,
+    day,
+    engagement,
+    key,
+    typed,
+)
 
 
 def _c(n, **fields):

@@ -8,11 +8,11 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+from sfmc_pipeline.defs.assets.segments import build_segment_assets
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.segments.state import SegmentStateStore
 from sfmc_pipeline.segments.statuses import compute_statuses
 from sfmc_pipeline_tests.segment_fixtures import CONFIG

@@ -17,10 +17,11 @@ import pytest
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.validation import validate_extract
+from sfmc_pipeline.errors import ApiError, ConfigurationError
+from sfmc_pipeline.http import RetrySettings, normalize_base_url
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource, _next_url, window_filter
 from sfmc_pipeline.sfmc.source import ExtractError
-from sfmc_pipeline.transport import ApiError, ConfigurationError, RetrySettings, normalize_base_url
 
 SECRET = "fake-client-secret"
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)

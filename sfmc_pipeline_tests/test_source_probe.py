@@ -10,11 +10,12 @@ import datetime as dt
 import pytest
 
 from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.errors import ApiError
+from sfmc_pipeline.http import RetrySettings
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.source import ExtractError
-from sfmc_pipeline.transport import ApiError, RetrySettings
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 ACTIVITIES = CONFIG.extension("activities")  # incremental_column: OccurredAt

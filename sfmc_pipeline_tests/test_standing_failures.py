@@ -13,18 +13,30 @@ from collections import Counter
 
 import pytest
 
-from sfmc_pipeline.assets.crm import _failure_results, _reconcile, ledger_path
-from sfmc_pipeline.assets.standing_metadata import standing_metadata
 from sfmc_pipeline.cli import main
 from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.records import RecordError
-from sfmc_pipeline.crm.salesforce_rules import RECORD_GONE, TRANSIENT, VALUE_REJECTED, failure_kind
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.defs.assets.crm import _failure_results, _reconcile, ledger_path
+from sfmc_pipeline.defs.assets.standing_metadata import standing_metadata
 from sfmc_pipeline.governance.masking import Masker
+from sfmc_pipeline.salesforce.records import RecordError
+from sfmc_pipeline.salesforce.rules import (
+    RECORD_GONE,
+    TRANSIENT,
+    VALUE_REJECTED,
+    failure_kind,
+)
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
-    CONTACTS, cid, client, members, org, profiles, seed, statuses,
+    CONTACTS,
+    cid,
+    client,
+    members,
+    org,
+    profiles,
+    seed,
+    statuses,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 

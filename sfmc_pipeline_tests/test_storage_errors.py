@@ -12,9 +12,6 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.assets.crm import build_crm_assets, ledger_path
-from sfmc_pipeline.assets.datasets import build_dataset_assets
-from sfmc_pipeline.assets.segments import build_segment_assets
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.datasets.storage import (
     DatasetStore,
@@ -25,9 +22,12 @@ from sfmc_pipeline.datasets.storage import (
     write_json,
     write_parquet,
 )
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
+from sfmc_pipeline.defs.assets.crm import build_crm_assets, ledger_path
+from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+from sfmc_pipeline.defs.assets.segments import build_segment_assets
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline_tests.flow_fixtures import materialize
 from sfmc_pipeline_tests.segment_fixtures import CONFIG, contact, typed
 

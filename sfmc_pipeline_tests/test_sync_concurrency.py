@@ -22,10 +22,19 @@ import pytest
 
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
-from sfmc_pipeline.crm.salesforce_client import SalesforceClient
-from sfmc_pipeline.transport import RetrySettings
-from sfmc_pipeline_tests.crm_fixtures import CONTACTS, STATUS_FIELDS, cid, members, profiles, run, seed, writes_per_id
-from sfmc_pipeline_tests.fakes.salesforce_server import FakeSalesforceServer
+from sfmc_pipeline.http import RetrySettings
+from sfmc_pipeline.salesforce.rest import SalesforceClient
+from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
+from sfmc_pipeline_tests.crm_fixtures import (
+    CONTACTS,
+    STATUS_FIELDS,
+    cid,
+    members,
+    profiles,
+    run,
+    seed,
+    writes_per_id,
+)
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
 LATENCY = 0.05  # seconds each request is held at the fake: long enough for batches to overlap

@@ -20,12 +20,14 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.assets.datasets import build_dataset_asset
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
 from sfmc_pipeline_tests.flow_fixtures import (
     ASSETS as FULL_FLOW,
+)
+from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,
     check_evaluations,
     copy_sample,

@@ -10,7 +10,13 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from sfmc_pipeline_tests.segment_fixtures import CONFIG, activity, contact, engagement, key
+from sfmc_pipeline_tests.segment_fixtures import (
+    CONFIG,
+    activity,
+    contact,
+    engagement,
+    key,
+)
 
 ANCHOR = dt.date(2026, 11, 20)
 STAGES = ["new", "repeat", "loyal", "inactive"]

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Sequence
 
 
-
 def _check(args: argparse.Namespace) -> int:
-    from sfmc_pipeline.cli import connection_check  # imported when used: `--help` stays instant
+    from sfmc_pipeline.cli import (
+        connection_check,  # imported when used: `--help` stays instant
+    )
 
     return connection_check.run(config_path=args.config)
 
@@ -32,7 +33,7 @@ def _test_segments(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from sfmc_pipeline import settings
-    from sfmc_pipeline.transport import ConfigurationError
+    from sfmc_pipeline.errors import ConfigurationError
 
     try:
         if args.day is not None:
@@ -56,7 +57,7 @@ def _ledger_standing(args: argparse.Namespace) -> int:
 
 def _ledger_reset(args: argparse.Namespace) -> int:
     from sfmc_pipeline.cli import ledger_commands
-    from sfmc_pipeline.crm.salesforce_rules import RECORD_GONE, VALUE_REJECTED
+    from sfmc_pipeline.salesforce.rules import RECORD_GONE, VALUE_REJECTED
 
     kind = RECORD_GONE if args.gone else VALUE_REJECTED if args.rejected else None
     return ledger_commands.run_reset(config_path=args.config, destination=args.destination,

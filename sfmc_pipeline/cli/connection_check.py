@@ -32,23 +32,35 @@ from pathlib import Path
 from typing import Callable
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.assets.crm import local_db_path
 from sfmc_pipeline.cli.config_file import chosen_config
-from sfmc_pipeline.config import PipelineConfig, PipelineConfigError, load_pipeline_config
-from sfmc_pipeline.governance.lineage import destination_flows
-from sfmc_pipeline.governance.policies import split
-from sfmc_pipeline.config.models import DestinationConfig, PipelineSettings, SyncSettings
+from sfmc_pipeline.config import (
+    PipelineConfig,
+    PipelineConfigError,
+    load_pipeline_config,
+)
+from sfmc_pipeline.config.models import (
+    DestinationConfig,
+    PipelineSettings,
+    SyncSettings,
+)
 from sfmc_pipeline.crm.local_setup import prepare_local_target
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination
-from sfmc_pipeline.crm.salesforce_client import DEFAULT_API_VERSION
-from sfmc_pipeline.crm.salesforce_login import MIGRATION_STEPS, PASSWORD, PASSWORD_FLOW_WARNING
 from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.resources.salesforce import SalesforceResource
-from sfmc_pipeline.resources.sfmc import SfmcResource
-from sfmc_pipeline.resources.storage import StorageResource
-from sfmc_pipeline.transport import ApiError, ConfigurationError
+from sfmc_pipeline.defs.assets.crm import local_db_path
+from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
+from sfmc_pipeline.errors import ApiError, ConfigurationError
+from sfmc_pipeline.governance.lineage import destination_flows
+from sfmc_pipeline.governance.policies import split
+from sfmc_pipeline.salesforce.login import (
+    MIGRATION_STEPS,
+    PASSWORD,
+    PASSWORD_FLOW_WARNING,
+)
+from sfmc_pipeline.salesforce.rest import DEFAULT_API_VERSION
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 
 from sfmc_pipeline import settings
 from sfmc_pipeline.cli.config_file import load_or_report
-from sfmc_pipeline.crm.salesforce_rules import RECORD_GONE, VALUE_REJECTED
 from sfmc_pipeline.crm.standing_failures import listing, reset
 from sfmc_pipeline.datasets.storage import open_state_db
+from sfmc_pipeline.salesforce.rules import RECORD_GONE, VALUE_REJECTED
 
 EXIT_INVALID = 2
 KIND_WORDS = {RECORD_GONE: "gone from the CRM", VALUE_REJECTED: "values rejected"}
@@ -25,8 +25,10 @@ KIND_WORDS = {RECORD_GONE: "gone from the CRM", VALUE_REJECTED: "values rejected
 
 def ledger_file() -> Path:
     """The sync ledger of the storage directory the pipeline uses (as the sync asset places it)."""
-    from sfmc_pipeline.assets.crm import ledger_path  # the one place the ledger's location is defined
     from sfmc_pipeline.datasets.storage import DatasetStore
+    from sfmc_pipeline.defs.assets.crm import (
+        ledger_path,  # the one place the ledger's location is defined
+    )
 
     base = Path(os.environ.get(settings.STORAGE_ENV) or settings.DEFAULT_STORAGE_DIR).expanduser()
     return ledger_path(DatasetStore(base))

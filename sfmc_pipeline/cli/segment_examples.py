@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Callable
 
 from sfmc_pipeline.cli.config_file import load_or_report
-from sfmc_pipeline.segments.examples import ExamplesError, coverage, default_examples_path, load_examples, run_example
+from sfmc_pipeline.segments.examples import (
+    ExamplesError,
+    coverage,
+    default_examples_path,
+    load_examples,
+    run_example,
+)
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2

@@ -65,7 +65,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from sfmc_pipeline.crm.bulk_ingest import (
+from sfmc_pipeline.crm.ledger import Confirmed
+from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS
+from sfmc_pipeline.datasets.storage import StorageError, open_state_db
+from sfmc_pipeline.errors import ApiError
+from sfmc_pipeline.salesforce.bulk_api import (
     ABORTED,
     ACTIVE_STATES,
     FAILED,
@@ -82,13 +86,9 @@ from sfmc_pipeline.crm.bulk_ingest import (
     JobInfo,
     parse_error,
 )
-from sfmc_pipeline.crm.ledger import Confirmed
-from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS
-from sfmc_pipeline.crm.records import RecordError
-from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
-from sfmc_pipeline.datasets.salesforce_id import is_valid_id, to_18
-from sfmc_pipeline.datasets.storage import StorageError, open_state_db
-from sfmc_pipeline.transport import ApiError
+from sfmc_pipeline.salesforce.ids import is_valid_id, to_18
+from sfmc_pipeline.salesforce.records import RecordError
+from sfmc_pipeline.salesforce.rest import RequestLimitExceeded
 
 SUCCEEDED, FAILED_RECORD, PENDING = "succeeded", "failed", "pending"
 STORE_FILE_NAME = "bulk_jobs.sqlite"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT
 from sfmc_pipeline.crm.vectors import isin, parse_entries, text
-from sfmc_pipeline.transport import ConfigurationError
+from sfmc_pipeline.errors import ConfigurationError
 
 GUARD_COLUMNS = ["segment", "confirmed_members", "exits", "exit_share", "entries", "members_after", "window_peak",
                  "window_loss", "limit", "tripped"]

@@ -44,7 +44,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sfmc_pipeline.crm.ledger_hashing import PREFIX, KeyedHasher, is_hashed, key_path
-from sfmc_pipeline.crm.ledger_snapshot import KEY, ConfirmedTable, SnapshotFiles, empty_table, table_of
+from sfmc_pipeline.crm.ledger_snapshot import (
+    KEY,
+    ConfirmedTable,
+    SnapshotFiles,
+    empty_table,
+    table_of,
+)
 from sfmc_pipeline.datasets.storage import StorageError, open_state_db
 
 _SCHEMA = """

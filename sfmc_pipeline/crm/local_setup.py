@@ -20,8 +20,12 @@ import pandas as pd
 from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError
-from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS, STANDARD_FIELDS, custom_field_for
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
+from sfmc_pipeline.salesforce.ids import KEY_PREFIXES
+from sfmc_pipeline.salesforce.rules import (
+    REQUIRED_FIELDS,
+    STANDARD_FIELDS,
+    custom_field_for,
+)
 
 CUSTOM_SUFFIX = "__c"
 

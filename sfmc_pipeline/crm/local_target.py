@@ -2,7 +2,7 @@
 
 Without Salesforce credentials the CRM sink writes here instead, so a newcomer can watch the whole flow
 work end to end. ``LocalCrmTarget`` implements the same ``CrmTarget`` protocol as the Salesforce client
-(``sfmc_pipeline/crm/records.py``) and mimics Salesforce's describe and sObject Collections contract
+(``sfmc_pipeline/salesforce/records.py``) and mimics Salesforce's describe and sObject Collections contract
 (update/upsert of at most 200 records with positional per-record results, retrieve by Id), so the *same*
 sink code runs against either target:
 
@@ -51,7 +51,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from sfmc_pipeline.crm.records import (
+from sfmc_pipeline.salesforce.ids import KEY_PREFIXES, is_valid_id, to_18, valid_id_mask
+from sfmc_pipeline.salesforce.records import (
     MAX_RECORDS_PER_REQUEST,
     MAX_RETRIEVE_IDS_PER_REQUEST,
     ApiUsage,
@@ -60,8 +61,12 @@ from sfmc_pipeline.crm.records import (
     RecordError,
     RecordResult,
 )
-from sfmc_pipeline.crm.salesforce_rules import STANDARD_FIELDS, malformed_id, missing_required, value_error
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES, is_valid_id, to_18, valid_id_mask
+from sfmc_pipeline.salesforce.rules import (
+    STANDARD_FIELDS,
+    malformed_id,
+    missing_required,
+    value_error,
+)
 
 __all__ = [
     "LocalCrmTarget",

@@ -32,7 +32,6 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from sfmc_pipeline.config.models import DestinationConfig
-from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS
 from sfmc_pipeline.crm.status_format import IN_SEGMENT
 from sfmc_pipeline.crm.vectors import (
     TEXT,
@@ -47,7 +46,8 @@ from sfmc_pipeline.crm.vectors import (
     parse_entries,
     text,
 )
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES
+from sfmc_pipeline.salesforce.ids import KEY_PREFIXES
+from sfmc_pipeline.salesforce.rules import REQUIRED_FIELDS
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
 DESIRED_COLUMNS = ["record_id", PROFILE_KEY, "field", "kind", "column", "value"]

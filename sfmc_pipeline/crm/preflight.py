@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig
-from sfmc_pipeline.crm.records import CrmTarget, Describe, FieldInfo
-from sfmc_pipeline.crm.salesforce_rules import accepts, expected_field_types
-from sfmc_pipeline.transport import ConfigurationError
+from sfmc_pipeline.errors import ConfigurationError
+from sfmc_pipeline.salesforce.records import CrmTarget, Describe, FieldInfo
+from sfmc_pipeline.salesforce.rules import accepts, expected_field_types
 
 
 class PreflightError(ConfigurationError):

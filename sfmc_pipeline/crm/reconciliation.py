@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from sfmc_pipeline.crm.payloads import STATUS
-from sfmc_pipeline.crm.records import CrmTarget
 from sfmc_pipeline.crm.status_format import IN_SEGMENT, parse_entries
 from sfmc_pipeline.crm.vectors import isin
+from sfmc_pipeline.salesforce.records import CrmTarget
 
 TABLE_COLUMNS = ["segment", "field", "members", "confirmed", "missing", "stale"]
 

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sfmc_pipeline.crm.records import FieldInfo, RecordError
-from sfmc_pipeline.crm.salesforce_rules import REQUIRED_FIELDS, blank, malformed_id, missing_required, value_error
+from sfmc_pipeline.salesforce.records import FieldInfo, RecordError
+from sfmc_pipeline.salesforce.rules import (
+    REQUIRED_FIELDS,
+    blank,
+    malformed_id,
+    missing_required,
+    value_error,
+)
 
 
 def check_record(

@@ -27,9 +27,14 @@ from typing import Any, Callable, Iterable, Mapping
 
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.ledger_hashing import KeyedHasher
-from sfmc_pipeline.crm.records import RecordError
-from sfmc_pipeline.crm.salesforce_rules import RECORD_GONE, TRANSIENT, VALUE_REJECTED, failure_kind
-from sfmc_pipeline.datasets.salesforce_id import is_valid_id, to_18
+from sfmc_pipeline.salesforce.ids import is_valid_id, to_18
+from sfmc_pipeline.salesforce.records import RecordError
+from sfmc_pipeline.salesforce.rules import (
+    RECORD_GONE,
+    TRANSIENT,
+    VALUE_REJECTED,
+    failure_kind,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS standing_failures (

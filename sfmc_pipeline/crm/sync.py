@@ -38,8 +38,8 @@ import gc
 import json
 import math
 from collections import Counter, deque
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -48,24 +48,35 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig, PipelineConfig, SyncSettings
-from sfmc_pipeline.crm.bulk_writer import FAILED_RECORD, SUCCEEDED, BulkJobFailed, BulkOutcome, BulkWriter
+from sfmc_pipeline.config.models import (
+    ColumnConfig,
+    DestinationConfig,
+    PipelineConfig,
+    SyncSettings,
+)
+from sfmc_pipeline.crm.bulk_writer import (
+    FAILED_RECORD,
+    SUCCEEDED,
+    BulkJobFailed,
+    BulkOutcome,
+    BulkWriter,
+)
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, exit_guard, explain
 from sfmc_pipeline.crm.exit_window import ExitWindow
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
-from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState, build_desired_state
+from sfmc_pipeline.crm.payloads import (
+    ATTRIBUTE,
+    STATUS,
+    DesiredState,
+    build_desired_state,
+)
 from sfmc_pipeline.crm.preflight import ResolvedFields, preflight_destination
 from sfmc_pipeline.crm.record_checks import check_record
-from sfmc_pipeline.crm.records import MAX_RECORDS_PER_REQUEST, ApiUsage, CrmTarget, RecordError, RecordResult
-from sfmc_pipeline.crm.salesforce_client import RequestLimitExceeded
-from sfmc_pipeline.crm.salesforce_rules import (
-    EMAIL,
-    REQUIRED_FIELDS,
-    TEXT_FIELD_TYPES,
-    field_values,
-    truncated,
+from sfmc_pipeline.crm.standing_failures import (
+    Standing,
+    StandingFailures,
+    StandingScreen,
 )
-from sfmc_pipeline.crm.standing_failures import Standing, StandingFailures, StandingScreen
 from sfmc_pipeline.crm.vectors import (
     TEXT,
     arrow,
@@ -76,9 +87,24 @@ from sfmc_pipeline.crm.vectors import (
     sorted_rows,
     text,
 )
-from sfmc_pipeline.datasets.salesforce_id import KEY_PREFIXES, valid_id_mask
 from sfmc_pipeline.governance.lineage import identifying_fields
 from sfmc_pipeline.governance.policies import Allowed, enforce
+from sfmc_pipeline.salesforce.ids import KEY_PREFIXES, valid_id_mask
+from sfmc_pipeline.salesforce.records import (
+    MAX_RECORDS_PER_REQUEST,
+    ApiUsage,
+    CrmTarget,
+    RecordError,
+    RecordResult,
+)
+from sfmc_pipeline.salesforce.rest import RequestLimitExceeded
+from sfmc_pipeline.salesforce.rules import (
+    EMAIL,
+    REQUIRED_FIELDS,
+    TEXT_FIELD_TYPES,
+    field_values,
+    truncated,
+)
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
 ERROR_COLUMNS = ["run_id", "destination", "object", "record_id", "stage", "status_code", "message", "fields", "payload"]

@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType
-from sfmc_pipeline.crm.salesforce_dates import SALESFORCE_LATEST_DATE
-from sfmc_pipeline.datasets.salesforce_id import to_18_series
+from sfmc_pipeline.salesforce.dates import SALESFORCE_LATEST_DATE
+from sfmc_pipeline.salesforce.ids import to_18_series
 
 SFMC_SYSTEM_TZ = "Etc/GMT+6"  # POSIX sign convention: UTC-6 all year
 DATE_DTYPE = "datetime64[us, UTC]"

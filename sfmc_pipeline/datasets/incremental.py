@@ -56,14 +56,22 @@ import json
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any
 
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineSettings
-from sfmc_pipeline.datasets.conversion import SFMC_SYSTEM_TZ, convert_frame, pandas_dtype
-from sfmc_pipeline.datasets.storage import DatasetStore, StorageError, read_parquet, write_json
+from sfmc_pipeline.datasets.conversion import (
+    SFMC_SYSTEM_TZ,
+    convert_frame,
+    pandas_dtype,
+)
+from sfmc_pipeline.datasets.storage import (
+    DatasetStore,
+    StorageError,
+    read_parquet,
+    write_json,
+)
 
 INCREMENTAL = "incremental"
 FULL = "full"

@@ -31,7 +31,12 @@ import pyarrow as pa
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import clean_values, convert_frame, pandas_dtype
-from sfmc_pipeline.datasets.incremental import INCREMENTAL, Previous, ReadPlan, raw_cursor
+from sfmc_pipeline.datasets.incremental import (
+    INCREMENTAL,
+    Previous,
+    ReadPlan,
+    raw_cursor,
+)
 from sfmc_pipeline.datasets.storage import DatasetStore, as_pandas, iter_parquet
 from sfmc_pipeline.datasets.validation import release_memory, row_hash
 

@@ -25,12 +25,33 @@ import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineSettings
 from sfmc_pipeline.datasets.incremental import (
-    FULL, INCREMENTAL, IncrementalState, Previous, ReadPlan, load_previous, plan_read, stored_state,
+    FULL,
+    INCREMENTAL,
+    IncrementalState,
+    Previous,
+    ReadPlan,
+    load_previous,
+    plan_read,
+    stored_state,
 )
-from sfmc_pipeline.datasets.merge import Landing, as_row_hashes, land, previous_for_full_read
-from sfmc_pipeline.datasets.recount import RowCounts, completeness_problem, merged_counts, recount_ranges
+from sfmc_pipeline.datasets.merge import (
+    Landing,
+    as_row_hashes,
+    land,
+    previous_for_full_read,
+)
+from sfmc_pipeline.datasets.recount import (
+    RowCounts,
+    completeness_problem,
+    merged_counts,
+    recount_ranges,
+)
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.datasets.validation import ValidationResult, release_memory, validate_pages
+from sfmc_pipeline.datasets.validation import (
+    ValidationResult,
+    release_memory,
+    validate_pages,
+)
 
 
 class PagedRead:

@@ -13,9 +13,15 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, LabelConfig, RowCheck, SfmcType
+from sfmc_pipeline.config.models import (
+    ColumnConfig,
+    DataExtensionConfig,
+    LabelConfig,
+    RowCheck,
+    SfmcType,
+)
 from sfmc_pipeline.datasets.conversion import pandas_dtype
-from sfmc_pipeline.datasets.salesforce_id import valid_id_mask
+from sfmc_pipeline.salesforce.ids import valid_id_mask
 
 # A pragmatic address check: one @, no spaces, a dot in the domain, no empty labels.
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"

@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.settings import STORAGE_ENV
-from sfmc_pipeline.transport import ConfigurationError
 
 
 class StorageError(ConfigurationError):

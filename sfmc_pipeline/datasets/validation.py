@@ -50,8 +50,18 @@ import pyarrow as arrow
 import pyarrow.compute as pc
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.conversion import ISSUE_COLUMNS, convert_column, convert_columns, empty_issues
-from sfmc_pipeline.datasets.schemas import column_checks, contract_schema, describe_failure, row_checks
+from sfmc_pipeline.datasets.conversion import (
+    ISSUE_COLUMNS,
+    convert_column,
+    convert_columns,
+    empty_issues,
+)
+from sfmc_pipeline.datasets.schemas import (
+    column_checks,
+    contract_schema,
+    describe_failure,
+    row_checks,
+)
 
 BATCH_ROWS = 65_536  # rows converted at once; pages are gathered (or a large frame sliced) to about this many
 COLUMN_THREADS = 2  # columns of a batch converted and checked at once

@@ -12,7 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sfmc_pipeline.config.models import DataExtensionConfig, DestinationConfig, PipelineConfig, SfmcType
+from sfmc_pipeline.config.models import (
+    DataExtensionConfig,
+    DestinationConfig,
+    PipelineConfig,
+    SfmcType,
+)
 
 ATTRIBUTE, EXTERNAL_ID, SEGMENT = "attribute", "external_id", "segment"
 # Columns that identify a person by default (without an identifying label): email and phone types, and names.

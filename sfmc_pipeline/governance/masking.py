@@ -79,7 +79,10 @@ class Masker:
 
     @classmethod
     def for_pipeline(cls, pipeline: PipelineConfig) -> Masker:
-        from sfmc_pipeline.governance.lineage import identifying_columns, identifying_fields
+        from sfmc_pipeline.governance.lineage import (
+            identifying_columns,
+            identifying_fields,
+        )
 
         columns = identifying_columns(pipeline)
         profile = columns.get(pipeline.profiles.dataset, frozenset())

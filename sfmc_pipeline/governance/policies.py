@@ -12,9 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig, PolicyConfig, PolicyExceptionConfig
+from sfmc_pipeline.config.models import (
+    DestinationConfig,
+    PipelineConfig,
+    PolicyConfig,
+    PolicyExceptionConfig,
+)
+from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.governance.lineage import SEGMENT, Flow, Source, destination_flows
-from sfmc_pipeline.transport import ConfigurationError
 
 
 class PolicyViolation(ConfigurationError):

@@ -12,7 +12,7 @@ import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
-from sfmc_pipeline.datasets.salesforce_id import valid_id_mask
+from sfmc_pipeline.salesforce.ids import valid_id_mask
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
 
 

@@ -18,7 +18,12 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet, write_json, write_parquet
+from sfmc_pipeline.datasets.storage import (
+    DatasetStore,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
 from sfmc_pipeline.segments.evaluate import MEMBERSHIP_COLUMNS, PROFILE_KEY
 
 

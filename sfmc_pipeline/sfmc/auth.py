@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from sfmc_pipeline.transport import (
+from sfmc_pipeline.errors import ApiError
+from sfmc_pipeline.http import (
     SFMC_DOMAINS,
-    ApiError,
     HttpTransport,
     body_excerpt,
     instance_base_url,

@@ -31,7 +31,13 @@ from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import sfmc_system_times
 from sfmc_pipeline.datasets.incremental import raw_cursor, to_system_time
 from sfmc_pipeline.datasets.recount import count_times
-from sfmc_pipeline.sfmc.source import ExtractError, PageStream, RawExtract, SourceProbe, align_columns
+from sfmc_pipeline.sfmc.source import (
+    ExtractError,
+    PageStream,
+    RawExtract,
+    SourceProbe,
+    align_columns,
+)
 
 
 class EmbeddedSampleSource:

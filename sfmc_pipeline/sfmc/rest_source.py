@@ -71,9 +71,16 @@ import requests
 from sfmc_pipeline.config.models import DataExtensionConfig
 from sfmc_pipeline.datasets.incremental import to_system_time
 from sfmc_pipeline.datasets.recount import LATEST  # an incremental window's open end
+from sfmc_pipeline.errors import ApiError
+from sfmc_pipeline.http import HttpTransport, Redactor, RetrySettings, body_excerpt
 from sfmc_pipeline.sfmc.auth import SfmcAuth
-from sfmc_pipeline.sfmc.source import ExtractError, PageStream, RawExtract, SourceProbe, collect_pages
-from sfmc_pipeline.transport import ApiError, HttpTransport, Redactor, RetrySettings, body_excerpt
+from sfmc_pipeline.sfmc.source import (
+    ExtractError,
+    PageStream,
+    RawExtract,
+    SourceProbe,
+    collect_pages,
+)
 
 MAX_PAGE_SIZE = 2500
 MAX_CONCURRENCY = 16

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.transport import ApiError
+from sfmc_pipeline.errors import ApiError
 
 
 class ExtractError(ApiError):

@@ -1,0 +1,137 @@
+"""The change sensor ("streaming"): poll each Data Extension cheaply, run only what changed.
+
+Each tick probes every configured extension (``source.probe``: the rowset ``count`` read with
+``$pageSize=1``, and the newest value of its ``incremental_column`` when one is configured; in
+embedded mode, the sample file). An extension whose change token differs from the one in the
+cursor has changed: the sensor requests one run of the changed datasets and everything
+downstream of them (segments, syncs).
+
+Run keys: Dagster launches a run request only if no run of the sensor used its run key yet, so the
+key must differ for every new change, including a change back to an earlier state (3006 -> 3007 ->
+3008 -> 3007 rows is three changes), yet stay the same when one tick is evaluated twice (after a
+daemon crash), which is what run keys are for. The key is therefore a function of the cursor the
+tick started from and what it saw: the cursor counts the changes it requested (``changes``) within
+its ``series`` (a random id made when the baseline is recorded, so a cursor started afresh never
+reuses an earlier key), and the key hashes the series, the change's number and the tokens before
+and after.
+
+The sensor's whole state is its cursor, a JSON object::
+
+    {"version": 1, "tokens": {"<asset>": "<change token>", ...}, "series": "<id>", "changes": 3,
+     "last_change": "<run key>"}
+
+The first tick has nothing to compare with: it records the tokens and requests nothing. An SFMC
+error (or incomplete credentials) is a skipped tick with the reason and an unchanged cursor,
+never a crashed daemon; the next tick tries again. Every tick that requests nothing says why. A
+requested run that fails raises a failure alert; the sensor does not request the same change again
+(the next change, or the schedule, reads it). A change the probe cannot see (a row edited in place
+without an ``incremental_column``, the count unchanged) is left to the schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import dagster as dg
+
+from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.defs.jobs import STORAGE_TAG, sfmc_pipeline_job
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.errors import ApiError, ConfigurationError
+
+CHANGE_SENSOR_NAME = "sfmc_change_sensor"
+CURSOR_VERSION = 1
+PROBE_RETRIES = 1  # per request: a tick stays well inside the daemon's sensor timeout when SFMC is down
+
+
+def read_cursor(text: str | None) -> tuple[dict[str, Any], str | None]:
+    """The cursor's state, and why it starts afresh when an unreadable or other-format cursor was stored."""
+    if not text:
+        return _fresh(), None
+    try:
+        state = json.loads(text)
+    except ValueError:
+        return _fresh(), "the stored cursor was not JSON"
+    if not isinstance(state, dict) or state.get("version") != CURSOR_VERSION or not isinstance(state.get("tokens"), dict):
+        return _fresh(), f"the stored cursor was not a version-{CURSOR_VERSION} cursor of this sensor"
+    if not isinstance(state.get("series"), str):  # written before run keys counted changes: a series of its own
+        state = {**state, "series": _digest({"tokens": state["tokens"], "last_change": state.get("last_change")})}
+    if not isinstance(state.get("changes"), int) or state["changes"] < 0:
+        state = {**state, "changes": 0}
+    return state, None
+
+
+def _fresh() -> dict[str, Any]:
+    return {"version": CURSOR_VERSION, "tokens": {}, "series": uuid.uuid4().hex[:12], "changes": 0}
+
+
+def change_run_key(state: dict[str, Any], changed: dict[str, str]) -> str:
+    """The run key of the next change after ``state``: the same for the same cursor and change (a tick
+    evaluated twice), different for every new change, even one back to earlier tokens."""
+    number = state["changes"] + 1
+    basis = {"series": state["series"], "number": number, "to": changed,
+             "from": {asset: state["tokens"].get(asset) for asset in changed}}
+    return f"sfmc-change-{number}-{_digest(basis)}"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_change_sensor(pipeline: PipelineConfig) -> dg.SensorDefinition:
+    interval = pipeline.automation.change_sensor.minimum_interval_seconds
+
+    @dg.sensor(
+        name=CHANGE_SENSOR_NAME,
+        job=sfmc_pipeline_job,
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Every {interval} s, reads each Data Extension's row count (and newest incremental_column value) with "
+            "one or two small requests, and runs the changed datasets and everything downstream of them. "
+            "Shipped stopped."
+        ),
+    )
+    def sfmc_change_sensor(context: dg.SensorEvaluationContext, sfmc: SfmcResource):
+        state, restarted = read_cursor(context.cursor)
+        try:
+            source = sfmc.get_source(page_size=pipeline.settings.page_size, max_retries=PROBE_RETRIES)
+            tokens = {ext.asset: source.probe(ext).change_token for ext in pipeline.data_extensions}
+        except (ApiError, ConfigurationError) as exc:
+            return dg.SkipReason(f"Could not poll the Data Extensions, nothing requested; the next tick tries again: {exc}")
+        previous: dict[str, str] = state["tokens"]
+        new_state = {**state, "tokens": tokens}
+        if not previous:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"First poll: recorded {len(tokens)} Data Extension(s) as the baseline; changes from now on start a run."
+                    + (f" ({restarted}, so the sensor started afresh.)" if restarted else "")
+                ),
+                cursor=json.dumps(new_state, sort_keys=True),
+            )
+        changed = {asset: token for asset, token in tokens.items() if previous.get(asset) != token}
+        if not changed:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"No change in {len(tokens)} Data Extension(s)."),
+                cursor=json.dumps(new_state, sort_keys=True),
+            )
+        run_key = change_run_key(state, changed)
+        selection = dg.AssetSelection.assets(*changed).downstream()
+        keys = sorted(selection.resolve(context.repository_def.asset_graph), key=lambda k: k.to_user_string())
+        context.log.info(
+            "Changed: " + ", ".join(f"{asset} ({previous.get(asset) or 'new'} -> {token})" for asset, token in changed.items())
+            + f"; requesting {len(keys)} asset(s), run key {run_key}"
+        )
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(
+                run_key=run_key,
+                asset_selection=keys,
+                tags={**STORAGE_TAG, "sfmc_pipeline/changed": ",".join(sorted(changed))},
+            )],
+            cursor=json.dumps({**new_state, "changes": state["changes"] + 1, "last_change": run_key}, sort_keys=True),
+        )
+
+    return sfmc_change_sensor

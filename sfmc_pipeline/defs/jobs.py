@@ -1,0 +1,44 @@
+"""Jobs: what a user launches from the UI, a schedule or a sensor.
+
+The whole flow, and one job per stage (extract, segments, sync) for re-running a stage on its
+own. Every job carries the storage tag: runs carrying it wait for each other in the daemon's run
+queue (``.dagster_home/dagster.yaml``), so one run at a time writes to the storage directory.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sfmc_pipeline.defs.assets.crm import GROUP as SYNC_GROUP
+from sfmc_pipeline.defs.assets.datasets import GROUP as DATASETS_GROUP
+from sfmc_pipeline.defs.assets.segments import GROUP as SEGMENTS_GROUP
+
+PIPELINE_JOB_NAME = "sfmc_pipeline_job"
+STORAGE_TAG = {"sfmc_pipeline/storage": "default"}
+
+sfmc_pipeline_job = dg.define_asset_job(
+    PIPELINE_JOB_NAME,
+    selection=dg.AssetSelection.all(),
+    description="The whole flow: SFMC Data Extensions -> validated datasets -> segments -> CRM sync.",
+    tags=STORAGE_TAG,
+)
+extract_job = dg.define_asset_job(
+    "extract_job",
+    selection=dg.AssetSelection.groups(DATASETS_GROUP),
+    description="Stage 1: read every configured Data Extension and land it as a validated dataset.",
+    tags=STORAGE_TAG,
+)
+segments_job = dg.define_asset_job(
+    "segments_job",
+    selection=dg.AssetSelection.groups(SEGMENTS_GROUP),
+    description="Stage 2: evaluate the segments on the landed datasets and compute statuses.",
+    tags=STORAGE_TAG,
+)
+sync_job = dg.define_asset_job(
+    "sync_job",
+    selection=dg.AssetSelection.groups(SYNC_GROUP),
+    description="Stage 3: write the latest segment statuses and attributes to the CRM, and reconcile.",
+    tags=STORAGE_TAG,
+)
+
+ALL_JOBS = [sfmc_pipeline_job, extract_job, segments_job, sync_job]

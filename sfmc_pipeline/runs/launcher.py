@@ -1,0 +1,80 @@
+"""The run launcher of the project's Dagster instances: Dagster's default launcher (a run executes
+in a process started by the code server) plus the worker health check the daemon's run monitoring
+needs to fail a run whose worker died.
+
+Dagster's ``DefaultRunLauncher`` has no health check. When the code server dies together with the
+run's worker (the machine stops, ``dg dev`` or the daemon is killed), nothing ever marks the run
+failed: it stays STARTED, the run queue (one run at a time per storage directory) never starts the
+next run and no alert fires. With ``run_monitoring`` enabled in ``dagster.yaml``, the daemon calls
+``check_run_worker_health`` every ``poll_interval_seconds`` for each started run:
+
+- the run recorded its worker (``run_worker.py``) and runs on this host: alive exactly while that
+  process exists. Asking the process rather than the code server keeps alive a run whose code
+  server was restarted or reloaded while the worker went on.
+- otherwise, a run started by a code server: that server must answer that it still runs it; one
+  that does not know the run or cannot be reached means the worker is gone.
+- a run with neither (launched in-process on another machine): assumed running, and
+  ``run_monitoring.max_runtime_seconds`` is the backstop, as it is for a worker that hangs.
+
+A run found dead is marked failed by the daemon with the message given here, which frees its queue
+slot and reaches the failure alert sensor.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+# Dagster exports no public type for a health-check result, and the gRPC call below has no public
+# wrapper; these are the names Dagster's own launchers use (dagster 1.13).
+from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
+
+from sfmc_pipeline.runs.worker import RunWorker
+
+HEALTH_CHECK_TIMEOUT_SECONDS = 15
+
+
+class HealthCheckedRunLauncher(dg.DefaultRunLauncher):
+    """``DefaultRunLauncher`` with a worker health check for run monitoring (configured in ``dagster.yaml``
+    as ``run_launcher: {module: sfmc_pipeline.runs.launcher, class: HealthCheckedRunLauncher}``)."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        worker = RunWorker.from_tags(run.tags)
+        if worker is not None and worker.is_on_this_host():
+            if worker.is_alive():
+                return CheckRunHealthResult(WorkerStatus.RUNNING)
+            return CheckRunHealthResult(
+                WorkerStatus.NOT_FOUND,
+                f"the run's worker process (pid {worker.pid} on {worker.host}) is gone: it was killed or its machine "
+                "stopped before the run finished. Nothing after its last completed step ran; launch the job again.",
+            )
+        return self._ask_code_server(run)
+
+    def _ask_code_server(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        # The parent's helper builds a client for the code server recorded on the run (its gRPC tag).
+        client = self._get_grpc_client_for_termination(run.run_id)
+        if client is None:  # launched in-process elsewhere: nothing to ask; max_runtime_seconds applies
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no code server or worker recorded on this host")
+        try:
+            result = dg.deserialize_value(
+                client.can_cancel_execution(CanCancelExecutionRequest(run_id=run.run_id),
+                                            timeout=HEALTH_CHECK_TIMEOUT_SECONDS),
+                CanCancelExecutionResult,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the server means the same here
+            return CheckRunHealthResult(
+                WorkerStatus.NOT_FOUND,
+                f"the code server that ran it cannot be reached ({type(exc).__name__}): it stopped, with the run's "
+                "worker, before the run finished. Launch the job again.",
+            )
+        if result.can_cancel:
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(
+            WorkerStatus.NOT_FOUND,
+            "the code server that ran it no longer runs it: its worker stopped before the run finished. "
+            "Launch the job again.",
+        )
