@@ -20,20 +20,21 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from sfmc_pipeline.errors import ConfigurationError
+from sfmc_pipeline.settings import (
+    SALESFORCE_JWT_AUDIENCE_ENV,
+    SALESFORCE_PRIVATE_KEY_ENV,
+    SALESFORCE_PRIVATE_KEY_FILE_ENV,
+)
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PRODUCTION_AUDIENCE = "https://login.salesforce.com"
 SANDBOX_AUDIENCE = "https://test.salesforce.com"
 LIFETIME_SECONDS = 180  # Salesforce asks for a short expiry (about 3 minutes)
 
-KEY_FILE_ENV = "SALESFORCE_PRIVATE_KEY_FILE"
-KEY_ENV = "SALESFORCE_PRIVATE_KEY"
-AUDIENCE_ENV = "SALESFORCE_JWT_AUDIENCE"
-
 MAKE_A_KEY = (
     "create one with `openssl req -x509 -newkey rsa:2048 -nodes -days 730 -subj /CN=sfmc-pipeline -keyout "
     "salesforce.key -out salesforce.crt`, upload salesforce.crt to the connected app ('Use digital signatures') "
-    f"and set {KEY_FILE_ENV}=salesforce.key"
+    f"and set {SALESFORCE_PRIVATE_KEY_FILE_ENV}=salesforce.key"
 )
 
 
@@ -42,9 +43,10 @@ def load_private_key(*, key_file: str | None, key_text: str | None) -> RSAPrivat
     text itself, e.g. from a secret store; ``\\n`` escapes are accepted for one-line values). Exactly one must be
     set. Errors name the setting and the fix, never the key."""
     if key_file and key_text:
-        raise ConfigurationError(f"Set one of {KEY_FILE_ENV} or {KEY_ENV}, not both: both hold the JWT signing key.")
+        raise ConfigurationError(f"Set one of {SALESFORCE_PRIVATE_KEY_FILE_ENV} or {SALESFORCE_PRIVATE_KEY_ENV}, not "
+                                 "both: both hold the JWT signing key.")
     if key_file:
-        setting = f"{KEY_FILE_ENV} {key_file}"
+        setting = f"{SALESFORCE_PRIVATE_KEY_FILE_ENV} {key_file}"
         try:
             data = Path(key_file).expanduser().read_bytes()
         except OSError as exc:
@@ -53,13 +55,14 @@ def load_private_key(*, key_file: str | None, key_text: str | None) -> RSAPrivat
                 f"whose certificate is uploaded to the connected app, or {MAKE_A_KEY}."
             ) from None
     elif key_text:
-        setting = KEY_ENV
+        setting = SALESFORCE_PRIVATE_KEY_ENV
         text = key_text.strip()
         if "\n" not in text and "\\n" in text:
             text = text.replace("\\n", "\n")  # a PEM kept on one line of an env file
         data = text.encode("utf-8")
     else:
-        raise ConfigurationError(f"The JWT bearer flow needs {KEY_FILE_ENV} or {KEY_ENV}; {MAKE_A_KEY}.")
+        raise ConfigurationError(f"The JWT bearer flow needs {SALESFORCE_PRIVATE_KEY_FILE_ENV} or "
+                                 f"{SALESFORCE_PRIVATE_KEY_ENV}; {MAKE_A_KEY}.")
     try:
         key = load_pem_private_key(data, password=None)
     except TypeError:
@@ -91,8 +94,8 @@ def normalize_audience(value: str) -> str:
     parts = urlsplit(text)
     if parts.scheme != "https" or not parts.hostname:
         raise ConfigurationError(
-            f"{AUDIENCE_ENV} must be an https URL such as {PRODUCTION_AUDIENCE}, {SANDBOX_AUDIENCE} or an Experience "
-            f"Cloud site URL; got {value!r}."
+            f"{SALESFORCE_JWT_AUDIENCE_ENV} must be an https URL such as {PRODUCTION_AUDIENCE}, {SANDBOX_AUDIENCE} or "
+            f"an Experience Cloud site URL; got {value!r}."
         )
     return text
 
