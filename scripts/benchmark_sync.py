@@ -326,7 +326,7 @@ def sync_once(org: FakeOrg, dest: DestinationConfig, settings: SyncSettings, led
     parts: dict[str, float] = {}
     counts: dict[str, int] = {}
     messages: list[str] = []
-    client._login = _timed(client._login, totals, "network")
+    client.session.login = _timed(client.session.login, totals, "network")
     client.describe = _timed(client.describe, totals, "network")
     ledger = writer = None
     try:

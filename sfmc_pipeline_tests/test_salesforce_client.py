@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from sfmc_pipeline.errors import ApiError, ConfigurationError
 from sfmc_pipeline.http import SALESFORCE_DOMAINS, RetrySettings, instance_base_url
+from sfmc_pipeline.salesforce.api_errors import RequestLimitExceeded
 from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX, LEAD_PREFIX
 from sfmc_pipeline.salesforce.jwt_bearer import default_audience
 from sfmc_pipeline.salesforce.records import (
@@ -38,12 +39,8 @@ from sfmc_pipeline.salesforce.records import (
     RecordError,
     RecordResult,
 )
-from sfmc_pipeline.salesforce.rest import (
-    RequestLimitExceeded,
-    SalesforceClient,
-    json_body,
-    salesforce_base_url,
-)
+from sfmc_pipeline.salesforce.login_url import salesforce_base_url
+from sfmc_pipeline.salesforce.rest import SalesforceClient, json_body
 from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer, fake_id
 
 SEG = "crm_2_seg__c"

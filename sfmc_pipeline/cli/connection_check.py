@@ -55,7 +55,7 @@ from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.errors import ApiError, ConfigurationError
 from sfmc_pipeline.governance.lineage import destination_flows
 from sfmc_pipeline.governance.policies import split
-from sfmc_pipeline.salesforce.login import (
+from sfmc_pipeline.salesforce.auth import (
     MIGRATION_STEPS,
     PASSWORD,
     PASSWORD_FLOW_WARNING,

@@ -88,7 +88,7 @@ from sfmc_pipeline.salesforce.bulk_api import (
 )
 from sfmc_pipeline.salesforce.ids import is_valid_id, to_18
 from sfmc_pipeline.salesforce.records import RecordError
-from sfmc_pipeline.salesforce.rest import RequestLimitExceeded
+from sfmc_pipeline.salesforce.api_errors import RequestLimitExceeded
 
 SUCCEEDED, FAILED_RECORD, PENDING = "succeeded", "failed", "pending"
 STORE_FILE_NAME = "bulk_jobs.sqlite"

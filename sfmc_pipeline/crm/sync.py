@@ -97,7 +97,7 @@ from sfmc_pipeline.salesforce.records import (
     RecordError,
     RecordResult,
 )
-from sfmc_pipeline.salesforce.rest import RequestLimitExceeded
+from sfmc_pipeline.salesforce.api_errors import RequestLimitExceeded
 from sfmc_pipeline.salesforce.rules import (
     EMAIL,
     REQUIRED_FIELDS,

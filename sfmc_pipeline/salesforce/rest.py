@@ -1,47 +1,10 @@
-"""Salesforce Platform REST client: OAuth login, org identity, describe, and sObject Collections
-update/upsert/retrieve.
+"""The Salesforce Platform REST client: describe, sObject Collections update/upsert/retrieve, limits,
+the org's name, and raw authorized requests (for the Bulk API), over one ``SalesforceSession``.
 
-Contract (Salesforce REST API and OAuth documentation):
-
-* Login is lazy, on the first API call: ``POST {base}services/oauth2/token``, form-encoded, with the
-  flow the settings choose (``salesforce_login.py``: client credentials, the JWT bearer flow, or the
-  retiring username-password flow). The token call carries no Authorization header and the secrets
-  travel only in the form body, never in a URL. Only ``access_token`` and ``instance_url`` are
-  required of the response (``token_type``, ``issued_at``, ``signature``, ``expires_in`` may be
-  missing); the ``instance_url`` is used only on ``*.salesforce.com``, ``*.force.com`` or the
-  configured login host (``transport.instance_base_url``), so the token is never sent elsewhere. The
-  session lives until Salesforce answers 401 ``INVALID_SESSION_ID``; then the client logs in again
-  once and resends the request once.
-* The org: the token response's ``id`` is the identity URL
-  ``https://login.salesforce.com/id/{orgId 00D...}/{userId 005...}``; without a usable one,
-  ``GET {instance_url}services/oauth2/userinfo`` (Bearer) answers ``organization_id``. ``target_id``
-  is ``salesforce:<18-character org id>``; a re-login that lands in another org is an error.
-* API calls go to the ``instance_url`` of the token response with ``Authorization: Bearer``.
-  Request-level errors are JSON arrays ``[{"message", "errorCode", "fields"}]`` or one such object; a
-  403 ``REQUEST_LIMIT_EXCEEDED`` for the daily allocation ("TotalRequests Limit exceeded.") becomes
-  :class:`RequestLimitExceeded` (stop, resume later), one for too many concurrent long-running requests
-  ("ConcurrentPerOrgLongTxn Limit exceeded.") is transient: the request, refused before it ran, is sent
-  again with the transport's backoff, and after its retries a retryable ``ApiError``. 429, 5xx and
-  connection errors are retried by ``HttpTransport`` (every call here is idempotent: PATCH by Id or
-  external id, GET, and the retrieve POST, a read).
-* ``PATCH composite/sobjects`` (update) and ``composite/sobjects/{SObject}/{ExternalIdField}``
-  (upsert) take at most 200 records and answer 200 with one result per record, in request order;
-  per-record failures are data (``RecordResult``), not exceptions. Bodies are serialised here (not by
-  ``requests``) so that ``decimal.Decimal`` values go out as exact JSON numbers.
-* ``POST composite/sobjects/{SObject}`` with ``{"ids": [...], "fields": [...]}`` (retrieve) takes at
-  most 2,000 ids of one object and answers a JSON array in the order of ``ids``: ``null`` for an id
-  that is invalid, deleted or not accessible, else ``{"attributes": {...}, "Id": ..., "<Field>": ...}``
-  with the org's field names; an unknown field is HTTP 400 ``INVALID_FIELD``. Each request is one
-  API call. Numbers are read as exact ``Decimal`` (integers as ``int``).
-* Every API response's ``Sforce-Limit-Info: api-usage=USED/LIMIT`` is recorded in ``api_usage``.
-
-Thread-safe: the sync sends several sObject Collections requests at once (``sync.concurrent_requests``),
-so ``supports_concurrent_requests`` is declared. One login at a time: the token lives behind a lock,
-and a thread whose request got a 401 drops only the token it sent; when several requests fail with
-the same expired session, the first thread logs in and the others use its new token (or its error),
-so one expiry costs one login, not one per thread. Usage readings are recorded under a lock, the
-highest one winning (concurrent responses can arrive out of order). The transport's session keeps a
-connection per concurrent request (``pool_size``) and counts requests and retries under a lock.
+API calls go to the session's ``instance_url`` with ``Authorization: Bearer``; on a 401 the client logs
+in again once and resends once. 429, 5xx and connection errors are retried by ``HttpTransport`` (every
+call here is idempotent: PATCH by Id or external id, GET, and the retrieve POST, a read). Every
+response's ``Sforce-Limit-Info: api-usage=USED/LIMIT`` is recorded in ``api_usage``.
 """
 
 from __future__ import annotations
@@ -52,22 +15,20 @@ import threading
 import time
 from decimal import Decimal
 from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
 from sfmc_pipeline.errors import ApiError, ConfigurationError
 from sfmc_pipeline.http import (
-    SALESFORCE_DOMAINS,
     HttpTransport,
     Redactor,
     RetrySettings,
     body_excerpt,
-    instance_base_url,
     normalize_base_url,
 )
-from sfmc_pipeline.salesforce.ids import is_valid_id, to_18
-from sfmc_pipeline.salesforce.login import LoginFlow, login_error
+from sfmc_pipeline.salesforce.api_errors import api_error, concurrency_refusal
+from sfmc_pipeline.salesforce.auth import LoginFlow, SalesforceSession, parse_org_id
 from sfmc_pipeline.salesforce.records import (
     MAX_RECORDS_PER_REQUEST,
     MAX_RETRIEVE_IDS_PER_REQUEST,
@@ -78,87 +39,24 @@ from sfmc_pipeline.salesforce.records import (
 )
 
 DEFAULT_API_VERSION = "66.0"  # Spring '26
-MY_DOMAIN_SUFFIX = ".my.salesforce.com"
-ORG_ID_PREFIX = "00D"
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-_PREFIX = re.compile(rf"^{_LABEL}$")
-_MY_DOMAIN_HOST = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*{re.escape(MY_DOMAIN_SUFFIX)}$")
 _API_VERSION = re.compile(r"^\d{2}\.\d$")
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _API_USAGE = re.compile(r"(?:^|[\s,;])api-usage=(\d+)/(\d+)")
 MAX_CONCURRENT_REQUESTS = 25  # the most sync.concurrent_requests allows (Salesforce's long-running request limit)
-_UNSEEN = object()  # a thread that has not read the token yet
-
-
-class RequestLimitExceeded(ApiError):
-    """403 REQUEST_LIMIT_EXCEEDED for the daily allocation: the org's API requests are used up; resume later."""
-
-
-def salesforce_base_url(*, domain: str | None, login_url: str | None) -> str:
-    """The login base URL (``https://host/``) from exactly one of the two settings.
-
-    ``domain`` (SALESFORCE_DOMAIN) is the My Domain prefix, e.g. ``d5i000000isb4eak-dev-ed`` for
-    ``https://d5i000000isb4eak-dev-ed.my.salesforce.com/``; a pasted ``*.my.salesforce.com`` host
-    or ``https://`` URL is accepted too. ``login_url`` (SALESFORCE_LOGIN_URL) is a full base URL,
-    for sandboxes, other login hosts, or ``http://127.0.0.1:PORT`` in tests.
-    """
-    domain = (domain or "").strip() or None
-    login_url = (login_url or "").strip() or None
-    if (domain is None) == (login_url is None):
-        given = "both are set" if domain else "neither is set"
-        raise ConfigurationError(
-            f"Set exactly one of SALESFORCE_DOMAIN (the My Domain prefix, e.g. 'd5i000000isb4eak-dev-ed' for "
-            f"d5i000000isb4eak-dev-ed.my.salesforce.com) or SALESFORCE_LOGIN_URL (a full base URL such as "
-            f"https://test.salesforce.com/); {given}."
-        )
-    if login_url is not None:
-        return normalize_base_url(login_url, setting="SALESFORCE_LOGIN_URL")
-    return f"https://{_my_domain_host(domain)}/"
-
-
-def _my_domain_host(domain: str) -> str:
-    shown = domain[:80]
-    usage = (
-        "SALESFORCE_DOMAIN must be the My Domain prefix (e.g. 'd5i000000isb4eak-dev-ed' for "
-        "d5i000000isb4eak-dev-ed.my.salesforce.com) or that *.my.salesforce.com host"
-    )
-    text = domain
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.scheme.lower() != "https":
-            raise ConfigurationError(f"{usage}; a URL must use https://, got {parts.scheme}://")
-        extra = parts.username or parts.password or parts.port or parts.query or parts.fragment
-        if extra or parts.path not in ("", "/"):
-            raise ConfigurationError(f"{usage}, without credentials, port, path or query; got {shown!r}.")
-        text = parts.netloc
-    elif text.endswith("/") and "/" not in text.rstrip("/"):
-        text = text.rstrip("/")  # a pasted host with its trailing slash
-    host = text.lower()
-    if "." not in host:
-        if not _PREFIX.match(host):
-            raise ConfigurationError(
-                f"{usage}: letters, digits and hyphens only, no spaces or slashes; got {shown!r}."
-            )
-        return host + MY_DOMAIN_SUFFIX
-    if _MY_DOMAIN_HOST.match(host):
-        return host
-    if host.endswith(".force.com"):
-        raise ConfigurationError(
-            f"{usage}; {shown!r} looks like a Lightning or Visualforce host: use the part before the first dot "
-            "(the same prefix as in <prefix>.my.salesforce.com)."
-        )
-    raise ConfigurationError(
-        f"{usage}; got {shown!r}. For another login host (login.salesforce.com, test.salesforce.com, a sandbox "
-        "URL) set SALESFORCE_LOGIN_URL instead."
-    )
 
 
 class SalesforceClient:
-    """Implements ``sfmc_pipeline.salesforce.records.CrmTarget`` against a Salesforce org's REST API."""
+    """Implements ``sfmc_pipeline.salesforce.records.CrmTarget`` against a Salesforce org's REST API.
+
+    Thread-safe: the sync sends several sObject Collections requests at once (``sync.concurrent_requests``).
+    The session logs in one thread at a time (``SalesforceSession``); usage readings are recorded under a
+    lock, the highest one winning (concurrent responses can arrive out of order); the transport keeps a
+    connection per concurrent request (``pool_size``) and counts requests and retries under a lock.
+    """
 
     mode = "salesforce"
-    supports_concurrent_requests = True  # several threads may call it at once (see the module docstring)
+    supports_concurrent_requests = True  # several threads may call it at once (see the class docstring)
 
     def __init__(
         self,
@@ -185,32 +83,24 @@ class SalesforceClient:
         version = version[1:] if version[:1] in ("v", "V") else version
         if not _API_VERSION.match(version):
             raise ConfigurationError(f"Salesforce API version must look like '66.0', got {api_version!r}.")
-        self._login_flow = LoginFlow.choose(
+        flow = LoginFlow.choose(
             base_url=self.base_url, client_id=client_id, client_secret=client_secret, username=username,
             password=password, security_token=security_token, private_key_file=private_key_file,
             private_key=private_key, jwt_audience=jwt_audience,
         )
         self.api_version = version
-        self.flow = self._login_flow.name
+        self.flow = flow.name
         self.transport = HttpTransport(
             "Salesforce",
             timeout_seconds=timeout_seconds,
             retry=retry,
-            redactor=Redactor(self._login_flow.secrets),
+            redactor=Redactor(flow.secrets),
             sleep=sleep,
             pool_size=pool_size,
         )
-        self.instance_url: str | None = None
-        self.logins = 0  # token requests made (successful or not)
-        self._login_lock = threading.Lock()  # one login at a time
-        self._token_lock = threading.Lock()
+        self.session = SalesforceSession(flow, base_url=self.base_url, transport=self.transport)
         self._usage_lock = threading.Lock()
-        self._seen = threading.local()  # per thread: the token it last read, and the login count then
-        self._token: str | None = None
-        self._login_failure: BaseException | None = None
-        self._access_token = None
         self._api_usage: ApiUsage | None = None
-        self._org_id: str | None = None
 
     def __repr__(self) -> str:  # never show a secret
         return f"SalesforceClient(base_url={self.base_url!r}, flow={self.flow!r}, api_version={self.api_version!r})"
@@ -224,24 +114,15 @@ class SalesforceClient:
     def close(self) -> None:
         self.transport.close()
 
-    # ------------------------------------------------------------------ the session token, shared by threads
+    @property
+    def instance_url(self) -> str | None:
+        """The org's API host (``https://<instance>/``) from the last login; None before the first."""
+        return self.session.instance_url
 
     @property
-    def _access_token(self) -> str | None:
-        """The current session token (None before the first login, or after a 401 dropped it). Each
-        thread remembers the token it read last: that is the one its request carried."""
-        token = self._token
-        self._seen.token, self._seen.logins = token, self.logins
-        return token
-
-    @_access_token.setter
-    def _access_token(self, value: str | None) -> None:
-        """A new token (``_login``), or None after a 401: that drops the token only if it is still the
-        one this thread sent (another thread may have logged in again already)."""
-        with self._token_lock:
-            if value is not None or getattr(self._seen, "token", _UNSEEN) in (_UNSEEN, self._token):
-                self._token = value
-        self._seen.token = value
+    def logins(self) -> int:
+        """Token requests made so far (successful or not)."""
+        return self.session.logins
 
     # ------------------------------------------------------------------ CrmTarget
 
@@ -403,22 +284,22 @@ class SalesforceClient:
     def _send(self, method: str, path: str, *, what: str, headers: Mapping[str, str], data: bytes | None,
               idempotent: bool = True) -> requests.Response:
         """The one request loop: lazy login, ``instance_url + path`` with the Bearer token, ``Sforce-Limit-Info``
-        recorded, one re-login and resend on 401; the 2xx response, else ``_api_error``."""
+        recorded, one re-login and resend on 401; the 2xx response, else ``api_errors.api_error``."""
         relogged = False
         waits = 0  # resends after a concurrent-request refusal
         while True:
-            if self._access_token is None:
-                self._login()
+            if self.session.token is None:
+                self.session.login()
             response = self.transport.request(
-                method, f"{self.instance_url}{path}", idempotent=idempotent,
-                headers={**headers, "Authorization": f"Bearer {self._access_token}"}, data=data,
+                method, f"{self.session.instance_url}{path}", idempotent=idempotent,
+                headers={**headers, "Authorization": f"Bearer {self.session.token}"}, data=data,
             )
             self._record_limit_info(response)
             if response.status_code == 401 and not relogged:
                 relogged = True
-                self._access_token = None  # expired or revoked: one fresh login, one more try
+                self.session.drop()  # expired or revoked: one fresh login, one more try
                 continue
-            if waits < self.transport.retry.max_retries and _concurrency_refusal(response):
+            if waits < self.transport.retry.max_retries and concurrency_refusal(response):
                 # Refused before it ran (so safe to resend even when not idempotent); it clears as the org's
                 # other long-running requests finish.
                 waits += 1
@@ -428,7 +309,7 @@ class SalesforceClient:
             break
         if 200 <= response.status_code < 300:
             return response
-        raise self._api_error(response, what, waits=waits)
+        raise api_error(response, what, usage=self._api_usage, redact=self.transport.redact, waits=waits)
 
     def _record_limit_info(self, response: requests.Response) -> None:
         match = _API_USAGE.search(response.headers.get("Sforce-Limit-Info") or "")
@@ -439,137 +320,23 @@ class SalesforceClient:
                 if current is None or usage.limit != current.limit or usage.used >= current.used:
                     self._api_usage = usage
 
-    def _api_error(self, response: requests.Response, what: str, *, waits: int = 0) -> ApiError:
-        status = response.status_code
-        code, detail = _error_detail(response, self.transport.redact)
-        shown = f"HTTP {status}" + (f" {detail}" if detail else "").rstrip(".")
-        if _concurrency_refusal(response):
-            return ApiError(
-                f"Salesforce {what} was refused {waits + 1} time(s) because too many long-running requests run in the "
-                f"org at once ({shown}). This clears as they finish: the run can be retried later; if it keeps "
-                "happening, lower sync.concurrent_requests or move other integrations' long-running jobs.",
-                retryable=True,
-                status=status,
-                code=code,
-            )
-        if status == 401:
-            return ApiError(
-                f"Salesforce {what} was refused with {shown} even right after a fresh login. Check that the "
-                "connected app's OAuth scopes include 'Manage user data via APIs (api)', that the user (for the "
-                "client-credentials flow: the app's Run As user) has the 'API Enabled' permission, and that the org "
-                "does not end sessions from this IP address.",
-                status=status,
-                code=code,
-            )
-        if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
-            usage = f" (API usage {self._api_usage.used}/{self._api_usage.limit})" if self._api_usage else ""
-            return RequestLimitExceeded(
-                f"Salesforce {what} was refused because the org's API request limit is used up{usage} ({shown}). "
-                "Stop and "
-                "resume later: the daily allocation is counted over a rolling 24 hours for the whole org.",
-                status=status,
-                code=code,
-            )
-        if status == 403:
-            hint = (
-                " The user needs the 'API Enabled' permission and access to the object and fields "
-                "(profile, permission sets, field-level security)."
-            )
-        elif status == 404 and what.startswith("describe of "):
-            hint = (
-                f" The object {what[len('describe of '):]!r} does not exist or is not accessible to this user; "
-                "check the object name (e.g. Contact or Lead) and the user's object permissions."
-            )
-        elif status == 404:
-            hint = " The resource does not exist; check the object and field names and the API version."
-        else:
-            hint = ""
-        if what.startswith("userinfo"):
-            hint += (
-                " The token response had no identity URL ('id'), so the org id is read from the userinfo endpoint; "
-                "the connected app may need the 'Access the identity URL service (id, profile, email, address, "
-                "phone)' or openid OAuth scope."
-            )
-        return ApiError(f"Salesforce {what} failed with {shown}.{hint}", status=status, code=code)
-
-    # ------------------------------------------------------------------ internals: login and identity
+    # ------------------------------------------------------------------ internals: identity
 
     def _organization_id(self) -> str:
         """The 18-character org id: from the token response's identity URL, else from userinfo."""
-        if self._access_token is None:
-            self._login()
-        if self._org_id is None:
+        session = self.session
+        if session.token is None:
+            session.login()
+        if session.org_id is None:
             what = "userinfo request"
             response = self._authorized("GET", "services/oauth2/userinfo", what=what)
             data = _json(response, dict, what, self.transport.redact)
-            org_id = _org_id(data.get("organization_id"))
+            org_id = parse_org_id(data.get("organization_id"))
             if org_id is None:
                 raise ApiError(f"Salesforce {what} has no usable organization_id (an 18-character 00D... id).")
-            self._check_org(org_id)
-            self._org_id = org_id
-        assert self._org_id is not None
-        return self._org_id
-
-    def _check_org(self, org_id: str) -> None:
-        if self._org_id is not None and org_id != self._org_id:
-            raise ApiError(
-                f"Salesforce session is now in org {org_id}, but this client started in org {self._org_id} (a "
-                "sandbox refresh or changed login settings?); stopping so that writes and their ledger stay with "
-                "one org."
-            )
-
-    def _login(self) -> None:
-        """Log in (``_login_once``), one thread at a time. A thread that waited while another logged in
-        takes that outcome instead of logging in again: the new token, or the same error (a burst of
-        failed logins can lock the user out)."""
-        seen_token = getattr(self._seen, "token", _UNSEEN)
-        seen_logins = getattr(self._seen, "logins", None)
-        with self._login_lock:
-            if seen_token is not _UNSEEN:
-                if self._token is not None and self._token != seen_token:
-                    self._seen.token, self._seen.logins = self._token, self.logins
-                    return  # renewed by another thread meanwhile
-                if self.logins != seen_logins and self._login_failure is not None:
-                    raise self._login_failure  # the login this thread waited for failed
-            try:
-                self._login_once()
-            except BaseException as exc:
-                self._login_failure = exc
-                raise
-            self._login_failure = None
-            self._seen.logins = self.logins
-
-    def _login_once(self) -> None:
-        form = self._login_flow.form()
-        if "assertion" in form:
-            self.transport.redact.add(form["assertion"])  # a signed JWT is a credential until it expires
-        self.logins += 1
-        response = self.transport.request("POST", f"{self.base_url}services/oauth2/token", data=form)
-        if response.status_code != 200:
-            raise login_error(self._login_flow, response, self.transport.redact)
-        try:
-            data = response.json()
-            access_token = data["access_token"]
-            if not isinstance(access_token, str) or not access_token:
-                raise ValueError("empty access_token")
-            self.transport.redact.add(access_token)
-            instance_url = data["instance_url"]
-            if not isinstance(instance_url, str):
-                raise TypeError("instance_url is not a string")
-            org_id = _org_id_from_identity_url(data.get("id"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ApiError(
-                f"Salesforce token response is not what the API documents ({type(exc).__name__}: "
-                f"{self.transport.redact(str(exc))})"
-            ) from None
-        instance_url = instance_base_url(
-            instance_url, setting="instance_url (Salesforce token response)", configured=self.base_url,
-            configured_setting="SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL", vendor_domains=SALESFORCE_DOMAINS)
-        if org_id is not None:
-            self._check_org(org_id)
-            self._org_id = org_id
-        self.instance_url = instance_url  # before the token: a thread that sees the token uses this URL
-        self._access_token = access_token
+            session.adopt_org(org_id)
+        assert session.org_id is not None
+        return session.org_id
 
 
 def _api_name(value: str, what: str) -> str:
@@ -598,22 +365,6 @@ def _dumps(value: Any) -> str:
         return "[" + ", ".join(_dumps(item) for item in value) + "]"
     return json.dumps(value, allow_nan=False)
 
-
-def _org_id(value: Any) -> str | None:
-    """The 18-character form of a well-formed org id (key prefix 00D), else None."""
-    if isinstance(value, str) and value.startswith(ORG_ID_PREFIX) and is_valid_id(value):
-        return to_18(value[:15])
-    return None
-
-
-def _org_id_from_identity_url(value: Any) -> str | None:
-    """The org id in an identity URL ``https://host/id/{orgId}/{userId}``, else None."""
-    if not isinstance(value, str):
-        return None
-    segments = urlsplit(value).path.rstrip("/").split("/")
-    return _org_id(segments[-2]) if len(segments) >= 3 and segments[-3] == "id" else None
-
-
 def _json(response: requests.Response, kind: type, what: str, redact: Callable[[str], str], **loads: Any) -> Any:
     try:
         data = response.json(**loads)
@@ -625,33 +376,3 @@ def _json(response: requests.Response, kind: type, what: str, redact: Callable[[
             f"{'array' if kind is list else 'object'}{redact(body_excerpt(response))}."
         )
     return data
-
-
-def _concurrency_refusal(response: requests.Response) -> bool:
-    """403 ``REQUEST_LIMIT_EXCEEDED`` for concurrent requests ("ConcurrentPerOrgLongTxn Limit exceeded.",
-    "ConcurrentRequests (Concurrent API Requests) Limit exceeded."), not the daily allocation ("TotalRequests")."""
-    if response.status_code != 403:
-        return False
-    code, detail = _error_detail(response, lambda text: text)
-    return code == "REQUEST_LIMIT_EXCEEDED" and "concurrent" in detail.lower()
-
-
-def _error_detail(response: requests.Response, redact: Callable[[str], str]) -> tuple[str | None, str]:
-    """``(first errorCode, "CODE: message; CODE2: message2")`` from a Salesforce error array."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        data = [data]
-    if isinstance(data, list):
-        errors = [e for e in data if isinstance(e, Mapping) and (e.get("errorCode") or e.get("message"))]
-        if errors:
-            parts = []
-            for e in errors[:5]:
-                text = f"{e.get('errorCode') or 'UNKNOWN'}: {e.get('message') or ''}".strip()
-                if e.get("fields"):
-                    text += f" (fields: {', '.join(map(str, e['fields']))})"
-                parts.append(text)
-            return (errors[0].get("errorCode") or None), redact("; ".join(parts))[:500]
-    return None, redact(body_excerpt(response)).strip()

@@ -4,7 +4,7 @@ The rule, shown in the sync metadata as ``mode``: with ``client_id``, a base URL
 ``login_url``) and a credential (``client_secret``, or a private key for the JWT bearer flow) all
 set, the sink writes to Salesforce; with none of the settings set, to the local SQLite target under
 the storage directory. Setting only some is an error naming the missing ones. The login settings
-choose the OAuth flow (``crm/salesforce_login.py``): a private key the JWT bearer flow, a username
+choose the OAuth flow (``salesforce/auth.py``): a private key the JWT bearer flow, a username
 and password the username-password flow (which Salesforce ends for connected apps on 2027-02-20),
 otherwise client credentials.
 """
@@ -21,7 +21,8 @@ from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.http import RetrySettings
 from sfmc_pipeline.salesforce.records import CrmTarget
-from sfmc_pipeline.salesforce.rest import SalesforceClient, salesforce_base_url
+from sfmc_pipeline.salesforce.login_url import salesforce_base_url
+from sfmc_pipeline.salesforce.rest import SalesforceClient
 
 
 class SalesforceResource(dg.ConfigurableResource):

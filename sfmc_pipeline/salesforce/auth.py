@@ -1,28 +1,25 @@
-"""How the Salesforce client logs in: which OAuth 2.0 flow the settings choose, the token request it
-sends, and what to check when Salesforce refuses it.
+"""Salesforce OAuth 2.0 login: which flow the settings choose, its token request, what to check when
+Salesforce refuses it, and the session (token, instance URL, org) that one client's threads share.
 
-* ``client_credentials`` (recommended): the connected app's (or External Client App's) consumer key and
-  secret; the app has *Enable Client Credentials Flow* on and a Run As user. Send it to the org's My
-  Domain host (SALESFORCE_DOMAIN).
-* ``jwt_bearer``: the consumer key, the username (``sub``) and the private key whose certificate is
-  uploaded to the app (``jwt_bearer.py``); no secret leaves this machine.
-* ``password`` (retiring): username, password and security token. Salesforce ends this flow for
-  connected apps on 2027-02-20 (External Client Apps never had it); ``sfmc-pipeline check`` warns.
-
-Every token request is form-encoded, with no Authorization header; secrets travel only in its body.
+Every token request is form-encoded to ``{login base}services/oauth2/token``, with no Authorization
+header: secrets travel only in its body, never in a URL. The session lives until Salesforce answers
+401; then one thread logs in again and the others use its outcome.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import requests
 
-from sfmc_pipeline.salesforce import jwt_bearer
 from sfmc_pipeline.errors import ApiError, ConfigurationError
-from sfmc_pipeline.http import body_excerpt
+from sfmc_pipeline.http import SALESFORCE_DOMAINS, HttpTransport, body_excerpt, instance_base_url
+from sfmc_pipeline.salesforce import jwt_bearer
+from sfmc_pipeline.salesforce.ids import is_valid_id, to_18
 
 PASSWORD = "password"
 CLIENT_CREDENTIALS = "client_credentials"
@@ -43,10 +40,22 @@ MIGRATION_STEPS = (
     "SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN); see README 'Salesforce login'"
 )
 
+ORG_ID_PREFIX = "00D"
+_UNSEEN = object()  # a thread that has not read the token yet
+
 
 @dataclass(frozen=True)
 class LoginFlow:
-    """The OAuth flow the settings choose, with what its token request needs. ``secrets``: every value to redact."""
+    """The OAuth flow the settings choose, with what its token request needs. ``secrets``: every value to redact.
+
+    * ``client_credentials`` (recommended): the connected app's (or External Client App's) consumer key and
+      secret; the app has *Enable Client Credentials Flow* on and a Run As user. Send it to the org's My
+      Domain host (SALESFORCE_DOMAIN).
+    * ``jwt_bearer``: the consumer key, the username (``sub``) and the private key whose certificate is
+      uploaded to the app (``jwt_bearer.py``); no secret leaves this machine.
+    * ``password`` (retiring): username, password and security token. Salesforce ends this flow for
+      connected apps on 2027-02-20 (External Client Apps never had it); ``sfmc-pipeline check`` warns.
+    """
 
     name: str
     client_id: str
@@ -203,3 +212,127 @@ def _advice(flow: str, code: str) -> tuple[str, bool]:
                     "and SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL",
     }.get(flow, "SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET and SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL")
     return f" Check {settings}.", False
+
+
+class SalesforceSession:
+    """One client's OAuth session, shared by its threads: the access token, the ``instance_url`` API calls go
+    to, and the org (18-character id) the session is in.
+
+    The token response must hold ``access_token`` and ``instance_url`` (``token_type``, ``issued_at``,
+    ``signature``, ``expires_in`` may be missing); the ``instance_url`` is used only on ``*.salesforce.com``,
+    ``*.force.com`` or the configured login host, so the token is never sent elsewhere. Its ``id`` is the
+    identity URL ``https://login.salesforce.com/id/{orgId 00D...}/{userId 005...}``; a re-login that lands in
+    another org is an error. One login at a time: a thread whose request got a 401 drops only the token it
+    sent (``drop``), and when several requests fail with the same expired session the first thread logs in
+    and the others use its new token (or its error), so one expiry costs one login, not one per thread.
+    """
+
+    def __init__(self, flow: LoginFlow, *, base_url: str, transport: HttpTransport):
+        self.flow = flow
+        self.base_url = base_url
+        self.transport = transport
+        self.instance_url: str | None = None
+        self.org_id: str | None = None
+        self.logins = 0  # token requests made (successful or not)
+        self._login_lock = threading.Lock()  # one login at a time
+        self._token_lock = threading.Lock()
+        self._seen = threading.local()  # per thread: the token it last read, and the login count then
+        self._token: str | None = None
+        self._login_failure: BaseException | None = None
+        self._store(None)
+
+    @property
+    def token(self) -> str | None:
+        """The current access token (None before the first login, or after a 401 dropped it). Each
+        thread remembers the token it read last: that is the one its request carried."""
+        token = self._token
+        self._seen.token, self._seen.logins = token, self.logins
+        return token
+
+    def drop(self) -> None:
+        """After a 401: forget the token, if it is still the one this thread sent (another thread may have
+        logged in again already)."""
+        self._store(None)
+
+    def _store(self, value: str | None) -> None:
+        with self._token_lock:
+            if value is not None or getattr(self._seen, "token", _UNSEEN) in (_UNSEEN, self._token):
+                self._token = value
+        self._seen.token = value
+
+    def adopt_org(self, org_id: str) -> None:
+        """Record the session's org; an org other than the one it started in is an ``ApiError``."""
+        if self.org_id is not None and org_id != self.org_id:
+            raise ApiError(
+                f"Salesforce session is now in org {org_id}, but this client started in org {self.org_id} (a "
+                "sandbox refresh or changed login settings?); stopping so that writes and their ledger stay with "
+                "one org."
+            )
+        self.org_id = org_id
+
+    def login(self) -> None:
+        """Log in (``_login_once``), one thread at a time. A thread that waited while another logged in
+        takes that outcome instead of logging in again: the new token, or the same error (a burst of
+        failed logins can lock the user out)."""
+        seen_token = getattr(self._seen, "token", _UNSEEN)
+        seen_logins = getattr(self._seen, "logins", None)
+        with self._login_lock:
+            if seen_token is not _UNSEEN:
+                if self._token is not None and self._token != seen_token:
+                    self._seen.token, self._seen.logins = self._token, self.logins
+                    return  # renewed by another thread meanwhile
+                if self.logins != seen_logins and self._login_failure is not None:
+                    raise self._login_failure  # the login this thread waited for failed
+            try:
+                self._login_once()
+            except BaseException as exc:
+                self._login_failure = exc
+                raise
+            self._login_failure = None
+            self._seen.logins = self.logins
+
+    def _login_once(self) -> None:
+        form = self.flow.form()
+        if "assertion" in form:
+            self.transport.redact.add(form["assertion"])  # a signed JWT is a credential until it expires
+        self.logins += 1
+        response = self.transport.request("POST", f"{self.base_url}services/oauth2/token", data=form)
+        if response.status_code != 200:
+            raise login_error(self.flow, response, self.transport.redact)
+        try:
+            data = response.json()
+            access_token = data["access_token"]
+            if not isinstance(access_token, str) or not access_token:
+                raise ValueError("empty access_token")
+            self.transport.redact.add(access_token)
+            instance_url = data["instance_url"]
+            if not isinstance(instance_url, str):
+                raise TypeError("instance_url is not a string")
+            org_id = _org_id_from_identity_url(data.get("id"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError(
+                f"Salesforce token response is not what the API documents ({type(exc).__name__}: "
+                f"{self.transport.redact(str(exc))})"
+            ) from None
+        instance_url = instance_base_url(
+            instance_url, setting="instance_url (Salesforce token response)", configured=self.base_url,
+            configured_setting="SALESFORCE_DOMAIN / SALESFORCE_LOGIN_URL", vendor_domains=SALESFORCE_DOMAINS)
+        if org_id is not None:
+            self.adopt_org(org_id)
+        self.instance_url = instance_url  # before the token: a thread that sees the token uses this URL
+        self._store(access_token)
+
+
+def parse_org_id(value: Any) -> str | None:
+    """The 18-character form of a well-formed org id (key prefix 00D), else None."""
+    if isinstance(value, str) and value.startswith(ORG_ID_PREFIX) and is_valid_id(value):
+        return to_18(value[:15])
+    return None
+
+
+def _org_id_from_identity_url(value: Any) -> str | None:
+    """The org id in an identity URL ``https://host/id/{orgId}/{userId}``, else None."""
+    if not isinstance(value, str):
+        return None
+    segments = urlsplit(value).path.rstrip("/").split("/")
+    return parse_org_id(segments[-2]) if len(segments) >= 3 and segments[-3] == "id" else None
