@@ -2,7 +2,7 @@
 
 An admin creates a destination's custom fields in a real org; the local target does it itself: the
 status fields (Long Text Area) and every mapped custom attribute field (API name ending in ``__c``,
-typed for its column by ``salesforce_rules.custom_field_for``), plus the external-id field of an upsert.
+typed for its column by ``salesforce.rules.custom_field_for``), plus the external-id field of an upsert.
 Standard fields cannot be created: a mapped standard field the local target does not have is refused
 with the fields it has. For an update the sample's records are seeded (a record must exist to be
 updated), with its required fields.

@@ -172,7 +172,8 @@ class SalesforceClient:
     def retrieve(self, sobject: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any] | None]:
         """Current ``fields`` of the ``ids`` records, in the order of ``ids``; None where an id is invalid, deleted
         or not accessible. Each dict holds ``"Id"`` and each field under the name as requested. Sent in requests
-        of at most 2,000 ids (``Id`` is always among the fields asked for); an empty ``ids`` sends nothing."""
+        of at most 2,000 ids (``Id`` is always among the fields asked for); an empty ``ids`` sends nothing. An
+        unknown field is HTTP 400 ``INVALID_FIELD``; numbers are read as exact ``Decimal`` (integers as ``int``)."""
         name = _api_name(sobject, "sobject")
         fields = [_api_name(f, "field") for f in fields]
         ids = list(ids)
@@ -250,6 +251,9 @@ class SalesforceClient:
     # ------------------------------------------------------------------ internals: API calls
 
     def _collection(self, path: str, records: Sequence[Mapping[str, Any]], *, what: str) -> list[RecordResult]:
+        """An sObject Collections PATCH of at most 200 records: answered 200 with one result per record, in
+        request order; per-record failures are data (``RecordResult``), not exceptions. The body is serialised
+        by ``json_body`` (not by ``requests``) so that ``Decimal`` values go out as exact JSON numbers."""
         records = list(records)
         if len(records) > MAX_RECORDS_PER_REQUEST:
             raise ValueError(
