@@ -17,13 +17,8 @@ from pathlib import Path
 import pytest
 
 from sfmc_pipeline.cli import main
-from sfmc_pipeline.cli.connection_check import (
-    CheckLine,
-    Report,
-    flatten,
-    longest_status_values,
-    split_advice,
-)
+from sfmc_pipeline.cli.check_report import CheckLine, Report, flatten, split_advice
+from sfmc_pipeline.cli.check_salesforce import longest_status_values
 from sfmc_pipeline.http import Redactor
 from sfmc_pipeline.salesforce.rest import SalesforceClient
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR

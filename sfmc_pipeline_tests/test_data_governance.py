@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from sfmc_pipeline.cli import connection_check
+from sfmc_pipeline.cli.check_report import Report
 from sfmc_pipeline.config import PipelineConfigError
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.sync import DestinationSync
@@ -211,7 +212,7 @@ def test_the_check_command_reports_a_violating_config_file(tmp_path, monkeypatch
 def test_the_check_command_reports_the_violation_the_sync_refuses_with(tmp_path):
     pipeline, dest = _bypassed()
     lines: list[str] = []
-    report = connection_check.Report(lines.append, lambda text: text)
+    report = Report(lines.append, lambda text: text)
     connection_check.check_policies(report, pipeline)
     (failed,) = [line for line in lines if line.startswith("FAILED")]
     assert "policies contacts" in failed and "fed by contacts.TotalSpend, labelled S1" in failed
@@ -219,7 +220,7 @@ def test_the_check_command_reports_the_violation_the_sync_refuses_with(tmp_path)
 
     allowed = edited_config(tmp_path, _allow_spend())
     lines.clear()
-    connection_check.check_policies(connection_check.Report(lines.append, lambda text: text), allowed)
+    connection_check.check_policies(Report(lines.append, lambda text: text), allowed)
     assert any("allowed by exception: field Total_Spend__c (S1, policy no_sensitive_data_in_crm: Finance approved"
                in line for line in lines)
 
