@@ -37,7 +37,8 @@ def check_sfmc(report: Report, pipeline: PipelineConfig | None) -> None:
         resource = sfmc_resource(settings.sample_data_dir())
         mode = resource.mode
     except ConfigurationError as exc:
-        report.error("SFMC", exc, f"set all of {', '.join(SFMC_REQUIRED_ENV)} to read from SFMC, or none for the sample data")
+        report.error("SFMC", exc,
+                     f"set all of {', '.join(SFMC_REQUIRED_ENV)} to read from SFMC, or none for the sample data")
         _skip_extensions(report, extensions, "the SFMC settings are not usable", skip_fix)
         return
     page_size = (pipeline.settings if pipeline is not None else PipelineSettings()).page_size
