@@ -89,7 +89,8 @@ from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_me
 
 from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.models import DestinationConfig, SyncSettings  # noqa: E402
-from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter  # noqa: E402
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore  # noqa: E402
+from sfmc_pipeline.crm.bulk.writer import BulkWriter  # noqa: E402
 from sfmc_pipeline.crm.ledger import SyncLedger  # noqa: E402
 from sfmc_pipeline.crm.ledger_hashing import key_path  # noqa: E402
 from sfmc_pipeline.crm.sync import DestinationSync, SyncOutcome  # noqa: E402

@@ -16,7 +16,8 @@ from contextlib import closing
 import pytest
 
 from sfmc_pipeline.crm import sync as sync_module
-from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
+from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.datasets.storage import StorageError
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
