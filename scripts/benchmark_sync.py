@@ -21,8 +21,7 @@ Salesforce's own processing; concurrent requests wait together. Each sync uses a
 timed, split into *login + describe* (network), *change set* (ledger read, desired state, diff,
 client-side checks, exit guard, Bulk recovery check: the sync's own code), *send* (write requests in
 flight plus the ledger commit of each batch; for Bulk: the job's calls, the writer's poll waits and its
-client-side work) and *ledger close* (saving the ledger snapshot the next run reads, after a run that
-wrote).
+client-side work) and *ledger close*.
 
 Bulk API 2.0 in the fake. The fake processes a closed job at its first poll (its
 ``bulk_polls_before_complete`` is left at the default 0), inside that poll's request, so a Bulk sync here
@@ -89,7 +88,8 @@ from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_me
 
 from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.models import DestinationConfig, SyncSettings  # noqa: E402
-from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter  # noqa: E402
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore  # noqa: E402
+from sfmc_pipeline.crm.bulk.writer import BulkWriter  # noqa: E402
 from sfmc_pipeline.crm.ledger import SyncLedger  # noqa: E402
 from sfmc_pipeline.crm.ledger_hashing import key_path  # noqa: E402
 from sfmc_pipeline.crm.sync import DestinationSync, SyncOutcome  # noqa: E402
@@ -232,7 +232,7 @@ class Phase:
     network_setup: float  # login + describe
     change_set: float  # the sync's own code before sending
     send: float  # write requests in flight + ledger commits (+ the whole Bulk write)
-    ledger_close: float  # closing the ledger: saving its snapshot for the next run (when it wrote)
+    ledger_close: float  # closing the ledger
     composite: float  # of send: sObject Collections batches (requests + ledger commits)
     api_requests: int  # client.api_requests: token call and retries included
     logins: int
@@ -350,7 +350,7 @@ def sync_once(org: FakeOrg, dest: DestinationConfig, settings: SyncSettings, led
         syncer._send_collections = _timed(syncer._send_collections, totals, "composite")
         outcome = syncer.run(statuses, profiles)
         closing_at = time.perf_counter()
-        ledger.close()  # saves the ledger snapshot the next run reads: part of the sync's cost
+        ledger.close()
         ledger = None
         seconds = time.perf_counter() - start
         totals["ledger close"] = time.perf_counter() - closing_at
@@ -398,16 +398,13 @@ def ledger_rows(path: Path) -> int:
 
 
 def copy_ledger(source: Path, target: Path) -> None:
-    """A consistent copy of a closed ledger (SQLite's backup API, WAL content included) with its key and the
-    snapshot folder beside it (``<stem>.key``, ``<stem>.snapshots``), as a deployment has it after its last sync."""
+    """A consistent copy of a closed ledger (SQLite's backup API, WAL content included) with its key beside it
+    (``<stem>.key``), as a deployment has it after its last sync."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(source)) as a, closing(sqlite3.connect(target)) as b:
         a.backup(b)
     if key_path(source).exists():  # the hashed names and emails are only equal under the same key
         shutil.copy2(key_path(source), key_path(target))
-    snapshots = source.parent / f"{source.stem}.snapshots"
-    if snapshots.is_dir():
-        shutil.copytree(snapshots, target.parent / f"{target.stem}.snapshots", dirs_exist_ok=True)
 
 
 def ledger_differences(a: Path, b: Path) -> int:

@@ -1,4 +1,4 @@
-"""Contract: large change sets go through Salesforce Bulk API 2.0 (``crm/bulk_ingest.py``, ``crm/bulk_writer.py``),
+"""Contract: large change sets go through Salesforce Bulk API 2.0 (``salesforce/bulk_api.py``, ``crm/bulk/``),
 over real HTTP against the fake org, without real waiting (injected sleep and clock).
 
 A change set becomes one CSV per job (UTF-8, LF, ``Id`` or the external id column first, ``#N/A`` for null, an
@@ -22,13 +22,10 @@ from decimal import Decimal
 
 import pytest
 
-from sfmc_pipeline.crm.bulk_writer import (
-    BulkJobFailed,
-    BulkJobStore,
-    BulkWriter,
-    csv_cell,
-    csv_line,
-)
+from sfmc_pipeline.crm.bulk.csv_format import csv_cell, csv_line
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
+from sfmc_pipeline.crm.bulk.results import BulkJobFailed
+from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
 from sfmc_pipeline.errors import ApiError
 from sfmc_pipeline.http import RetrySettings

@@ -2,7 +2,8 @@
 same ledger and error rows as sObject Collections, and a job an earlier run left is settled, never
 duplicated."""
 
-from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
+from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures

@@ -1,6 +1,6 @@
 """Contract: the sync ledger keeps no personal data in clear. Values of identifying fields (names, email:
 columns with an identifying label, and email/phone/name columns by default) are stored as keyed hashes in
-the ledger, its snapshots and every byte of its files, whichever path confirmed them (sObject Collections
+the ledger and every byte of its files, whichever path confirmed them (sObject Collections
 or Bulk API 2.0); statuses stay readable. The diff compares hashes, so an unchanged re-run sends nothing
 and a changed value is sent. A ledger holding clear values is hashed once when opened, without sending
 anything again; a lost key makes the next sync write the identifying attributes once more, not fail."""
@@ -16,7 +16,8 @@ from contextlib import closing
 import pytest
 
 from sfmc_pipeline.crm import sync as sync_module
-from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
+from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.datasets.storage import StorageError
 from sfmc_pipeline_tests.crm_fixtures import (  # noqa: F401 - org and client are fixtures
@@ -41,7 +42,7 @@ def _stored(tmp_path) -> dict[tuple[str, str], str]:
 
 
 def _bytes_on_disk(tmp_path) -> bytes:
-    """Everything the storage holds but the key: the ledger, its journal and its snapshots."""
+    """Everything the storage holds but the key: the ledger and its journal."""
     return b"".join(p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.suffix != ".key")
 
 
@@ -65,7 +66,7 @@ def test_identifying_values_are_stored_as_keyed_hashes_and_statuses_stay_readabl
         assert stored[(a, name)].startswith("keyed:") and len(stored[(a, name)]) == len("keyed:") + 32
     assert stored[(a, "Email")] != stored[(IDS[1], "Email")]
     on_disk = _bytes_on_disk(tmp_path)
-    assert not [value for value in PERSONAL if value in on_disk]  # nowhere in the files, snapshots included
+    assert not [value for value in PERSONAL if value in on_disk]  # nowhere in the files
 
     key = tmp_path / "ledger.key"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
@@ -86,14 +87,14 @@ def test_a_ledger_holding_clear_values_is_hashed_once_without_sending_again(seed
         m.setattr(sync_module, "identifying_fields", lambda pipeline, dest: frozenset())
         run(client(), tmp_path, members(IDS), profiles(IDS), run_id="r1")
     assert json.loads(_stored(tmp_path)[(IDS[0], "Email")]) == "p0@example.com"
-    assert b"p0@example.com" in _bytes_on_disk(tmp_path)  # in the table and in its snapshot
+    assert b"p0@example.com" in _bytes_on_disk(tmp_path)  # in the table
 
     before = len(_writes(seeded))
     out = run(client(), tmp_path, members(IDS), profiles(IDS), run_id="r2")
     assert (out.to_send, len(_writes(seeded))) == (0, before)  # no re-send storm
     assert all(_stored(tmp_path)[(rid, "Email")].startswith("keyed:") for rid in IDS)
     on_disk = _bytes_on_disk(tmp_path)
-    assert not [value for value in PERSONAL if value in on_disk]  # no free page, journal or old snapshot keeps one
+    assert not [value for value in PERSONAL if value in on_disk]  # no free page or journal keeps one
     assert run(client(), tmp_path, members(IDS), profiles(IDS), run_id="r3").to_send == 0
 
 
@@ -132,5 +133,5 @@ def test_values_confirmed_through_bulk_are_hashed_too(seeded, client, tmp_path):
         ledger.close()
     assert out.bulk_jobs and out.succeeded == len(ids)
     assert all(_stored(tmp_path)[(rid, "Email")].startswith("keyed:") for rid in ids)
-    assert b"@example.com" not in _bytes_on_disk(tmp_path / "ledger.snapshots") + (tmp_path / "ledger.sqlite").read_bytes()
+    assert b"@example.com" not in (tmp_path / "ledger.sqlite").read_bytes()
     assert run(client(), tmp_path, members(ids), profiles(ids), run_id="r2").to_send == 0

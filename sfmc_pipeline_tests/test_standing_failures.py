@@ -14,7 +14,8 @@ from collections import Counter
 import pytest
 
 from sfmc_pipeline.cli import main
-from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
+from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.datasets.storage import DatasetStore

@@ -1,56 +1,28 @@
-"""The sync ledger: what was confirmed written to each (target CRM, object, record, field).
+"""The sync ledger: what was confirmed written to each (target CRM, object, record, field), in SQLite.
 
-The ledger belongs to the CRM it describes: every row carries the target's identity (a Salesforce
-org id, or the local target's own id), and a ``SyncLedger`` only ever reads and writes the rows of
-its target. Switching from the local target to an org, or from a sandbox to production, is a first
-sync for the new target.
-
-SQLite, one transaction per batch result, so a run killed at any point loses nothing that was
-confirmed: on the re-run only the batches that were in flight are sent again (at most
-``sync.concurrent_requests``), and an unchanged input sends nothing. Only one thread writes (the
-sync records results as they come back, in its own thread). Each row also
-records the destination that wrote it, whether the field is a segment status field or a mapped
-attribute, and the profile the record belongs to (so an exit can be derived for a profile that is
-no longer listed anywhere).
-
-Reading is the hot path of an unchanged re-run (200,000 records are about 1.2 million rows). The
-rows of an object are kept as an Arrow table, in memory while the ledger is open and in a snapshot
-file beside it after it closes, each tied to the ledger's content by a stamp that every write
-transaction renews (``ledger_snapshot``); only when neither is current are they read from SQLite,
-in one query with one ``group_concat`` per column, split in Arrow. ``confirmed`` hands them to
-pandas as ``str`` columns without a Python object per value. The tables of this file are written
-only through this class: a write that bypasses it would not renew the stamp.
-
-No personal data in clear: the values of a destination's identifying fields (``protect``) are stored
-as keyed hashes (``ledger_hashing``); equality is all the diff needs. Statuses stay readable. A ledger
-written before holds clear values: ``protect`` hashes them once, in one transaction, and compacts the
-file so the clear values do not linger in free pages or in an old snapshot.
-The same file also holds side tables that are not confirmed rows and carry no stamp (the standing
-failures, the exit guard's history); they are reached through ``db``.
+Every row carries the target's identity (an org id, or the local target's id), and a ``SyncLedger`` only
+reads and writes its target's rows: a new target is a first sync. One transaction per batch result, so a
+killed run loses nothing confirmed and an unchanged input sends nothing. Each row also records the
+destination, the kind (status or attribute) and the profile (so an exit can be derived for a profile no
+longer listed). Identifying values are stored as keyed hashes (``protect``, ``ledger_hashing``). The file
+also holds side tables (standing failures, the exit guard's history), reached through ``db``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sqlite3
-import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Iterable, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sfmc_pipeline.crm.ledger_hashing import PREFIX, KeyedHasher, is_hashed, key_path
-from sfmc_pipeline.crm.ledger_snapshot import (
-    KEY,
-    ConfirmedTable,
-    SnapshotFiles,
-    empty_table,
-    table_of,
-)
 from sfmc_pipeline.datasets.storage import StorageError, open_state_db
 
 _SCHEMA = """
@@ -69,20 +41,11 @@ CREATE TABLE IF NOT EXISTS {name} (
     PRIMARY KEY (target, object, record_id, field)
 ) WITHOUT ROWID
 """
-_STAMPS = """
-CREATE TABLE IF NOT EXISTS ledger_stamps (
-    target TEXT NOT NULL,
-    object TEXT NOT NULL,
-    stamp TEXT NOT NULL,           -- random, new in every transaction that changes the object's rows
-    PRIMARY KEY (target, object)
-) WITHOUT ROWID
-"""
-# WITHOUT ROWID: the rows live in the key's B-tree, so reading one destination is one ordered pass
-# over it (a third faster than looking every key up in a separate table, and a fifth smaller).
+# WITHOUT ROWID: the rows live in the key's B-tree, so reading one object is one ordered pass over it.
 _COLUMN_LIST = "target, object, record_id, field, kind, destination, profile_key, crm_id, value, run_id, written_at"
 CONFIRMED_COLUMNS = ["record_id", "field", "kind", "destination", "profile_key", "crm_id", "value"]
 _NULLABLE = ("profile_key", "crm_id", "value")
-_UNIT, _NULL = "\x1f", "\x1e"  # separator and null marker of the bulk read (checked, see ``_read_columns``)
+_UNIT, _NULL = "\x1f", "\x1e"  # separator and null marker of the bulk read (checked, see ``_read``)
 
 
 class Confirmed(NamedTuple):
@@ -99,14 +62,11 @@ class SyncLedger:
     def __init__(self, path: str | Path, target: str):
         self.path = Path(path)
         self.target = target
-        self._tables: dict[str, ConfirmedTable] = {}  # object -> its rows as of a stamp (ledger_snapshot)
-        self._snapshots = SnapshotFiles(self.path, target)
         self._hasher: KeyedHasher | None = None  # read (or created) when first needed
         self._protected: dict[tuple[str, str], frozenset[str]] = {}  # (object, destination) -> lower-cased fields
         try:
             self._db = open_state_db(self.path)
             self._db.execute(_SCHEMA.format(name="confirmed_fields"))
-            self._db.execute(_STAMPS)
             self._keyed_table()
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(
@@ -114,27 +74,16 @@ class SyncLedger:
                 "move it away: the next sync is then a first sync (it re-sends every managed record once). If the "
                 "directory is read-only, make it writable or point SFMC_PIPELINE_STORAGE elsewhere."
             ) from None
+        # copies of the rows an earlier version kept beside the ledger: nothing reads them any more
+        shutil.rmtree(self.path.parent / f"{self.path.stem}.snapshots", ignore_errors=True)
 
     def close(self) -> None:
-        """Save the snapshot of each object this ledger read and then wrote (when still current), so
-        the next run reads it instead of SQLite; a snapshot that cannot be written is skipped (the next
-        read is from SQLite)."""
-        try:
-            for sobject, held in self._tables.items():
-                if held.saved or held.stamp is None or held.stamp != self._stamp(sobject):
-                    continue
-                try:
-                    self._snapshots.save(sobject, held.stamp, held.rows())
-                except (StorageError, pa.ArrowException):
-                    continue
-        finally:
-            self._tables.clear()
-            self._db.close()
+        self._db.close()
 
     @property
     def db(self) -> sqlite3.Connection:
         """The ledger file's connection, for the side tables kept in the same file (standing failures, the exit
-        guard's history). Never for ``confirmed_fields``: its writes go through this class (the stamp)."""
+        guard's history). Never for ``confirmed_fields``: its rows are written through this class."""
         return self._db
 
     @property
@@ -152,40 +101,29 @@ class SyncLedger:
         self._protected[(sobject, destination)] = wanted
         if not wanted:
             return 0
-        table = self._rows(sobject)
-        if not table.num_rows:
+        where, params = self._clear_values(sobject, destination, wanted)
+        if self._db.execute(f"SELECT 1 FROM confirmed_fields WHERE {where} LIMIT 1", params).fetchone() is None:
             return 0
-        mine = pc.and_(pc.equal(table["destination"], pa.scalar(destination, pa.large_string())),
-                       pc.is_in(pc.utf8_lower(table["field"]), value_set=pa.array(sorted(wanted), pa.large_string())))
-        values = table["value"].filter(mine.fill_null(False))
-        clear = pc.invert(pc.starts_with(values, PREFIX)).fill_null(False)
-        if not pc.any(clear).as_py():
-            return 0
-        return self._hash_clear_values(sobject, destination, wanted)
+        return self._hash_clear_values(where, params)
 
-    def _hash_clear_values(self, sobject: str, destination: str, fields: frozenset[str]) -> int:
+    def _clear_values(self, sobject: str, destination: str, fields: frozenset[str]) -> tuple[str, tuple]:
+        """The ``WHERE`` clause (and its parameters) of the clear values of ``fields``."""
+        marks = ", ".join("?" * len(fields))
+        return (f"target = ? AND object = ? AND destination = ? AND lower(field) IN ({marks}) AND value IS NOT NULL "
+                f"AND substr(value, 1, {len(PREFIX)}) != ?", (self.target, sobject, destination, *sorted(fields),
+                                                               PREFIX))
+
+    def _hash_clear_values(self, where: str, params: tuple) -> int:
         hasher = self.hasher
         self._db.create_function("ledger_keyed_hash", 1, lambda v: None if v is None else hasher.text(v),
                                  deterministic=True)
-        marks = ", ".join("?" * len(fields))
         self._db.execute("PRAGMA secure_delete = ON")  # freed cells are zeroed, not left holding clear values
         try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                changes = self._db.total_changes
-                self._db.execute(
-                    f"UPDATE confirmed_fields SET value = ledger_keyed_hash(value) WHERE target = ? AND object = ? "
-                    f"AND destination = ? AND lower(field) IN ({marks}) AND value IS NOT NULL "
-                    f"AND substr(value, 1, {len(PREFIX)}) != ?", (self.target, sobject, destination, *sorted(fields),
-                                                                  PREFIX))
-                changes = self._db.total_changes - changes
-                if changes:
-                    self._new_stamp(sobject)
+            changes = self._write(f"UPDATE confirmed_fields SET value = ledger_keyed_hash(value) WHERE {where}",
+                                  [params])
         finally:
-            self._tables.pop(sobject, None)  # read again from SQLite (then saved as a new snapshot)
             self._db.execute("PRAGMA secure_delete = OFF")
         if changes:
-            self._snapshots.path(sobject).unlink(missing_ok=True)  # it held the clear values
             self._db.execute("VACUUM")  # no page of the file keeps an old value
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return changes
@@ -217,38 +155,24 @@ class SyncLedger:
         unknown = set(wanted) - set(CONFIRMED_COLUMNS)
         if unknown:
             raise ValueError(f"no ledger column {sorted(unknown)}; columns are {CONFIRMED_COLUMNS}")
-        table = self._rows(sobject)
+        where, params = "WHERE target = ? AND object = ?", (self.target, sobject)
         if destination is not None:
-            table = table.filter(pc.equal(table["destination"], pa.scalar(destination, pa.large_string())))
+            where, params = where + " AND destination = ?", (*params, destination)
+        table = self._read(where, params)
         return pd.DataFrame({c: pd.Series(table[c].combine_chunks(), dtype="str") for c in wanted})
 
-    def _rows(self, sobject: str) -> pa.Table:
-        """Every ledger row of ``sobject`` on this target: from the in-memory table or the snapshot
-        file when either holds the ledger's current stamp, else from SQLite (``ledger_snapshot``)."""
-        stamp = self._stamp(sobject)
-        held = self._tables.get(sobject)
-        if held is not None and held.stamp == stamp:
-            return held.rows()
-        table = self._snapshots.load(sobject, stamp, CONFIRMED_COLUMNS) if stamp is not None else None
-        saved = table is not None
-        if table is None:
-            table = self._read_sqlite(sobject)
-        self._tables[sobject] = ConfirmedTable(stamp, table, saved=saved)
-        return table
-
-    def _read_sqlite(self, sobject: str) -> pa.Table:
+    def _read(self, where: str, params: tuple) -> pa.Table:
         """The rows as one ``group_concat`` per column (one pass over the key index, so in key order;
         no Python object per value), split in Arrow; row by row when the text cannot be split back
         exactly: a value holding the separator (the parts do not add up) or the null marker (more
         markers than nulls)."""
-        where, params = "WHERE target = ? AND object = ?", (self.target, sobject)
         parts = [f"group_concat(coalesce({c}, char(30)), char(31))" if c in _NULLABLE else f"group_concat({c}, char(31))"
                  for c in CONFIRMED_COLUMNS]
         counts = [f"count({c})" for c in _NULLABLE]
         query = f"SELECT count(*), {', '.join(counts)}, {', '.join(parts)} FROM confirmed_fields {where}"
         n, *rest = self._db.execute(query, params).fetchone()
         if not n:
-            return empty_table(CONFIRMED_COLUMNS)
+            return _table([[]] * len(CONFIRMED_COLUMNS))
         present = dict(zip(_NULLABLE, rest[: len(_NULLABLE)]))
         columns = {}
         for name, joined in zip(CONFIRMED_COLUMNS, rest[len(_NULLABLE):]):
@@ -267,47 +191,15 @@ class SyncLedger:
         cast = ", ".join(f"CAST({c} AS TEXT)" for c in CONFIRMED_COLUMNS)
         rows = self._db.execute(f"SELECT {cast} FROM confirmed_fields {where} ORDER BY record_id, field",
                                 params).fetchall()
-        return table_of(CONFIRMED_COLUMNS, [list(v) for v in zip(*rows)] if rows else [[]] * len(CONFIRMED_COLUMNS))
+        return _table([list(v) for v in zip(*rows)] if rows else [[]] * len(CONFIRMED_COLUMNS))
 
-    def _stamp(self, sobject: str) -> str | None:
-        row = self._db.execute("SELECT stamp FROM ledger_stamps WHERE target = ? AND object = ?",
-                               (self.target, sobject)).fetchone()
-        return row[0] if row else None
-
-    def _new_stamp(self, sobject: str) -> str:
-        stamp = uuid.uuid4().hex
-        self._db.execute("INSERT INTO ledger_stamps (target, object, stamp) VALUES (?, ?, ?) "
-                         "ON CONFLICT (target, object) DO UPDATE SET stamp = excluded.stamp",
-                         (self.target, sobject, stamp))
-        return stamp
-
-    def _write(self, sobject: str, sql: str, data: list[tuple], action: str,
-               journal: Callable[[], list[list]]) -> int:
-        """Run ``sql`` over ``data`` in one transaction that also sets a new stamp; keep the in-memory
-        table current when it held the stamp this write replaced (``journal``: the written columns,
-        built only then). Returns the rows changed."""
-        try:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                before, changes = self._stamp(sobject), self._db.total_changes
-                self._db.executemany(sql, data)
-                changes = self._db.total_changes - changes
-                after = self._new_stamp(sobject) if changes else before
-        except BaseException:
-            self._tables.pop(sobject, None)
-            raise
-        held = self._tables.get(sobject)
-        if held is None or not changes:
-            return changes
-        try:
-            rows = table_of(CONFIRMED_COLUMNS if action == "upsert" else KEY, journal())
-        except (pa.ArrowTypeError, pa.ArrowInvalid):  # a value that is not text: read it back from SQLite
-            rows = None
-        if rows is None or held.stamp != before:
-            del self._tables[sobject]
-        else:
-            held.wrote(action, rows, after)
-        return changes
+    def _write(self, sql: str, data: list[tuple]) -> int:
+        """Run ``sql`` over ``data`` in one transaction; returns the rows changed."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            changes = self._db.total_changes
+            self._db.executemany(sql, data)
+            return self._db.total_changes - changes
 
     def record(self, sobject: str, destination: str, run_id: str, rows: Iterable[Confirmed]) -> None:
         """Confirm rows in one transaction (the values of protected fields as keyed hashes)."""
@@ -321,13 +213,12 @@ class SyncLedger:
         if not data:
             return
         self._write(
-            sobject,
             "INSERT INTO confirmed_fields (target, object, record_id, field, kind, destination, profile_key, crm_id, "
             "value, run_id, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (target, object, record_id, field) DO UPDATE SET kind = excluded.kind, "
             "destination = excluded.destination, profile_key = excluded.profile_key, crm_id = excluded.crm_id, "
             "value = excluded.value, run_id = excluded.run_id, written_at = excluded.written_at",
-            data, "upsert", lambda: [list(column) for column in list(zip(*data))[2:9]],  # CONFIRMED_COLUMNS
+            data,
         )
 
     def _stored(self, row: Confirmed, protected: frozenset[str]) -> str:
@@ -343,9 +234,7 @@ class SyncLedger:
         if not data:
             return 0
         return self._write(
-            sobject, "DELETE FROM confirmed_fields WHERE target = ? AND object = ? AND record_id = ? AND field = ?",
-            data, "delete", lambda: [[d[2] for d in data], [d[3] for d in data]],
-        )
+            "DELETE FROM confirmed_fields WHERE target = ? AND object = ? AND record_id = ? AND field = ?", data)
 
 
 def encode(value: object) -> str:
@@ -357,3 +246,8 @@ def _exact(value: object) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
     raise TypeError(f"cannot record a {type(value).__name__} in the ledger")
+
+
+def _table(values: list[list]) -> pa.Table:
+    """A table of ``CONFIRMED_COLUMNS`` as large strings from Python lists (None for null)."""
+    return pa.table({c: pa.array(v, pa.large_string()) for c, v in zip(CONFIRMED_COLUMNS, values)})

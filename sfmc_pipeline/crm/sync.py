@@ -54,13 +54,13 @@ from sfmc_pipeline.config.models import (
     PipelineConfig,
     SyncSettings,
 )
-from sfmc_pipeline.crm.bulk_writer import (
+from sfmc_pipeline.crm.bulk.results import (
     FAILED_RECORD,
     SUCCEEDED,
     BulkJobFailed,
     BulkOutcome,
-    BulkWriter,
 )
+from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, exit_guard, explain
 from sfmc_pipeline.crm.exit_window import ExitWindow
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode

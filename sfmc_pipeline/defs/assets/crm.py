@@ -10,7 +10,8 @@ import pandas as pd
 from pydantic import Field
 
 from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
-from sfmc_pipeline.crm.bulk_writer import BulkJobStore, BulkWriter
+from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
+from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_setup import prepare_local_target
