@@ -38,11 +38,8 @@ from sfmc_pipeline.config import (
     PipelineConfigError,
     load_pipeline_config,
 )
-from sfmc_pipeline.config.models import (
-    DestinationConfig,
-    PipelineSettings,
-    SyncSettings,
-)
+from sfmc_pipeline.config.data_extensions import PipelineSettings
+from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
 from sfmc_pipeline.crm.local_setup import prepare_local_target
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination

@@ -21,7 +21,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
+from sfmc_pipeline.governance.lineage import identifying_columns, identifying_fields
 
 MASK = "***"
 # An email address inside free text: no quotes in the local part, a dotted domain.
@@ -79,11 +81,6 @@ class Masker:
 
     @classmethod
     def for_pipeline(cls, pipeline: PipelineConfig) -> Masker:
-        from sfmc_pipeline.governance.lineage import (
-            identifying_columns,
-            identifying_fields,
-        )
-
         columns = identifying_columns(pipeline)
         profile = columns.get(pipeline.profiles.dataset, frozenset())
         return cls(

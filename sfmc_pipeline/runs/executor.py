@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import dagster as dg
 
-from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.automation.failure_alerts import (
     ALERT_POSTED_TAG,
     alert_mask,

@@ -27,12 +27,13 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.config.loader import (
     PipelineConfigError,
     control_characters,
     read_yaml,
 )
-from sfmc_pipeline.config.models import DataExtensionConfig, PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY, SegmentEvaluator

@@ -25,7 +25,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
-from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType
+from sfmc_pipeline.config.data_extensions import (
+    ColumnConfig,
+    DataExtensionConfig,
+    SfmcType,
+)
 
 VALUE_OPS = ("eq", "ne", "gt", "gte", "lt", "lte")
 ORDER_OPS = ("gt", "gte", "lt", "lte")

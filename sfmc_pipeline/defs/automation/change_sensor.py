@@ -37,7 +37,7 @@ from typing import Any
 
 import dagster as dg
 
-from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.jobs import STORAGE_TAG, sfmc_pipeline_job
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.errors import ApiError, ConfigurationError

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import dagster as dg
 
-from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.automation.alert_webhook import (
     ALERT_WEBHOOK_ENV,
     post_alert,

@@ -14,7 +14,7 @@ import datetime as dt
 import dagster as dg
 from dagster._utils.schedules import cron_string_iterator
 
-from sfmc_pipeline.config.models import ScheduleConfig
+from sfmc_pipeline.config.automation import ScheduleConfig
 from sfmc_pipeline.defs.jobs import sfmc_pipeline_job
 
 SCHEDULE_NAME = "sfmc_pipeline_schedule"
