@@ -25,15 +25,11 @@ from typing import Callable, Sequence
 import dagster as dg
 
 from sfmc_pipeline.config.pipeline import PipelineConfig
-from sfmc_pipeline.defs.automation.alert_webhook import (
-    ALERT_WEBHOOK_ENV,
-    post_alert,
-    webhook_url,
-)
+from sfmc_pipeline.defs.automation.alert_webhook import post_alert, webhook_url
 from sfmc_pipeline.governance.masking import Masker, mask_emails_in_text
-from sfmc_pipeline.settings import secret_redactor
+from sfmc_pipeline.settings import ALERT_WEBHOOK_ENV, secret_redactor
 
-__all__ = ["ALERT_WEBHOOK_ENV", "ALERT_SENSOR_NAME", "ALERT_POSTED_TAG", "build_failure_alerts", "failure_summary"]
+__all__ = ["ALERT_SENSOR_NAME", "ALERT_POSTED_TAG", "build_failure_alerts", "failure_summary"]
 
 ALERT_SENSOR_NAME = "sfmc_pipeline_failure_alerts"
 ALERT_POSTED_TAG = "sfmc_pipeline/failure_alert"  # "posted": the run's own alert reached the webhook
