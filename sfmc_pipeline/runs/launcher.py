@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-# Dagster exports no public type for a health-check result, and the gRPC call below has no public
-# wrapper; these are the names Dagster's own launchers use (dagster 1.13).
+# Private on purpose: Dagster 1.13 exports no public health-check result type nor gRPC cancel-check wrapper.
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
 
