@@ -1,14 +1,9 @@
 """HTTP plumbing shared by the SFMC and Salesforce clients: one ``requests.Session``, a timeout
 on every request, one bounded retry loop, base-URL rules and secret redaction.
 
-Retries: connection errors, timeouts, 429 and 5xx are retried (only for calls the caller marks
-idempotent) with exponential backoff, honouring ``Retry-After`` (header, or SFMC's
-``retryAfter`` body field). Everything else is returned to the caller, which knows what the
-status means for its API.
-
-Thread-safe for concurrent requests (the SFMC source fetches pages from several threads): the
-counters and the redactor take a lock, each request's retry loop is its own, and the session's
-connection pool keeps ``pool_size`` connections per host, at least one per thread that sends.
+Connection errors, timeouts, 429 and 5xx are retried for idempotent calls only, with exponential
+backoff honouring ``Retry-After`` (or SFMC's ``retryAfter``); any other answer goes back to the
+caller. Thread-safe: the SFMC source fetches pages from several threads.
 """
 
 from __future__ import annotations

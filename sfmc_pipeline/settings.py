@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "SFMC_PIPELINE_CONFIG"
 STORAGE_ENV = "SFMC_PIPELINE_STORAGE"
 SAMPLE_ENV = "SFMC_PIPELINE_SAMPLE"
+AS_OF_ENV = "SFMC_PIPELINE_AS_OF"  # the evaluation date (segments/evaluation_date.py)
+ALERT_WEBHOOK_ENV = "SFMC_PIPELINE_ALERT_WEBHOOK"  # where failure alerts are posted (defs/automation/alert_webhook.py)
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "pipeline.yaml"
 DEFAULT_STORAGE_DIR = REPO_ROOT / "data" / "storage"

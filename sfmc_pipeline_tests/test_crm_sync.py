@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from sfmc_pipeline.config.models import DestinationConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.crm.reconciliation import reconcile

@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from sfmc_pipeline.config.models import DestinationConfig, GovernanceConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.config.governance import GovernanceConfig
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_target import LocalCrmTarget

@@ -14,11 +14,10 @@ from sfmc_pipeline.defs.automation.alert_webhook import post_alert
 from sfmc_pipeline.defs.automation.failure_alerts import (
     ALERT_POSTED_TAG,
     ALERT_SENSOR_NAME,
-    ALERT_WEBHOOK_ENV,
     failure_alerts,
 )
 from sfmc_pipeline.defs.jobs import PIPELINE_JOB_NAME
-from sfmc_pipeline.settings import REPO_ROOT
+from sfmc_pipeline.settings import ALERT_WEBHOOK_ENV, REPO_ROOT
 from sfmc_pipeline_tests import probe_location
 from sfmc_pipeline_tests.alert_receiver import receiver  # noqa: F401 - the fixture
 from sfmc_pipeline_tests.dagster_processes import DagsterProcesses

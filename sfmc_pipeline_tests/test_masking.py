@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from sfmc_pipeline import settings
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet
 from sfmc_pipeline.definitions import build_resources
 from sfmc_pipeline.defs.assets.crm import sync_errors_path
@@ -236,7 +237,7 @@ def test_an_email_in_a_salesforce_error_is_masked_in_the_step_error_and_the_aler
     assert "ended Failed" in error
 
     posted = []
-    monkeypatch.setenv(alerts.ALERT_WEBHOOK_ENV, "https://hooks.example.com/services/T0/B0/x")
+    monkeypatch.setenv(settings.ALERT_WEBHOOK_ENV, "https://hooks.example.com/services/T0/B0/x")
     monkeypatch.setattr(alerts, "post_alert", lambda url, text, log: posted.append(text) or True)
     run = instance.get_run_by_id(result.run_id)
     [record] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
@@ -272,7 +273,7 @@ def test_the_alert_masks_an_email_in_any_step_error(tmp_path, monkeypatch, show)
         sensor_name=alerts.ALERT_SENSOR_NAME, dagster_event=record.dagster_event, dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id)).for_run_failure()
     posted = []
-    monkeypatch.setenv(alerts.ALERT_WEBHOOK_ENV, "https://hooks.example.com/services/T0/B0/x")
+    monkeypatch.setenv(settings.ALERT_WEBHOOK_ENV, "https://hooks.example.com/services/T0/B0/x")
     monkeypatch.setattr(alerts, "post_alert", lambda url, text, log: posted.append(text) or True)
     alerts.build_failure_alerts(_config(tmp_path, show))(context)
     alerts.failure_alerts(context)  # the sensor built without a config masks

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.salesforce.ids import to_18, to_18_series, valid_id_mask

@@ -20,7 +20,7 @@ from sfmc_pipeline.cli.check_report import (
     split_advice,
 )
 from sfmc_pipeline.config import PipelineConfig
-from sfmc_pipeline.config.models import DestinationConfig, SyncSettings
+from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
 from sfmc_pipeline.crm.local_setup import prepare_local_target
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination

@@ -12,7 +12,7 @@ from pathlib import Path
 from sfmc_pipeline import settings
 from sfmc_pipeline.cli.check_report import AGAIN, BACKOFF_SECONDS, MAX_RETRIES, TIMEOUT_SECONDS, Report
 from sfmc_pipeline.config import PipelineConfig
-from sfmc_pipeline.config.models import PipelineSettings
+from sfmc_pipeline.config.data_extensions import PipelineSettings
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.errors import ConfigurationError
 

@@ -16,7 +16,10 @@ from typing import Callable, Sequence
 from sfmc_pipeline import settings
 from sfmc_pipeline.cli.config_file import load_or_report
 from sfmc_pipeline.crm.standing_failures import listing, reset
-from sfmc_pipeline.datasets.storage import open_state_db
+from sfmc_pipeline.datasets.storage import DatasetStore, open_state_db
+from sfmc_pipeline.defs.assets.crm import (
+    ledger_path,  # the one place the ledger's location is defined
+)
 from sfmc_pipeline.salesforce.rules import RECORD_GONE, VALUE_REJECTED
 
 EXIT_INVALID = 2
@@ -25,11 +28,6 @@ KIND_WORDS = {RECORD_GONE: "gone from the CRM", VALUE_REJECTED: "values rejected
 
 def ledger_file() -> Path:
     """The sync ledger of the storage directory the pipeline uses (as the sync asset places it)."""
-    from sfmc_pipeline.datasets.storage import DatasetStore
-    from sfmc_pipeline.defs.assets.crm import (
-        ledger_path,  # the one place the ledger's location is defined
-    )
-
     base = Path(os.environ.get(settings.STORAGE_ENV) or settings.DEFAULT_STORAGE_DIR).expanduser()
     return ledger_path(DatasetStore(base))
 

@@ -1,12 +1,12 @@
 """The user's declarative pipeline config (``pipeline.yaml``): models and loader."""
 
-from sfmc_pipeline.config.loader import PipelineConfigError, load_pipeline_config
-from sfmc_pipeline.config.models import (
+from sfmc_pipeline.config.data_extensions import (
     ColumnConfig,
     DataExtensionConfig,
-    PipelineConfig,
     SfmcType,
 )
+from sfmc_pipeline.config.loader import PipelineConfigError, load_pipeline_config
+from sfmc_pipeline.config.pipeline import PipelineConfig
 
 __all__ = [
     "ColumnConfig",

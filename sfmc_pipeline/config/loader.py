@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.config.checks import check_pipeline_config
+from sfmc_pipeline.config.pipeline import PipelineConfig
 
 
 class PipelineConfigError(ValueError):
@@ -135,11 +136,16 @@ def parse_pipeline_config(raw: Any, *, source: str = "<config>") -> PipelineConf
     if not isinstance(raw, dict):
         raise PipelineConfigError(f"{source}: expected a mapping with 'data_extensions' at the top level")
     try:
-        return PipelineConfig.model_validate(raw)
+        pipeline = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         problems = [_describe(error, raw) for error in exc.errors()]
         listing = "\n".join(f"  - {p}" for p in problems)
         raise PipelineConfigError(f"Invalid pipeline config {source}:\n{listing}") from None
+    try:
+        check_pipeline_config(pipeline)
+    except ValueError as exc:
+        raise PipelineConfigError(f"Invalid pipeline config {source}:\n  - {exc}") from None
+    return pipeline
 
 
 def _describe(error: dict, raw: Any) -> str:

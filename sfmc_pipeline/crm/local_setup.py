@@ -17,7 +17,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig
+from sfmc_pipeline.config.data_extensions import ColumnConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES

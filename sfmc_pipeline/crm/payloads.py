@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from sfmc_pipeline.config.models import DestinationConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.crm.status_format import IN_SEGMENT
 from sfmc_pipeline.crm.vectors import (
     TEXT,

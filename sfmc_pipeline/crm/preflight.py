@@ -11,7 +11,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Mapping
 
-from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig
+from sfmc_pipeline.config.data_extensions import ColumnConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.salesforce.records import CrmTarget, Describe, FieldInfo
 from sfmc_pipeline.salesforce.rules import accepts, expected_field_types

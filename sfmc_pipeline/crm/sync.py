@@ -48,12 +48,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sfmc_pipeline.config.models import (
-    ColumnConfig,
-    DestinationConfig,
-    PipelineConfig,
-    SyncSettings,
-)
+from sfmc_pipeline.config.data_extensions import ColumnConfig
+from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.bulk.results import (
     FAILED_RECORD,
     SUCCEEDED,

@@ -36,7 +36,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType
+from sfmc_pipeline.config.data_extensions import (
+    ColumnConfig,
+    DataExtensionConfig,
+    SfmcType,
+)
 from sfmc_pipeline.salesforce.dates import SALESFORCE_LATEST_DATE
 from sfmc_pipeline.salesforce.ids import to_18_series
 

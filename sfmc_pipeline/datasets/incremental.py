@@ -60,7 +60,7 @@ from typing import Any
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import DataExtensionConfig, PipelineSettings
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig, PipelineSettings
 from sfmc_pipeline.datasets.conversion import (
     SFMC_SYSTEM_TZ,
     convert_frame,

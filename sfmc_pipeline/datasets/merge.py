@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import clean_values, convert_frame, pandas_dtype
 from sfmc_pipeline.datasets.incremental import (
     INCREMENTAL,

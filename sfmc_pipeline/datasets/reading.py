@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import DataExtensionConfig, PipelineSettings
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig, PipelineSettings
 from sfmc_pipeline.datasets.incremental import (
     FULL,
     INCREMENTAL,

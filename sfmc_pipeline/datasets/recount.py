@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import sfmc_system_times, utc_to_system_times
 from sfmc_pipeline.datasets.incremental import INCOMPLETE, to_system_time
 

@@ -13,13 +13,13 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from sfmc_pipeline.config.models import (
+from sfmc_pipeline.config.data_extensions import (
     ColumnConfig,
     DataExtensionConfig,
-    LabelConfig,
     RowCheck,
     SfmcType,
 )
+from sfmc_pipeline.config.governance import LabelConfig
 from sfmc_pipeline.datasets.conversion import pandas_dtype
 from sfmc_pipeline.salesforce.ids import valid_id_mask
 

@@ -49,7 +49,7 @@ import pandera.pandas as pa
 import pyarrow as arrow
 import pyarrow.compute as pc
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import (
     ISSUE_COLUMNS,
     convert_column,

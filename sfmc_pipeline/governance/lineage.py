@@ -12,12 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sfmc_pipeline.config.models import (
-    DataExtensionConfig,
-    DestinationConfig,
-    PipelineConfig,
-    SfmcType,
-)
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig, SfmcType
+from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
+from sfmc_pipeline.segments.rules import columns_read
 
 ATTRIBUTE, EXTERNAL_ID, SEGMENT = "attribute", "external_id", "segment"
 # Columns that identify a person by default (without an identifying label): email and phone types, and names.
@@ -74,8 +72,6 @@ def _sources(columns, labels: dict[tuple[str, str], tuple[str, ...]]) -> tuple[S
 
 def segment_sources(pipeline: PipelineConfig, segment: str) -> tuple[Source, ...]:
     """The labelled columns the segment's rule reads (so the labels the segment carries)."""
-    from sfmc_pipeline.segments.rules import columns_read
-
     rule = pipeline.segment(segment).rule
     return _sources(columns_read(rule, pipeline.profiles.dataset), column_labels(pipeline))
 

@@ -1,14 +1,10 @@
-"""Masking of personal data in what Dagster shows: previews, sample payloads, failure tables, log
-lines and alerts. The parquet datasets, the quarantine and the sync-errors dataset keep full values;
-only the text written to Dagster metadata, logs and alerts is masked.
+"""Masking of personal data in what Dagster shows: previews, sample payloads, failure tables, logs
+and alerts. Datasets, the quarantine and the sync-errors dataset keep full values.
 
-The rule (``mask_value``): an email keeps its first character and its domain (``a***@example.com``),
-any other text its first character (``J***``); None / NaN stay as they are. Which values are masked
-comes from ``lineage``: a dataset's identifying columns (``identifying_columns``) and a destination's
-Salesforce fields fed by them (``identifying_fields``). Emails inside free text (a Salesforce error
-message, a quarantine reason) are masked wherever they appear (``mask_emails_in_text``).
-
-``governance > masking > show_personal_data: true`` shows everything in full (local debugging only).
+``mask_value``: an email keeps its first character and domain (``a***@example.com``), other text
+its first character (``J***``). Which columns and fields are masked comes from ``lineage``
+(``identifying_columns``, ``identifying_fields``); emails inside free text are masked anywhere
+(``mask_emails_in_text``). ``governance > masking > show_personal_data: true`` shows everything.
 """
 
 from __future__ import annotations
@@ -21,7 +17,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
+from sfmc_pipeline.governance.lineage import identifying_columns, identifying_fields
 
 MASK = "***"
 # An email address inside free text: no quotes in the local part, a dotted domain.
@@ -79,11 +77,6 @@ class Masker:
 
     @classmethod
     def for_pipeline(cls, pipeline: PipelineConfig) -> Masker:
-        from sfmc_pipeline.governance.lineage import (
-            identifying_columns,
-            identifying_fields,
-        )
-
         columns = identifying_columns(pipeline)
         profile = columns.get(pipeline.profiles.dataset, frozenset())
         return cls(

@@ -1,7 +1,7 @@
 """Policies on destinations: a label a policy forbids for a marketing action never reaches a
 destination that performs that action, unless the destination holds an explicit exception.
 
-Checked when the config loads (``check_pipeline``: the code location does not load with a
+Checked when the config loads (``policy_problems``: the code location does not load with a
 violation) and again by the sink before anything is sent (``enforce``: a config built around the
 loader still sends nothing). Every message names the destination, the field or segment, the column
 and label it comes from, the policy, and the two ways out (remove the mapping, or an exception with
@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sfmc_pipeline.config.models import (
-    DestinationConfig,
-    PipelineConfig,
-    PolicyConfig,
-    PolicyExceptionConfig,
-)
+from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.config.governance import PolicyConfig, PolicyExceptionConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.governance.lineage import SEGMENT, Flow, Source, destination_flows
 
@@ -114,7 +111,7 @@ def _exception_problems(pipeline: PipelineConfig, dest: DestinationConfig, where
     return problems
 
 
-def check_pipeline(pipeline: PipelineConfig) -> list[str]:
+def policy_problems(pipeline: PipelineConfig) -> list[str]:
     """Load-time problems: exceptions that name nothing or allow nothing, and every violation no
     exception covers."""
     problems = []

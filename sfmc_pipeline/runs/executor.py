@@ -1,12 +1,10 @@
-"""The executor of the code location: Dagster's executor (in-process by default) plus two things
-every run does for itself, however it was launched (the daemon's queue, the UI, ``dg launch``):
+"""The executor of the code location: Dagster's executor (in-process by default) plus what every
+run does for itself, however it was launched (the daemon's queue, the UI, ``dg launch``):
 
-- it records its worker process on itself (``run_worker.py``), so the daemon's run monitoring can
-  tell when that process died (``run_launcher.py``);
-- when its steps have run and some failed, it logs one failure summary and posts it to the alert
-  webhook, then tags itself ``sfmc_pipeline/failure_alert: posted`` so the daemon's failure sensor
-  does not send it again. A run launched with ``dg launch`` executes in the launching process and no
-  daemon may be running: without this it would fail without an alert.
+- it records its worker process (``runs/worker.py``) for the launcher's health check;
+- when some of its steps failed, it posts its failure alert and tags itself
+  ``sfmc_pipeline/failure_alert: posted``, so a run without a daemon still alerts and the
+  daemon's sensor does not alert twice.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from typing import Callable, Iterator
 
 import dagster as dg
 
-from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.automation.failure_alerts import (
     ALERT_POSTED_TAG,
     alert_mask,

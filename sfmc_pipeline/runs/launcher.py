@@ -1,31 +1,17 @@
-"""The run launcher of the project's Dagster instances: Dagster's default launcher (a run executes
-in a process started by the code server) plus the worker health check the daemon's run monitoring
-needs to fail a run whose worker died.
+"""The run launcher of the project's Dagster instances: Dagster's ``DefaultRunLauncher`` plus the
+worker health check the daemon's run monitoring needs to fail a run whose worker died.
 
-Dagster's ``DefaultRunLauncher`` has no health check. When the code server dies together with the
-run's worker (the machine stops, ``dg dev`` or the daemon is killed), nothing ever marks the run
-failed: it stays STARTED, the run queue (one run at a time per storage directory) never starts the
-next run and no alert fires. With ``run_monitoring`` enabled in ``dagster.yaml``, the daemon calls
-``check_run_worker_health`` every ``poll_interval_seconds`` for each started run:
-
-- the run recorded its worker (``run_worker.py``) and runs on this host: alive exactly while that
-  process exists. Asking the process rather than the code server keeps alive a run whose code
-  server was restarted or reloaded while the worker went on.
-- otherwise, a run started by a code server: that server must answer that it still runs it; one
-  that does not know the run or cannot be reached means the worker is gone.
-- a run with neither (launched in-process on another machine): assumed running, and
-  ``run_monitoring.max_runtime_seconds`` is the backstop, as it is for a worker that hangs.
-
-A run found dead is marked failed by the daemon with the message given here, which frees its queue
-slot and reaches the failure alert sensor.
+Without it a run whose code server died with its worker stays STARTED forever: the run queue never
+moves and no alert fires. A run is alive while its recorded worker process (``runs/worker.py``)
+exists on this host, else while the code server that started it still runs it; a run with neither
+is assumed running (``run_monitoring.max_runtime_seconds`` is the backstop).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-# Dagster exports no public type for a health-check result, and the gRPC call below has no public
-# wrapper; these are the names Dagster's own launchers use (dagster 1.13).
+# Private on purpose: Dagster 1.13 exports no public health-check result type nor gRPC cancel-check wrapper.
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
 

@@ -1,29 +1,10 @@
 """One run at a time writes to one storage directory, from its first writing step to its end.
 
-A run takes a *lease* on the storage directory with its first writing step (datasets, segment state,
-the ledger, CRM sends) and holds it until the run ends, between its steps too. Steps of the same run
-share the lease (a run's dataset steps may run in parallel); a step of another run, whatever its job
-(a scheduled run, a sensor's, a hand-picked UI materialization, ``__ASSET_JOB``), fails at once,
-naming the run that holds it. Nothing waits forever and nothing interleaves: two runs can never
-interleave their dataset writes, and two concurrent syncs never send the same change twice.
-
-How: ``state/locks/run-<run_id>.lock`` names the holder run (its id, job, the steps inside the lease
-and the last step that left it); each running step of that run holds a *shared* ``flock`` on it;
-``state/locks/gate`` serialises entering and leaving. To enter, a step takes the gate and looks at
-every other run's file:
-
-- a step of that run is inside (an *exclusive* non-blocking lock fails): refused;
-- no step is inside, but ``run_in_progress`` (the Dagster instance) says that run has not finished:
-  refused, the run holds the storage between its steps;
-- otherwise (the run finished, or this instance does not know it) the file is deleted.
-
-Why both: a run's steps may run in processes or on machines of their own (another executor), so no
-process lives for the whole run, while the instance knows the run's status wherever its steps run.
-The ``flock`` keeps the operating system's guarantee for a live step whatever the instance says, and
-is released if the process dies. A run whose process died stays in progress until run monitoring
-marks it failed (or someone terminates it in the UI), which frees the lease. A run unknown to the
-instance (launched with another ``DAGSTER_HOME``) is kept apart only while one of its steps writes.
-This works between processes on one machine and on file systems with working ``flock``.
+A run takes a lease (``state/locks/run-<run_id>.lock``) with its first writing step and holds it
+until it ends, between steps too; steps of the same run share it, a step of another run fails at
+once naming the holder. Each live step holds a shared ``flock`` on the file (released if its process
+dies); between steps the Dagster instance says whether the holder run is still in progress, so the
+lease holds whatever executor runs the steps. ``state/locks/gate`` serialises entering and leaving.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A run records its worker on itself (tag ``sfmc_pipeline/run_worker``: host, pid and, on Linux, the
 boot id and the process's start time) when its steps start executing, whoever launched it (the
-daemon's queue, the UI, ``dg launch``). The run launcher's health check (``run_launcher.py``) reads
+daemon's queue, the UI, ``dg launch``). The run launcher's health check (``runs/launcher.py``) reads
 it back: on the same host, the run is alive exactly while that process exists. The boot id and
 start time make the identity exact: a pid reused after a restart is not the worker.
 """

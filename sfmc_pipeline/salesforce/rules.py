@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import ColumnConfig, SfmcType
+from sfmc_pipeline.config.data_extensions import ColumnConfig, SfmcType
 from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES, is_valid_id
 from sfmc_pipeline.salesforce.records import FieldInfo, RecordError

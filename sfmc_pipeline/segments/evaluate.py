@@ -1,15 +1,10 @@
 """Evaluate segment rules on the datasets, vectorised: every rule becomes a boolean mask over the
 profiles (or, inside ``has_related``, over the related rows); no per-row Python.
 
-Semantics (see rules.py for the grammar):
-- A comparison on a null value is false (so ``not`` of it is true); ``is_null`` tests nulls.
-- Dates compare on calendar days in the evaluation time zone (``evaluation.timezone``, default
-  UTC). ``within_last_days N``: ``as_of - N <= day <= as_of``; ``older_than_days N``:
-  ``day < as_of - N``.
-- ``has_related``: at least one row of the related dataset whose join key is the profile's key
-  and which matches ``where``. Related rows whose key is not a valid profile are orphans: they
-  never match and are counted (``orphans``), except rows of held profiles (profiles whose own
-  row is quarantined for now), which are not orphans.
+A comparison on a null is false (``is_null`` tests nulls). Dates compare on calendar days in
+``evaluation.timezone``. ``has_related`` matches rows whose join key is the profile's key; rows whose
+key is no valid profile are counted as orphans and never match, except rows of held profiles
+(whose own row is quarantined for now).
 """
 
 from __future__ import annotations

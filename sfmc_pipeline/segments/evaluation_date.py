@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import zoneinfo
 
-AS_OF_ENV = "SFMC_PIPELINE_AS_OF"
+from sfmc_pipeline.settings import AS_OF_ENV
 
 
 def resolve_as_of(

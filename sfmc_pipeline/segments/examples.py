@@ -1,17 +1,10 @@
 """Segment examples: small hand-written datasets with the memberships they must produce, so segment
 rules can be tested like code (``sfmc-pipeline test-segments``).
 
-An examples file (``segment_examples.yaml`` next to the pipeline config; its header comment
-documents the format) names examples, each with an evaluation date (``as_of``), a few rows per
-dataset written as SFMC serves them, and the expected memberships per profile key. Each example
-runs the same code as the pipeline: its rows are converted and validated by
-``datasets.validation.validate_extract`` (a row that would be quarantined is reported, and fails
-the example), and the segments are evaluated by ``segments.evaluate.SegmentEvaluator`` with the
-config's ``evaluation.timezone``.
-
-``load_examples`` checks the file against the pipeline config (unknown datasets, columns and
-segments, dates, the shape) and raises ``ExamplesError`` listing every problem with the example,
-the field and the fix; ``run_example`` evaluates one example.
+An examples file (``segment_examples.yaml``; its header documents the format) gives each example an
+``as_of``, a few rows per dataset as SFMC serves them, and the expected memberships. Examples run the
+pipeline's own validation and ``SegmentEvaluator``. ``load_examples`` checks the file against the
+pipeline config and raises ``ExamplesError`` listing every problem; ``run_example`` runs one.
 """
 
 from __future__ import annotations
@@ -27,12 +20,13 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.config.loader import (
     PipelineConfigError,
     control_characters,
     read_yaml,
 )
-from sfmc_pipeline.config.models import DataExtensionConfig, PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY, SegmentEvaluator

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
 from sfmc_pipeline.salesforce.ids import valid_id_mask
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY

@@ -1,22 +1,10 @@
 """The segment rule language: a small, safe, declarative tree (no Python or SQL strings).
 
-A rule is one of::
-
-    {column: LifecycleStage, op: eq, value: new}          # comparison on a column
-    {column: LastPurchaseDate, op: is_null}
-    {column: SendDate, op: within_last_days, value: 90}   # as_of - 90 days <= date <= as_of (calendar days)
-    {column: LastPurchaseDate, op: older_than_days, value: 180}   # date < as_of - 180 days
-    {all: [rule, ...]}   {any: [rule, ...]}   {not: rule}
-    {has_related: {dataset: campaign_engagement,          # at least one related row (joined on the
-                   where: rule,                           #  profile key) matching `where`
-                   latest_is_after: {column: OccurredAt, profile_column: LastPurchaseDate}}}
-
-``latest_is_after`` additionally requires the latest matching related date to fall on a later
-calendar day than the profile's date (a null profile date counts as earlier; matching related rows whose
-own date is null are ignored for it).
-
-``parse_rule`` checks the shape; ``check_rule`` checks columns, operators and values against the
-dataset schemas. Both raise ``RuleError`` with the path inside the rule and the fix.
+A rule is a comparison ``{column, op, value}`` (``eq`` ... ``in``, ``is_null``, ``within_last_days``,
+``older_than_days``), ``{all: [...]}``, ``{any: [...]}``, ``{not: rule}``, or
+``{has_related: {dataset, where, latest_is_after}}`` (at least one related row, joined on the
+profile key). ``parse_rule`` checks the shape; ``check_rule`` checks columns, operators and values
+against the dataset schemas. Both raise ``RuleError`` with the path inside the rule and the fix.
 """
 
 from __future__ import annotations
@@ -25,7 +13,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
-from sfmc_pipeline.config.models import ColumnConfig, DataExtensionConfig, SfmcType
+from sfmc_pipeline.config.data_extensions import (
+    ColumnConfig,
+    DataExtensionConfig,
+    SfmcType,
+)
 
 VALUE_OPS = ("eq", "ne", "gt", "gte", "lt", "lte")
 ORDER_OPS = ("gt", "gte", "lt", "lte")
@@ -66,6 +58,9 @@ class Not:
 
 @dataclass(frozen=True)
 class LatestIsAfter:
+    """The latest matching related date falls on a later calendar day than the profile's date (a null
+    profile date counts as earlier; matching related rows with a null date are ignored for it)."""
+
     column: str  # date column of the related dataset
     profile_column: str  # date column of the profile dataset
 

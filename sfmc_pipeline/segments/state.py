@@ -1,12 +1,9 @@
 """The previous successful evaluation, persisted with the datasets (``state/segments/``).
 
-``evaluations.json`` names the latest committed evaluation and the one before it; each points
-to a members parquet file. It is replaced atomically after a successful evaluation, so a
-failed run never advances it. Statuses are computed against the latest evaluation, except when
-a run repeats it exactly (same ``as_of``, same members): then against the one before, so
-re-running an evaluation on unchanged data yields the same statuses. Evaluations only move
-forward: a date earlier than the latest evaluation's is refused (``refuse_earlier``) unless a run
-accepts it on purpose.
+``evaluations.json`` names the latest committed evaluation and the one before it, each a members
+parquet file; it is replaced atomically after a successful evaluation only. Statuses compare against
+the latest, or the one before when a run repeats it exactly, so a re-run yields the same statuses.
+An ``as_of`` earlier than the latest is refused (``refuse_earlier``) unless a run accepts it.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute.coalesce
 import pyarrow.json as pa_json
 import requests
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.incremental import to_system_time
 from sfmc_pipeline.datasets.recount import LATEST  # an incremental window's open end
 from sfmc_pipeline.errors import ApiError

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.errors import ApiError
 
 

@@ -9,7 +9,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from sfmc_pipeline.config.models import DestinationConfig, PipelineConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
 from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped

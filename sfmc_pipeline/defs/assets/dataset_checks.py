@@ -21,7 +21,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sfmc_pipeline.config.models import DataExtensionConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import ValidationResult
 from sfmc_pipeline.datasets.volume import VolumeVerdict

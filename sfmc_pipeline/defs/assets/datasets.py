@@ -30,7 +30,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from sfmc_pipeline.config.models import DataExtensionConfig, PipelineConfig
+from sfmc_pipeline.config.data_extensions import DataExtensionConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.datasets.incremental import (
     INCOMPLETE,
     INCREMENTAL,

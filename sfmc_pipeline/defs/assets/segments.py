@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet, write_json
 from sfmc_pipeline.defs.assets.dry_run import is_dry_run
 from sfmc_pipeline.defs.assets.failures import api_failures

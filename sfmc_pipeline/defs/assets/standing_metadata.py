@@ -9,7 +9,7 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 
-from sfmc_pipeline.config.models import DestinationConfig
+from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.crm.sync import SyncOutcome
 from sfmc_pipeline.defs.metadata import markdown_table
 from sfmc_pipeline.governance.masking import Masker

@@ -15,8 +15,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from sfmc_pipeline.http import LOOPBACK_HOSTS
+from sfmc_pipeline.settings import ALERT_WEBHOOK_ENV
 
-ALERT_WEBHOOK_ENV = "SFMC_PIPELINE_ALERT_WEBHOOK"
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 

@@ -1,31 +1,11 @@
-"""The change sensor ("streaming"): poll each Data Extension cheaply, run only what changed.
+"""The change sensor: poll each Data Extension cheaply, run only the datasets that changed and
+everything downstream of them.
 
-Each tick probes every configured extension (``source.probe``: the rowset ``count`` read with
-``$pageSize=1``, and the newest value of its ``incremental_column`` when one is configured; in
-embedded mode, the sample file). An extension whose change token differs from the one in the
-cursor has changed: the sensor requests one run of the changed datasets and everything
-downstream of them (segments, syncs).
-
-Run keys: Dagster launches a run request only if no run of the sensor used its run key yet, so the
-key must differ for every new change, including a change back to an earlier state (3006 -> 3007 ->
-3008 -> 3007 rows is three changes), yet stay the same when one tick is evaluated twice (after a
-daemon crash), which is what run keys are for. The key is therefore a function of the cursor the
-tick started from and what it saw: the cursor counts the changes it requested (``changes``) within
-its ``series`` (a random id made when the baseline is recorded, so a cursor started afresh never
-reuses an earlier key), and the key hashes the series, the change's number and the tokens before
-and after.
-
-The sensor's whole state is its cursor, a JSON object::
-
-    {"version": 1, "tokens": {"<asset>": "<change token>", ...}, "series": "<id>", "changes": 3,
-     "last_change": "<run key>"}
-
-The first tick has nothing to compare with: it records the tokens and requests nothing. An SFMC
-error (or incomplete credentials) is a skipped tick with the reason and an unchanged cursor,
-never a crashed daemon; the next tick tries again. Every tick that requests nothing says why. A
-requested run that fails raises a failure alert; the sensor does not request the same change again
-(the next change, or the schedule, reads it). A change the probe cannot see (a row edited in place
-without an ``incremental_column``, the count unchanged) is left to the schedule.
+Each tick probes every extension (``source.probe``: the rowset count, and the newest
+``incremental_column`` value when configured); a token that differs from the cursor's is a change.
+The cursor (JSON: tokens, a ``series`` id, a ``changes`` counter) makes each change's run key new
+yet stable when a tick is evaluated twice. The first tick only records; an SFMC error is a skipped
+tick with its reason, never a crashed daemon.
 """
 
 from __future__ import annotations
@@ -37,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from sfmc_pipeline.config.models import PipelineConfig
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.jobs import STORAGE_TAG, sfmc_pipeline_job
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.errors import ApiError, ConfigurationError

@@ -1,15 +1,9 @@
-"""Downstream assets follow their inputs: declarative automation on segments and syncs.
+"""Downstream assets follow their inputs: declarative automation (``eager``) on segments and syncs.
 
-Why declarative automation rather than a custom sensor: the condition lives on each asset, the UI
-shows per asset why it was (or was not) requested, and Dagster already knows what "updated",
-"missing" and "in progress" mean. ``eager`` requests an asset when any input was updated since
-it last ran, never while it or an input is in progress and never with an input missing. So a new
-extract (from the schedule's extract, the change sensor, or a click in the UI) leads to
-memberships, statuses and every sync in one run, without a second trigger; the whole-flow job
-itself never triggers a second run, since its assets are updated in order.
-
-The sensor evaluating the conditions is shipped stopped (it may write to the CRM); its runs
-carry the storage tag, so they queue behind any other pipeline run.
+A condition on each asset rather than a custom sensor: the UI shows per asset why it was (or was
+not) requested, and Dagster knows what "updated", "missing" and "in progress" mean. A new extract
+leads to memberships, statuses and every sync without a second trigger. The sensor evaluating the
+conditions is shipped stopped (it may write to the CRM); its runs queue behind other pipeline runs.
 """
 
 from __future__ import annotations

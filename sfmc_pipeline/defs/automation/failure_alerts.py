@@ -1,21 +1,10 @@
 """Failure alerts: every failed pipeline run is summarised in the log and, when
-``SFMC_PIPELINE_ALERT_WEBHOOK`` is set, posted to that webhook as a Slack-compatible message
-(``{"text": ...}``; Slack incoming webhooks, Microsoft Teams workflows and most chat tools take it).
+``SFMC_PIPELINE_ALERT_WEBHOOK`` is set, posted there as a Slack-compatible ``{"text": ...}`` message.
 
-The summary names the job, the run, each failed step and its error (first lines), and the fix
-the error itself gives. Checks that must stop a run (volume guard, quarantine threshold, exit
-guard, reconciliation, failure share) fail their step, so they arrive here too. Known secret
-values are redacted from the text, emails in it are masked (``a***@example.com``, unless
-``governance > masking > show_personal_data``), and the webhook URL (a secret itself) is never
-logged. A webhook that cannot be reached is logged as such; it never fails the sensor.
-
-Two senders, one alert per run: a run whose steps failed posts its own alert when its steps end
-(``run_executor.py``; this covers ``dg launch`` and every run without a daemon) and tags itself
-``sfmc_pipeline/failure_alert: posted``. The sensor (the daemon's) skips runs so tagged and alerts
-for the others: runs whose worker died, timed out, or failed before any step ran, and runs whose
-own post did not get through.
-
-The sensor runs by default: it only reports.
+The summary names the job, the run, each failed step with its error and fix; secrets are redacted
+and emails masked. One alert per run: a run posts its own (``runs/executor.py``) and tags itself
+``sfmc_pipeline/failure_alert: posted``; this sensor (on by default, it only reports) alerts for the
+others: dead or timed-out workers, runs that failed before a step, posts that did not get through.
 """
 
 from __future__ import annotations
@@ -24,16 +13,12 @@ from typing import Callable, Sequence
 
 import dagster as dg
 
-from sfmc_pipeline.config.models import PipelineConfig
-from sfmc_pipeline.defs.automation.alert_webhook import (
-    ALERT_WEBHOOK_ENV,
-    post_alert,
-    webhook_url,
-)
+from sfmc_pipeline.config.pipeline import PipelineConfig
+from sfmc_pipeline.defs.automation.alert_webhook import post_alert, webhook_url
 from sfmc_pipeline.governance.masking import Masker, mask_emails_in_text
-from sfmc_pipeline.settings import secret_redactor
+from sfmc_pipeline.settings import ALERT_WEBHOOK_ENV, secret_redactor
 
-__all__ = ["ALERT_WEBHOOK_ENV", "ALERT_SENSOR_NAME", "ALERT_POSTED_TAG", "build_failure_alerts", "failure_summary"]
+__all__ = ["ALERT_SENSOR_NAME", "ALERT_POSTED_TAG", "build_failure_alerts", "failure_summary"]
 
 ALERT_SENSOR_NAME = "sfmc_pipeline_failure_alerts"
 ALERT_POSTED_TAG = "sfmc_pipeline/failure_alert"  # "posted": the run's own alert reached the webhook

@@ -12,9 +12,11 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+
+# Private on purpose: Dagster 1.13 has no public iterator over a cron expression's ticks (its croniter is vendored).
 from dagster._utils.schedules import cron_string_iterator
 
-from sfmc_pipeline.config.models import ScheduleConfig
+from sfmc_pipeline.config.automation import ScheduleConfig
 from sfmc_pipeline.defs.jobs import sfmc_pipeline_job
 
 SCHEDULE_NAME = "sfmc_pipeline_schedule"
