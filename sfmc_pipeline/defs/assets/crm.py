@@ -16,7 +16,9 @@ from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local_setup import prepare_local_target
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.crm.reconciliation import Reconciliation, reconcile
-from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome
+from sfmc_pipeline.crm.outcome import SyncOutcome
+from sfmc_pipeline.crm.sync import DestinationSync
+from sfmc_pipeline.crm.sync_errors import ERROR_COLUMNS
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.defs.assets.dry_run import SYNC_KEY_PREFIX, is_dry_run
 from sfmc_pipeline.defs.assets.failures import api_failures
