@@ -20,9 +20,18 @@ from sfmc_pipeline.crm.ledger import encode
 from sfmc_pipeline.crm.ledger_hashing import KeyedHasher
 from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState
 from sfmc_pipeline.crm.preflight import ResolvedFields
-from sfmc_pipeline.crm.vectors import TEXT, arrow, isin, json_texts, map_small, sorted_rows, text
+from sfmc_pipeline.crm.vectors import (
+    TEXT,
+    arrow,
+    isin,
+    json_texts,
+    map_small,
+    sorted_rows,
+    text,
+)
 from sfmc_pipeline.salesforce.rules import TEXT_FIELD_TYPES, field_values, truncated
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+
 
 @dataclass
 class WrittenPart:

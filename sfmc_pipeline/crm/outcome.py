@@ -16,6 +16,7 @@ from sfmc_pipeline.crm.standing_failures import Standing
 from sfmc_pipeline.governance.policies import Allowed
 from sfmc_pipeline.salesforce.records import ApiUsage
 
+
 @dataclass
 class SyncOutcome:
     destination: str

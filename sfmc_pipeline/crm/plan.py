@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sfmc_pipeline.crm.diff import Changes, ValueFormat, WrittenPart, collector_paused, diff, written_values
+from sfmc_pipeline.crm.diff import (
+    Changes,
+    ValueFormat,
+    WrittenPart,
+    collector_paused,
+    diff,
+    written_values,
+)
 from sfmc_pipeline.crm.exit_guard import exit_guard
 from sfmc_pipeline.crm.ledger_hashing import KeyedHasher
 from sfmc_pipeline.crm.payloads import DesiredState

@@ -14,7 +14,12 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from sfmc_pipeline.config.models import ColumnConfig, DestinationConfig, PipelineConfig, SyncSettings
+from sfmc_pipeline.config.models import (
+    ColumnConfig,
+    DestinationConfig,
+    PipelineConfig,
+    SyncSettings,
+)
 from sfmc_pipeline.crm.bulk_writer import BulkWriter
 from sfmc_pipeline.crm.diff import ValueFormat, WrittenPart, longest
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, explain
@@ -22,7 +27,12 @@ from sfmc_pipeline.crm.exit_window import ExitWindow
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.outcome import SyncOutcome, build_outcome
 from sfmc_pipeline.crm.payloads import build_desired_state
-from sfmc_pipeline.crm.plan import Planner, deleted_field_rows, dry_run_counts, profile_fingerprints
+from sfmc_pipeline.crm.plan import (
+    Planner,
+    deleted_field_rows,
+    dry_run_counts,
+    profile_fingerprints,
+)
 from sfmc_pipeline.crm.preflight import preflight_destination
 from sfmc_pipeline.crm.send import Sender
 from sfmc_pipeline.crm.standing_failures import StandingFailures, StandingScreen
