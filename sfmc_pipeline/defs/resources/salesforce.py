@@ -4,7 +4,7 @@ The rule, shown in the sync metadata as ``mode``: with ``client_id``, a base URL
 ``login_url``) and a credential (``client_secret``, or a private key for the JWT bearer flow) all
 set, the sink writes to Salesforce; with none of the settings set, to the local SQLite target under
 the storage directory. Setting only some is an error naming the missing ones. The login settings
-choose the OAuth flow (``crm/salesforce_login.py``): a private key the JWT bearer flow, a username
+choose the OAuth flow (``salesforce/login.py``): a private key the JWT bearer flow, a username
 and password the username-password flow (which Salesforce ends for connected apps on 2027-02-20),
 otherwise client credentials.
 """
