@@ -92,7 +92,8 @@ from sfmc_pipeline.crm.bulk.job_store import BulkJobStore  # noqa: E402
 from sfmc_pipeline.crm.bulk.writer import BulkWriter  # noqa: E402
 from sfmc_pipeline.crm.ledger import SyncLedger  # noqa: E402
 from sfmc_pipeline.crm.ledger_hashing import key_path  # noqa: E402
-from sfmc_pipeline.crm.sync import DestinationSync, SyncOutcome  # noqa: E402
+from sfmc_pipeline.crm.outcome import SyncOutcome  # noqa: E402
+from sfmc_pipeline.crm.sync import DestinationSync  # noqa: E402
 from sfmc_pipeline.salesforce.ids import to_18  # noqa: E402
 from sfmc_pipeline.salesforce.records import MAX_RECORDS_PER_REQUEST  # noqa: E402
 from sfmc_pipeline.salesforce.rest import SalesforceClient  # noqa: E402
@@ -346,8 +347,8 @@ def sync_once(org: FakeOrg, dest: DestinationConfig, settings: SyncSettings, led
             writer.confirm = _timed(writer.confirm, parts, "ledger")
         syncer = DestinationSync.for_pipeline(pipeline, dest, client, ledger, run_id=run_id, bulk=writer,
                                               log=messages.append)
-        syncer._send = _timed(syncer._send, totals, "send")
-        syncer._send_collections = _timed(syncer._send_collections, totals, "composite")
+        syncer.sender.send = _timed(syncer.sender.send, totals, "send")
+        syncer.sender.send_collections = _timed(syncer.sender.send_collections, totals, "composite")
         outcome = syncer.run(statuses, profiles)
         closing_at = time.perf_counter()
         ledger.close()

@@ -17,9 +17,10 @@ from sfmc_pipeline.cli import main
 from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
 from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
+from sfmc_pipeline.crm.sink import reconcile_sync
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.defs.assets.crm import _failure_results, _reconcile, ledger_path
+from sfmc_pipeline.defs.assets.crm import _failure_results, ledger_path
 from sfmc_pipeline.defs.assets.standing_metadata import standing_metadata
 from sfmc_pipeline.governance.masking import Masker
 from sfmc_pipeline.salesforce.records import RecordError
@@ -72,7 +73,7 @@ def _day(connect, storage, n: int, status_frame, profile_frame, *, pipeline=CONF
         sync = DestinationSync.for_pipeline(pipeline, CONTACTS, target, ledger, run_id=f"day-{n}", bulk=bulk(ledger)
                                             if bulk else None, clock=lambda: DAY_ONE + dt.timedelta(days=n - 1))
         out = sync.run(status_frame, profile_frame, retry_standing=retry)
-        return out, _reconcile(sync, target, CONTACTS, pipeline, ledger, out, f"day-{n}")
+        return out, reconcile_sync(sync, target, CONTACTS, pipeline, ledger, out, f"day-{n}")
     finally:
         ledger.close()
 

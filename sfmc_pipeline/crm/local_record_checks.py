@@ -12,7 +12,11 @@ import pandas as pd
 
 from sfmc_pipeline.crm.local_store import LocalField, LocalStore, as_text, find_field
 from sfmc_pipeline.salesforce.ids import to_18, valid_id_mask
-from sfmc_pipeline.salesforce.records import MAX_RECORDS_PER_REQUEST, RecordError, RecordResult
+from sfmc_pipeline.salesforce.records import (
+    MAX_RECORDS_PER_REQUEST,
+    RecordError,
+    RecordResult,
+)
 from sfmc_pipeline.salesforce.rules import malformed_id, missing_required, value_error
 
 

@@ -22,7 +22,11 @@ from sfmc_pipeline.crm.local_record_checks import (
     record_type,
     well_formed,
 )
-from sfmc_pipeline.crm.local_store import DEFAULT_STATUS_FIELD_LENGTH, LocalStore, find_field
+from sfmc_pipeline.crm.local_store import (
+    DEFAULT_STATUS_FIELD_LENGTH,
+    LocalStore,
+    find_field,
+)
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES, to_18
 from sfmc_pipeline.salesforce.records import (
     MAX_RETRIEVE_IDS_PER_REQUEST,

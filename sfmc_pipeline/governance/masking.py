@@ -152,7 +152,7 @@ class Masker:
         return [self.payload(r, dest) for r in records]
 
     def failures(self, rows: Iterable[Mapping[str, Any]], dest: DestinationConfig | str) -> list[dict]:
-        """Sync error rows (``crm.sync.ERROR_COLUMNS``) for display: the record id (when it comes from an
+        """Sync error rows (``crm.sync_errors.ERROR_COLUMNS``) for display: the record id (when it comes from an
         identifying column), the values of identifying fields the message quotes, any email in the message
         and the identifying values of the payload masked."""
         rows = [dict(r) for r in rows]

@@ -1,19 +1,10 @@
-"""The rules Salesforce applies to Contact and Lead records, in one place.
+"""The rules Salesforce applies to Contact and Lead records, in one place: used by the sink (preflight,
+client-side checks, value formatting) and by the local target, which behaves like a small org.
 
-Used by the sink (preflight, client-side checks, value formatting) and by the local target, which
-behaves like a small Salesforce org:
-
-- Record Ids: 15/18-character format and the object's key prefix (``datasets/salesforce_id.py``).
-- Standard fields of Contact and Lead, their types and lengths; required ones (``LastName``, and
-  ``Company`` on Lead) cannot be set to null or blank.
-- Text longer than a field's length is ``STRING_TOO_LONG``; a malformed address in an ``email``
-  field is ``INVALID_EMAIL_ADDRESS``.
-- Which SFMC column types a field type accepts, and how a value is written for it: decimals as
-  exact JSON numbers, ``date`` fields as ``YYYY-MM-DD``, ``datetime`` fields as ISO 8601 in UTC.
-- Dates after 4000-12-31 are refused: that rule is ``salesforce_dates.SALESFORCE_LATEST_DATE``
-  (applied when SFMC values are typed, so such a row is quarantined and never reaches the sink).
-- What a per-record failure means for the next run (``failure_kind``): the record is gone from the
-  CRM, Salesforce rejects its values, or the failure is transient.
+Standard fields and required ones; the record rules (``VALUE_RULES``: required, length, email; and the
+Id's format), each with a scalar and a column form; which SFMC column types a field type accepts and
+how a value is written for it; what a per-record failure means for the next run (``failure_kind``).
+Dates after 4000-12-31 are refused upstream (``salesforce/dates.py``), so they never reach the sink.
 """
 
 from __future__ import annotations
@@ -21,13 +12,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sfmc_pipeline.config.data_extensions import ColumnConfig, SfmcType
 from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN
-from sfmc_pipeline.salesforce.ids import KEY_PREFIXES, is_valid_id
+from sfmc_pipeline.salesforce.ids import KEY_PREFIXES, is_valid_id, valid_id_mask
 from sfmc_pipeline.salesforce.records import FieldInfo, RecordError
 
 EMAIL = re.compile(EMAIL_PATTERN)
@@ -65,7 +59,15 @@ TEXT_FIELD_TYPES = frozenset(
 NUMBER_FIELD_TYPES = frozenset({"int", "double", "currency", "percent"})
 
 
-# ---------------------------------------------------------------------------- Ids
+# ---------------------------------------------------------------------------- record rules
+#
+# The rules a record's Id and values must meet, in ONE table (``VALUE_RULES``, applied per field in this order),
+# each with a scalar form that judges one value and words Salesforce's error, and a column form over a pyarrow
+# string column that screens: it flags every value the scalar form rejects and may flag more (RE2's ``$`` does
+# not match before a final newline as Python's does), so a screened value is then judged by the scalar form.
+
+WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())  # what ``str.strip()`` removes
+_ONLY_WHITESPACE = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]*$"  # RE2
 
 
 def malformed_id(sobject: str, record_id: Any) -> RecordError | None:
@@ -75,29 +77,22 @@ def malformed_id(sobject: str, record_id: Any) -> RecordError | None:
     return RecordError("MALFORMED_ID", f"{sobject} ID: id value of incorrect type: {record_id}", ("Id",))
 
 
-# ---------------------------------------------------------------------------- values
+def malformed_id_column(sobject: str, ids: list[str]) -> np.ndarray:
+    """The column form of ``malformed_id``: True where an Id may be malformed."""
+    frame = pd.Series(ids, dtype="str")
+    good = valid_id_mask(frame).to_numpy(dtype=bool) & frame.str.startswith(KEY_PREFIXES[sobject]).to_numpy(
+        dtype=bool, na_value=False)
+    return ~good
 
 
 def too_long(field: FieldInfo, value: Any) -> bool:
     """Text longer than a text field holds (``STRING_TOO_LONG``)."""
-    return isinstance(value, str) and field.type in TEXT_FIELD_TYPES and bool(field.length) and len(value) > field.length
+    return isinstance(value, str) and _has_length(field) and len(value) > field.length
 
 
 def truncated(value: Any, field: FieldInfo) -> Any:
     """``value`` cut to the field's length when it is too long, for destinations that opt in."""
     return value[: field.length] if too_long(field, value) else value
-
-
-def value_error(field: FieldInfo, value: Any) -> RecordError | None:
-    """``STRING_TOO_LONG`` or ``INVALID_EMAIL_ADDRESS`` for one value of a field, else None."""
-    if too_long(field, value):
-        shown = value if len(value) <= 255 else value[:252] + "..."
-        return RecordError(
-            "STRING_TOO_LONG", f"{field.label}: data value too large: {shown} (max length={field.length})", (field.name,)
-        )
-    if field.type == "email" and isinstance(value, str) and value and not EMAIL.match(value):
-        return RecordError("INVALID_EMAIL_ADDRESS", f"{field.label}: invalid email address: {value}", (field.name,))
-    return None
 
 
 def blank(value: Any) -> bool:
@@ -106,6 +101,95 @@ def blank(value: Any) -> bool:
 
 def missing_required(names: list[str]) -> RecordError:
     return RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(names)}]", tuple(names))
+
+
+def _has_length(field: FieldInfo | None) -> bool:
+    return field is not None and field.type in TEXT_FIELD_TYPES and bool(field.length)
+
+
+def _is_email(field: FieldInfo | None) -> bool:
+    return field is not None and field.type == "email"
+
+
+def _bools(array: pa.Array) -> np.ndarray:
+    return array.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _too_long_error(name: str, field: FieldInfo, value: str) -> RecordError:
+    shown = value if len(value) <= 255 else value[:252] + "..."
+    return RecordError("STRING_TOO_LONG", f"{field.label}: data value too large: {shown} (max length={field.length})",
+                       (field.name,))
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """One rule for a value written to a field (``name``; ``field`` its describe, None when unknown).
+    ``applies``: whether it judges this field at all (``required``: the object's required fields, lower
+    case); ``breaks``: the scalar form; ``may_break``: the column form; ``error``: Salesforce's error."""
+
+    code: str
+    applies: Callable[[str, FieldInfo | None, frozenset[str]], bool]
+    breaks: Callable[[FieldInfo | None, Any], bool]
+    may_break: Callable[[FieldInfo | None, pa.Array], np.ndarray]
+    error: Callable[[str, FieldInfo | None, Any], RecordError]
+
+
+VALUE_RULES = (
+    ValueRule(
+        "REQUIRED_FIELD_MISSING",
+        applies=lambda name, field, required: name.lower() in required,
+        breaks=lambda field, value: blank(value),
+        may_break=lambda field, values: _bools(pc.match_substring_regex(values, _ONLY_WHITESPACE).fill_null(True)),
+        error=lambda name, field, value: missing_required([name]),
+    ),
+    ValueRule(
+        "STRING_TOO_LONG",
+        applies=lambda name, field, required: _has_length(field),
+        breaks=lambda field, value: too_long(field, value),
+        may_break=lambda field, values: _bools(pc.greater(pc.utf8_length(values), field.length).fill_null(False)),
+        error=_too_long_error,
+    ),
+    ValueRule(
+        "INVALID_EMAIL_ADDRESS",
+        applies=lambda name, field, required: _is_email(field),
+        breaks=lambda field, value: isinstance(value, str) and value != "" and not EMAIL.match(value),
+        may_break=lambda field, values: ~_bools(pc.or_(pc.match_substring_regex(values, EMAIL.pattern),
+                                                       pc.equal(values, "")).fill_null(True)),
+        error=lambda name, field, value: RecordError(
+            "INVALID_EMAIL_ADDRESS", f"{field.label}: invalid email address: {value}", (field.name,)),
+    ),
+)
+
+
+def required_names(sobject: str) -> frozenset[str]:
+    """The object's required fields, lower case, as ``ValueRule.applies`` takes them."""
+    return frozenset(name.lower() for name in REQUIRED_FIELDS.get(sobject, ()))
+
+
+def field_error(name: str, field: FieldInfo | None, value: Any, required: frozenset[str] = frozenset()
+                ) -> RecordError | None:
+    """The scalar evaluator: the first rule of ``VALUE_RULES`` one value breaks, as Salesforce words it,
+    else None (a null value can only break the required rule)."""
+    for rule in VALUE_RULES:
+        if rule.applies(name, field, required) and rule.breaks(field, value):
+            return rule.error(name, field, value)
+    return None
+
+
+def value_error(field: FieldInfo, value: Any) -> RecordError | None:
+    """``STRING_TOO_LONG`` or ``INVALID_EMAIL_ADDRESS`` for one value of a field, else None."""
+    return field_error(field.name, field, value) if value is not None else None
+
+
+def field_suspects(name: str, field: FieldInfo | None, values: pa.Array, required: frozenset[str] = frozenset()
+                   ) -> np.ndarray:
+    """The column evaluator: True for each value of ``values`` (strings and nulls) that may break a rule
+    of ``VALUE_RULES``; every value ``field_error`` rejects is among them."""
+    flagged = np.zeros(len(values), dtype=bool)
+    for rule in VALUE_RULES:
+        if len(values) and rule.applies(name, field, required):
+            flagged |= rule.may_break(field, values)
+    return flagged
 
 
 # ---------------------------------------------------------------------------- per-record failures

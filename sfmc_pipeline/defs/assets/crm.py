@@ -11,14 +11,11 @@ from pydantic import Field
 
 from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.config.pipeline import PipelineConfig
-from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
-from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
-from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.local_setup import prepare_local_target
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
-from sfmc_pipeline.crm.reconciliation import Reconciliation, reconcile
-from sfmc_pipeline.crm.sync import ERROR_COLUMNS, DestinationSync, SyncOutcome
+from sfmc_pipeline.crm.outcome import SyncOutcome
+from sfmc_pipeline.crm.reconciliation import Reconciliation
+from sfmc_pipeline.crm.sink import SyncOptions, sync_destination
+from sfmc_pipeline.crm.sync_errors import ERROR_COLUMNS
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.defs.assets.dry_run import SYNC_KEY_PREFIX, is_dry_run
 from sfmc_pipeline.defs.assets.failures import api_failures
@@ -30,7 +27,6 @@ from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.governance.lineage import destination_flows
 from sfmc_pipeline.governance.masking import Masker
 from sfmc_pipeline.governance.policies import Allowed, enforce, split
-from sfmc_pipeline.salesforce.rest import SalesforceClient
 
 GROUP = SYNC_KEY_PREFIX
 POOL = "salesforce_api"  # sync steps hold a slot of this Dagster pool while they write (.dagster_home/dagster.yaml)
@@ -78,10 +74,8 @@ def build_crm_assets(pipeline: PipelineConfig, *, clock: Callable[[], dt.datetim
 def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig, *,
                      clock: Callable[[], dt.datetime] | None = None) -> dg.AssetsDefinition:
     """``clock`` (UTC now; default the wall clock) dates each sync: the exit guard's window, standing failures."""
-    timing = {"clock": clock} if clock is not None else {}
     key = dg.AssetKey([GROUP, dest.name])
     profile_asset = pipeline.profiles.dataset
-    profile_columns = {c.name: c for c in pipeline.extension(profile_asset).columns}
     masker = Masker.for_pipeline(pipeline)  # identifying values in metadata, logs and errors
 
     @dg.asset(
@@ -127,35 +121,21 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig, *,
               storage: StorageResource):
         dry_run = config.dry_run or is_dry_run(context)  # a run with any dry sync sends nothing anywhere
         with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
-            enforce(pipeline, dest)  # data-usage policies: refused before any request (the sync checks again)
+            allowed = enforce(pipeline, dest)  # data-usage policies: refused before anything is read or requested
             statuses = store.read_dataset(STATUSES)
             profiles = store.read_dataset(profile_asset)
             mode = salesforce.mode
             target = salesforce.get_target(api_version=pipeline.sync.api_version, local_db=local_db_path(store))
+            options = SyncOptions(dry_run=dry_run, accept_exits=config.accept_exits,
+                                  retry_standing=config.retry_standing_failures)
             try:
-                if isinstance(target, LocalCrmTarget):  # the org's fields, as an admin would have created them
-                    prepare_local_target(target, dest, profile_columns, profiles)
-                ledger = SyncLedger(ledger_path(store), target.target_id)
-                try:
-                    sync = DestinationSync.for_pipeline(pipeline, dest, target, ledger, run_id=context.run.run_id,
-                                                        log=masker.log(context.log.warning), **timing,
-                                                        bulk=_bulk_writer(target, dest, pipeline, store, ledger,
-                                                                          context.run.run_id,
-                                                                          masker.log(context.log.info)))
-                    try:
-                        outcome = sync.run(statuses, profiles, dry_run=dry_run, accept_exits=config.accept_exits,
-                                           retry_standing=config.retry_standing_failures)
-                    except ExitGuardTripped as exc:
-                        raise dg.Failure(description=masker.text(str(exc)), allow_retries=False) from None
-                    sync_requests = target.api_requests
-                    check = _reconcile(sync, target, dest, pipeline, ledger, outcome, context.run.run_id)
-                    if check.drifted and not dry_run:
-                        ledger.forget(dest.object, check.drifted)  # re-sent by the next run
-                finally:
-                    ledger.close()
-                label = target.target_label
-            finally:
-                target.close()
+                result = sync_destination(target, pipeline, dest, statuses, profiles, ledger_file=ledger_path(store),
+                                          run_id=context.run.run_id, options=options, policy_exceptions=allowed,
+                                          log=masker.log(context.log.warning), info=masker.log(context.log.info),
+                                          clock=clock)
+            except ExitGuardTripped as exc:
+                raise dg.Failure(description=masker.text(str(exc)), allow_retries=False) from None
+            outcome, check, sync_requests, label = result.outcome, result.check, result.sync_requests, result.label
             errors_path = sync_errors_path(store, dest.name)
             if not dry_run:
                 write_parquet(pd.DataFrame(outcome.errors, columns=ERROR_COLUMNS), errors_path)
@@ -193,33 +173,6 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig, *,
             )
 
     return _sync
-
-
-def _reconcile(sync: DestinationSync, target, dest: DestinationConfig, pipeline: PipelineConfig, ledger: SyncLedger,
-               outcome: SyncOutcome, run_id: str) -> Reconciliation:
-    """Read the CRM back after ``sync`` ran; records it no longer has are marked gone (standing failures)."""
-    desired = outcome.desired
-    check = reconcile(
-        target, dest.object, outcome.status_fields, desired.members, ledger.confirmed(dest.object, dest.name),
-        outcome.unsettled | desired.held_records | set(outcome.standing),  # gone or rejected: not drift
-        sample_size=pipeline.sync.reconciliation_sample_size, seed=run_id,
-        max_not_found_share=pipeline.sync.failure_threshold,
-    )
-    sync.mark_not_found(sorted(check.not_found_records), outcome)
-    return check
-
-
-def _bulk_writer(target, dest: DestinationConfig, pipeline: PipelineConfig, store: DatasetStore, ledger: SyncLedger,
-                 run_id: str, log) -> BulkWriter | None:
-    """The Bulk API 2.0 writer for a Salesforce org (the local target writes everything like Collections)."""
-    if not isinstance(target, SalesforceClient):
-        return None
-    return BulkWriter(
-        target, dest.object, dest.operation, dest.external_id.field if dest.external_id else None,
-        state=BulkJobStore.beside(ledger_path(store), target.target_id), destination=dest.name,
-        poll_timeout_seconds=pipeline.sync.bulk_poll_timeout_seconds, usage_threshold=pipeline.sync.usage_threshold,
-        confirm=lambda rows: ledger.record(dest.object, dest.name, run_id, rows), log=log,
-    )
 
 
 def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: int, check: Reconciliation,

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from sfmc_pipeline.config.destinations import DestinationConfig
-from sfmc_pipeline.crm.sync import SyncOutcome
+from sfmc_pipeline.crm.outcome import SyncOutcome
 from sfmc_pipeline.defs.metadata import markdown_table
 from sfmc_pipeline.governance.masking import Masker
 from sfmc_pipeline.salesforce.rules import RECORD_GONE, VALUE_REJECTED

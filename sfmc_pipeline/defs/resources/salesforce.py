@@ -20,8 +20,8 @@ from pydantic import Field
 from sfmc_pipeline.crm.local_target import LocalCrmTarget
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.http import RetrySettings
-from sfmc_pipeline.salesforce.records import CrmTarget
 from sfmc_pipeline.salesforce.login_url import salesforce_base_url
+from sfmc_pipeline.salesforce.records import CrmTarget
 from sfmc_pipeline.salesforce.rest import SalesforceClient
 
 
