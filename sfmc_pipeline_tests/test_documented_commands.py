@@ -43,7 +43,8 @@ def bash_lines(path: Path, section: str | None = None) -> list[str]:
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """No credentials (the embedded default), ``home`` as the instance, the project's virtualenv first on PATH."""
     shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("SFMC_", "SALESFORCE_", "DAGSTER_"))}
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("SFMC_", "SALESFORCE_", "DAGSTER_"))}
     env.update(DAGSTER_HOME=str(home), PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]),
                **extra)
     return env
@@ -74,7 +75,8 @@ def test_the_main_command_prints_the_step_summaries_and_no_debug_events(tmp_path
         [first] = instance.get_runs()
         stored = instance.all_logs(first.run_id)
     assert first.status == dg.DagsterRunStatus.SUCCESS
-    step_starts = [e for e in stored if e.is_dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START]
+    step_starts = [e for e in stored
+                   if e.is_dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START]
     assert step_starts and all(e.level == logging.DEBUG for e in step_starts)  # DEBUG events are all in the event log
 
     done = run(show_everything, env)

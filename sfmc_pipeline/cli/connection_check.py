@@ -1,6 +1,6 @@
 """``sfmc-pipeline check``: every connection the pipeline needs, checked the way the pipeline uses it.
 
-With the current environment (the variables of README "Modes"; the resources' ``mode`` properties
+With the current environment (the variables of docs/configuration.md, "Modes"; the resources' ``mode`` properties
 decide embedded/sfmc and local/salesforce) and the pipeline config:
 
 * ``config``: the pipeline config loads (its error is the loader's message);
