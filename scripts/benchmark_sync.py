@@ -2,7 +2,7 @@
 baselines.
 
     python scripts/benchmark_sync.py                    # quick smoke run: 5,000 contacts (+ 50,000 for the Bulk phase)
-    python scripts/benchmark_sync.py --records 200000   # the figures in the README
+    python scripts/benchmark_sync.py --records 200000   # the figures in docs/performance.md
     python scripts/benchmark_sync.py --bulk-records 2000  # a faster smoke run (the smallest Bulk change set)
 
 What is measured, and why. Salesforce limits API calls (a daily allocation per org, counted over a
@@ -498,7 +498,7 @@ def phase_line(label: str, p: Phase, everything: int, *, moved: int | None = Non
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=5000, help="contacts per series (default 5,000: a smoke run; "
-                        "the README's figures use 200,000)")
+                        "the figures in docs/performance.md use 200,000)")
     parser.add_argument("--bulk-records", type=int, default=50_000,
                         help="records changed in the composite-vs-Bulk phase (default 50,000; when more than "
                         "--records, a set-up series of this many contacts is synced first)")

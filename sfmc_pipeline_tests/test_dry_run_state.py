@@ -21,7 +21,7 @@ from sfmc_pipeline_tests.flow_fixtures import (
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 
-DRY_CONTACTS = {"salesforce__contacts": {"config": {"dry_run": True}}}  # the README's example
+DRY_CONTACTS = {"salesforce__contacts": {"config": {"dry_run": True}}}  # the example of docs/crm-sync.md
 DRY_ALL = {f"salesforce__{d.name}": {"config": {"dry_run": True}} for d in CONFIG.destinations}
 
 
@@ -46,7 +46,7 @@ def _status_values(records: list[dict]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def dry_then_real(tmp_path_factory):
-    """A dry run of the whole flow on fresh storage (the README's run config: the contacts sync dry), then
+    """A dry run of the whole flow on fresh storage (the run config of docs/crm-sync.md: the contacts sync dry), then
     the first real run, a day later."""
     base = tmp_path_factory.mktemp("dry_run")
     sample = copy_sample(base / "sample")

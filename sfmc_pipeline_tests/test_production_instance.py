@@ -1,6 +1,6 @@
 """The production example works as documented, on a real PostgreSQL: with ``deploy/dagster.production.yaml``
-as the instance (unchanged), the ``[production]`` extra installed and the README's variables set (the
-database's five ``DAGSTER_PG_*``, its port included, and ``SFMC_PIPELINE_STORAGE``), the README's
+as the instance (unchanged), the ``[production]`` extra installed and the documented variables set (the
+database's five ``DAGSTER_PG_*``, its port included, and ``SFMC_PIPELINE_STORAGE``), the documented
 commands start the daemon and the webserver, and ``dagster job launch`` queues the whole pipeline,
 which the daemon runs to success, writing where ``SFMC_PIPELINE_STORAGE`` says."""
 
@@ -48,7 +48,7 @@ def test_the_production_example_runs_the_pipeline_through_the_queue_on_postgres(
     port = _free_port()
     instance = None
     try:
-        # The README's production commands, from the repository root.
+        # The production commands of docs/operations.md, from the repository root.
         processes.start("daemon", "dagster-daemon", "run", "-w", "workspace.yaml")
         processes.start("webserver", "dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
         launch = processes.run("launch", "dagster", "job", "launch", "-j", "sfmc_pipeline_job", "-w", "workspace.yaml")

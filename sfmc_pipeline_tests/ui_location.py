@@ -8,7 +8,7 @@ from sfmc_pipeline.settings import REPO_ROOT
 
 def ui_location_name() -> str:
     """``dg dev`` names the location as dg's project context does (pyproject.toml), ``dagster-webserver -w
-    workspace.yaml`` (README: Production) from workspace.yaml; both must be one location."""
+    workspace.yaml`` (docs/operations.md: Production) from workspace.yaml; both must be one location."""
     dg_dev = DgContext.from_file_discovery_and_command_line_config(REPO_ROOT, {}).code_location_name
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text(encoding="utf-8"))
     [entry] = workspace["load_from"]

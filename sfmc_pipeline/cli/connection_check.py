@@ -1,5 +1,5 @@
 """``sfmc-pipeline check``: every connection the pipeline needs, checked the way the pipeline uses it,
-with the current environment (the variables of README "Modes") and the pipeline config: ``config``
+with the current environment (the variables of docs/configuration.md, "Modes") and the pipeline config: ``config``
 loads, ``storage`` is writable (or can be created by the first run), the policies per destination, then
 SFMC (``check_sfmc.py``) and Salesforce (``check_salesforce.py``). A failed check does not stop the
 others; a check that needs a failed one is reported FAILED as skipped, with the reason. Exit status 0

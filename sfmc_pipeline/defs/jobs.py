@@ -3,6 +3,8 @@
 The whole flow, and one job per stage (extract, segments, sync) for re-running a stage on its
 own. Every job carries the storage tag: runs carrying it wait for each other in the daemon's run
 queue (``.dagster_home/dagster.yaml``), so one run at a time writes to the storage directory.
+Every job's console logger shows INFO and above by default (the step summaries, not Dagster's DEBUG
+events); the event log in the UI keeps every event, and run config raises the console for one run.
 """
 
 from __future__ import annotations
@@ -15,30 +17,37 @@ from sfmc_pipeline.defs.assets.segments import GROUP as SEGMENTS_GROUP
 
 PIPELINE_JOB_NAME = "sfmc_pipeline_job"
 STORAGE_TAG = {"sfmc_pipeline/storage": "default"}
+# The jobs' default run config: partial run config keeps it, and
+# ``loggers: {console: {config: {log_level: DEBUG}}}`` shows every event on the console.
+CONSOLE_AT_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 sfmc_pipeline_job = dg.define_asset_job(
     PIPELINE_JOB_NAME,
     selection=dg.AssetSelection.all(),
     description="The whole flow: SFMC Data Extensions -> validated datasets -> segments -> CRM sync.",
     tags=STORAGE_TAG,
+    config=CONSOLE_AT_INFO,
 )
 extract_job = dg.define_asset_job(
     "extract_job",
     selection=dg.AssetSelection.groups(DATASETS_GROUP),
     description="Stage 1: read every configured Data Extension and land it as a validated dataset.",
     tags=STORAGE_TAG,
+    config=CONSOLE_AT_INFO,
 )
 segments_job = dg.define_asset_job(
     "segments_job",
     selection=dg.AssetSelection.groups(SEGMENTS_GROUP),
     description="Stage 2: evaluate the segments on the landed datasets and compute statuses.",
     tags=STORAGE_TAG,
+    config=CONSOLE_AT_INFO,
 )
 sync_job = dg.define_asset_job(
     "sync_job",
     selection=dg.AssetSelection.groups(SYNC_GROUP),
     description="Stage 3: write the latest segment statuses and attributes to the CRM, and reconcile.",
     tags=STORAGE_TAG,
+    config=CONSOLE_AT_INFO,
 )
 
 ALL_JOBS = [sfmc_pipeline_job, extract_job, segments_job, sync_job]

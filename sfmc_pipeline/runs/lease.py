@@ -106,7 +106,7 @@ def _refusal(run_id: str) -> str:
     return (
         f"run {run_id} did not start writing, so nothing was interleaved. Only one run writes to a storage "
         "directory at a time: wait for that run to finish (or cancel it), then run again. Runs launched through "
-        "the daemon's run queue wait for each other instead (README: One run at a time)."
+        "the daemon's run queue wait for each other instead (docs/operations.md: One run at a time)."
     )
 
 

@@ -37,7 +37,7 @@ MIGRATION_STEPS = (
     "with `openssl req -x509 -newkey rsa:2048 -nodes -days 730 -subj /CN=sfmc-pipeline -keyout salesforce.key -out "
     "salesforce.crt`, upload salesforce.crt under 'Use digital signatures', pre-authorize the user through the app's "
     "profiles or permission sets, set SALESFORCE_PRIVATE_KEY_FILE=salesforce.key, keep SALESFORCE_USERNAME, unset "
-    "SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN); see README 'Salesforce login'"
+    "SALESFORCE_PASSWORD and SALESFORCE_SECURITY_TOKEN); see docs/configuration.md, 'Salesforce login'"
 )
 
 ORG_ID_PREFIX = "00D"
@@ -195,8 +195,8 @@ def _advice(flow: str, code: str) -> tuple[str, bool]:
             return (
                 " The org or connected app does not allow this OAuth flow. Username-password flows may be blocked "
                 "(Setup > OAuth and OpenID Connect Settings); Salesforce ends it for connected apps on "
-                f"{PASSWORD_FLOW_ENDS.isoformat()}: switch to client credentials or the JWT bearer flow (README "
-                "'Salesforce login').",
+                f"{PASSWORD_FLOW_ENDS.isoformat()}: switch to client credentials or the JWT bearer flow "
+                "(docs/configuration.md, 'Salesforce login').",
                 False,
             )
         return " The org or connected app does not allow this OAuth flow." + (
