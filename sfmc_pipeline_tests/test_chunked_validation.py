@@ -183,9 +183,9 @@ EXTENSIONS = [CONFIG.extension("contacts"), CONFIG.extension("campaign_engagemen
 @pytest.mark.parametrize("extension", EXTENSIONS, ids=lambda e: e.asset)
 @pytest.mark.parametrize("few", [0, 10_000], ids=["column-wise", "value-by-value"])
 def test_conversion_gives_the_previous_values_and_issues(extension, few, monkeypatch):
-    from sfmc_pipeline.datasets import conversion
+    from sfmc_pipeline.datasets import number_conversion
 
-    monkeypatch.setattr(conversion, "_FEW", few)  # the exact logic for odd values, either way
+    monkeypatch.setattr(number_conversion, "_FEW", few)  # the exact logic for odd values, either way
     raw = generated_rows(extension, 3000, seed=11)
     raw.index = pd.RangeIndex(3000, 0, -1)  # labels that are not positions
     new, old = convert_frame(raw, extension), reference_convert_frame(raw, extension)
@@ -201,9 +201,9 @@ def test_conversion_gives_the_previous_values_and_issues(extension, few, monkeyp
 ])
 def test_validate_pages_gives_the_previous_result_however_the_rows_are_paged(extension, batch_rows, largest_page,
                                                                               large, tmp_path, monkeypatch):
-    from sfmc_pipeline.datasets import validation
+    from sfmc_pipeline.datasets import chunked_validation
 
-    monkeypatch.setattr(validation, "_LARGE", large)
+    monkeypatch.setattr(chunked_validation, "_LARGE", large)
     raw = generated_rows(extension, 3000, seed=batch_rows)
     expected = reference_validate(raw, extension)
     assert 0 < expected.quarantine.shape[0] < len(raw)  # both outcomes are exercised

@@ -11,8 +11,8 @@ that did not change is harmless (the merge keeps one row per key).
 
 **Time zones.** The mark is kept in UTC, like the dataset's Date columns. SFMC serves and compares
 dates in its system time, US Central Standard Time (UTC-6 all year, no daylight saving; see
-``conversion.py``), so the window's bounds are converted to that time before they go into the
-rowset ``$filter`` (``rest_source.py``); the embedded sample is filtered locally in system time too,
+``date_conversion.py``), so the window's bounds are converted to that time before they go into the
+rowset ``$filter`` (``sfmc/rowset_links.py``); the embedded sample is filtered locally in system time too,
 which is the same window.
 
 **The mark** is the newest cursor among the rows of the dataset after a successful
@@ -61,11 +61,8 @@ from typing import Any
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig, PipelineSettings
-from sfmc_pipeline.datasets.conversion import (
-    SFMC_SYSTEM_TZ,
-    convert_frame,
-    pandas_dtype,
-)
+from sfmc_pipeline.datasets.conversion import convert_frame, pandas_dtype
+from sfmc_pipeline.datasets.date_conversion import SFMC_SYSTEM_TZ
 from sfmc_pipeline.datasets.storage import (
     DatasetStore,
     StorageError,

@@ -37,8 +37,9 @@ from sfmc_pipeline.datasets.incremental import (
     ReadPlan,
     raw_cursor,
 )
+from sfmc_pipeline.datasets.memory import release_memory
+from sfmc_pipeline.datasets.row_hashes import row_hash
 from sfmc_pipeline.datasets.storage import DatasetStore, as_pandas, iter_parquet
-from sfmc_pipeline.datasets.validation import release_memory, row_hash
 
 _SEPARATOR = "\x1f"  # between the parts of a composite key
 

@@ -34,6 +34,7 @@ from sfmc_pipeline.datasets.incremental import (
     plan_read,
     stored_state,
 )
+from sfmc_pipeline.datasets.memory import release_memory
 from sfmc_pipeline.datasets.merge import (
     Landing,
     as_row_hashes,
@@ -47,11 +48,7 @@ from sfmc_pipeline.datasets.recount import (
     recount_ranges,
 )
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.datasets.validation import (
-    ValidationResult,
-    release_memory,
-    validate_pages,
-)
+from sfmc_pipeline.datasets.validation import ValidationResult, validate_pages
 
 
 class PagedRead:

@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.conversion import sfmc_system_times, utc_to_system_times
+from sfmc_pipeline.datasets.date_conversion import (
+    sfmc_system_times,
+    utc_to_system_times,
+)
 from sfmc_pipeline.datasets.incremental import INCOMPLETE, to_system_time
 
 RECOUNT_DAYS = 7  # late rows older than this are caught by the periodic full read

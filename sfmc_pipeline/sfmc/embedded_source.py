@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.conversion import sfmc_system_times
+from sfmc_pipeline.datasets.date_conversion import sfmc_system_times
 from sfmc_pipeline.datasets.incremental import raw_cursor, to_system_time
 from sfmc_pipeline.datasets.recount import count_times
 from sfmc_pipeline.sfmc.source import (
