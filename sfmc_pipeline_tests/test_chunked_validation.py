@@ -8,7 +8,7 @@ implementation, kept as the reference in validation_reference.py (a copy of the 
 conversion and of pandera's lazy validation of the whole frame, with the Salesforce Id rules
 applied one value at a time). Primary-key duplicates spread over pages are quarantined with their
 raw values, and the temporary spill of raw batches is removed, also when the source fails mid-read.
-The dataset asset reads a source's ``read_pages`` when it has one."""
+The dataset asset reads its source page by page (``read_pages``) and lands the same dataset."""
 
 from __future__ import annotations
 
@@ -269,27 +269,26 @@ def test_a_source_failing_mid_read_leaves_no_spill(tmp_path):
 
 
 class PagedSource:
-    """The embedded source with ``read_pages``: the same rows, served 700 at a time."""
+    """The embedded source serving 700 rows a page; it counts the pages it served."""
 
     mode = "embedded"
 
     def __init__(self, inner):
-        self.inner, self.pages_served = inner, 0
+        self.inner, self.streams = inner, []
 
-    def read(self, extension, since=None):  # pragma: no cover - the asset must not call it
-        raise AssertionError("read() called although read_pages() exists")
+    @property
+    def pages_served(self) -> int:
+        return sum(stream.pages for stream in self.streams)
 
     def read_pages(self, extension, since=None):
-        frame = self.inner.read(extension, since=since).frame
-        for start in range(0, len(frame), 700):
-            self.pages_served += 1
-            yield frame.iloc[start : start + 700]
+        self.streams.append(self.inner.read_pages(extension, since=since))
+        return self.streams[-1]
 
     def probe(self, extension):
         return self.inner.probe(extension)
 
 
-def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkeypatch):
+def test_the_dataset_asset_reads_the_source_page_by_page(tmp_path, monkeypatch):
     from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
     from sfmc_pipeline.defs.resources.sfmc import SfmcResource
     from sfmc_pipeline.defs.resources.storage import StorageResource
@@ -298,7 +297,7 @@ def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkey
     sources = []
 
     def get_source(self, page_size=2500, **kwargs):
-        sources.append(PagedSource(EmbeddedSampleSource(SAMPLE_DATA_DIR)))
+        sources.append(PagedSource(EmbeddedSampleSource(SAMPLE_DATA_DIR, page_size=700)))
         return sources[-1]
 
     monkeypatch.setattr(SfmcResource, "get_source", get_source)

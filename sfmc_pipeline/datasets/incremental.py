@@ -142,10 +142,9 @@ def plan_read(
     now: dt.datetime,
     full_refresh: bool = False,
     state_problem: str | None = None,
-    previous_problem: str | None = None,
 ) -> ReadPlan:
-    """Full or incremental, and from when. Pure: the caller loads the state and the previous dataset
-    (``state_problem`` / ``previous_problem`` say why they could not be)."""
+    """Full or incremental, and from when. Pure: the caller loads the state (``state_problem`` says
+    why it could not be) and, for an incremental plan, the previous dataset (``without_previous``)."""
     def full(reason: str, detail: str) -> ReadPlan:
         return ReadPlan(FULL, reason=reason, detail=detail, state=state)
 
@@ -166,10 +165,14 @@ def plan_read(
     if every and (state.last_full_read_at is None or now - state.last_full_read_at >= dt.timedelta(days=every)):
         age = "never" if state.last_full_read_at is None else f"{(now - state.last_full_read_at).days} day(s) ago"
         return full(PERIODIC, f"the last full read was {age} (full_refresh_every_days: {every})")
-    if previous_problem:
-        return full(NO_PREVIOUS, previous_problem)
     since = window_start(state.high_water_mark, settings.incremental_overlap_minutes)
     return ReadPlan(INCREMENTAL, since=since, state=state)
+
+
+def without_previous(plan: ReadPlan, problem: str) -> ReadPlan:
+    """The full read that replaces an incremental ``plan`` whose previous dataset could not be loaded
+    (``problem`` says why): the delta would have nothing to be merged into."""
+    return ReadPlan(FULL, reason=NO_PREVIOUS, detail=problem, state=plan.state)
 
 
 def window_start(mark: dt.datetime, overlap_minutes: int) -> dt.datetime:

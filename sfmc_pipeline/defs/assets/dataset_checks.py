@@ -15,14 +15,10 @@ in a failed run (a read that failed, the threshold, the volume guard):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sfmc_pipeline.config.models import DataExtensionConfig
-from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.datasets.landing import InPlace, QuarantineShare
 from sfmc_pipeline.datasets.validation import ValidationResult
 from sfmc_pipeline.datasets.volume import VolumeVerdict
 from sfmc_pipeline.defs.metadata import counts_table
@@ -63,46 +59,6 @@ def check_specs(extension: DataExtensionConfig, threshold: float, max_drop: floa
             "move the incremental window (the high-water mark stays at the newest real date), but a date in the "
             "future is usually a typo or a placeholder.")))
     return specs
-
-
-@dataclass(frozen=True)
-class QuarantineShare:
-    """Quarantined rows among all the rows the dataset stands for (its valid rows and its quarantine). For a
-    full read that is the extract; for an incremental read the merged dataset, so the threshold means the same
-    whatever the size of the delta (one bad row in a 10-row delta is not 10% of the Data Extension)."""
-
-    quarantined: int
-    rows: int
-
-    @property
-    def value(self) -> float:
-        return self.quarantined / self.rows if self.rows else 0.0
-
-
-@dataclass(frozen=True)
-class InPlace:
-    """The dataset and quarantine that stay in place when a run fails, as counted from their files."""
-
-    rows_valid: int
-    rows_quarantined: int
-
-    @property
-    def share(self) -> QuarantineShare:
-        return QuarantineShare(self.rows_quarantined, self.rows_valid + self.rows_quarantined)
-
-    @classmethod
-    def load(cls, store: DatasetStore, asset: str) -> "InPlace | None":
-        """The landed dataset's counts (a missing quarantine holds none); None when there is no dataset, or
-        it cannot be read: nothing to describe."""
-        if not store.dataset_path(asset).exists():
-            return None
-        counts = []
-        for path in (store.dataset_path(asset), store.quarantine_path(asset)):
-            try:
-                counts.append(pq.ParquetFile(path).metadata.num_rows if path.exists() else 0)
-            except (pa.ArrowException, OSError):
-                return None
-        return cls(*counts)
 
 
 def _share_metadata(share: QuarantineShare, threshold: float, describes: str) -> dict:
