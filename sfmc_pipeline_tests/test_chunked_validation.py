@@ -23,11 +23,12 @@ from sfmc_pipeline.datasets.conversion import convert_frame, pandas_dtype
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract, validate_pages
 from sfmc_pipeline.salesforce.ids import to_18
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_testing.validation_reference import (
     reference_convert_frame,
     reference_validate,
 )
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 
@@ -218,7 +219,7 @@ def test_the_shipped_sample_validates_as_before(asset):
     from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 
     extension = CONFIG.extension(asset)
-    frame = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(extension).frame
+    frame = EmbeddedSampleSource(SHIPPED_SAMPLE).read(extension).frame
     expected = reference_validate(frame, extension)
     assert_same(validate_extract(frame, extension), expected)
     assert_same(validate_pages([frame.iloc[i : i + 2500] for i in range(0, len(frame), 2500)], extension,
@@ -297,7 +298,7 @@ def test_the_dataset_asset_reads_the_source_page_by_page(tmp_path, monkeypatch):
     sources = []
 
     def get_source(self, page_size=2500, **kwargs):
-        sources.append(PagedSource(EmbeddedSampleSource(SAMPLE_DATA_DIR, page_size=700)))
+        sources.append(PagedSource(EmbeddedSampleSource(SHIPPED_SAMPLE, page_size=700)))
         return sources[-1]
 
     monkeypatch.setattr(SfmcResource, "get_source", get_source)
@@ -307,7 +308,7 @@ def test_the_dataset_asset_reads_the_source_page_by_page(tmp_path, monkeypatch):
     assert result.success
     assert sources and sources[0].pages_served >= 2
     extension = CONFIG.extension("contacts")
-    expected = reference_validate(EmbeddedSampleSource(SAMPLE_DATA_DIR).read(extension).frame, extension)
+    expected = reference_validate(EmbeddedSampleSource(SHIPPED_SAMPLE).read(extension).frame, extension)
     landed = DatasetStore(tmp_path).read_dataset("contacts")
     pd.testing.assert_frame_equal(landed, expected.valid, check_exact=True)
     metadata = result.get_asset_materialization_events()[0].materialization.metadata

@@ -27,13 +27,14 @@ from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.errors import ApiError
 from sfmc_pipeline.http import HttpTransport, RetrySettings
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.auth import SfmcAuth
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.rowset_decoding import RowsetItems, decode_page
 from sfmc_pipeline.sfmc.rowset_links import page_url
 from sfmc_pipeline.sfmc.source import ExtractError, align_columns, collect_pages
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 ACTIVITIES = CONFIG.extension("activities")
@@ -331,7 +332,7 @@ def test_max_in_flight_stays_within_concurrency_when_pages_are_retried(activitie
 
 
 def test_embedded_pages_are_chunks_of_the_sample_file(tmp_path):
-    source = EmbeddedSampleSource(SAMPLE_DATA_DIR, page_size=1000)
+    source = EmbeddedSampleSource(SHIPPED_SAMPLE, page_size=1000)
     whole = source.read(CONTACTS)
     stream = source.read_pages(CONTACTS)
     frames = list(stream)
@@ -349,7 +350,7 @@ def test_embedded_pages_are_chunks_of_the_sample_file(tmp_path):
 
 
 def test_the_dataset_asset_reads_with_concurrent_page_reads_from_the_config(tmp_path, fake_sfmc, monkeypatch):
-    contacts = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONTACTS).frame.drop_duplicates("SubscriberKey").head(600)
+    contacts = EmbeddedSampleSource(SHIPPED_SAMPLE).read(CONTACTS).frame.drop_duplicates("SubscriberKey").head(600)
     fake_sfmc.add_data_extension("Contacts", contacts.to_dict("records"), primary_key=["SubscriberKey"])
     fake_sfmc.latency = 0.005
     settings = CONFIG.settings.model_copy(update={"page_size": 50, "concurrent_page_reads": 3})
