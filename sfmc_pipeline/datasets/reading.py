@@ -1,17 +1,10 @@
 """Read one extension and land it in memory: plan (full or incremental), read page by page,
-validate, merge, and prove an incremental read complete, falling back to a full read in the same
-run when it is not.
+validate, merge, and prove an incremental read complete, reading in full in the same run when not.
 
-``read_extension`` returns a ``LandedRead``: what the dataset asset writes (``landing``), how it was
-read (``plan``: a full read that replaced an incomplete incremental one says why in
-``plan.reason``), and what the source told about itself (its columns, its ``count``). Nothing is
-written here; the asset decides what lands (the quarantine threshold, the volume guard).
-
-Completeness (``recount.py``): after an incremental read, cheap probes of the extension's ``count``
-(REST: ``$pageSize=1`` requests, unfiltered and per date range of the incremental column; embedded:
-the file's rows), requested *after* the delta, must equal the merged dataset's rows, valid +
-quarantined, in total and per range. The probe's row also tells the extension's columns when the
-delta served none.
+``read_extension`` returns a ``LandedRead``: the dataset and quarantine to write, how they were read
+and what the source told about itself. Nothing is written here (``landing.py`` decides). The proof
+(``recount.py``): probes of the extension's ``count``, requested *after* the delta, must equal the
+merged dataset's rows, valid + quarantined, in total and per date range of the incremental column.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The embedded default: Data Extension extracts as CSV files, shipped in ``data/sample`` or the user's.
 
-Files are named ``<external key>.csv`` in the format an SFMC Data Extract produces (header row, every
-value a string) and go through exactly the same typing and validation as API rows, page by page. A
-file that cannot be read as such an extract fails with ``ExtractError`` naming the file, the line and
-the fix (a missing file of a folder chosen by a setting: ``ConfigurationError`` naming the setting). An
-incremental read (``since``) applies the window SFMC would apply, compared in SFMC system time; a row
-whose value is empty or not a date is outside every window, as in SFMC.
+Files are named ``<external key>.csv`` as an SFMC Data Extract writes them (a header row, every value
+a string) and are typed and validated exactly as API rows. A file that cannot be read as such fails
+with ``ExtractError`` naming the file, the line and the fix (missing in a folder a setting chose:
+``ConfigurationError`` naming the setting). A windowed read (``since``) keeps the rows SFMC would,
+compared in SFMC system time; an empty or non-date value is outside every window, as in SFMC.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """The completeness rules of a rowset read: each answer becomes a checked page, or the read fails.
 
 Every page must be an object with an ``items`` list and the first page's whole-number ``count``;
-each page but the last must be full, the page asked for (``page``) of the first page's
-``pageSize``, and the rows must reach ``count`` exactly when the pages end. Primary-key values
-(compared case-insensitively, as SFMC does) must be unique across the read, so a Data Extension
-rewritten during the read fails it. A page that breaks a rule is read once more before the read
-fails (retryably).
+each page but the last must be full, the page asked for, and the rows must reach ``count`` exactly.
+Primary-key values (compared case-insensitively, as SFMC does) must be unique across the read, so a
+Data Extension rewritten during the read fails it. A page that breaks a rule is read once more
+before the read fails (retryably).
 """
 
 from __future__ import annotations

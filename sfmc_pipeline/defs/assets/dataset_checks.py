@@ -1,16 +1,10 @@
 """The dataset asset's checks: their specs and their results, for a landed read and for a failed one.
 
-A check result describes the dataset it is reported against. Dagster shows a check evaluated in a
-failed run next to the asset's latest materialization, which is the dataset that stays in place, so
-in a failed run (a read that failed, the threshold, the volume guard):
-
-* the check that failed reports what was refused (the read's figures) next to the dataset in place;
-* every other quarantine or volume check reports the dataset in place (its row and quarantine counts,
-  read from its files, and its volume against the guard's reference), never the refused read's
-  figures (an empty read is not "0 rows, passed");
-* a check that could not be verified never passes: ``configured_columns_served`` warns "not
-  verified" when no row was served (Dagster requires every check of a successful step), and a failed
-  run does not report ``no_future_dated_rows`` at all (Dagster shows it failed with the run).
+A check result describes the dataset it is reported against. Dagster shows a check of a failed run
+next to the latest materialization, the dataset that stays in place: so the check that failed
+reports the refused read's figures next to it, every other quarantine or volume check reports the
+dataset in place (never "0 rows, passed" for an empty read), and a check that could not be verified
+never passes (``configured_columns_served`` warns "not verified" when no row was served).
 """
 
 from __future__ import annotations
