@@ -23,6 +23,7 @@ STORAGE_ENV = "SFMC_PIPELINE_STORAGE"
 SAMPLE_ENV = "SFMC_PIPELINE_SAMPLE"
 AS_OF_ENV = "SFMC_PIPELINE_AS_OF"  # the evaluation date (segments/evaluation_date.py)
 ALERT_WEBHOOK_ENV = "SFMC_PIPELINE_ALERT_WEBHOOK"  # where failure alerts are posted (defs/automation/alert_webhook.py)
+EXTRACT_DIR_ENV = "SFMC_PIPELINE_EXTRACT_DIR"  # a folder of extract CSVs the embedded default reads instead
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "pipeline.yaml"
 DEFAULT_STORAGE_DIR = REPO_ROOT / "data" / "storage"
@@ -131,6 +132,32 @@ def sample_day() -> str:
             f"(`sfmc-pipeline sample {DEFAULT_SAMPLE_DAY}`); unset or empty means {DEFAULT_SAMPLE_DAY}."
         )
     return value
+
+
+def extract_dir() -> Path | None:
+    """The folder of extract CSVs (``<external key>.csv``) the embedded default reads instead of a sample
+    day: ``SFMC_PIPELINE_EXTRACT_DIR`` in the project's ``.env`` or the environment (relative to the project
+    root), ``None`` when unset. Set in both to different folders, or a folder that does not exist, is a
+    ``ConfigurationError`` naming the setting, the folder and the fix."""
+    path = project_env_file()
+    in_file = (read_env_file(path).get(EXTRACT_DIR_ENV) or "").strip() or None
+    in_env = (os.environ.get(EXTRACT_DIR_ENV) or "").strip() or None
+    if in_file and in_env and in_file != in_env:
+        raise ConfigurationError(
+            f"{EXTRACT_DIR_ENV}={in_env!r} in this process's environment, but {path} sets {in_file!r}. Keep it in "
+            f"one place: set it in {path} (which `dg dev`, `dg launch` and the daemon read) and unset it in your "
+            "shell; restart `dg dev` if it was started before .env changed."
+        )
+    value = in_file or in_env
+    if value is None:
+        return None
+    folder = REPO_ROOT / Path(value).expanduser()  # an absolute path stays as it is
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"{EXTRACT_DIR_ENV}={value!r} names {folder}, which is not a folder. Point it at the folder holding "
+            "one <external key>.csv per configured Data Extension, or unset it to read the shipped sample data."
+        )
+    return folder
 
 
 def project_env_file() -> Path:

@@ -1,5 +1,5 @@
 """Shared fixtures: the fake SFMC and Salesforce servers (real HTTP on 127.0.0.1), a fake clock,
-a recording sleep, and an isolated storage directory."""
+a recording sleep, an isolated storage directory, and the sample days read from a fresh copy."""
 
 import pytest
 
@@ -49,3 +49,16 @@ def project_env_file(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(settings, "project_env_file", lambda: path)
     monkeypatch.delenv(settings.SAMPLE_ENV, raising=False)
     return path
+
+
+@pytest.fixture(autouse=True)
+def shipped_sample_days(monkeypatch):
+    """The embedded default's sample days are the shipped sample as generated (``shipped_sample.py``), not
+    the working tree's ``data/sample``, and no user extract folder (SFMC_PIPELINE_EXTRACT_DIR) is set."""
+    from sfmc_pipeline import settings
+    from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE_DAYS
+
+    for day, folder in SHIPPED_SAMPLE_DAYS.items():
+        monkeypatch.setitem(settings.SAMPLE_DAYS, day, folder)
+    monkeypatch.delenv(settings.EXTRACT_DIR_ENV, raising=False)
+    return SHIPPED_SAMPLE_DAYS

@@ -24,9 +24,10 @@ from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.salesforce.ids import is_valid_id
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 
 def flow_assets(config: PipelineConfig) -> list:
@@ -54,7 +55,7 @@ def seed_sample_org(org, objects=("Contact", "Lead")):
         if dest.object in objects:
             for name in dest.status_fields:
                 org.add_field(dest.object, name)
-    contacts = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONFIG.extension("contacts")).frame
+    contacts = EmbeddedSampleSource(SHIPPED_SAMPLE).read(CONFIG.extension("contacts")).frame
     for rid in set(contacts["SubscriberKey"]):
         if not is_valid_id(rid):
             continue
@@ -68,10 +69,10 @@ def seed_sample_org(org, objects=("Contact", "Lead")):
 def copy_sample(dest: Path) -> Path:
     """A copy of the shipped first-day sample extracts (data/sample, without next_day/) at ``dest``, for a
     test to edit."""
-    return Path(shutil.copytree(SAMPLE_DATA_DIR, dest, ignore=shutil.ignore_patterns("next_day")))
+    return Path(shutil.copytree(SHIPPED_SAMPLE, dest, ignore=shutil.ignore_patterns("next_day")))
 
 
-def local_resources(storage: Path, sample: Path = SAMPLE_DATA_DIR) -> dict:
+def local_resources(storage: Path, sample: Path = SHIPPED_SAMPLE) -> dict:
     """Resources for a run with no credentials: SFMC extracts from ``sample``, the embedded local CRM
     target, everything written under ``storage``."""
     return {"sfmc": SfmcResource(sample_dir=str(sample)), "salesforce": SalesforceResource(),

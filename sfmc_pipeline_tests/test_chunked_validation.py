@@ -8,7 +8,7 @@ implementation, kept as the reference in validation_reference.py (a copy of the 
 conversion and of pandera's lazy validation of the whole frame, with the Salesforce Id rules
 applied one value at a time). Primary-key duplicates spread over pages are quarantined with their
 raw values, and the temporary spill of raw batches is removed, also when the source fails mid-read.
-The dataset asset reads a source's ``read_pages`` when it has one."""
+The dataset asset reads its source page by page (``read_pages``) and lands the same dataset."""
 
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ from sfmc_pipeline.datasets.conversion import convert_frame, pandas_dtype
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract, validate_pages
 from sfmc_pipeline.salesforce.ids import to_18
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_testing.validation_reference import (
     reference_convert_frame,
     reference_validate,
 )
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 
@@ -183,9 +184,9 @@ EXTENSIONS = [CONFIG.extension("contacts"), CONFIG.extension("campaign_engagemen
 @pytest.mark.parametrize("extension", EXTENSIONS, ids=lambda e: e.asset)
 @pytest.mark.parametrize("few", [0, 10_000], ids=["column-wise", "value-by-value"])
 def test_conversion_gives_the_previous_values_and_issues(extension, few, monkeypatch):
-    from sfmc_pipeline.datasets import conversion
+    from sfmc_pipeline.datasets import number_conversion
 
-    monkeypatch.setattr(conversion, "_FEW", few)  # the exact logic for odd values, either way
+    monkeypatch.setattr(number_conversion, "_FEW", few)  # the exact logic for odd values, either way
     raw = generated_rows(extension, 3000, seed=11)
     raw.index = pd.RangeIndex(3000, 0, -1)  # labels that are not positions
     new, old = convert_frame(raw, extension), reference_convert_frame(raw, extension)
@@ -201,9 +202,9 @@ def test_conversion_gives_the_previous_values_and_issues(extension, few, monkeyp
 ])
 def test_validate_pages_gives_the_previous_result_however_the_rows_are_paged(extension, batch_rows, largest_page,
                                                                               large, tmp_path, monkeypatch):
-    from sfmc_pipeline.datasets import validation
+    from sfmc_pipeline.datasets import chunked_validation
 
-    monkeypatch.setattr(validation, "_LARGE", large)
+    monkeypatch.setattr(chunked_validation, "_LARGE", large)
     raw = generated_rows(extension, 3000, seed=batch_rows)
     expected = reference_validate(raw, extension)
     assert 0 < expected.quarantine.shape[0] < len(raw)  # both outcomes are exercised
@@ -218,7 +219,7 @@ def test_the_shipped_sample_validates_as_before(asset):
     from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 
     extension = CONFIG.extension(asset)
-    frame = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(extension).frame
+    frame = EmbeddedSampleSource(SHIPPED_SAMPLE).read(extension).frame
     expected = reference_validate(frame, extension)
     assert_same(validate_extract(frame, extension), expected)
     assert_same(validate_pages([frame.iloc[i : i + 2500] for i in range(0, len(frame), 2500)], extension,
@@ -269,27 +270,26 @@ def test_a_source_failing_mid_read_leaves_no_spill(tmp_path):
 
 
 class PagedSource:
-    """The embedded source with ``read_pages``: the same rows, served 700 at a time."""
+    """The embedded source serving 700 rows a page; it counts the pages it served."""
 
     mode = "embedded"
 
     def __init__(self, inner):
-        self.inner, self.pages_served = inner, 0
+        self.inner, self.streams = inner, []
 
-    def read(self, extension, since=None):  # pragma: no cover - the asset must not call it
-        raise AssertionError("read() called although read_pages() exists")
+    @property
+    def pages_served(self) -> int:
+        return sum(stream.pages for stream in self.streams)
 
     def read_pages(self, extension, since=None):
-        frame = self.inner.read(extension, since=since).frame
-        for start in range(0, len(frame), 700):
-            self.pages_served += 1
-            yield frame.iloc[start : start + 700]
+        self.streams.append(self.inner.read_pages(extension, since=since))
+        return self.streams[-1]
 
     def probe(self, extension):
         return self.inner.probe(extension)
 
 
-def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkeypatch):
+def test_the_dataset_asset_reads_the_source_page_by_page(tmp_path, monkeypatch):
     from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
     from sfmc_pipeline.defs.resources.sfmc import SfmcResource
     from sfmc_pipeline.defs.resources.storage import StorageResource
@@ -298,7 +298,7 @@ def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkey
     sources = []
 
     def get_source(self, page_size=2500, **kwargs):
-        sources.append(PagedSource(EmbeddedSampleSource(SAMPLE_DATA_DIR)))
+        sources.append(PagedSource(EmbeddedSampleSource(SHIPPED_SAMPLE, page_size=700)))
         return sources[-1]
 
     monkeypatch.setattr(SfmcResource, "get_source", get_source)
@@ -308,7 +308,7 @@ def test_the_dataset_asset_reads_pages_when_the_source_has_them(tmp_path, monkey
     assert result.success
     assert sources and sources[0].pages_served >= 2
     extension = CONFIG.extension("contacts")
-    expected = reference_validate(EmbeddedSampleSource(SAMPLE_DATA_DIR).read(extension).frame, extension)
+    expected = reference_validate(EmbeddedSampleSource(SHIPPED_SAMPLE).read(extension).frame, extension)
     landed = DatasetStore(tmp_path).read_dataset("contacts")
     pd.testing.assert_frame_equal(landed, expected.valid, check_exact=True)
     metadata = result.get_asset_materialization_events()[0].materialization.metadata

@@ -27,16 +27,14 @@ from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.errors import ApiError
 from sfmc_pipeline.http import HttpTransport, RetrySettings
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.auth import SfmcAuth
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
-from sfmc_pipeline.sfmc.rest_source import (
-    SfmcRestSource,
-    _decode_page,
-    _Items,
-    _page_url,
-)
+from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
+from sfmc_pipeline.sfmc.rowset_decoding import RowsetItems, decode_page
+from sfmc_pipeline.sfmc.rowset_links import page_url
 from sfmc_pipeline.sfmc.source import ExtractError, align_columns, collect_pages
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 ACTIVITIES = CONFIG.extension("activities")
@@ -334,7 +332,7 @@ def test_max_in_flight_stays_within_concurrency_when_pages_are_retried(activitie
 
 
 def test_embedded_pages_are_chunks_of_the_sample_file(tmp_path):
-    source = EmbeddedSampleSource(SAMPLE_DATA_DIR, page_size=1000)
+    source = EmbeddedSampleSource(SHIPPED_SAMPLE, page_size=1000)
     whole = source.read(CONTACTS)
     stream = source.read_pages(CONTACTS)
     frames = list(stream)
@@ -352,7 +350,7 @@ def test_embedded_pages_are_chunks_of_the_sample_file(tmp_path):
 
 
 def test_the_dataset_asset_reads_with_concurrent_page_reads_from_the_config(tmp_path, fake_sfmc, monkeypatch):
-    contacts = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONTACTS).frame.drop_duplicates("SubscriberKey").head(600)
+    contacts = EmbeddedSampleSource(SHIPPED_SAMPLE).read(CONTACTS).frame.drop_duplicates("SubscriberKey").head(600)
     fake_sfmc.add_data_extension("Contacts", contacts.to_dict("records"), primary_key=["SubscriberKey"])
     fake_sfmc.latency = 0.005
     settings = CONFIG.settings.model_copy(update={"page_size": 50, "concurrent_page_reads": 3})
@@ -374,10 +372,10 @@ def test_the_dataset_asset_reads_with_concurrent_page_reads_from_the_config(tmp_
 
 def test_page_urls_keep_the_link_and_set_page_and_page_size():
     base = "https://mc1.rest.marketingcloudapis.com/data/v1/customobjectdata/token/abc/rowset"
-    assert _page_url(base + "?$page=2", 7, 2500) == base + "?$page=7&$pageSize=2500"
-    assert _page_url(base + "?$page=2&$pageSize=3", 4, 3) == base + "?$page=4&$pageSize=3"
-    assert _page_url(base + "?%24pagesize=3&x=1&%24page=2", 9, 3) == base + "?x=1&$page=9&$pageSize=3"
-    assert _page_url(base, 2, 10) == base + "?$page=2&$pageSize=10"
+    assert page_url(base + "?$page=2", 7, 2500) == base + "?$page=7&$pageSize=2500"
+    assert page_url(base + "?$page=2&$pageSize=3", 4, 3) == base + "?$page=4&$pageSize=3"
+    assert page_url(base + "?%24pagesize=3&x=1&%24page=2", 9, 3) == base + "?x=1&$page=9&$pageSize=3"
+    assert page_url(base, 2, 10) == base + "?$page=2&$pageSize=10"
 
 
 @pytest.mark.parametrize("concurrency", [0, 17])
@@ -391,16 +389,16 @@ def test_pages_the_columnar_decoder_does_not_take_are_read_the_ordinary_way(acti
     """A usual page is decoded into columns; any other (a number or null where strings are, an ISO
     date pyarrow would take for a timestamp) goes through the ordinary JSON parser, same frame."""
     page = _body(2, [_wire(i) for i in range(5, 10)])
-    assert isinstance(_decode_page(json.dumps(page).encode(), "utf-8")["items"], _Items)
+    assert isinstance(decode_page(json.dumps(page).encode(), "utf-8")["items"], RowsetItems)
     odd = _body(2, [_wire(i) for i in range(5, 10)])
     odd["items"][0]["values"]["detail"] = 5
     odd["items"][1]["values"]["detail"] = None
     odd["items"][2]["values"]["activitytype"] = "2026-11-01T09:30:00"
-    assert _decode_page(json.dumps(odd).encode(), "utf-8") is None
+    assert decode_page(json.dumps(odd).encode(), "utf-8") is None
     dated = _body(3, [_wire(i) for i in range(10, 15)])
     for item in dated["items"]:
         item["values"]["activitytype"] = "2026-11-01"  # every value ISO: read again as strings, still columns
-    assert isinstance(_decode_page(json.dumps(dated).encode(), "utf-8")["items"], _Items)
+    assert isinstance(decode_page(json.dumps(dated).encode(), "utf-8")["items"], RowsetItems)
     activities.fail_next(200, body=odd, path_contains="/token/", page=2)
     activities.fail_next(200, body=dated, path_contains="/token/", page=3)
     frame = source_for(concurrency=4).read(ACTIVITIES).frame

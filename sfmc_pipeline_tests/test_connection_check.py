@@ -21,10 +21,11 @@ from sfmc_pipeline.cli.check_report import CheckLine, Report, flatten, split_adv
 from sfmc_pipeline.cli.check_salesforce import longest_status_values
 from sfmc_pipeline.http import Redactor
 from sfmc_pipeline.salesforce.rest import SalesforceClient
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_testing.salesforce_fixtures import JwtKey
 from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 SFMC_SECRET = "sfmc-secret-Zq8w2"
 SF_SECRET = "salesforce-secret-Kx91"
@@ -124,10 +125,10 @@ def test_all_ok_against_the_fake_servers(capsys, monkeypatch, sfmc, org):
 def test_embedded_and_local_mode_name_the_files_they_would_use(capsys, tmp_path):
     status, lines, printed = check(capsys)
     assert status == 0, printed
-    assert "embedded mode" in lines["SFMC"][0] and str(SAMPLE_DATA_DIR) in lines["SFMC"][0]
+    assert "embedded mode" in lines["SFMC"][0] and str(SHIPPED_SAMPLE) in lines["SFMC"][0]
     for ext in CONFIG.data_extensions:
         (line,) = lines[f"SFMC Data Extension {ext.key}"]
-        sample = SAMPLE_DATA_DIR / f"{ext.key}.csv"
+        sample = SHIPPED_SAMPLE / f"{ext.key}.csv"
         with sample.open(encoding="utf-8", newline="") as f:
             rows = sum(1 for _ in csv.reader(f)) - 1  # the header row
         assert f"would read {sample}, {rows:,} row(s) (asset {ext.asset})" in line

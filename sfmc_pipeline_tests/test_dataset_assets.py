@@ -16,8 +16,9 @@ from sfmc_pipeline.definitions import build_resources
 from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 DATASET_ASSETS = build_dataset_assets(CONFIG)
@@ -48,7 +49,7 @@ def test_embedded_default_lands_every_extension(tmp_path):
     assert result.success
     metadata = _materializations(result)
     store = DatasetStore(tmp_path)
-    source = EmbeddedSampleSource(SAMPLE_DATA_DIR)
+    source = EmbeddedSampleSource(SHIPPED_SAMPLE)
     for ext in CONFIG.data_extensions:
         meta = metadata[ext.asset]
         assert meta["source_mode"] == "embedded"
@@ -87,7 +88,7 @@ def test_rerun_replaces_instead_of_appending(tmp_path):
 
 
 def test_real_mode_via_environment_variables(tmp_path, fake_sfmc, monkeypatch):
-    source = EmbeddedSampleSource(SAMPLE_DATA_DIR)
+    source = EmbeddedSampleSource(SHIPPED_SAMPLE)
     served = {}
     for ext in CONFIG.data_extensions:
         rows = source.read(ext).frame.head(300).to_dict("records")
@@ -119,7 +120,7 @@ def test_above_threshold_the_run_fails_and_keeps_the_old_dataset(tmp_path):
     before = pd.read_parquet(DatasetStore(tmp_path).dataset_path("contacts"))
     held = DatasetStore(tmp_path).quarantine_path("contacts").read_bytes()
     sample = tmp_path / "sample"
-    shutil.copytree(SAMPLE_DATA_DIR, sample)
+    shutil.copytree(SHIPPED_SAMPLE, sample)
     contacts = pd.read_csv(sample / "Contacts.csv", dtype=str, keep_default_na=False)
     contacts.loc[: len(contacts) // 10, "Email"] = "broken-address"  # ~10% bad rows
     contacts.to_csv(sample / "Contacts.csv", index=False)

@@ -21,10 +21,11 @@ from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.http import RetrySettings
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.source import ExtractError
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 ACTIVITIES = CONFIG.extension("activities")
@@ -178,7 +179,7 @@ def test_a_transient_bad_page_is_read_again_and_the_read_succeeds(fake_sfmc, act
 
 def _contacts(n: int) -> list[dict]:
     """``n`` sample contacts with distinct keys (SFMC enforces the primary key)."""
-    frame = EmbeddedSampleSource(SAMPLE_DATA_DIR).read(CONTACTS).frame
+    frame = EmbeddedSampleSource(SHIPPED_SAMPLE).read(CONTACTS).frame
     return frame.drop_duplicates("SubscriberKey").head(n).to_dict("records")
 
 

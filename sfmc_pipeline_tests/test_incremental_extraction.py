@@ -24,6 +24,7 @@ from sfmc_pipeline.datasets.incremental import (
     config_fingerprint,
     plan_read,
     state_path,
+    without_previous,
 )
 from sfmc_pipeline.datasets.merge import merge_delta
 from sfmc_pipeline.datasets.storage import DatasetStore
@@ -318,7 +319,8 @@ def test_plan_read_says_why_a_read_is_full():
     assert plan(full_refresh=True, state_problem="damaged").reason == "full_refresh requested"
     assert plan(stored=None, state_problem="x.json cannot be read").reason == "incremental state unreadable"
     assert plan(stored=None).reason == "first read" and plan().tracks_mark
-    assert plan(previous_problem="gone").reason == "no previous dataset"
+    no_previous = without_previous(plan(), "gone")
+    assert (no_previous.mode, no_previous.reason, no_previous.detail) == ("full", "no previous dataset", "gone")
 
 
 def test_a_damaged_state_file_reads_in_full_and_is_written_again(activities):

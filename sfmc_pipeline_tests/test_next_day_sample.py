@@ -42,9 +42,9 @@ from sfmc_pipeline_tests.flow_fixtures import (
     sync_metadata,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE_DAYS
 
-FIRST_DAY = settings.SAMPLE_DATA_DIR
-NEXT_DAY = settings.SAMPLE_DATA_DIR / "next_day"
+FIRST_DAY, NEXT_DAY = SHIPPED_SAMPLE_DAYS["first_day"], SHIPPED_SAMPLE_DAYS["next_day"]
 MANIFEST = json.loads((NEXT_DAY / "sample.json").read_text(encoding="utf-8"))
 CHANGES = {c["name"]: c for c in MANIFEST["changes"]}
 FILES = ["Contacts.csv", "CampaignEngagement.csv", "Activities.csv"]
@@ -71,7 +71,9 @@ def test_the_sample_day_in_the_project_env_file_picks_the_folder(project_env_fil
     assert all((folder / name).is_file() for name in [*FILES, "sample.json"])
 
 
-def test_an_unknown_sample_day_is_a_clear_error(project_env_file, tmp_path):
+def test_an_unknown_sample_day_is_a_clear_error(project_env_file, tmp_path, monkeypatch):
+    shipped = {"first_day": settings.SAMPLE_DATA_DIR, "next_day": settings.SAMPLE_DATA_DIR / "next_day"}
+    monkeypatch.setattr(settings, "SAMPLE_DAYS", shipped)  # as the message names them (nothing is read)
     project_env_file.write_text(f"{settings.SAMPLE_ENV}=day_two\n", encoding="utf-8")
     with pytest.raises(ConfigurationError) as raised:
         settings.sample_data_dir()
@@ -184,7 +186,8 @@ def test_the_generator_reproduces_both_days(tmp_path):
     out = tmp_path / "sample"
     subprocess.run([sys.executable, str(settings.REPO_ROOT / "scripts" / "generate_sample_data.py"), "--out", str(out)],
                    check=True, capture_output=True)
-    for folder, shipped in [(out, FIRST_DAY), (out / "next_day", NEXT_DAY)]:
+    shipped_days = [settings.SAMPLE_DATA_DIR, settings.SAMPLE_DATA_DIR / "next_day"]  # the working tree's files
+    for folder, shipped in [(out, shipped_days[0]), (out / "next_day", shipped_days[1])]:
         names = sorted(p.name for p in shipped.iterdir() if p.is_file())
         assert names == sorted(p.name for p in folder.iterdir() if p.is_file())
         _, mismatch, errors = filecmp.cmpfiles(shipped, folder, names, shallow=False)

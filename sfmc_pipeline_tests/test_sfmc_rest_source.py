@@ -20,7 +20,8 @@ from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.errors import ApiError, ConfigurationError
 from sfmc_pipeline.http import RetrySettings, normalize_base_url
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
-from sfmc_pipeline.sfmc.rest_source import SfmcRestSource, _next_url, window_filter
+from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
+from sfmc_pipeline.sfmc.rowset_links import next_url, window_filter
 from sfmc_pipeline.sfmc.source import ExtractError
 
 SECRET = "fake-client-secret"
@@ -332,12 +333,12 @@ def test_a_rest_instance_url_off_the_vendor_domain_is_refused_and_gets_no_token(
 def test_next_links_resolve_within_the_rest_origin_only():
     rest = "https://mc123.rest.marketingcloudapis.com/"
     page_2 = "v1/customobjectdata/token/abc/rowset?$page=2"
-    assert _next_url(rest, "/" + page_2, "DE", 1) == rest + "data/" + page_2  # the normal, relative link
-    assert _next_url(rest, "/data/" + page_2, "DE", 1) == rest + "data/" + page_2
-    assert _next_url(rest, "https://MC123.rest.marketingcloudapis.com:443/data/" + page_2, "DE", 1).endswith(page_2)
+    assert next_url(rest, "/" + page_2, "DE", 1) == rest + "data/" + page_2  # the normal, relative link
+    assert next_url(rest, "/data/" + page_2, "DE", 1) == rest + "data/" + page_2
+    assert next_url(rest, "https://MC123.rest.marketingcloudapis.com:443/data/" + page_2, "DE", 1).endswith(page_2)
     for link in ("http://mc123.rest.marketingcloudapis.com/data/" + page_2,  # a downgrade to plain http
                  "https://mc123.rest.marketingcloudapis.com:8443/data/" + page_2,
                  "https://mc123.rest.marketingcloudapis.com.evil.example/data/" + page_2):
         with pytest.raises(ExtractError, match="was refused and the access token was not sent there") as info:
-            _next_url(rest, link, "DE", 1)
+            next_url(rest, link, "DE", 1)
         assert not info.value.retryable

@@ -9,6 +9,7 @@ from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.salesforce.ids import is_valid_id, to_18, valid_id_mask
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 ID_A = to_18("0035e00000ABCde")
@@ -98,10 +99,9 @@ def test_a_row_with_several_problems_lists_them_all_once():
 
 
 def test_row_count_invariant_on_the_sample_data():
-    from sfmc_pipeline.settings import SAMPLE_DATA_DIR
     from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 
-    source = EmbeddedSampleSource(SAMPLE_DATA_DIR)
+    source = EmbeddedSampleSource(SHIPPED_SAMPLE)
     for ext in CONFIG.data_extensions:
         extract = source.read(ext)
         result = validate_extract(extract.frame, ext)

@@ -23,7 +23,7 @@ import yaml
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
-from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH, SAMPLE_DATA_DIR
+from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_tests.flow_fixtures import (
     ASSETS as FULL_FLOW,
 )
@@ -39,6 +39,7 @@ from sfmc_pipeline_tests.flow_fixtures import (
     step_failures,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
 
 ACCEPT = {"ops": {"contacts": {"config": {"accept_volume_change": True}}}}
 ACCEPT_HINT = "`ops: {contacts: {config: {accept_volume_change: true}}}`"
@@ -169,7 +170,7 @@ def test_a_drop_beyond_the_limit_fails_and_one_within_it_passes(sample, storage)
     assert ACCEPT_HINT in message and "`max_row_drop`" in message
     assert _contents(*kept) == kept and len(kept) == 2
 
-    shutil.copy(SAMPLE_DATA_DIR / "Contacts.csv", sample / "Contacts.csv")
+    shutil.copy(SHIPPED_SAMPLE / "Contacts.csv", sample / "Contacts.csv")
     _keep_contacts(sample, 0.85)
     within = _run(_contacts_asset(), sample, storage)
     assert within.success
@@ -245,7 +246,7 @@ def test_two_steps_within_the_limit_are_caught_like_one_against_the_window(sampl
     assert first_step.success
     step = _rows_valid(first_step)
 
-    shutil.copy(SAMPLE_DATA_DIR / "Contacts.csv", sample / "Contacts.csv")
+    shutil.copy(SHIPPED_SAMPLE / "Contacts.csv", sample / "Contacts.csv")
     _keep_contacts(sample, 0.72)  # another 15% fewer than the last run, 28% fewer than two days ago
     clock.now += dt.timedelta(days=1)
     second_step = _run(assets, sample, storage)
@@ -271,7 +272,7 @@ def test_counts_older_than_the_window_no_longer_count(sample, storage):
     clock.now += dt.timedelta(days=1)
     _keep_contacts(sample, 0.85)
     step = _rows_valid(_run(assets, sample, storage))
-    shutil.copy(SAMPLE_DATA_DIR / "Contacts.csv", sample / "Contacts.csv")
+    shutil.copy(SHIPPED_SAMPLE / "Contacts.csv", sample / "Contacts.csv")
     _keep_contacts(sample, 0.72)
     clock.now += dt.timedelta(days=7, hours=1)  # the full count is 8 days old: the last success is the reference
     passed = _run(assets, sample, storage)

@@ -10,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.cli.check_report import AGAIN, BACKOFF_SECONDS, MAX_RETRIES, TIMEOUT_SECONDS, Report
+from sfmc_pipeline.cli.check_report import (
+    AGAIN,
+    BACKOFF_SECONDS,
+    MAX_RETRIES,
+    TIMEOUT_SECONDS,
+    Report,
+)
 from sfmc_pipeline.config import PipelineConfig
 from sfmc_pipeline.config.data_extensions import PipelineSettings
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource

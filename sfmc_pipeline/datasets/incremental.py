@@ -1,51 +1,11 @@
 """Incremental reads: which rows to fetch (full, or a window on the cursor column) and the mark
 that remembers how far the dataset has seen.
 
-A Data Extension with an ``incremental_column`` (a Date column that grows when a row is added or
-changed: ``ModifiedDate``, or ``OccurredAt`` of an append-only log) and a primary key is read
-incrementally once it has a stored high-water mark: only the rows whose cursor is at or after
-``mark - settings.incremental_overlap_minutes`` (default 60) are fetched, and ``merge.py`` merges
-them into the previous dataset by primary key. The overlap re-reads the last hour on purpose:
-SFMC dates have second precision, rows are committed late and clocks skew, and re-reading a row
-that did not change is harmless (the merge keeps one row per key).
-
-**Time zones.** The mark is kept in UTC, like the dataset's Date columns. SFMC serves and compares
-dates in its system time, US Central Standard Time (UTC-6 all year, no daylight saving; see
-``conversion.py``), so the window's bounds are converted to that time before they go into the
-rowset ``$filter`` (``rest_source.py``); the embedded sample is filtered locally in system time too,
-which is the same window.
-
-**The mark** is the newest cursor among the rows of the dataset after a successful
-materialization that is not later than the time of the read: a row dated in the future (a typo
-year, a scheduled date) never moves the window, not even to the read time, so rows that arrive
-afterwards with real dates are still in the next window. Such rows are counted (``future_dated``)
-and reported, and, being at or after every window's start, read again by every incremental read
-(harmless: the merge keeps one row per key). The mark is kept with the time of the last full
-read in ``state/datasets/<asset>.incremental.json``, written atomically, after the dataset was
-written, and not in a dry run: a run that fails (quarantine above the threshold, volume guard,
-an API error, a crash) leaves the mark where it was, so the next run's window starts at the same
-place.
-
-**An incremental read proves it is complete** (``recount.completeness_problem``): after the merge,
-the dataset's rows (valid + quarantined) must equal the Data Extension's ``count``, in total and per
-date range of the cursor (the window, each of the last days before it, everything older: ``recount.py``),
-probed with cheap requests *after* the delta was read. A difference means rows were missed (a
-late-arriving row whose cursor lies before the window, as event timestamps often do) or deleted
-in SFMC, and the same run reads every row instead (``full_read_reason`` says why). Probing after
-the delta makes a race err towards a full read: a row added or deleted between the two requests
-shows in the count but not in the delta. A merge that is right always matches: SFMC counts every
-row, and the dataset keeps every row once, valid or quarantined (rows sharing a primary key are
-all quarantined, as in a full read; rows whose key does not convert are kept under the key as
-served). A merge that cannot be right (a duplicate key split between the delta and the stored
-rows, rows without a key value) does not match, and a full read settles it.
-
-**Full reads** (today's behaviour, every row) happen when the extension has no incremental column
-or no primary key, on the first read (no mark yet), when a run asks for it (run config
-``full_refresh: true``), when the last full read is ``settings.full_refresh_every_days`` old
-(default 7; 0 = only on request) so that rows deleted in SFMC leave the dataset, when the
-extension's columns, key or checks changed since the mark (old rows must be validated by the new
-rules), and when the previous dataset or its quarantine is missing or unreadable (a delta is
-never merged into nothing).
+An extension with an ``incremental_column`` (a Date that grows when a row is added or changed) and a
+primary key is read incrementally once it has a stored mark: the rows at or after ``mark -
+settings.incremental_overlap_minutes`` (re-read on purpose: second precision, late commits, clock
+skew), merged by key (``merge.py``) and proved complete (``recount.py``). The mark is kept in UTC;
+the window goes to SFMC in its system time (UTC-6 all year), as SFMC compares dates.
 """
 
 from __future__ import annotations
@@ -61,11 +21,8 @@ from typing import Any
 import pandas as pd
 
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig, PipelineSettings
-from sfmc_pipeline.datasets.conversion import (
-    SFMC_SYSTEM_TZ,
-    convert_frame,
-    pandas_dtype,
-)
+from sfmc_pipeline.datasets.conversion import convert_frame, pandas_dtype
+from sfmc_pipeline.datasets.date_conversion import SFMC_SYSTEM_TZ
 from sfmc_pipeline.datasets.storage import (
     DatasetStore,
     StorageError,
@@ -87,8 +44,8 @@ PERIODIC = "periodic full refresh due"
 NO_PREVIOUS = "no previous dataset"
 INCOMPLETE = "incremental read incomplete"  # followed by the counts: see recount.completeness_problem
 
-# The columns a quarantine has after the configured ones (see validation.py; ``_run_id`` is added
-# by the dataset asset).
+# The columns a quarantine has after the configured ones (see quarantine_assembly.py; ``_run_id`` is added
+# when a read is landed, reading.py).
 QUARANTINE_COLUMNS = ["_row_number", "_reasons", "_checks", "_columns", "_run_id"]
 
 
@@ -145,10 +102,14 @@ def plan_read(
     now: dt.datetime,
     full_refresh: bool = False,
     state_problem: str | None = None,
-    previous_problem: str | None = None,
 ) -> ReadPlan:
-    """Full or incremental, and from when. Pure: the caller loads the state and the previous dataset
-    (``state_problem`` / ``previous_problem`` say why they could not be)."""
+    """Full or incremental, and from when. Pure: the caller loads the state (``state_problem`` says
+    why it could not be) and, for an incremental plan, the previous dataset (``without_previous``).
+
+    A read is full without an incremental column or a primary key, on the first read (no mark yet),
+    when the run asks for it (``full_refresh``), when the last full read is
+    ``settings.full_refresh_every_days`` old (so rows deleted in SFMC leave the dataset), and when
+    the extension's columns, key or checks changed since the mark (old rows meet the new rules)."""
     def full(reason: str, detail: str) -> ReadPlan:
         return ReadPlan(FULL, reason=reason, detail=detail, state=state)
 
@@ -169,10 +130,14 @@ def plan_read(
     if every and (state.last_full_read_at is None or now - state.last_full_read_at >= dt.timedelta(days=every)):
         age = "never" if state.last_full_read_at is None else f"{(now - state.last_full_read_at).days} day(s) ago"
         return full(PERIODIC, f"the last full read was {age} (full_refresh_every_days: {every})")
-    if previous_problem:
-        return full(NO_PREVIOUS, previous_problem)
     since = window_start(state.high_water_mark, settings.incremental_overlap_minutes)
     return ReadPlan(INCREMENTAL, since=since, state=state)
+
+
+def without_previous(plan: ReadPlan, problem: str) -> ReadPlan:
+    """The full read that replaces an incremental ``plan`` whose previous dataset could not be loaded
+    (``problem`` says why): the delta would have nothing to be merged into."""
+    return ReadPlan(FULL, reason=NO_PREVIOUS, detail=problem, state=plan.state)
 
 
 def window_start(mark: dt.datetime, overlap_minutes: int) -> dt.datetime:
@@ -197,7 +162,9 @@ def raw_cursor(raw: pd.DataFrame, extension: DataExtensionConfig) -> pd.Series:
 
 def high_water_mark(valid: pd.DataFrame, extension: DataExtensionConfig, now: dt.datetime) -> dt.datetime | None:
     """The newest cursor among the dataset's rows that is not later than ``now`` (the read time);
-    None without one. Future-dated rows (``future_dated``) are left out: they never move the window."""
+    None without one. Future-dated rows (``future_dated``: a typo year, a scheduled date) are left
+    out: they never move the window, so rows that arrive later with real dates are still in the next
+    one (and they are read again by every incremental read, which the merge makes harmless)."""
     cursor = valid[extension.incremental_column]
     newest = cursor[~future_dated(valid, extension, now)].max() if len(valid) else pd.NaT
     if pd.isna(newest):
@@ -246,6 +213,8 @@ def stored_state(store: DatasetStore, asset: str) -> tuple[IncrementalState | No
 
 
 def record_state(store: DatasetStore, asset: str, state: IncrementalState) -> Path:
+    """Store the mark (atomically), after the dataset was written and never in a dry run: a run that
+    fails leaves the mark where it was, so the next run's window starts at the same place."""
     return write_json(
         {
             "high_water_mark": _format_time(state.high_water_mark),

@@ -1,23 +1,9 @@
-"""Land a read: a full read replaces the dataset and quarantine, an incremental one (a delta) is
-merged into them by primary key.
+"""Land a read in memory: a full read replaces the dataset and quarantine, an incremental one (a
+delta) is merged into them by primary key (``merge_delta``).
 
-Merge rules (``merge_delta``): a key the delta holds, valid or quarantined, takes the delta's row,
-unless the stored row's cursor is newer (a tie, or a cursor that is not a date, goes to the
-delta); every other stored row is kept as it is, in the dataset or in the quarantine. So a row
-quarantined in an earlier run and absent from the delta stays quarantined (its profile stays
-*held*, instead of looking like a profile that left), and a delta row replaces the stored one
-wherever it was: a row that became valid leaves the quarantine, one that became invalid leaves
-the dataset. Keys are compared as the dataset holds them (converted like the column: surrounding
-spaces stripped, 15-character Salesforce Ids in their 18-character form); a key part that does
-not convert is compared as served.
-
-When the materialization fails, the dataset and its quarantine both stay as they were: the
-quarantine the failed run would have landed is written elsewhere, for inspection only, and never
-becomes the base of the next merge (``assets/datasets.py``).
-
-A full read needs of the previous dataset only which rows it held (``rows_changed``): it gets them
-as row hashes read row group by row group (``previous_for_full_read``), not as a frame, so a full
-read holds one dataset in memory, not two.
+A full read needs of the previous dataset only which rows it held (``rows_changed``): their row
+hashes, read row group by row group, so a full read holds one dataset in memory, not two. The
+quarantine of a failed run never becomes the base of a merge (``landing.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +23,9 @@ from sfmc_pipeline.datasets.incremental import (
     ReadPlan,
     raw_cursor,
 )
+from sfmc_pipeline.datasets.memory import release_memory
+from sfmc_pipeline.datasets.row_hashes import row_hash
 from sfmc_pipeline.datasets.storage import DatasetStore, as_pandas, iter_parquet
-from sfmc_pipeline.datasets.validation import release_memory, row_hash
 
 _SEPARATOR = "\x1f"  # between the parts of a composite key
 
@@ -61,7 +48,13 @@ def land(plan: ReadPlan, valid: pd.DataFrame, quarantine: pd.DataFrame, previous
 
 def merge_delta(previous_valid: pd.DataFrame, previous_quarantine: pd.DataFrame, delta_valid: pd.DataFrame,
                 delta_quarantine: pd.DataFrame, extension: DataExtensionConfig) -> Landing:
-    """Merge a validated delta into the previous dataset and quarantine (see the module docstring)."""
+    """Merge a validated delta into the previous dataset and quarantine.
+
+    A key the delta holds, valid or quarantined, takes the delta's row, unless the stored row's cursor
+    is newer (a tie, or a cursor that is not a date, goes to the delta); every other stored row is
+    kept where it is. So a quarantined row absent from the delta stays quarantined (its profile stays
+    *held*), and a delta row replaces the stored one wherever it was. Keys are compared as the dataset
+    holds them (stripped, 18-character Salesforce Ids); a key part that does not convert, as served."""
     column = extension.incremental_column
     stored_keys, held_keys = typed_keys(previous_valid, extension), raw_keys(previous_quarantine, extension)
     valid_keys, bad_keys = typed_keys(delta_valid, extension), raw_keys(delta_quarantine, extension)

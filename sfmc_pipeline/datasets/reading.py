@@ -1,27 +1,16 @@
 """Read one extension and land it in memory: plan (full or incremental), read page by page,
-validate, merge, and prove an incremental read complete, falling back to a full read in the same
-run when it is not.
+validate, merge, and prove an incremental read complete, reading in full in the same run when not.
 
-``read_extension`` returns a ``LandedRead``: what the dataset asset writes (``landing``), how it was
-read (``plan``: a full read that replaced an incomplete incremental one says why in
-``plan.reason``), and what the source told about itself (its columns, its ``count``). Nothing is
-written here; the asset decides what lands (the quarantine threshold, the volume guard).
-
-Completeness (``recount.py``): after an incremental read, cheap probes of the extension's ``count``
-(REST: ``$pageSize=1`` requests, unfiltered and per date range of the incremental column; embedded:
-the file's rows), requested *after* the delta, must equal the merged dataset's rows, valid +
-quarantined, in total and per range. The probe's row also tells the extension's columns when the
-delta served none.
+``read_extension`` returns a ``LandedRead``: the dataset and quarantine to write, how they were read
+and what the source told about itself. Nothing is written here (``landing.py`` decides). The proof
+(``recount.py``): probes of the extension's ``count``, requested *after* the delta, must equal the
+merged dataset's rows, valid + quarantined, in total and per date range of the incremental column.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
-
-import pandas as pd
 
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig, PipelineSettings
 from sfmc_pipeline.datasets.incremental import (
@@ -33,7 +22,9 @@ from sfmc_pipeline.datasets.incremental import (
     load_previous,
     plan_read,
     stored_state,
+    without_previous,
 )
+from sfmc_pipeline.datasets.memory import release_memory
 from sfmc_pipeline.datasets.merge import (
     Landing,
     as_row_hashes,
@@ -47,61 +38,14 @@ from sfmc_pipeline.datasets.recount import (
     recount_ranges,
 )
 from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.datasets.validation import (
-    ValidationResult,
-    release_memory,
-    validate_pages,
-)
-
-
-class PagedRead:
-    """One read of an extension as the dataset asset consumes it: ``pages`` (raw string frames under
-    the configured names, in order) and what the read says about itself, final once the pages are
-    consumed: ``source``, ``api_calls``, ``unmapped_columns``, ``missing_columns`` (taken from the
-    source's ``PageStream``, or from its ``RawExtract``)."""
-
-    def __init__(self, pages: Iterable[pd.DataFrame], about, fallback_source: str = ""):
-        self.pages, self._about, self._fallback_source = pages, about, fallback_source
-
-    @property
-    def source(self) -> str:
-        return getattr(self._about, "source", None) or self._fallback_source
-
-    @property
-    def api_calls(self) -> int:
-        return getattr(self._about, "api_calls", 0) or 0
-
-    @property
-    def unmapped_columns(self) -> list[str]:
-        return list(getattr(self._about, "unmapped_columns", None) or [])
-
-    @property
-    def missing_columns(self) -> list[str]:
-        return list(getattr(self._about, "missing_columns", None) or [])
-
-
-@contextmanager
-def open_read(source, extension: DataExtensionConfig, since: dt.datetime | None) -> Iterator[PagedRead]:
-    """The read of ``extension`` page by page: ``source.read_pages`` when the source has it (a
-    ``PageStream``, closed on leaving, so a failed validation stops the read), else ``source.read``
-    as a single page."""
-    if not hasattr(source, "read_pages"):
-        extract = source.read(extension, since=since)
-        yield PagedRead([extract.frame], extract)
-        return
-    stream = source.read_pages(extension, since=since)
-    try:
-        yield PagedRead(stream, stream, fallback_source=f"{source.mode} source, Data Extension {extension.key!r}")
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+from sfmc_pipeline.datasets.validation import ValidationResult, validate_pages
+from sfmc_pipeline.sfmc.source import DataExtensionSource, PageStream
 
 
 @dataclass(frozen=True)
 class LandedRead:
     plan: ReadPlan  # how the landed rows were read (FULL with the reason when an incremental read was incomplete)
-    extract: PagedRead  # the read that was landed
+    extract: PageStream  # the read that was landed
     result: ValidationResult  # its validation
     landing: Landing  # the dataset and quarantine it lands
     api_calls: int  # every request of the step's reads and probe
@@ -111,7 +55,7 @@ class LandedRead:
     incremental_rows_fetched: int | None = None  # rows of an incremental read found incomplete and replaced
 
 
-def read_extension(source, extension: DataExtensionConfig, settings: PipelineSettings, store: DatasetStore, *,
+def read_extension(source: DataExtensionSource, extension: DataExtensionConfig, settings: PipelineSettings, store: DatasetStore, *,
                    now: dt.datetime, full_refresh: bool, run_id: str) -> LandedRead:
     """Plan, read, validate and land ``extension`` in memory (see the module docstring). The source's
     errors (``ExtractError``, ``ApiError``) propagate."""
@@ -119,8 +63,8 @@ def read_extension(source, extension: DataExtensionConfig, settings: PipelineSet
     plan = plan_read(extension, settings, state, now=now, full_refresh=full_refresh, state_problem=state_problem)
     if plan.mode == INCREMENTAL:  # the delta is merged into the previous dataset: load it
         previous = load_previous(store, extension)
-        plan = plan_read(extension, settings, state, now=now, full_refresh=full_refresh,
-                         state_problem=state_problem, previous_problem=previous.problem)
+        if previous.problem:
+            plan = without_previous(plan, previous.problem)
     if plan.mode != INCREMENTAL:  # a full read replaces it: only its row hashes (rows_changed)
         previous = previous_for_full_read(store, extension)
     extract, result, landing = _read_once(source, extension, plan, previous, run_id)
@@ -151,10 +95,11 @@ def read_extension(source, extension: DataExtensionConfig, settings: PipelineSet
                       source_rows=probe.rows, incremental_rows_fetched=fetched)
 
 
-def _read_once(source, extension: DataExtensionConfig, plan: ReadPlan, previous: Previous, run_id: str
-               ) -> tuple[PagedRead, ValidationResult, Landing]:
-    # Pages are typed and checked as they arrive (the source's errors surface here, mid-read).
-    with open_read(source, extension, plan.since) as extract:
-        result = validate_pages(extract.pages, extension)
+def _read_once(source: DataExtensionSource, extension: DataExtensionConfig, plan: ReadPlan, previous: Previous,
+               run_id: str) -> tuple[PageStream, ValidationResult, Landing]:
+    # Pages are typed and checked as they arrive (the source's errors surface here, mid-read); leaving
+    # the block closes the stream, so a failed validation stops the read.
+    with source.read_pages(extension, since=plan.since) as extract:
+        result = validate_pages(extract, extension)
     landing = land(plan, result.valid, result.quarantine.assign(_run_id=run_id), previous, extension)
     return extract, result, landing

@@ -1,14 +1,10 @@
 """The proof that an incremental read is complete: the merged dataset's rows, counted by date range
 of the incremental column, are what SFMC counts in the same ranges.
 
-A total count alone misses a late-arriving row and a deleted row that cancel out, and an event log
-gets both every day: late events dated days back, old rows pruned by a retention policy. So the rows
-(valid + quarantined) are counted per range: the read's window, each of the ``RECOUNT_DAYS`` days
-before it (where late rows land), everything older (where retention deletes), and the rows without a
-date (the rest of the total). A late row and a deleted one then cancel out only on the same day and
-in equal numbers; the periodic full read settles even that. The ranges are in SFMC system time and
-inclusive, as SFMC's ``between`` compares them; each is one ``$pageSize=1`` request of the source's
-``probe``, ``RECOUNT_DAYS + 3`` with the total.
+A total alone misses a late-arriving row and a deleted one that cancel out (an event log gets both
+daily), so the rows (valid + quarantined) are counted per range (``recount_ranges``), in SFMC system
+time and inclusive, as SFMC's ``between`` compares them; each range is one ``$pageSize=1`` request
+of the source's ``probe``.
 """
 
 from __future__ import annotations
@@ -20,7 +16,10 @@ import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig
-from sfmc_pipeline.datasets.conversion import sfmc_system_times, utc_to_system_times
+from sfmc_pipeline.datasets.date_conversion import (
+    sfmc_system_times,
+    utc_to_system_times,
+)
 from sfmc_pipeline.datasets.incremental import INCOMPLETE, to_system_time
 
 RECOUNT_DAYS = 7  # late rows older than this are caught by the periodic full read
@@ -44,8 +43,10 @@ class DateRange:
 
 
 def recount_ranges(since: dt.datetime) -> list[DateRange]:
-    """The window of a read starting at ``since`` (UTC), each of the ``RECOUNT_DAYS`` days before it, and
-    everything older, in SFMC system time."""
+    """The window of a read starting at ``since`` (UTC), each of the ``RECOUNT_DAYS`` days before it
+    (where late rows land), and everything older (where retention deletes), in SFMC system time; the
+    rows without a date are the rest of the total. A late row and a deleted one then cancel out only
+    on the same day and in equal numbers; the periodic full read settles even that."""
     start = to_system_time(since).replace(microsecond=0)
     day = dt.timedelta(days=1)
     ranges = [DateRange(start, LATEST)]

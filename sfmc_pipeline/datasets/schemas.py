@@ -1,7 +1,7 @@
 """One pandera schema per Data Extension, generated from its config (the single source of truth).
 
 Every check carries a ``name`` ``<kind>`` and an ``error`` in plain words, which
-``validation.py`` turns into quarantine reasons. The same config also yields the Dagster
+``chunked_validation.py`` turns into quarantine reasons. The same config also yields the Dagster
 ``TableSchema`` shown in the UI.
 """
 
@@ -38,7 +38,7 @@ _ROW_OPS = {
 
 def build_schema(extension: DataExtensionConfig) -> pa.DataFrameSchema:
     """The whole contract of a dataset: column types, nullability, column checks, row checks and
-    primary-key uniqueness. ``validation.py`` evaluates the same checks batch by batch
+    primary-key uniqueness. ``chunked_validation.py`` evaluates the same checks batch by batch
     (``column_checks``, ``row_checks``) and the key on the keys alone, and validates the valid rows
     against ``contract_schema``."""
     columns = {col.name: _column_schema(col) for col in extension.columns}

@@ -1,19 +1,10 @@
 """The volume guard: an extract that lost most of its rows is a broken read, not a business fact.
 
-An empty extract, or one whose valid rows fall by more than the allowed share (default 20%) below
-the **reference**, fails before anything downstream runs; otherwise an empty Contacts file would
-exit every segment membership and rewrite the whole CRM. The reference is the largest valid-row
-count of the successful materializations in a rolling window (``settings.guard_window_days``,
-default 7), not only the last one: two 40% steps are caught like one 80% step. When no success
-falls in the window (the pipeline was off for longer), the last success is the reference.
-
-The counts live in ``state/datasets/<asset>.json``: the last success (``rows_valid``, ``run_id``,
-``materialized_at``, as the file always held) and ``history``, the successes that can still be a
-window's largest (a count is dropped once a later one is at least as large, or once it is older
-than the window), so the file stays a few entries long. It only moves when a materialization
-succeeds outside a dry run. A run whose drop was accepted (``accept_volume_change``) starts a new
-window from its own count; otherwise the next run would trip over the same drop. A file of the
-old single-count form is read as a history of one.
+An empty extract, or one whose valid rows fall by more than the allowed share below the
+**reference**, fails before anything downstream runs (an empty Contacts file would otherwise exit
+every segment membership). The reference is the largest valid-row count of the successful
+materializations in a rolling window (``settings.guard_window_days``), so two 40% steps are caught
+like one 80% step; with no success in the window, the last success.
 """
 
 from __future__ import annotations
@@ -113,7 +104,12 @@ class VolumeVerdict:
 
 
 class VolumeState:
-    """The valid-row counts of each dataset's successful materializations (see the module docstring)."""
+    """The valid-row counts of each dataset's successful materializations, in
+    ``state/datasets/<asset>.json``: the last success (``rows_valid``, ``run_id``, ``materialized_at``)
+    and ``history``, the successes that can still be a window's largest (a count is dropped once a
+    later one is at least as large, or once it is older than the window). It only moves when a
+    materialization succeeds outside a dry run; an accepted drop (``accept_volume_change``) starts a
+    new window. A file of the old single-count form is read as a history of one."""
 
     def __init__(self, store: DatasetStore):
         self.store = store

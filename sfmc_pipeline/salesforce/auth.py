@@ -17,7 +17,12 @@ from urllib.parse import urlsplit
 import requests
 
 from sfmc_pipeline.errors import ApiError, ConfigurationError
-from sfmc_pipeline.http import SALESFORCE_DOMAINS, HttpTransport, body_excerpt, instance_base_url
+from sfmc_pipeline.http import (
+    SALESFORCE_DOMAINS,
+    HttpTransport,
+    body_excerpt,
+    instance_base_url,
+)
 from sfmc_pipeline.salesforce import jwt_bearer
 from sfmc_pipeline.salesforce.ids import is_valid_id, to_18
 

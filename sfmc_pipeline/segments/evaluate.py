@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sfmc_pipeline.datasets.conversion import arrow_strings
+from sfmc_pipeline.datasets.value_arrays import arrow_strings
 from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule
 
 _OPS = {

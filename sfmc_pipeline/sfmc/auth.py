@@ -1,17 +1,10 @@
 """SFMC OAuth2 client-credentials token: requested once, cached with its expiry, renewed a margin
 before it expires or when a call answers 401.
 
-``expires_in`` is about 1080 s for a token that lives 20 minutes; the default margin of 60 s
-renews it at about 17 minutes. The token request carries no Authorization header and the secret
-travels only in the JSON body, never in a URL. The ``rest_instance_url`` of the response is used only
-on ``*.marketingcloudapis.com`` or the host of SFMC_AUTH_BASE_URI (``transport.instance_base_url``):
-the token is never sent anywhere else.
-
-Thread-safe: pages of one read are fetched by several threads sharing one ``SfmcAuth``. One
-renewal at a time (a lock); a thread that waited while another renewed gets that token, or that
-renewal's error, instead of asking again. A 401 invalidates only the token that got it
-(``invalidate(token)``), so when several requests in flight all get a 401 for the same revoked
-token, exactly one new token is requested and every thread uses it.
+The token request carries no Authorization header and the secret travels only in the JSON body,
+never in a URL. The ``rest_instance_url`` of the response is used only on
+``*.marketingcloudapis.com`` or the host of SFMC_AUTH_BASE_URI: the token is never sent anywhere
+else. Thread-safe: the pages of one read share one ``SfmcAuth`` (see ``SfmcAuth``).
 """
 
 from __future__ import annotations
@@ -42,6 +35,12 @@ class SfmcToken:
 
 
 class SfmcAuth:
+    """The token of one installed package. ``expires_in`` is about 1080 s for a token that lives 20
+    minutes; the default margin of 60 s renews it at about 17 minutes. One renewal at a time (a
+    lock): a thread that waited while another renewed gets that token, or that renewal's error. A 401
+    invalidates only the token that got it (``invalidate(token)``), so when requests in flight all get
+    a 401 for the same revoked token, exactly one new token is requested and every thread uses it."""
+
     def __init__(
         self,
         transport: HttpTransport,

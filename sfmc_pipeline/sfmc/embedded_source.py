@@ -1,18 +1,10 @@
-"""The embedded default: Data Extension extracts shipped as CSV files in ``data/sample``.
+"""The embedded default: Data Extension extracts as CSV files, shipped in ``data/sample`` or the user's.
 
-Files are named ``<external key>.csv`` in the format an SFMC Data Extract produces (header row,
-every value a string). They go through exactly the same typing and validation as API rows.
-A file that cannot be read as such an extract (missing, empty, not UTF-8, a row with too many
-fields) fails with ``ExtractError`` naming the file, the line and the fix; a header-only file is
-an extract of 0 rows.
-
-An incremental read (``since``) applies the window SFMC would apply to the file: the rows whose
-``incremental_column`` is at or after ``since``, compared in SFMC system time (``since`` converted
-from UTC) over every date SFMC can store (also one Salesforce would refuse); a row whose value is
-empty or not a date is outside every window, as in SFMC.
-
-``read_pages`` serves the same rows as pages of ``page_size`` rows (the REST source's page size),
-so that both modes go through one page-by-page code path.
+Files are named ``<external key>.csv`` as an SFMC Data Extract writes them (a header row, every value
+a string) and are typed and validated exactly as API rows. A file that cannot be read as such fails
+with ``ExtractError`` naming the file, the line and the fix (missing in a folder a setting chose:
+``ConfigurationError`` naming the setting). A windowed read (``since``) keeps the rows SFMC would,
+compared in SFMC system time; an empty or non-date value is outside every window, as in SFMC.
 """
 
 from __future__ import annotations
@@ -28,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig
-from sfmc_pipeline.datasets.conversion import sfmc_system_times
+from sfmc_pipeline.datasets.date_conversion import sfmc_system_times
 from sfmc_pipeline.datasets.incremental import raw_cursor, to_system_time
 from sfmc_pipeline.datasets.recount import count_times
+from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.sfmc.source import (
     ExtractError,
     PageStream,
@@ -43,11 +36,14 @@ from sfmc_pipeline.sfmc.source import (
 class EmbeddedSampleSource:
     mode = "embedded"
 
-    def __init__(self, sample_dir: str | Path, page_size: int = 2500):
+    def __init__(self, sample_dir: str | Path, page_size: int = 2500, *, setting: str | None = None):
+        """``setting``: the environment variable that chose ``sample_dir`` (a user's extract folder), named
+        when a configured extension has no file there."""
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         self.sample_dir = Path(sample_dir)
         self.page_size = page_size
+        self.setting = setting
 
     def anchor_date(self) -> dt.date | None:
         """The date the sample's relative dates were generated from (``sample.json``), if known."""
@@ -57,18 +53,16 @@ class EmbeddedSampleSource:
         return dt.date.fromisoformat(json.loads(manifest.read_text(encoding="utf-8"))["anchor_date"])
 
     def read(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> RawExtract:
-        path = self.sample_dir / f"{extension.key}.csv"
-        frame, unmapped, missing = align_columns(_read_csv(path, extension.key), extension)
+        frame, unmapped, missing = align_columns(self._read_csv(extension), extension)
         if since is not None:  # compared as SFMC compares it: in system time, any date it can store
             start = np.datetime64(to_system_time(since).replace(tzinfo=None), "us")
             frame = frame[sfmc_system_times(frame[extension.incremental_column]) >= start].reset_index(drop=True)
-        return RawExtract(frame=frame, source=f"embedded sample {path}", unmapped_columns=unmapped,
+        return RawExtract(frame=frame, source=f"embedded sample {self._path(extension)}", unmapped_columns=unmapped,
                           missing_columns=missing)
 
     def read_pages(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> PageStream:
         """The rows of ``read`` as pages of ``page_size`` rows, in file order (see ``PageStream``)."""
-        path = self.sample_dir / f"{extension.key}.csv"
-        stream = PageStream(extension, source=f"embedded sample {path}")
+        stream = PageStream(extension, source=f"embedded sample {self._path(extension)}")
 
         def frames(pages: PageStream) -> Iterator[pd.DataFrame]:
             extract = self.read(extension, since)
@@ -86,7 +80,7 @@ class EmbeddedSampleSource:
         them), with ``newest`` and an incremental column, that column's newest value (compared
         as dates, returned as written in the file), and with ``ranges`` the rows in each (as SFMC
         counts them: system time, any date it can store)."""
-        raw = _read_csv(self.sample_dir / f"{extension.key}.csv", extension.key)
+        raw = self._read_csv(extension)
         frame = align_columns(raw, extension)[0]
         value = None
         if newest and extension.incremental_column and len(frame):
@@ -96,6 +90,21 @@ class EmbeddedSampleSource:
         range_rows = count_times(sfmc_system_times(frame[extension.incremental_column]), list(ranges)) if ranges else ()
         return SourceProbe(rows=len(frame), newest=value, served=tuple(raw.columns) if len(raw) else None,
                            range_rows=range_rows)
+
+
+    def _path(self, extension: DataExtensionConfig) -> Path:
+        return self.sample_dir / f"{extension.key}.csv"
+
+    def _read_csv(self, extension: DataExtensionConfig) -> pd.DataFrame:
+        path = self._path(extension)
+        if self.setting is not None and not path.is_file():
+            raise ConfigurationError(
+                f"{self.setting} names {self.sample_dir}, which has no extract of the Data Extension "
+                f"{extension.key!r}: expected {path.name} there. Put its extract there as {path.name} (a header row "
+                "of its fields, then one line per row), or remove the extension from the pipeline config, or unset "
+                f"{self.setting} to read the shipped sample data."
+            )
+        return _read_csv(path, extension.key)
 
 
 _REGENERATE = "regenerate the sample data with `python scripts/generate_sample_data.py`"

@@ -1,28 +1,18 @@
 """The dataset asset's checks: their specs and their results, for a landed read and for a failed one.
 
-A check result describes the dataset it is reported against. Dagster shows a check evaluated in a
-failed run next to the asset's latest materialization, which is the dataset that stays in place, so
-in a failed run (a read that failed, the threshold, the volume guard):
-
-* the check that failed reports what was refused (the read's figures) next to the dataset in place;
-* every other quarantine or volume check reports the dataset in place (its row and quarantine counts,
-  read from its files, and its volume against the guard's reference), never the refused read's
-  figures (an empty read is not "0 rows, passed");
-* a check that could not be verified never passes: ``configured_columns_served`` warns "not
-  verified" when no row was served (Dagster requires every check of a successful step), and a failed
-  run does not report ``no_future_dated_rows`` at all (Dagster shows it failed with the run).
+A check result describes the dataset it is reported against. Dagster shows a check of a failed run
+next to the latest materialization, the dataset that stays in place: so the check that failed
+reports the refused read's figures next to it, every other quarantine or volume check reports the
+dataset in place (never "0 rows, passed" for an empty read), and a check that could not be verified
+never passes (``configured_columns_served`` warns "not verified" when no row was served).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig
-from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.datasets.landing import InPlace, QuarantineShare
 from sfmc_pipeline.datasets.validation import ValidationResult
 from sfmc_pipeline.datasets.volume import VolumeVerdict
 from sfmc_pipeline.defs.metadata import counts_table
@@ -63,46 +53,6 @@ def check_specs(extension: DataExtensionConfig, threshold: float, max_drop: floa
             "move the incremental window (the high-water mark stays at the newest real date), but a date in the "
             "future is usually a typo or a placeholder.")))
     return specs
-
-
-@dataclass(frozen=True)
-class QuarantineShare:
-    """Quarantined rows among all the rows the dataset stands for (its valid rows and its quarantine). For a
-    full read that is the extract; for an incremental read the merged dataset, so the threshold means the same
-    whatever the size of the delta (one bad row in a 10-row delta is not 10% of the Data Extension)."""
-
-    quarantined: int
-    rows: int
-
-    @property
-    def value(self) -> float:
-        return self.quarantined / self.rows if self.rows else 0.0
-
-
-@dataclass(frozen=True)
-class InPlace:
-    """The dataset and quarantine that stay in place when a run fails, as counted from their files."""
-
-    rows_valid: int
-    rows_quarantined: int
-
-    @property
-    def share(self) -> QuarantineShare:
-        return QuarantineShare(self.rows_quarantined, self.rows_valid + self.rows_quarantined)
-
-    @classmethod
-    def load(cls, store: DatasetStore, asset: str) -> "InPlace | None":
-        """The landed dataset's counts (a missing quarantine holds none); None when there is no dataset, or
-        it cannot be read: nothing to describe."""
-        if not store.dataset_path(asset).exists():
-            return None
-        counts = []
-        for path in (store.dataset_path(asset), store.quarantine_path(asset)):
-            try:
-                counts.append(pq.ParquetFile(path).metadata.num_rows if path.exists() else 0)
-            except (pa.ArrowException, OSError):
-                return None
-        return cls(*counts)
 
 
 def _share_metadata(share: QuarantineShare, threshold: float, describes: str) -> dict:

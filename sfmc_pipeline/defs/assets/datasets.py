@@ -1,26 +1,10 @@
 """One asset per configured Data Extension: read it, type it, validate it, land it as parquet.
 
-Valid rows go to ``datasets/<asset>.parquet``; rows that fail a check go to
-``quarantine/<asset>.parquet`` with the reasons. Both are replaced atomically on every successful run.
-When the quarantined share is above the threshold the materialization fails and the
-``quarantine_below_threshold`` check reports an error. The volume guard (``datasets/volume.py``)
-fails an empty extract, or one that lost more than the allowed share of its rows, the same way
-(check ``row_volume_stable``). A failed materialization leaves the dataset **and its quarantine** in
-place; the quarantine it would have landed is written to ``quarantine/rejected/<asset>.parquet``
-for inspection (named in the failure) and never becomes the base of a later merge.
-
-An extension with an ``incremental_column`` is read incrementally once it has a high-water mark
-(``datasets/incremental.py`` decides full or incremental and keeps the mark, ``datasets/merge.py``
-merges the delta into the dataset and the quarantine, ``datasets/reading.py`` proves the merge
-complete against the extension's count and reads in full when it is not); the threshold and the
-volume guard apply to the merged dataset, and the mark only moves when the materialization succeeds
-outside a dry run. Run config ``full_refresh: true`` reads every row.
-
-Pages flow from the source to the parquet file without the whole read ever being held raw: the
-source's ``read_pages`` (a ``PageStream``; ``read`` as one page for a source without it, see
-``reading.open_read``) feeds ``validate_pages``, which types and checks the pages batch by batch and
-returns the valid rows as one frame. The dataset is written a row group at a time. The checks and
-what they describe in a failed run are in ``dataset_checks.py``.
+The work is in ``datasets/``: ``reading.read_extension`` plans the read (full or incremental), reads
+and validates it page by page and merges it in memory; ``landing.land_read`` writes it, or refuses it
+when the quarantine threshold or the volume guard fails (the dataset and its quarantine stay in
+place). This module maps their outcome to logs, metadata and the checks (``dataset_checks.py``).
+Run config ``full_refresh: true`` reads every row; ``accept_volume_change: true`` accepts a drop.
 """
 
 import datetime as dt
@@ -37,15 +21,12 @@ from sfmc_pipeline.datasets.incremental import (
     INCREMENTAL,
     ReadPlan,
     future_dated,
-    next_state,
-    record_state,
-    stored_state,
     utc_now,
 )
+from sfmc_pipeline.datasets.landing import InPlace, Landed, LandingRules, land_read
 from sfmc_pipeline.datasets.reading import LandedRead, read_extension
 from sfmc_pipeline.datasets.schemas import table_schema
 from sfmc_pipeline.datasets.storage import DatasetStore, StorageError
-from sfmc_pipeline.datasets.volume import VolumeState
 from sfmc_pipeline.defs.assets import dataset_checks as checks
 from sfmc_pipeline.defs.assets.dry_run import is_dry_run
 from sfmc_pipeline.defs.assets.failures import api_failures
@@ -53,7 +34,6 @@ from sfmc_pipeline.defs.metadata import counts_table, markdown_table
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.governance.masking import Masker
-from sfmc_pipeline.sfmc.source import ExtractError
 
 GROUP = "sfmc_datasets"
 POOL = "sfmc_api"  # dataset steps hold a slot of this Dagster pool while they read (.dagster_home/dagster.yaml)
@@ -84,6 +64,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
     threshold = pipeline.threshold_for(extension)
     max_drop = pipeline.max_row_drop_for(extension)
     window_days = pipeline.settings.guard_window_days
+    rules = LandingRules(extension, threshold, max_drop, window_days)
     masker = Masker.for_pipeline(pipeline)  # identifying values in metadata, logs and errors
     asset = extension.asset
 
@@ -126,45 +107,25 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         )
         _log_read_problems(context, read, now)
         with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
-            if plan.tracks_mark and stored_state(store, asset) != read.stored:
-                raise ExtractError(
-                    f"{asset}: another run landed this dataset while this run read {extension.key!r}, so this read "
-                    "is not merged into it; the step is tried again.",
-                    retryable=True,
-                )
-            share = checks.QuarantineShare(len(landing.quarantine), len(landing.valid) + len(landing.quarantine))
-            volume_state = VolumeState(store)
-            volume = volume_state.verdict(asset, len(landing.valid), now=now, window_days=window_days,
-                                          max_drop=max_drop, allow_empty=extension.allow_empty)
-            accepted = config.accept_volume_change and not volume.passed
-            landed_state = next_state(plan, landing.valid, extension, now=now, run_id=run_id) \
-                if plan.tracks_mark else None
-            over_threshold = share.value > threshold
-            if over_threshold or not (volume.passed or accepted):
-                in_place = checks.InPlace.load(store, asset)  # before anything is written
-                rejected = store.write_rejected_quarantine(asset, landing.quarantine)
+            landed = land_read(store, read, rules, accept_volume_change=config.accept_volume_change,
+                               dry_run=is_dry_run(context), now=now, run_id=run_id)
+            refusal = landed.refusal
+            if refusal is not None:
                 metadata = _metadata(mode, read, threshold, store.quarantine_path(asset), None, now)
                 for counted in ("dagster/row_count", "quarantine_row_count"):  # nothing landed: not the asset's
                     metadata.pop(counted)
                 metadata.update(refused_row_count=len(landing.valid),
                                 refused_quarantine_row_count=len(landing.quarantine),
-                                rejected_quarantine_path=dg.MetadataValue.path(str(rejected)))
-                yield from _refused_checks(read, share, over_threshold, volume, accepted, in_place, rejected, store,
-                                           now)
-                description = (_threshold_failure(read, share, rejected) if over_threshold
-                               else f"{volume.explain(asset)} The quarantine it would have landed: {rejected}")
+                                rejected_quarantine_path=dg.MetadataValue.path(str(refusal.rejected)))
+                yield from _refused_checks(read, landed, store, now)
+                description = (_threshold_failure(read, landed.share, refusal.rejected) if refusal.over_threshold
+                               else f"{landed.volume.explain(asset)} The quarantine it would have landed: "
+                                    f"{refusal.rejected}")
                 raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
-            store.remove_rejected_quarantine(asset)
-            quarantine_path = store.write_quarantine(asset, landing.quarantine)
-            dataset_path = store.write_dataset(asset, landing.valid)
             if is_dry_run(context):
                 context.log.info(f"{asset}: dry run, the volume guard's counts stay as they were"
                                  + (" and the high-water mark is not stored" if plan.tracks_mark else ""))
-            else:
-                volume_state.record(asset, len(landing.valid), run_id, now=now, window_days=window_days,
-                                    new_window=accepted)
-                if plan.tracks_mark:
-                    record_state(store, asset, landed_state)
+        volume, accepted, quarantine_path = landed.volume, landed.accepted, landed.quarantine_path
         if result.rows_quarantined:
             context.log.warning(f"{extension.key}: {result.rows_quarantined} row(s) quarantined to {quarantine_path}")
         if not volume.passed:
@@ -173,8 +134,8 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                 + ("" if is_dry_run(context) else
                    " and its row count is the guard's new baseline (a new window starts)")
             )
-        metadata = _metadata(mode, read, threshold, quarantine_path, landed_state, now)
-        results = [*checks.quarantine_checks(result, share, threshold, _reasons(result, 5)),
+        metadata = _metadata(mode, read, threshold, quarantine_path, landed.state, now)
+        results = [*checks.quarantine_checks(result, landed.share, threshold, _reasons(result, 5)),
                    checks.volume_check(volume, accepted=accepted, window_days=window_days)]
         results.append(checks.columns_check(extension, *read.columns) if read.columns is not None
                        else checks.columns_unknown())
@@ -185,7 +146,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         yield dg.MaterializeResult(
             metadata={
                 **metadata,
-                "dataset_path": dg.MetadataValue.path(str(dataset_path)),
+                "dataset_path": dg.MetadataValue.path(str(landed.dataset_path)),
                 "preview": dg.MetadataValue.md(markdown_table(
                     landing.valid, max_rows=5, shown=lambda rows: masker.frame(rows, asset))),
             },
@@ -217,18 +178,19 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
                     "dates in SFMC (the future_dated_preview metadata shows them)."
                 )
 
-    def _refused_checks(read: LandedRead, share, over_threshold: bool, volume, accepted: bool, in_place, rejected,
-                        store, now):
+    def _refused_checks(read: LandedRead, landed: Landed, store: DatasetStore, now: dt.datetime):
         """The checks of a run whose landing was refused: the failing ones with the refused figures, the others
         describing the dataset in place (when there is one)."""
+        refusal, volume = landed.refusal, landed.volume
+        in_place, over_threshold = refusal.in_place, refusal.over_threshold
         if over_threshold:
-            yield checks.refused_threshold_check(read.result, share, threshold, _reasons(read.result, 5), rejected,
-                                                 in_place)
+            yield checks.refused_threshold_check(read.result, landed.share, threshold, _reasons(read.result, 5),
+                                                 refusal.rejected, in_place)
         if in_place is not None:
             yield from checks.in_place_quarantine_checks(in_place, threshold, only_clean=over_threshold)
         if not volume.passed:
-            yield checks.volume_check(volume, accepted=accepted, describes="the refused read", in_place=in_place,
-                                      window_days=window_days)
+            yield checks.volume_check(volume, accepted=landed.accepted, describes="the refused read",
+                                      in_place=in_place, window_days=window_days)
         elif in_place is not None:
             yield _in_place_volume(store, in_place, now)
         if read.columns is not None:  # what the extension served this run, whatever became of the read
@@ -237,7 +199,7 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
     def _in_place_checks(store: DatasetStore, now: dt.datetime):
         """After a read that failed: the quarantine and volume checks of the dataset in place, if any."""
         try:
-            in_place = checks.InPlace.load(store, asset)
+            in_place = InPlace.load(store, asset)
             if in_place is None:
                 return
             volume = _in_place_volume(store, in_place, now)
@@ -246,9 +208,8 @@ def build_dataset_asset(extension: DataExtensionConfig, pipeline: PipelineConfig
         yield from checks.in_place_quarantine_checks(in_place, threshold)
         yield volume
 
-    def _in_place_volume(store: DatasetStore, in_place, now: dt.datetime) -> dg.AssetCheckResult:
-        verdict = VolumeState(store).verdict(asset, in_place.rows_valid, now=now, window_days=window_days,
-                                             max_drop=max_drop, allow_empty=extension.allow_empty)
+    def _in_place_volume(store: DatasetStore, in_place: InPlace, now: dt.datetime) -> dg.AssetCheckResult:
+        verdict = rules.volume(store, in_place.rows_valid, now)
         return checks.volume_check(verdict, describes=checks.IN_PLACE, window_days=window_days)
 
     def _threshold_failure(read: LandedRead, share, rejected) -> str:

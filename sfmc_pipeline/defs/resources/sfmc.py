@@ -2,8 +2,9 @@
 
 The rule, shown in every materialization's metadata as ``source_mode``: when
 ``client_id``, ``client_secret`` and ``auth_base_uri`` are all set, rows come from the SFMC REST
-API; when none is set, from the sample extracts in ``sample_folder()``. Setting only some of them is
-an error naming the missing ones (a half-configured tenant must not silently read sample data).
+API; when none is set, from the extract CSVs in ``sample_folder()`` (``SFMC_PIPELINE_EXTRACT_DIR``, else the
+sample day). Setting only some of them is an error naming the missing ones (a half-configured tenant must
+not silently read sample data).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import Field
 
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.http import RetrySettings
-from sfmc_pipeline.settings import sample_data_dir
+from sfmc_pipeline.settings import EXTRACT_DIR_ENV, extract_dir, sample_data_dir
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.source import DataExtensionSource
@@ -45,13 +46,23 @@ class SfmcResource(dg.ConfigurableResource):
     backoff_seconds: float = Field(default=1.0, description="First retry wait; doubles on each retry.")
     sample_dir: Optional[str] = Field(
         default=None,
-        description="Embedded default: folder with <external key>.csv extracts. Unset: the sample day chosen in the "
-        "project's .env (SFMC_PIPELINE_SAMPLE), read when a run starts.",
+        description="Embedded default: folder with <external key>.csv extracts. Unset: SFMC_PIPELINE_EXTRACT_DIR, "
+        "else the sample day chosen in the project's .env (SFMC_PIPELINE_SAMPLE), read when a run starts.",
     )
 
     def sample_folder(self) -> Path:
-        """The embedded default's folder: ``sample_dir``, else the sample day's (``settings.sample_data_dir``)."""
-        return Path(self.sample_dir) if self.sample_dir else sample_data_dir()
+        """The embedded default's folder (see ``_embedded_folder``)."""
+        return self._embedded_folder()[0]
+
+    def _embedded_folder(self) -> tuple[Path, str | None]:
+        """``sample_dir``, else the user's extract folder (``settings.extract_dir``), else the sample day's
+        (``settings.sample_data_dir``); with the environment variable that chose a user's folder."""
+        if self.sample_dir:
+            return Path(self.sample_dir), None
+        chosen = extract_dir()
+        if chosen is not None:
+            return chosen, EXTRACT_DIR_ENV
+        return sample_data_dir(), None
 
     @property
     def mode(self) -> str:
@@ -73,7 +84,8 @@ class SfmcResource(dg.ConfigurableResource):
         at once, ``settings.concurrent_page_reads``) come from the pipeline config, ``max_retries``
         overrides the retries per request (the change sensor keeps its ticks short)."""
         if self.mode == "embedded":
-            return EmbeddedSampleSource(self.sample_folder(), page_size=page_size)
+            folder, setting = self._embedded_folder()
+            return EmbeddedSampleSource(folder, page_size=page_size, setting=setting)
         return SfmcRestSource(
             client_id=self.client_id,
             client_secret=self.client_secret,
