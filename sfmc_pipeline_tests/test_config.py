@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from sfmc_pipeline.config import PipelineConfigError, SfmcType, load_pipeline_config
+from sfmc_pipeline.config import PipelineConfigError, load_pipeline_config
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 
@@ -20,22 +20,6 @@ def _error(raw: dict) -> str:
     with pytest.raises(PipelineConfigError) as info:
         parse_pipeline_config(raw, source="pipeline.yaml")
     return str(info.value)
-
-
-def test_shipped_config_describes_the_three_extensions():
-    config = load_pipeline_config(DEFAULT_CONFIG_PATH)
-    assert [(e.key, e.asset) for e in config.data_extensions] == [
-        ("Contacts", "contacts"),
-        ("CampaignEngagement", "campaign_engagement"),
-        ("Activities", "activities"),
-    ]
-    contacts = config.extension("contacts")
-    assert contacts.primary_key == ["SubscriberKey"]
-    assert contacts.column("SubscriberKey").format == "salesforce_id"
-    assert contacts.column("TotalSpend").type is SfmcType.DECIMAL
-    assert config.extension("campaign_engagement").primary_key == ["SubscriberKey", "CampaignId"]
-    assert config.extension("activities").incremental_column == "OccurredAt"
-    assert config.threshold_for(contacts) == 0.05
 
 
 @pytest.mark.parametrize(
