@@ -9,6 +9,7 @@ a WARN line naming the date Salesforce ends it and the way out (local-mode prefl
 from __future__ import annotations
 
 import csv
+import shutil
 import os
 import subprocess
 import sys
@@ -137,6 +138,21 @@ def test_embedded_and_local_mode_name_the_files_they_would_use(capsys, tmp_path)
         lines["Salesforce"][0]
     assert lines["preflight contacts"][0].startswith("OK") and lines["Salesforce API usage"][0].startswith("OK")
     assert "storage" in lines and not (tmp_path / "storage").exists()  # the check creates nothing
+
+
+def test_embedded_mode_checks_the_users_extract_folder_a_run_would_read(capsys, monkeypatch, tmp_path):
+    folder = tmp_path / "my extracts"
+    folder.mkdir()
+    for ext in CONFIG.data_extensions[:-1]:  # the last one's CSV is missing
+        shutil.copy(SHIPPED_SAMPLE / f"{ext.key}.csv", folder)
+    monkeypatch.setenv("SFMC_PIPELINE_EXTRACT_DIR", str(folder))
+    status, lines, printed = check(capsys)
+    assert status == 1
+    assert f"extracts in {folder} (SFMC_PIPELINE_EXTRACT_DIR)" in lines["SFMC"][0]
+    first = CONFIG.data_extensions[0]
+    assert f"would read {folder / f'{first.key}.csv'}" in lines[f"SFMC Data Extension {first.key}"][0]
+    (missing,) = lines[f"SFMC Data Extension {CONFIG.data_extensions[-1].key}"]
+    assert missing.startswith("FAILED") and "SFMC_PIPELINE_EXTRACT_DIR" in missing and str(folder) in missing
 
 
 def test_wrong_sfmc_secret_fails_sfmc_and_still_checks_salesforce(capsys, monkeypatch, sfmc, org):

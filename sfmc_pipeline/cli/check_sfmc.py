@@ -26,10 +26,10 @@ from sfmc_pipeline.errors import ConfigurationError
 SFMC_REQUIRED_ENV = tuple(settings.SFMC_ENV[setting] for setting in ("client_id", "client_secret", "auth_base_uri"))
 
 
-def sfmc_resource(sample_dir: Path) -> SfmcResource:
+def sfmc_resource() -> SfmcResource:
+    """The resource as a run builds it: the embedded default reads the folder a run would read."""
     return SfmcResource(
         **settings.env_settings(settings.SFMC_ENV, as_env_var=False),
-        sample_dir=str(sample_dir),
         timeout_seconds=TIMEOUT_SECONDS,
         max_retries=MAX_RETRIES,
         backoff_seconds=BACKOFF_SECONDS,
@@ -40,8 +40,9 @@ def check_sfmc(report: Report, pipeline: PipelineConfig | None) -> None:
     extensions = pipeline.data_extensions if pipeline is not None else None
     skip_fix = f"fix the SFMC line above; {AGAIN}"
     try:
-        resource = sfmc_resource(settings.sample_data_dir())
+        resource = sfmc_resource()
         mode = resource.mode
+        folder = resource.sample_folder() if mode == "embedded" else None
     except ConfigurationError as exc:
         report.error("SFMC", exc,
                      f"set all of {', '.join(SFMC_REQUIRED_ENV)} to read from SFMC, or none for the sample data")
@@ -52,8 +53,9 @@ def check_sfmc(report: Report, pipeline: PipelineConfig | None) -> None:
     try:
         if mode == "embedded":
             source = resource.get_source(page_size=page_size)
-            report.ok("SFMC", f"embedded mode (none of {', '.join(SFMC_REQUIRED_ENV)} set): sample extracts in "
-                      f"{resource.sample_dir}")
+            chosen = f" ({settings.EXTRACT_DIR_ENV})" if settings.extract_dir() else ""
+            report.ok("SFMC", f"embedded mode (none of {', '.join(SFMC_REQUIRED_ENV)} set): extracts in "
+                      f"{folder}{chosen}")
         else:
             try:
                 source = resource.get_source(page_size=page_size)
@@ -71,21 +73,22 @@ def check_sfmc(report: Report, pipeline: PipelineConfig | None) -> None:
                            f"fix the config line above; {AGAIN}")
             return
         for ext in extensions:
-            _probe(report, source, ext, mode, resource.sample_dir)
+            _probe(report, source, ext, mode, folder)
     finally:
         transport = getattr(source, "transport", None)
         if transport is not None:
             transport.close()
 
 
-def _probe(report: Report, source, ext, mode: str, sample_dir: str) -> None:
+def _probe(report: Report, source, ext, mode: str, sample_dir: Path | None) -> None:
     """One row of the extension: its row count, and its fields against the configured columns (a configured
     column it does not serve fails the line; fields it serves that are not configured are listed)."""
     what = f"SFMC Data Extension {ext.key}"
     try:
         probe = source.probe(ext, newest=False)
     except Exception as exc:  # noqa: BLE001
-        fix = (f"restore the sample file or regenerate the samples (python scripts/generate_sample_data.py); {AGAIN}"
+        fix = (f"put {ext.key}.csv back in {sample_dir} (the shipped sample: python scripts/generate_sample_data.py); "
+               f"{AGAIN}"
                if mode == "embedded" else
                f"check the Data Extension's External Key in the config and the package's Data Extensions: Read "
                f"scope; {AGAIN}")

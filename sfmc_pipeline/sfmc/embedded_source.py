@@ -45,6 +45,9 @@ class EmbeddedSampleSource:
         self.page_size = page_size
         self.setting = setting
 
+    def _label(self, extension: DataExtensionConfig) -> str:
+        return f"{'extract folder' if self.setting else 'embedded sample'} {self._path(extension)}"
+
     def anchor_date(self) -> dt.date | None:
         """The date the sample's relative dates were generated from (``sample.json``), if known."""
         manifest = self.sample_dir / "sample.json"
@@ -57,12 +60,12 @@ class EmbeddedSampleSource:
         if since is not None:  # compared as SFMC compares it: in system time, any date it can store
             start = np.datetime64(to_system_time(since).replace(tzinfo=None), "us")
             frame = frame[sfmc_system_times(frame[extension.incremental_column]) >= start].reset_index(drop=True)
-        return RawExtract(frame=frame, source=f"embedded sample {self._path(extension)}", unmapped_columns=unmapped,
+        return RawExtract(frame=frame, source=self._label(extension), unmapped_columns=unmapped,
                           missing_columns=missing)
 
     def read_pages(self, extension: DataExtensionConfig, since: dt.datetime | None = None) -> PageStream:
         """The rows of ``read`` as pages of ``page_size`` rows, in file order (see ``PageStream``)."""
-        stream = PageStream(extension, source=f"embedded sample {self._path(extension)}")
+        stream = PageStream(extension, source=self._label(extension))
 
         def frames(pages: PageStream) -> Iterator[pd.DataFrame]:
             extract = self.read(extension, since)
