@@ -21,33 +21,26 @@ STORAGE_TAG = {"sfmc_pipeline/storage": "default"}
 # ``loggers: {console: {config: {log_level: DEBUG}}}`` shows every event on the console.
 CONSOLE_AT_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
-sfmc_pipeline_job = dg.define_asset_job(
-    PIPELINE_JOB_NAME,
-    selection=dg.AssetSelection.all(),
-    description="The whole flow: SFMC Data Extensions -> validated datasets -> segments -> CRM sync.",
-    tags=STORAGE_TAG,
-    config=CONSOLE_AT_INFO,
+def _job(name: str, selection: dg.AssetSelection, description: str):
+    return dg.define_asset_job(name, selection=selection, description=description, tags=STORAGE_TAG,
+                               config=CONSOLE_AT_INFO)
+
+
+sfmc_pipeline_job = _job(
+    PIPELINE_JOB_NAME, dg.AssetSelection.all(),
+    "The whole flow: SFMC Data Extensions -> validated datasets -> segments -> CRM sync.",
 )
-extract_job = dg.define_asset_job(
-    "extract_job",
-    selection=dg.AssetSelection.groups(DATASETS_GROUP),
-    description="Stage 1: read every configured Data Extension and land it as a validated dataset.",
-    tags=STORAGE_TAG,
-    config=CONSOLE_AT_INFO,
+extract_job = _job(
+    "extract_job", dg.AssetSelection.groups(DATASETS_GROUP),
+    "Stage 1: read every configured Data Extension and land it as a validated dataset.",
 )
-segments_job = dg.define_asset_job(
-    "segments_job",
-    selection=dg.AssetSelection.groups(SEGMENTS_GROUP),
-    description="Stage 2: evaluate the segments on the landed datasets and compute statuses.",
-    tags=STORAGE_TAG,
-    config=CONSOLE_AT_INFO,
+segments_job = _job(
+    "segments_job", dg.AssetSelection.groups(SEGMENTS_GROUP),
+    "Stage 2: evaluate the segments on the landed datasets and compute statuses.",
 )
-sync_job = dg.define_asset_job(
-    "sync_job",
-    selection=dg.AssetSelection.groups(SYNC_GROUP),
-    description="Stage 3: write the latest segment statuses and attributes to the CRM, and reconcile.",
-    tags=STORAGE_TAG,
-    config=CONSOLE_AT_INFO,
+sync_job = _job(
+    "sync_job", dg.AssetSelection.groups(SYNC_GROUP),
+    "Stage 3: write the latest segment statuses and attributes to the CRM, and reconcile.",
 )
 
 ALL_JOBS = [sfmc_pipeline_job, extract_job, segments_job, sync_job]
