@@ -46,6 +46,8 @@ SFMC_ENV = {
     "auth_base_uri": "SFMC_AUTH_BASE_URI",
     "account_id": "SFMC_ACCOUNT_ID",
 }
+# The three that select sfmc mode: all set, or none (the embedded default); the business unit is optional.
+SFMC_CREDENTIAL_ENV = {name: SFMC_ENV[name] for name in ("client_id", "client_secret", "auth_base_uri")}
 SALESFORCE_ENV = {
     "domain": "SALESFORCE_DOMAIN",
     "login_url": "SALESFORCE_LOGIN_URL",
@@ -62,8 +64,8 @@ SALESFORCE_ENV = {
 SALESFORCE_PRIVATE_KEY_FILE_ENV = SALESFORCE_ENV["private_key_file"]
 SALESFORCE_PRIVATE_KEY_ENV = SALESFORCE_ENV["private_key"]
 SALESFORCE_JWT_AUDIENCE_ENV = SALESFORCE_ENV["jwt_audience"]
-SECRET_ENV = ("SFMC_CLIENT_SECRET", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN",
-              "SALESFORCE_PRIVATE_KEY")
+SECRET_ENV = (SFMC_ENV["client_secret"], *(SALESFORCE_ENV[name] for name in
+                                          ("client_secret", "password", "security_token", "private_key")))
 
 
 def env_settings(names: dict[str, str], *, as_env_var: bool) -> dict:

@@ -22,8 +22,7 @@ from sfmc_pipeline.config.data_extensions import PipelineSettings
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.errors import ConfigurationError
 
-# The variables sfmc mode needs (the business unit, SFMC_ACCOUNT_ID, is optional).
-SFMC_REQUIRED_ENV = tuple(settings.SFMC_ENV[setting] for setting in ("client_id", "client_secret", "auth_base_uri"))
+SFMC_REQUIRED_ENV = tuple(settings.SFMC_CREDENTIAL_ENV.values())
 
 
 def sfmc_resource() -> SfmcResource:

@@ -17,16 +17,12 @@ from pydantic import Field
 
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.http import RetrySettings
-from sfmc_pipeline.settings import EXTRACT_DIR_ENV, extract_dir, sample_data_dir
+from sfmc_pipeline.settings import EXTRACT_DIR_ENV, SFMC_CREDENTIAL_ENV, extract_dir, sample_data_dir
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.source import DataExtensionSource
 
-_CREDENTIALS = {
-    "client_id": "SFMC_CLIENT_ID",
-    "client_secret": "SFMC_CLIENT_SECRET",
-    "auth_base_uri": "SFMC_AUTH_BASE_URI",
-}
+_CREDENTIALS = SFMC_CREDENTIAL_ENV
 
 
 class SfmcResource(dg.ConfigurableResource):
