@@ -4,7 +4,7 @@ After a sync, the status fields of every managed record (or a random sample abov
 ``sync.reconciliation_sample_size``) are read back from the target itself (``CrmTarget.retrieve``). Per
 mapped segment it counts members, confirmed, missing and stale records; over all status fields, the records
 whose CRM value drifted from what was last confirmed written (the next run sends them again) and the
-records the CRM no longer has. What users see: docs/crm-sync.md, "Reconciliation reads the CRM".
+records the CRM no longer has. Docs: docs/crm-sync.md, "Reconciliation reads the CRM, not the ledger".
 """
 
 from __future__ import annotations
