@@ -1,6 +1,6 @@
 """Benchmark the vectorised segment evaluation against a naive per-profile implementation.
 
-    cd /work/main && /tmp/venv/bin/python scripts/benchmark_segments.py \
+    python scripts/benchmark_segments.py \
         [--contacts 1000000 --engagement 5000000 --activities 10000000 --naive-sample 2000 --seed 7]
 
 What it does, in one process:
@@ -45,8 +45,8 @@ What it does, in one process:
 
 4. **Report**: one line per figure, a per-segment markdown table, and the machine facts.
 
-The defaults (1M contacts, 5M engagement rows, 10M activities) fit comfortably on the
-reference machine (2 cores, 24 GiB): see the peak RSS line of the output.
+The defaults (1M contacts, 5M engagement rows, 10M activities) are the size of the figures in
+docs/performance.md; the peak RSS line of the output says the memory they need.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Bulk API 2.0 in the fake. The fake processes a closed job at its first poll (its
 needs the fewest requests and its wall time holds no queueing: a real org queues and processes the job in
 the background, which takes longer. What this measures is the client's cost (CSV, upload, result
 matching, ledger) and the request count, the robust figure. The ``BulkWriter`` is built as the sync asset
-builds it (``sfmc_pipeline/defs/assets/crm.py`` ``_bulk_writer``), with its default poll schedule (first poll
+builds it (``sfmc_pipeline/crm/sink.py`` ``_bulk_writer``), with its default poll schedule (first poll
 after 1 s, doubling up to 30 s) and real sleeps; the sleeps are timed and reported separately, so the
 wall time is shown with and without them.
 
@@ -306,7 +306,7 @@ def _timed(function, totals: dict, key: str, counts: dict | None = None):
 
 def bulk_writer(client: SalesforceClient, dest: DestinationConfig, settings: SyncSettings, ledger: SyncLedger,
                 ledger_path: Path, run_id: str, sleep, log) -> BulkWriter:
-    """The writer as ``sfmc_pipeline/defs/assets/crm.py`` ``_bulk_writer`` builds it (store beside the ledger, the
+    """The writer as ``sfmc_pipeline/crm/sink.py`` ``_bulk_writer`` builds it (store beside the ledger, the
     config's poll timeout and usage threshold, default poll schedule), with a timed real ``sleep``."""
     return BulkWriter(
         client, dest.object, dest.operation, dest.external_id.field if dest.external_id else None,

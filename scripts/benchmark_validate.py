@@ -1,8 +1,8 @@
 """Benchmark validating and landing a large Contacts extract: the page-by-page, vectorised
 validation against the previous implementation, measured in the same run.
 
-    cd /work/main && .venv/bin/python scripts/benchmark_validate.py            # quick: 200,000 rows
-    cd /work/main && .venv/bin/python scripts/benchmark_validate.py --rows 1000000
+    python scripts/benchmark_validate.py                  # quick: 200,000 rows
+    python scripts/benchmark_validate.py --rows 1000000   # the figures in docs/performance.md
 
 What it does:
 
@@ -44,7 +44,7 @@ What it does:
    resident set size of the process (``VmHWM`` of ``/proc/self/status``, Linux), reset with
    ``/proc/self/clear_refs`` after the imports (falling back to ``getrusage`` ``ru_maxrss``, which
    then includes the imports), shown as the whole process's peak and as the peak above the
-   process's RSS just before the read (interpreter, pandas, pyarrow, pandera, dagster: ~160 MiB).
+   process's RSS just before the read (interpreter, pandas, pyarrow, pandera, dagster).
    The ratio the targets speak of is peak / the final dataset's in-memory arrow size
    (``pyarrow.parquet.read_table(dataset).nbytes``); both ratios are shown.
 

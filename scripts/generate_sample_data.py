@@ -66,11 +66,9 @@ Files and columns:
 
 Deliberately invalid rows (one per case, each breaking exactly one rule; placed at deterministic
 positions; counted in the printed summary). Positions are 0-based indexes into the data rows of
-the written file (header excluded; data row i + 1, file line i + 2), N = data rows in that file;
-the data rows quoted in brackets are those of the default run:
+the written file (header excluded; data row i + 1, file line i + 2), N = data rows in that file:
 
-  Contacts.csv -- six extra rows inserted at index round(k * N / 7), k = 1..6, in this order
-  [data rows 430, 860, 1289, 1719, 2148, 2578]:
+  Contacts.csv -- six extra rows inserted at index round(k * N / 7), k = 1..6, in this order:
     1. SubscriberKey with the right length but a wrong checksum (one letter's case flipped in a
        valid 18-character id, so the stored suffix no longer matches)
     2. Email ``no-at-sign.example.com``
@@ -81,12 +79,11 @@ the data rows quoted in brackets are those of the default run:
     6. empty (missing) LastName
     The keys of cases 1-4 and 6 are fresh and used in no other file.
   CampaignEngagement.csv -- existing rows at index round(k * N / 4), k = 1..3, are altered
-  (the next row is used while the row there is an orphan) [data rows 5909, 11816, 17723]:
+  (the next row is used while the row there is an orphan):
     1. OfferClicks greater than Clicks (Opens >= 1, Clicks 1, OfferClicks 3)
     2. Response ``maybe``
     3. Opens ``n/a``
-  Activities.csv -- existing non-orphan rows at index round(k * N / 4), k = 1..3, are altered
-  [data rows 11406, 22811, 34215]:
+  Activities.csv -- existing non-orphan rows at index round(k * N / 4), k = 1..3, are altered:
     1. ActivityType ``phone_call`` (Detail emptied)
     2. OccurredAt ``31/31/2026 99:00:00 XM``
     3. SubscriberKey empty (missing)
@@ -95,7 +92,8 @@ There are no duplicate (SubscriberKey, CampaignId) pairs and no duplicate Activi
 Everything is driven by one ``random.Random(--seed)`` (default 20261120) and by
 ``--anchor-date`` (default 2026-11-20, the evaluation date of the shipped config); every date is
 strictly before the anchor's midnight. Same arguments and Python version -> byte-identical files.
-Sizes: ``--contacts`` (default 3000, minimum 20) -> ~24,000 engagement and ~45,000 activity rows.
+Sizes: ``--contacts`` (default 3000, minimum 20); the other files scale with it (the printed summary
+gives their rows).
 
 The next day (``<out>/next_day/``, selected by ``sfmc-pipeline sample next_day``):
     The same three files and a ``sample.json`` with ``anchor_date`` = anchor + 1 day (2026-11-21),
@@ -138,8 +136,6 @@ The next day (``<out>/next_day/``, selected by ``sfmc-pipeline sample next_day``
     ``next_day/sample.json`` lists every change (``changes``: name, file, description, rows and,
     but for new_campaign and day_activities, the SubscriberKeys concerned);
     ``next_day/README.md`` shows the same as a table.
-    Default run: Contacts 3,018 rows (148 changed or added), CampaignEngagement 24,313 (743),
-    Activities 47,548 (1,929 added).
 
 Only the standard library and ``sfmc_pipeline.salesforce.ids`` are used.
 """

@@ -43,8 +43,8 @@ def build_definitions(config: PipelineConfig, *, executor: dg.ExecutorDefinition
                       ) -> dg.Definitions:
     """The code location. Runs execute in one process (``executor``): the steps form a chain bounded by API
     latency, each step reads or writes concurrently inside itself and the API pools bound steps anyway, while a
-    process per step re-imports the libraries (about 3 s a step on a 2-core machine: 26 s instead of 6 s for the
-    quickstart). A multi-node deployment passes ``dagster_k8s.k8s_job_executor`` or ``dagster_celery``'s here.
+    process per step re-imports the libraries (its cost: docs/performance.md, "Quickstart and executor"). A
+    multi-node deployment passes ``dagster_k8s.k8s_job_executor`` or ``dagster_celery``'s here.
     Whichever it is, each run records its worker and posts its own failure alert (``runs/executor.py``)."""
     freshness = dataset_freshness(config.automation.schedule)
     datasets = dg.map_asset_specs(lambda spec: dg.apply_freshness_policy(spec, freshness), build_dataset_assets(config))

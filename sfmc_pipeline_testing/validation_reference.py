@@ -142,7 +142,7 @@ def ref_date(values, column):
         remaining.loc[hit[hit].index] = False
         candidates.loc[hit[hit].index] = False
     localized = parsed.dt.tz_localize(REF_SYSTEM_TZ).dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-    # Added with Salesforce's date rule (crm/salesforce_dates.py): a UTC day after 4000-12-31 is refused.
+    # Added with Salesforce's date rule (salesforce/dates.py): a UTC day after 4000-12-31 is refused.
     naive = localized.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
     too_late = pd.Series(naive >= np.datetime64("4001-01-01T00:00:00"), index=values.index, dtype=bool)
     localized = localized.mask(too_late)

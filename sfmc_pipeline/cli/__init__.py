@@ -1,12 +1,11 @@
-"""The ``sfmc-pipeline`` command line (console script in pyproject.toml).
+"""The ``sfmc-pipeline`` command line (console script in pyproject.toml); every command reads the same
+environment variables and pipeline config as the Dagster code location.
 
     sfmc-pipeline check            # is every connection the pipeline needs working? (exit 0 only if all OK)
     sfmc-pipeline test-segments    # do the segment rules give the memberships in segment_examples.yaml?
     sfmc-pipeline sample next_day  # the embedded default's sample day, written to the project's .env
     sfmc-pipeline ledger standing  # records the sync holds back: deleted in the CRM, or values Salesforce rejects
     sfmc-pipeline ledger reset     # let the next sync send such records again
-
-All read the same environment variables and pipeline config as the Dagster code location.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFr
 
 @contextmanager
 def collector_paused():
-    """Pause the cyclic garbage collector while millions of small containers are made (it would
+    """Pause the cyclic garbage collector while small containers are made per (record, field) row (it would
     otherwise walk them again and again); objects are still freed by reference counting."""
     enabled = gc.isenabled()
     gc.disable()

@@ -1,20 +1,9 @@
 """The exit guard: a second line of defence against writing a broken evaluation to the CRM.
 
-Before the first write, count per segment the destination's confirmed in-segment records (the
-ledger) and how many of them this run would mark ``exited``. When that share is above the
-segment's limit (``sync.max_exit_share``, default 50%, or the segment's own ``max_exit_share``),
-the sync sends nothing and fails with the numbers, unless the run accepts it (``accept_exits``).
-
-The same limit holds over a rolling window (``settings.guard_window_days``, default 7; history in
-``exit_window.py``): the members the segment would have after this run (confirmed members, minus
-this run's exits, plus its new entries) are compared with the most members it had at the start of
-any run in the window. So two runs that each exit 40% are caught like one that exits 64%; a
-segment that churns fast (as many enter as leave) or grows is never caught for its normal churn,
-since the window measures what the segment lost, not how many records passed through it. A run
-that accepts a segment's exits starts a new window for it.
-
-Segments with fewer confirmed members than ``sync.exit_guard_min_members`` (default 10; over the
-window: at its peak) are not guarded: a handful of records may all leave on a normal day.
+Before the first write, per segment: when this run would mark ``exited`` more than the segment's limit
+(``max_exit_share``) of its confirmed members, or leave it more than that below its most members in the
+rolling window (``exit_window.py``), the sync sends nothing and fails with the numbers, unless the run
+accepts the exits (``accept_exits``). The rule in full: docs/crm-sync.md, "Before anything is sent".
 """
 
 from __future__ import annotations
@@ -47,7 +36,13 @@ def exit_guard(
     ``record_id, field, value`` rows; ``status_fields``: the API names of the status fields;
     ``window_peaks``: segment -> the most confirmed members at the start of a run in the window
     (``ExitWindow.peaks``; none: the window holds only this run).
-    Computed column-wise (a first sync of 200,000 records sends 600,000 status values)."""
+
+    A segment trips on its share of exits, or on its loss over the window: the members after the run
+    (confirmed, minus exits, plus new entries) against the window's peak. Measuring what the segment lost,
+    not how many records passed through it, never catches a segment that churns or grows; two runs that
+    each exit 40% are caught like one that exits 64%. Segments below ``min_members`` (over the window: at
+    its peak) are not guarded: a handful of records may all leave on a normal day. Computed column-wise,
+    since a first sync sends a status value per record and status field."""
     members = confirmed_entries.loc[confirmed_entries["status"].isin(list(IN_SEGMENT)).to_numpy(dtype=bool),
                                     ["record_id", "segment"]].drop_duplicates()
     sent = _sent_statuses(to_send, status_fields)

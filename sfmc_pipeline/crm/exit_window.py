@@ -1,13 +1,9 @@
 """The exit guard's memory: how many confirmed members each segment had at the start of each sync in the
 last ``settings.guard_window_days`` days, so a run is also compared with the window, not only with the
-previous run (two 40% steps are caught like one 80% step).
+previous run (two 40% steps are caught like one 64% step).
 
-One row per (target, object, destination, segment, run): ``members`` confirmed in the ledger when the run
-started, the run's time (UTC) and whether it ``accepted`` the segment's exits (``accept_exits`` on a run the
-guard stopped). An accepted run starts a new window for the segments it accepted: its row and the rows
-before it no longer count. Rows live in the ledger's file (table ``exit_guard_runs``), keyed by the target
-like the ledger's own rows; rows older than the longest window the config allows are dropped. A ledger from
-before this table simply has no history: the guard then compares with the current members only, as before.
+Rows live in the ledger's file (table ``exit_guard_runs``), keyed by the target like the ledger's own rows.
+A ledger from before this table has no history: the guard then compares with the current members only.
 """
 
 from __future__ import annotations
@@ -34,7 +30,9 @@ KEEP_DAYS = 90  # the longest guard window the config allows (settings.guard_win
 
 
 class ExitWindow:
-    """The history of one destination's segments on the ledger's target."""
+    """The history of one destination's segments on the ledger's target: one row per segment and run, with the
+    members confirmed when the run started and whether it accepted the segment's exits (``accept_exits`` on a
+    run the guard stopped). An accepted run starts a new window: its row and the rows before it no longer count."""
 
     def __init__(self, ledger: SyncLedger, sobject: str, destination: str):
         self._db = ledger.db

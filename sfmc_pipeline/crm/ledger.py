@@ -130,7 +130,7 @@ class SyncLedger:
 
     def _keyed_table(self) -> None:
         """Move a ledger written before the table was ``WITHOUT ROWID`` into that layout, once, in one
-        transaction, then compact the file (seconds for a million rows); nothing changes for readers."""
+        transaction, then compact the file; nothing changes for readers."""
         (sql,) = self._db.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'confirmed_fields'").fetchone()
         if "WITHOUT ROWID" in sql.upper():

@@ -1,19 +1,9 @@
 """Keyed hashes of what the sync ledger must not keep in clear.
 
-The ledger only needs to know whether a value equals the one last confirmed written, so the values
-of identifying fields (names, email, phone, anything fed by a column with an ``identifying`` label)
-are stored as a keyed hash of their ledger text, and the diff compares the hashes of the values it
-would send. Fingerprints of what failed (``standing_failures``) are keyed hashes too.
-
-- The hash is keyed BLAKE2b with a 16-byte digest (BLAKE2's own MAC mode, RFC 7693), stored as
-  ``keyed:<32 hex digits>``. A ledger text is JSON, which never starts with ``k``, so a hashed text
-  is never mistaken for a value. Without the key a hash cannot be checked against guessed values.
-- The key is 32 random bytes, created once per storage directory beside the ledger
-  (``state/crm/ledger.key``, mode 0600; two processes creating it at once agree on one file). A lost
-  or replaced key only makes the stored hashes unequal to the new ones: the next sync writes those
-  attributes once more and stores the new hashes; nothing fails.
-- Hashing is column-wise where a whole column is compared (each distinct value once), one value at a
-  time where only the values being written are.
+The ledger only needs to know whether a value equals the one last confirmed written, so identifying
+values (names, email, phone, columns labelled ``identifying``) are stored as keyed hashes and the diff
+compares the hashes of the values it would send; fingerprints of what failed (``standing_failures``)
+are keyed hashes too. Without the key a hash cannot be checked against guessed values.
 """
 
 from __future__ import annotations
@@ -29,9 +19,9 @@ import pyarrow.compute as pc
 
 from sfmc_pipeline.datasets.storage import StorageError
 
-PREFIX = "keyed:"
+PREFIX = "keyed:"  # a ledger text is JSON, which never starts with "k": a hash is never mistaken for a value
 KEY_BYTES = 32
-DIGEST_BYTES = 16
+DIGEST_BYTES = 16  # keyed BLAKE2b (BLAKE2's own MAC mode, RFC 7693): "keyed:" + 32 hex digits
 
 
 def key_path(ledger_path: str | Path) -> Path:
@@ -45,7 +35,11 @@ def is_hashed(text: str | None) -> bool:
 
 
 class KeyedHasher:
-    """Keyed hashes with one key (``load_or_create`` reads or makes the ledger's)."""
+    """Keyed hashes with one key (``load_or_create`` reads or makes the ledger's).
+
+    A lost or replaced key only makes the stored hashes unequal to the new ones: the next sync writes
+    those attributes once more and stores the new hashes; nothing fails. ``texts`` hashes a whole
+    column (each distinct value once), ``text`` one value being written."""
 
     def __init__(self, key: bytes):
         if len(key) != KEY_BYTES:
@@ -102,7 +96,8 @@ class KeyedHasher:
 
 
 def _create_key(path: Path) -> None:
-    """Write a new key to ``path`` unless another process wrote one first (then its key is used)."""
+    """Write a new key (32 random bytes, mode 0600) to ``path`` unless another process wrote one first (then its
+    key is used): one key per storage directory, beside the ledger."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")

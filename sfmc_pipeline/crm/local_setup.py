@@ -1,14 +1,9 @@
 """The local target set up as the org a destination expects, before the sync's preflight runs on it.
 
-An admin creates a destination's custom fields in a real org; the local target does it itself: the
-status fields (Long Text Area) and every mapped custom attribute field (API name ending in ``__c``,
-typed for its column by ``salesforce.rules.custom_field_for``), plus the external-id field of an upsert.
-Standard fields cannot be created: a mapped standard field the local target does not have is refused
-with the fields it has. For an update the sample's records are seeded (a record must exist to be
-updated), with its required fields.
-
-The sync asset and ``sfmc-pipeline check`` (on ``LocalCrmTarget.snapshot``) both call
-``prepare_local_target``, then the same preflight (``preflight.preflight_destination``).
+An admin creates a destination's custom fields in a real org; the local target creates them itself and,
+for an update, seeds the sample's records. The sync asset and ``sfmc-pipeline check`` (on
+``LocalCrmTarget.snapshot``) both call ``prepare_local_target``, then the same preflight
+(``preflight.preflight_destination``).
 """
 
 from __future__ import annotations
@@ -33,8 +28,12 @@ CUSTOM_SUFFIX = "__c"
 
 def prepare_local_target(target: LocalCrmTarget, dest: DestinationConfig, columns: Mapping[str, ColumnConfig],
                          profiles: pd.DataFrame | None = None) -> None:
-    """Create ``dest``'s fields on its object (``PreflightError`` for a mapped standard field the local target
-    lacks) and, for an update with ``profiles``, seed the records of the destination's key prefix."""
+    """Create ``dest``'s fields on its object and, for an update with ``profiles``, seed the records of the
+    destination's key prefix (a record must exist to be updated), with their required fields.
+
+    The fields: the status fields (Long Text Area), every mapped custom attribute field (``__c``, typed for its
+    column by ``salesforce.rules.custom_field_for``) and an upsert's external-id field. Standard fields cannot
+    be created: a mapped standard field the local target lacks is a ``PreflightError`` naming those it has."""
     problems = missing_standard_fields(dest)
     if problems:
         raise PreflightError(problems)

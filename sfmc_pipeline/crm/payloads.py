@@ -1,25 +1,10 @@
 """What each CRM record of a destination should hold: segment status fields and mapped attributes.
 
-A status field's value lists the profile's statuses for the segments mapped to it, in the status
-format (``status_format.py``). Rules, in the order they apply:
-
-- Records are keyed by the destination's key column (the Salesforce Id for updates, the external
-  id for upserts), looked up from the profile; a profile no longer in the dataset is found through
-  the ledger (so its exit still reaches its record). Updates take only their object's Ids; other
-  profiles are counted as skipped.
-- A profile with no status in a field's segments gets no value for that field (it is not
-  touched): ``exited`` is written once, and a profile that never qualified is never written.
-- A segment the ledger shows as confirmed in-segment, but that the statuses no longer mention,
-  gets ``exited`` (the profile left and its exit was not confirmed written yet).
-- Held profiles (their row is quarantined) are left exactly as they are in the CRM.
-- A confirmed status entry of a segment that is no longer mapped to that field (removed from the
-  mapping, or moved to another field) is cleared from it, once.
-- Attributes are written for the records that get a status value. A null source value leaves the
-  field as it is, unless the destination opts in to ``clear_null_attributes``; a null in a field
-  Salesforce requires is always sent, so the record is rejected (``REQUIRED_FIELD_MISSING``).
-
-Everything is computed column-wise (``vectors.py``): a re-run over 200,000 records handles about a
-million (record, field) rows without a Python call per row or per group.
+A status field's value lists the profile's statuses for the segments mapped to it (``status_format.py``).
+A profile with no status in a field's segments leaves that field untouched, so ``exited`` is written once
+and a profile that never qualified is never written; held profiles (row quarantined) are left as they
+are. The rules as users see them: docs/crm-sync.md, "What is written". Everything is computed column-wise
+(``vectors.py``), without a Python call per (record, field) row or per group.
 """
 
 from __future__ import annotations
@@ -110,7 +95,13 @@ def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.D
 def build_desired_state(
     dest: DestinationConfig, statuses: pd.DataFrame, profiles: pd.DataFrame, confirmed: pd.DataFrame, *, profile_key: str
 ) -> DesiredState:
-    """``statuses``: ``profile_key, segment, status[, held]``; ``confirmed``: this destination's ledger rows."""
+    """``statuses``: ``profile_key, segment, status[, held]``; ``confirmed``: this destination's ledger rows.
+
+    Records are keyed by the destination's key column (the Salesforce Id for updates, the external id for
+    upserts), looked up from the profiles, else from the ledger, so the exit of a profile no longer in the
+    dataset still reaches its record. Updates take only their object's Ids; other profiles are counted as
+    skipped. A segment the ledger shows confirmed in-segment but the statuses no longer mention gets
+    ``exited``; a segment no longer mapped to a field is cleared from it once."""
     field_of = {segment: fld.lower() for segment, fld in dest.segments.items()}
     mapped = statuses[statuses["segment"].isin(list(field_of))]
     held_profiles = set(mapped.loc[mapped["held"], PROFILE_KEY].astype(str)) if "held" in mapped else set()
@@ -229,6 +220,9 @@ def _clears(in_crm: pd.DataFrame, field_of: dict[str, str], status_values: pd.Da
 
 def _attribute_values(dest: DestinationConfig, profiles: pd.DataFrame, records: pd.DataFrame,
                       profile_key: str) -> tuple[list[Attribute], int]:
+    """The mapped attributes of the records that get a status value, and how many null values are left out: a
+    null leaves the field as it is unless the destination opts in to ``clear_null_attributes``; a null in a
+    field Salesforce requires is always sent, so the record is rejected (``REQUIRED_FIELD_MISSING``)."""
     columns = dict(dest.attribute_map)  # profile column -> field
     if dest.external_id is not None:
         columns[dest.external_id.column] = dest.external_id.field

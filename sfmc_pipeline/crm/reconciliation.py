@@ -1,23 +1,10 @@
 """Reconciliation reads the CRM, not the ledger.
 
 After a sync, the status fields of every managed record (or a random sample above
-``sync.reconciliation_sample_size``) are read back from the target itself: Salesforce through the
-sObject Collections retrieve (2,000 Ids per request), the local target from its tables. Per mapped
-segment it reports:
-
-- ``members``: records in the segment now (failed, rejected, pending and held records aside);
-- ``confirmed``: members the CRM shows in the segment; ``missing``: members it does not;
-- ``stale``: records the CRM shows in the segment that are not members;
-- and, over all status fields, ``drifted`` records: the CRM holds something other than what was
-  last confirmed written (someone edited the field). Their confirmations are dropped from the
-  ledger, so the next run sends them again;
-- ``not_found_records``: records the CRM does not have at all (deleted, or no longer visible to the
-  integration user). They are left out of the counts above: the sync marks them gone, like a record
-  a write found deleted, and holds them back until their profile changes (``standing_failures.py``).
-
-The check passes only when nothing is missing, stale or drifted (it cannot pass when the CRM lacks
-what the ledger claims of a record it has), and when no more than the failure threshold's share of
-the records read back are not found (more means something else: a permission or sharing change).
+``sync.reconciliation_sample_size``) are read back from the target itself (``CrmTarget.retrieve``). Per
+mapped segment it counts members, confirmed, missing and stale records; over all status fields, the records
+whose CRM value drifted from what was last confirmed written (the next run sends them again) and the
+records the CRM no longer has. Docs: docs/crm-sync.md, "Reconciliation reads the CRM, not the ledger".
 """
 
 from __future__ import annotations
@@ -33,6 +20,8 @@ from sfmc_pipeline.crm.status_format import IN_SEGMENT, parse_entries
 from sfmc_pipeline.crm.vectors import isin
 from sfmc_pipeline.salesforce.records import CrmTarget
 
+# members: records in the segment now (failed, rejected, pending and held records aside); confirmed: members
+# the CRM shows in the segment; missing: members it does not; stale: records it shows there that are not members
 TABLE_COLUMNS = ["segment", "field", "members", "confirmed", "missing", "stale"]
 
 
@@ -43,7 +32,9 @@ class Reconciliation:
     checked_records: int
     sampled: bool
     drifted: list[tuple[str, str]] = field(default_factory=list)  # (record_id, field API name)
-    not_found_records: set[str] = field(default_factory=set)  # checked records the CRM does not have
+    # checked records the CRM does not have (deleted, or no longer visible to the integration user): left out of
+    # the counts; the sync marks them gone and holds them back until their profile changes (standing_failures.py)
+    not_found_records: set[str] = field(default_factory=set)
     api_requests: int = 0
     max_not_found_share: float = 1.0  # above this share of the records read back, not found fails the check
 
@@ -61,6 +52,8 @@ class Reconciliation:
 
     @property
     def passed(self) -> bool:
+        """Nothing missing, stale or drifted, and no more than ``max_not_found_share`` of the records read back
+        not found (more means something else: a permission or sharing change)."""
         return not (self.table["missing"].sum() or self.table["stale"].sum() or self.drifted
                     or self.too_many_not_found)
 

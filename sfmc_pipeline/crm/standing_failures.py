@@ -1,20 +1,11 @@
 """Records the CRM cannot take, so the sync stops sending them again every run.
 
-Salesforce's code says what a failed record needs (``salesforce_rules.failure_kind``):
-
-- ``record_gone`` (``ENTITY_IS_DELETED``, ``INVALID_CROSS_REFERENCE_KEY``): the CRM no longer has the
-  record. It is marked gone and skipped until its profile changes (the values of its mapped attributes,
-  as a keyed fingerprint) or an operator resets it.
-- ``value_rejected`` (``STRING_TOO_LONG``, a validation rule, ...; and the client-side checks' codes): the
-  same values fail the same way. The values sent are fingerprinted and the record is skipped until the
-  values to send change (or an operator resets it).
-- ``transient`` (locks, timeouts, unknown codes): no mark; the next run sends the record again.
-
-One row per (target, object, destination, record) in the ledger's file (table ``standing_failures``): the
-kind, Salesforce's code and the fields it named, the fingerprint, the first and the latest run that saw it
-and how many sends failed this way. Salesforce's message is not kept (it may quote a personal value); the
-sync-errors dataset of the run that saw the failure has it. A record that is written successfully loses
-its mark; a rejected record whose values now equal what the CRM holds (nothing to send) loses it too.
+Salesforce's code says what a failed record needs (``salesforce/rules.py``, ``failure_kind``): a record the
+CRM no longer has is marked gone and held back until its profile changes; values Salesforce rejects are
+held back until the values to send change; transient failures get no mark. An operator reset (``reset``,
+``sfmc-pipeline ledger reset``) sends them again. Marks live in the ledger's file (table
+``standing_failures``); Salesforce's message is not kept (it may quote a personal value). Docs:
+docs/crm-sync.md, "Standing failures".
 """
 
 from __future__ import annotations
@@ -42,7 +33,7 @@ CREATE TABLE IF NOT EXISTS standing_failures (
     object TEXT NOT NULL,
     destination TEXT NOT NULL,
     record_id TEXT NOT NULL,
-    kind TEXT NOT NULL,            -- "record_gone" or "value_rejected" (salesforce_rules.failure_kind)
+    kind TEXT NOT NULL,            -- "record_gone" or "value_rejected" (salesforce/rules.py failure_kind)
     code TEXT NOT NULL,            -- Salesforce's status code, or the client-side check's
     fields TEXT NOT NULL,          -- the fields the error named, comma-separated
     fingerprint TEXT NOT NULL,     -- keyed hash: of the values sent (rejected) or of the record's attributes (gone)
@@ -79,7 +70,8 @@ def ensure_table(db: sqlite3.Connection) -> None:
 
 
 class StandingFailures:
-    """The marks of one destination on one target."""
+    """The marks of one destination on one target: one row per record, with the kind, Salesforce's code and the
+    fields it named, the fingerprint, the first and latest run that saw it and how many sends failed this way."""
 
     def __init__(self, ledger: SyncLedger, sobject: str, destination: str):
         self._db = ledger.db
@@ -225,6 +217,7 @@ class StandingScreen:
         self._mark(rid, {}, error, (), RECORD_GONE)
 
     def succeeded(self, rids: Iterable[str]) -> None:
+        """Records written successfully lose their mark."""
         self._cleared += [rid for rid in rids if rid in self.known]
 
     def flush(self) -> None:

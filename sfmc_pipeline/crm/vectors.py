@@ -1,8 +1,7 @@
 """Vectorised helpers for the sink's string columns (pyarrow compute under pandas' ``str`` dtype).
 
-The sink handles one row per (record, field): 200,000 records make about a million rows on each
-side of the diff. pandas' own ``isin``/``map`` on pyarrow strings build Python objects per value
-(a 200,000-value ``isin`` costs most of a second); these helpers stay in Arrow. Every function keeps
+The sink handles one row per (record, field) on each side of the diff. pandas' own ``isin``/``map``
+on pyarrow strings build a Python object per value; these helpers stay in Arrow. Every function keeps
 the meaning of the pandas expression it replaces, named in its docstring, nulls included (a null
 matches a null, as ``isin`` and ``merge`` do).
 """

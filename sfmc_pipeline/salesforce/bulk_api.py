@@ -1,32 +1,8 @@
 """Salesforce Bulk API 2.0 ingest client: jobs, CSV uploads and result CSVs, over the REST client's session.
 
-Contract (Salesforce Bulk API 2.0 documentation; every call is one API request, counted in
-``Sforce-Limit-Info`` like any other REST call):
-
-* ``POST jobs/ingest`` (JSON ``{"object", "operation", "externalIdFieldName" (upsert), "contentType": "CSV",
-  "lineEnding": "LF", "columnDelimiter": "COMMA"}``) creates a job in state ``Open`` and answers its job info
-  (``id``, ``state``, ``object``, ``operation``, ``createdById``, ``createdDate``, ``contentUrl``, ...). Real orgs
-  serve ``contentUrl`` as ``services/data/vXX.X/jobs/ingest/{id}/batches`` (no leading slash, no host), so it is
-  never concatenated to anything: the upload path is built from the job id, under the client's API version.
-* ``PUT jobs/ingest/{id}/batches`` (``Content-Type: text/csv``) uploads the job's data, answered **201**. One
-  upload per job here, at most 150 MB after base64 encoding, i.e. about 100 MB of raw CSV. The first row holds
-  the field API names (``Id`` for update; the external id field for upsert). An empty cell leaves a field as it
-  is; ``#N/A`` sets it to null. The file's line ending must be the job's ``lineEnding``.
-* ``PATCH jobs/ingest/{id}`` with ``{"state": "UploadComplete"}`` closes the job (processing only starts then);
-  ``{"state": "Aborted"}`` aborts it.
-* ``GET jobs/ingest/{id}``: ``state`` (``Open``, ``UploadComplete``, ``InProgress``, ``JobComplete``, ``Failed``,
-  ``Aborted``), ``numberRecordsProcessed``, ``numberRecordsFailed``, ``errorMessage``.
-* ``GET jobs/ingest`` lists the org's ingest jobs (``{"done", "records", "nextRecordsUrl"}``, paged).
-* ``GET jobs/ingest/{id}/successfulResults/`` (``sf__Id, sf__Created`` + the uploaded columns),
-  ``failedResults/`` (``sf__Id, sf__Error`` + the uploaded columns; ``sf__Error`` is
-  ``STATUS_CODE:message:fields``, ``STATUS_CODE:message`` or a bare ``STATUS_CODE``) and ``unprocessedrecords/``
-  (the uploaded columns): CSV, in **no guaranteed order**, so callers join them on ``Id`` or the external id, never
-  on position.
-
-Errors, login, 401 re-login, retries, limit info and redaction are the ``SalesforceClient``'s
-(``SalesforceClient.request``). Retries: every call here is safe to resend. A resent create can at worst leave an
-extra empty ``Open`` job that nobody closes, so it never processes anything. A resent upload or close that the
-first attempt already applied is refused by Salesforce, and the writer then reads the job's state.
+Every call is one API request, counted in ``Sforce-Limit-Info`` like any other REST call. Errors, login, 401
+re-login, retries, limit info and redaction are the ``SalesforceClient``'s (``SalesforceClient.request``). Each
+method says the contract of its call, from Salesforce's Bulk API 2.0 documentation.
 """
 
 from __future__ import annotations
@@ -113,7 +89,11 @@ class JobInfo:
 
 class BulkIngestClient:
     """Bulk API 2.0 ingest calls through a ``SalesforceClient`` (its ``request`` method). ``requests`` counts the
-    API requests sent through this object (one per call; transport retries not included)."""
+    API requests sent through this object (one per call; transport retries not included).
+
+    Every call is safe to resend: a resent create can at worst leave an extra empty ``Open`` job that nobody
+    closes, so it never processes anything; a resent upload or close that the first attempt already applied is
+    refused by Salesforce, and the writer then reads the job's state."""
 
     def __init__(self, client: Any):
         self.client = client
@@ -123,6 +103,8 @@ class BulkIngestClient:
 
     def create_job(self, sobject: str, operation: str, external_id_field: str | None = None, *,
                    line_ending: str = "LF") -> JobInfo:
+        """``POST jobs/ingest`` (JSON ``object``, ``operation``, ``externalIdFieldName`` for an upsert, CSV with
+        ``lineEnding`` and ``COMMA`` delimiter): a job in state ``Open``, answered with its job info."""
         if operation not in ("update", "upsert"):
             raise ValueError(f"operation must be 'update' or 'upsert', got {operation!r}")
         spec: dict[str, Any] = {"object": _name(sobject, "sobject"), "operation": operation, "contentType": "CSV",
@@ -138,18 +120,26 @@ class BulkIngestClient:
         return job
 
     def upload(self, job_id: str, data: bytes) -> None:
-        """Upload the job's CSV (``Content-Type: text/csv``); Salesforce answers 201 Created."""
+        """``PUT jobs/ingest/{id}/batches``: upload the job's CSV (``Content-Type: text/csv``, one upload per job
+        here, at most ``MAX_UPLOAD_BYTES``); Salesforce answers 201 Created. The first row holds the field API
+        names (``Id`` for an update, the external id field for an upsert); the line ending must be the job's.
+        Real orgs serve the job's ``contentUrl`` without a leading slash or host, so it is never used: the path
+        is built from the job id, under the client's API version."""
         self._send("PUT", f"jobs/ingest/{_job(job_id)}/batches", f"Bulk API 2.0 upload to job {job_id}",
                    body=data, content_type=_CSV, accept=_JSON)
 
     def close(self, job_id: str) -> JobInfo:
-        """``UploadComplete``: Salesforce starts processing the uploaded data."""
+        """``PATCH jobs/ingest/{id}`` to ``UploadComplete``: Salesforce starts processing the uploaded data only
+        then."""
         return self._set_state(job_id, UPLOAD_COMPLETE, "close")
 
     def abort(self, job_id: str) -> JobInfo:
+        """``PATCH jobs/ingest/{id}`` to ``Aborted``."""
         return self._set_state(job_id, ABORTED, "abort")
 
     def job(self, job_id: str) -> JobInfo:
+        """``GET jobs/ingest/{id}``: its ``state`` (``Open``, ``UploadComplete``, ``InProgress``, ``JobComplete``,
+        ``Failed``, ``Aborted``), records processed and failed, ``errorMessage``."""
         return self._job_json("GET", f"jobs/ingest/{_job(job_id)}", f"Bulk API 2.0 job info of {job_id}")
 
     def jobs(self, *, max_pages: int = 20) -> tuple[list[JobInfo], bool]:
@@ -171,6 +161,9 @@ class BulkIngestClient:
         return found, False
 
     # ------------------------------------------------------------------ results
+    # CSV in no guaranteed order, so callers join them on Id or the external id, never on position.
+    # successfulResults/: sf__Id, sf__Created + the uploaded columns; failedResults/: sf__Id, sf__Error
+    # (``parse_error``) + the uploaded columns; unprocessedrecords/: the uploaded columns.
 
     def successful_results(self, job_id: str) -> list[dict[str, str]]:
         return self._results(job_id, "successfulResults", "successful results")

@@ -1,12 +1,11 @@
 """How errors from the clients become Dagster outcomes, the same for every API-calling asset.
 
-- A configuration problem (credentials, base URL, a preflight finding) fails the step at once
-  with its message: retrying cannot help.
-- A transient API failure that outlasted each request's own retries (5 per request with
-  backoff) asks Dagster to retry the whole step: at most ``TRANSIENT_RETRIES`` more times,
-  ``TRANSIENT_RETRY_WAIT`` seconds apart, so a failing call is tried at most 3 x 6 times.
-- Any other API error (wrong credentials, missing scope, unknown key) fails at once.
-Programming errors are not retried either: they surface as they are.
+- A configuration problem (credentials, base URL, a preflight finding) fails the step at once: retrying
+  cannot help.
+- A transient API failure that outlasted each request's own retries (``http.RetrySettings``) asks Dagster
+  to retry the whole step, at most ``TRANSIENT_RETRIES`` more times, ``TRANSIENT_RETRY_WAIT`` seconds apart.
+- Any other API error (wrong credentials, missing scope, unknown key) fails at once, and so do
+  programming errors: they surface as they are.
 """
 
 from contextlib import contextmanager

@@ -1,12 +1,7 @@
 """The CRM target resource: the Salesforce org, or the embedded local SQLite target.
 
-The rule, shown in the sync metadata as ``mode``: with ``client_id``, a base URL (``domain`` or
-``login_url``) and a credential (``client_secret``, or a private key for the JWT bearer flow) all
-set, the sink writes to Salesforce; with none of the settings set, to the local SQLite target under
-the storage directory. Setting only some is an error naming the missing ones. The login settings
-choose the OAuth flow (``salesforce/auth.py``): a private key the JWT bearer flow, a username
-and password the username-password flow (which Salesforce ends for connected apps on 2027-02-20),
-otherwise client credentials.
+Which one is the ``mode`` (shown in the sync metadata); the login settings choose the OAuth flow
+(``LoginFlow.choose`` in ``salesforce/auth.py``).
 """
 
 from __future__ import annotations
@@ -60,6 +55,10 @@ class SalesforceResource(dg.ConfigurableResource):
 
     @property
     def mode(self) -> str:
+        """``salesforce`` with ``client_id``, a base URL (``domain`` or ``login_url``) and a credential
+        (``client_secret``, or a private key for the JWT bearer flow) all set; ``local`` (the local SQLite
+        target under the storage directory) with none of the settings set. Setting only some is an error
+        naming the missing ones."""
         jwt = bool(self.private_key_file or self.private_key)
         given = {
             "SALESFORCE_DOMAIN or SALESFORCE_LOGIN_URL": bool(self.domain or self.login_url),

@@ -28,7 +28,7 @@ class StorageResource(dg.ConfigurableResource):
     @contextmanager
     def writing(self, context: dg.AssetExecutionContext) -> Iterator[DatasetStore]:
         """The store, with this step inside the run's storage lease for the block; the run keeps holding the
-        storage until it ends (see ``run_lock``). ``StorageBusy`` names the run holding it otherwise."""
+        storage until it ends (see ``runs/lease.py``). ``StorageBusy`` names the run holding it otherwise."""
         store = self.get_store()
         instance, run = context.instance, context.run
         with run_lease(store.base_dir, run.run_id, context.op_execution_context.op.name, job=run.job_name,
