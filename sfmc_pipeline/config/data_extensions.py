@@ -206,7 +206,7 @@ class PipelineSettings(StrictModel):
     guard_window_days: int = Field(
         default=7, ge=1, le=90,
         description="The volume guard and the exit guard compare against this many days of successful runs, not only "
-        "the last one: two 40% steps in a week are caught like one 80% step.",
+        "the last one: two 40% drops in a week are caught as the 64% drop they add up to.",
     )
     incremental_overlap_minutes: int = Field(
         default=60, ge=0,

@@ -3,8 +3,8 @@
 An empty extract, or one whose valid rows fall by more than the allowed share below the
 **reference**, fails before anything downstream runs (an empty Contacts file would otherwise exit
 every segment membership). The reference is the largest valid-row count of the successful
-materializations in a rolling window (``settings.guard_window_days``), so two 40% steps are caught
-like one 80% step; with no success in the window, the last success.
+materializations in a rolling window (``settings.guard_window_days``), so two 40% drops are caught
+as the 64% drop they add up to; with no success in the window, the last success.
 """
 
 from __future__ import annotations
