@@ -48,14 +48,15 @@ def edited_config(tmp_path: Path, edit) -> PipelineConfig:
     return load_pipeline_config(path)
 
 
-def seed_sample_org(org, objects=("Contact", "Lead")):
-    """The fake org with the shipped status fields and a record for each sample profile of ``objects``
-    (by Id prefix; the sample's deliberately broken id is quarantined before a sync, so it gets none)."""
+def seed_sample_org(org, objects=("Contact", "Lead"), sample: Path = SHIPPED_SAMPLE):
+    """The fake org with the shipped status fields and a record for each profile of ``sample`` (the shipped
+    sample unless given; e.g. the tiny sample) of ``objects`` (by Id prefix; the shipped sample's deliberately
+    broken id is quarantined before a sync, so it gets none)."""
     for dest in CONFIG.destinations:
         if dest.object in objects:
             for name in dest.status_fields:
                 org.add_field(dest.object, name)
-    contacts = EmbeddedSampleSource(SHIPPED_SAMPLE).read(CONFIG.extension("contacts")).frame
+    contacts = EmbeddedSampleSource(sample).read(CONFIG.extension("contacts")).frame
     for rid in set(contacts["SubscriberKey"]):
         if not is_valid_id(rid):
             continue
