@@ -231,7 +231,8 @@ def sample_org(fake_salesforce, monkeypatch, tmp_path):
     reads, with the SALESFORCE_* variables pointing at it."""
     sample = _sample(tmp_path / "sample")
     org = seed_sample_org(fake_salesforce, sample=sample)
-    for name, value in {EXTRACT_DIR_ENV: str(sample), "SALESFORCE_LOGIN_URL": org.base_url, "SALESFORCE_CLIENT_ID": org.client_id,
+    for name, value in {EXTRACT_DIR_ENV: str(sample),
+                        "SALESFORCE_LOGIN_URL": org.base_url, "SALESFORCE_CLIENT_ID": org.client_id,
                         "SALESFORCE_CLIENT_SECRET": org.client_secret, "SALESFORCE_USERNAME": org.username,
                         "SALESFORCE_PASSWORD": org.password, "SALESFORCE_SECURITY_TOKEN": org.security_token,
                         "SFMC_PIPELINE_STORAGE": str(tmp_path / "storage")}.items():
