@@ -5,7 +5,6 @@ that returns the result even when a step fails, and readers of a result (an asse
 plain values, the sync assets' metadata, the check evaluations, the step failure messages) and of
 the storage directory (the sync ledger's rows, the local CRM's records)."""
 
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -65,12 +64,6 @@ def seed_sample_org(org, objects=("Contact", "Lead"), sample: Path = SHIPPED_SAM
         elif rid.startswith("00Q") and "Lead" in objects:
             org.add_record("Lead", rid, LastName="x", Company="x")
     return org
-
-
-def copy_sample(dest: Path) -> Path:
-    """A copy of the shipped first-day sample extracts (data/sample, without next_day/) at ``dest``, for a
-    test to edit."""
-    return Path(shutil.copytree(SHIPPED_SAMPLE, dest, ignore=shutil.ignore_patterns("next_day")))
 
 
 def local_resources(storage: Path, sample: Path = SHIPPED_SAMPLE) -> dict:
