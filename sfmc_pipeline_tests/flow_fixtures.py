@@ -5,7 +5,6 @@ that returns the result even when a step fails, and readers of a result (an asse
 plain values, the sync assets' metadata, the check evaluations, the step failure messages) and of
 the storage directory (the sync ledger's rows, the local CRM's records)."""
 
-import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -48,14 +47,15 @@ def edited_config(tmp_path: Path, edit) -> PipelineConfig:
     return load_pipeline_config(path)
 
 
-def seed_sample_org(org, objects=("Contact", "Lead")):
-    """The fake org with the shipped status fields and a record for each sample profile of ``objects``
-    (by Id prefix; the sample's deliberately broken id is quarantined before a sync, so it gets none)."""
+def seed_sample_org(org, objects=("Contact", "Lead"), sample: Path = SHIPPED_SAMPLE):
+    """The fake org with the shipped status fields and a record for each profile of ``sample`` (the shipped
+    sample unless given; e.g. the tiny sample) of ``objects`` (by Id prefix; the shipped sample's deliberately
+    broken id is quarantined before a sync, so it gets none)."""
     for dest in CONFIG.destinations:
         if dest.object in objects:
             for name in dest.status_fields:
                 org.add_field(dest.object, name)
-    contacts = EmbeddedSampleSource(SHIPPED_SAMPLE).read(CONFIG.extension("contacts")).frame
+    contacts = EmbeddedSampleSource(sample).read(CONFIG.extension("contacts")).frame
     for rid in set(contacts["SubscriberKey"]):
         if not is_valid_id(rid):
             continue
@@ -64,12 +64,6 @@ def seed_sample_org(org, objects=("Contact", "Lead")):
         elif rid.startswith("00Q") and "Lead" in objects:
             org.add_record("Lead", rid, LastName="x", Company="x")
     return org
-
-
-def copy_sample(dest: Path) -> Path:
-    """A copy of the shipped first-day sample extracts (data/sample, without next_day/) at ``dest``, for a
-    test to edit."""
-    return Path(shutil.copytree(SHIPPED_SAMPLE, dest, ignore=shutil.ignore_patterns("next_day")))
 
 
 def local_resources(storage: Path, sample: Path = SHIPPED_SAMPLE) -> dict:

@@ -15,7 +15,8 @@ from sfmc_pipeline.defs.automation.change_sensor import (
 )
 from sfmc_pipeline.defs.jobs import STORAGE_TAG
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
-from sfmc_pipeline_tests.flow_fixtures import copy_sample, edited_config
+from sfmc_pipeline_tests.flow_fixtures import edited_config
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 DOWNSTREAM = {"segment_memberships", "segment_statuses", "salesforce/contacts", "salesforce/leads"}
 
@@ -216,7 +217,7 @@ def test_a_garbled_cursor_starts_afresh_instead_of_crashing(tmp_path, fake_sfmc)
 
 def test_in_embedded_mode_it_watches_the_sample_files(tmp_path):
     config = _config(tmp_path, incremental=False)
-    sample = copy_sample(tmp_path / "sample")
+    sample = write_tiny_sample(tmp_path / "sample")
     sfmc = SfmcResource(sample_dir=str(sample))
     baseline = _tick(config, sfmc, None).cursor
     assert not _tick(config, sfmc, baseline).run_requests

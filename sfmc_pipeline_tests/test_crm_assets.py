@@ -1,7 +1,10 @@
 """Contract: the sync assets run the whole flow from the Dagster side: on the embedded local
 target with no credentials (a second run sends nothing), against Salesforce when the
 SALESFORCE_* variables are set (real HTTP to the fake org), as a dry run from run config, and
-never show a secret in logs, metadata or errors."""
+never show a secret in logs, metadata or errors.
+
+The local and the Salesforce-mode end-to-end runs read the full shipped sample (the smoke runs of
+this flow); the other tests read the tiny sample (``tiny_sample.py``) or a larger one built the same way."""
 
 import dagster as dg
 import pandas as pd
@@ -9,6 +12,7 @@ import pytest
 
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.definitions import build_resources
+from sfmc_pipeline.settings import EXTRACT_DIR_ENV
 from sfmc_pipeline_tests.flow_fixtures import (
     ASSETS,
     check_evaluations,
@@ -20,6 +24,7 @@ from sfmc_pipeline_tests.flow_fixtures import (
     sync_metadata,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.tiny_sample import tiny_profiles, write_tiny_sample
 
 PASSWORD = "correct-horse-battery"
 TOKEN = "SECTOKEN987654"
@@ -52,8 +57,22 @@ def test_local_target_end_to_end(tmp_path):
 
 @pytest.fixture()
 def sample_org(fake_salesforce):
-    """The fake org holding the sample's records and the shipped status fields."""
+    """The fake org holding the shipped sample's records and the shipped status fields."""
     return seed_sample_org(fake_salesforce)
+
+
+def _small_org(org, monkeypatch, folder, profiles: int):
+    """``org`` seeded for a tiny-style sample of ``profiles`` profiles written to ``folder``, which the
+    embedded default reads (SFMC_PIPELINE_EXTRACT_DIR)."""
+    sample = write_tiny_sample(folder, contacts=tiny_profiles(profiles))
+    monkeypatch.setenv(EXTRACT_DIR_ENV, str(sample))
+    return seed_sample_org(org, sample=sample)
+
+
+@pytest.fixture()
+def tiny_org(fake_salesforce, monkeypatch, tmp_path_factory):
+    """The fake org holding the tiny sample's records (18 Contacts, 6 Leads), which the run reads."""
+    return _small_org(fake_salesforce, monkeypatch, tmp_path_factory.mktemp("extract"), 24)
 
 
 def _salesforce_env(monkeypatch, org, tmp_path, password=PASSWORD):
@@ -93,9 +112,9 @@ def test_salesforce_mode_via_environment_never_shows_secrets(sample_org, monkeyp
         assert secret not in text
 
 
-def test_wrong_password_fails_clearly_without_the_secret(sample_org, monkeypatch, tmp_path):
+def test_wrong_password_fails_clearly_without_the_secret(tiny_org, monkeypatch, tmp_path):
     wrong = "not-the-password-42"
-    _salesforce_env(monkeypatch, sample_org, tmp_path, password=wrong)
+    _salesforce_env(monkeypatch, tiny_org, tmp_path, password=wrong)
     instance = dg.DagsterInstance.ephemeral()
     result = materialize(ASSETS, build_resources(), instance=instance)
     assert not result.success
@@ -103,28 +122,28 @@ def test_wrong_password_fails_clearly_without_the_secret(sample_org, monkeypatch
     message = failures[0].event_specific_data.error.message
     assert "invalid_grant" in message and "SALESFORCE_PASSWORD" in message
     text = _all_text(result, instance)
-    for secret in (wrong, TOKEN, wrong + TOKEN, sample_org.client_secret):
+    for secret in (wrong, TOKEN, wrong + TOKEN, tiny_org.client_secret):
         assert secret not in text
 
 
-def test_dry_run_from_run_config(sample_org, monkeypatch, tmp_path):
-    _salesforce_env(monkeypatch, sample_org, tmp_path)
+def test_dry_run_from_run_config(tiny_org, monkeypatch, tmp_path):
+    _salesforce_env(monkeypatch, tiny_org, tmp_path)
     run_config = {"ops": {f"salesforce__{d.name}": {"config": {"dry_run": True}} for d in CONFIG.destinations}}
     result = materialize(ASSETS, build_resources(), run_config=run_config)
     assert result.success
     meta = sync_metadata(result)["contacts"]
     assert meta["dry_run"] is True and meta["records_sent"] == 0 and meta["records_to_send"] > 0
     assert "| field | status | records |" in meta["would_write"]
-    assert sample_org.write_log == []
+    assert tiny_org.write_log == []
 
 
-def test_drift_in_the_crm_fails_the_run_and_the_next_run_repairs_it(sample_org, monkeypatch, tmp_path):
-    _salesforce_env(monkeypatch, sample_org, tmp_path)
+def test_drift_in_the_crm_fails_the_run_and_the_next_run_repairs_it(tiny_org, monkeypatch, tmp_path):
+    _salesforce_env(monkeypatch, tiny_org, tmp_path)
     first = materialize(ASSETS, build_resources())
     assert first.success
-    assert sync_metadata(first)["contacts"]["target"].startswith(f"Salesforce org {sample_org.org_id}")
-    edited = next(rid for rid, r in sample_org.records["Contact"].items() if r.get("new_customer__c"))
-    sample_org.records["Contact"][edited]["new_customer__c"] = "edited by hand"
+    assert sync_metadata(first)["contacts"]["target"].startswith(f"Salesforce org {tiny_org.org_id}")
+    edited = next(rid for rid, r in tiny_org.records["Contact"].items() if r.get("new_customer__c"))
+    tiny_org.records["Contact"][edited]["new_customer__c"] = "edited by hand"
 
     def sync_contacts():
         return materialize(ASSETS, build_resources(), selection=[dg.AssetKey(["salesforce", "contacts"])])
@@ -138,13 +157,18 @@ def test_drift_in_the_crm_fails_the_run_and_the_next_run_repairs_it(sample_org, 
 
     repaired = sync_contacts()
     assert repaired.success and sync_metadata(repaired)["contacts"]["records_sent"] == 1
-    assert sample_org.records["Contact"][edited]["new_customer__c"].startswith("new_customer:")
+    assert tiny_org.records["Contact"][edited]["new_customer__c"].startswith("new_customer:")
     assert _checks(repaired)[("contacts", "reconciliation")].passed
 
 
-def test_failed_records_above_the_threshold_fail_the_step_and_below_it_only_warn(sample_org, monkeypatch, tmp_path):
+def test_failed_records_above_the_threshold_fail_the_step_and_below_it_only_warn(fake_salesforce, monkeypatch,
+                                                                                 tmp_path, tmp_path_factory):
+    # 100 profiles, 75 of them Contacts: 3 of them still deleted are within the 5% of records read back that
+    # reconciliation allows not to be found (4%), so the second run can stay green
+    sample_org = _small_org(fake_salesforce, monkeypatch, tmp_path_factory.mktemp("extract"), 100)
     _salesforce_env(monkeypatch, sample_org, tmp_path)
     contacts = sorted(sample_org.records["Contact"])
+    assert len(contacts) == 75
     for rid in contacts[: len(contacts) // 10]:  # ~10% of the Contacts were deleted in the org
         sample_org.delete_record("Contact", rid)
     result = materialize(ASSETS, build_resources())

@@ -2,9 +2,8 @@
 Data Extension, in both modes (embedded sample data; SFMC REST via environment variables), with
 metadata a user reads, a validation check with the right severity, atomic replace-not-append
 writes (an incremental extension merges its delta), and a failed run (with counts and top
-reasons) above the quarantine threshold."""
-
-import shutil
+reasons) above the quarantine threshold. The embedded default lands the full shipped sample (the
+smoke run of this flow); the rerun and the threshold read the tiny sample (``tiny_sample.py``)."""
 
 import dagster as dg
 import pandas as pd
@@ -19,6 +18,7 @@ from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
 DATASET_ASSETS = build_dataset_assets(CONFIG)
@@ -74,9 +74,10 @@ def test_embedded_default_lands_every_extension(tmp_path):
 
 
 def test_rerun_replaces_instead_of_appending(tmp_path):
-    _materialize(tmp_path)
+    tiny = SfmcResource(sample_dir=str(write_tiny_sample(tmp_path / "sample")))
+    _materialize(tmp_path, tiny)
     first = {e.asset: len(pd.read_parquet(DatasetStore(tmp_path).dataset_path(e.asset))) for e in CONFIG.data_extensions}
-    again = _materializations(_materialize(tmp_path))
+    again = _materializations(_materialize(tmp_path, tiny))
     second = {e.asset: len(pd.read_parquet(DatasetStore(tmp_path).dataset_path(e.asset))) for e in CONFIG.data_extensions}
     assert first == second
     assert not list(tmp_path.rglob("*.tmp"))
@@ -115,14 +116,13 @@ def test_real_mode_via_environment_variables(tmp_path, fake_sfmc, monkeypatch):
 
 
 def test_above_threshold_the_run_fails_and_keeps_the_old_dataset(tmp_path):
-    good = _materialize(tmp_path)
+    sample = write_tiny_sample(tmp_path / "sample")
+    good = _materialize(tmp_path, SfmcResource(sample_dir=str(sample)))
     assert good.success
     before = pd.read_parquet(DatasetStore(tmp_path).dataset_path("contacts"))
     held = DatasetStore(tmp_path).quarantine_path("contacts").read_bytes()
-    sample = tmp_path / "sample"
-    shutil.copytree(SHIPPED_SAMPLE, sample)
     contacts = pd.read_csv(sample / "Contacts.csv", dtype=str, keep_default_na=False)
-    contacts.loc[: len(contacts) // 10, "Email"] = "broken-address"  # ~10% bad rows
+    contacts.loc[: len(contacts) // 10, "Email"] = "broken-address"  # 3 bad rows of the 24
     contacts.to_csv(sample / "Contacts.csv", index=False)
 
     result = _materialize(tmp_path, SfmcResource(sample_dir=str(sample)), raise_on_error=False)

@@ -3,7 +3,7 @@ segment baseline (``state/segments/``), the sync ledger (``state/crm/ledger.sqli
 volume-guard counts (``state/datasets/<asset>.json``) are exactly as before the run, the CRM is not
 written, and the next real run writes what a clean run would: after a dry run of the whole flow the
 first real run writes ``...:realized``, and after a dry run on changed data the real run compares
-with the last real evaluation, not with the dry run's."""
+with the last real evaluation, not with the dry run's. On the tiny sample (``tiny_sample.py``)."""
 
 import csv
 import shutil
@@ -14,12 +14,12 @@ import pytest
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,
-    copy_sample,
     ledger_rows,
     local_crm_records,
     run_flow,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 DRY_CONTACTS = {"salesforce__contacts": {"config": {"dry_run": True}}}  # the example of docs/crm-sync.md
 DRY_ALL = {f"salesforce__{d.name}": {"config": {"dry_run": True}} for d in CONFIG.destinations}
@@ -49,7 +49,7 @@ def dry_then_real(tmp_path_factory):
     """A dry run of the whole flow on fresh storage (the run config of docs/crm-sync.md: the contacts sync dry), then
     the first real run, a day later."""
     base = tmp_path_factory.mktemp("dry_run")
-    sample = copy_sample(base / "sample")
+    sample = write_tiny_sample(base / "sample")
     storage = base / "storage"
     storage.mkdir()
     dry = run_flow(sample, storage, _run_config(DRY_CONTACTS))

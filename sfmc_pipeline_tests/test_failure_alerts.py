@@ -23,10 +23,10 @@ from sfmc_pipeline_tests.alert_receiver import receiver  # noqa: F401 - the fixt
 from sfmc_pipeline_tests.dagster_processes import DagsterProcesses
 from sfmc_pipeline_tests.flow_fixtures import (
     ASSETS,
-    copy_sample,
     local_resources,
     materialize,
 )
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 
 def _failed_run_context(instance, result):
@@ -39,8 +39,9 @@ def _failed_run_context(instance, result):
 
 @pytest.fixture
 def volume_guard_failure(tmp_path):
-    """A real failed pipeline run: the Contacts extract came back empty, so the volume guard stopped it."""
-    sample = copy_sample(tmp_path / "sample")
+    """A real failed pipeline run on the tiny sample: the Contacts extract came back empty, so the volume guard
+    stopped it."""
+    sample = write_tiny_sample(tmp_path / "sample")
     contacts = sample / "Contacts.csv"
     contacts.write_text(contacts.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
     instance = dg.DagsterInstance.ephemeral()

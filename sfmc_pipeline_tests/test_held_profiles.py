@@ -3,7 +3,8 @@ Contacts.csv, say) holds its previous statuses: it neither exits its segments no
 until its row is valid again; ``segment_statuses`` marks it in a ``held`` column and counts it in
 the ``held_profiles`` / ``held_profiles_sample`` metadata; the CRM keeps its last confirmed values
 (nothing becomes ``...:exited``); its related rows are not counted as orphans. Once its row is
-valid again it gets ``existing`` / ``exited`` normally, against the memberships it held."""
+valid again it gets ``existing`` / ``exited`` normally, against the memberships it held. On the tiny sample
+(``tiny_sample.py``)."""
 
 import csv
 import shutil
@@ -16,11 +17,11 @@ from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.segments.held import held_profile_keys
 from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,
-    copy_sample,
     local_crm_records,
     run_flow,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG, key
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 KEY = "profile_key"
 
@@ -63,10 +64,10 @@ def _statuses_of(storage: Path, profile: str) -> dict[str, tuple[str, bool]]:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    """One full run on the sample, and a new customer (a Contact) in several segments with related rows in
+    """One full run on the tiny sample, and a new customer (a Contact) in several segments with related rows in
     both related datasets, plus another new customer whose change keeps later runs from repeating this one."""
     base = tmp_path_factory.mktemp("held")
-    sample = copy_sample(base / "sample")
+    sample = write_tiny_sample(base / "sample")
     storage = base / "storage"
     storage.mkdir()
     result = run_flow(sample, storage)

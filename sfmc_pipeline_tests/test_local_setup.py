@@ -22,6 +22,7 @@ from sfmc_pipeline_tests.flow_fixtures import (
     materialize,
     step_failures,
 )
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 CUSTOM = {"OrderCount": "Order_Count__c", "LastPurchaseDate": "Last_Purchase__c", "Company": "Company_Name__c"}
 TITLE_REFUSED = "Lead.Title: the local target has no such standard field (mapped from 'FirstName')"
@@ -112,7 +113,7 @@ def test_check_refuses_what_the_run_refuses_and_passes_what_it_writes(capsys, mo
                             "Email and the custom fields it creates")
     assert not storage.exists()  # the check created nothing
 
-    result = materialize(flow_assets(config), local_resources(storage))
+    result = materialize(flow_assets(config), local_resources(storage, write_tiny_sample(tmp_path / "sample")))
     failures = step_failures(result)
     assert set(failures) == {"salesforce__leads"} and TITLE_REFUSED in failures["salesforce__leads"]
     with LocalCrmTarget(storage / "crm" / "local_crm.sqlite") as target:

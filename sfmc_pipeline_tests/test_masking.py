@@ -1,6 +1,7 @@
 """Personal data is masked in everything Dagster shows (previews, sample payloads, failure tables,
 log lines, step errors, alerts) unless ``governance > masking > show_personal_data``; the parquet
-datasets, the quarantine and the sync-errors dataset keep full values."""
+datasets, the quarantine and the sync-errors dataset keep full values. The runs read small samples built
+from the tiny sample (``tiny_sample.py``) with the person below as a Contact."""
 
 import json
 import math
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sfmc_pipeline import settings
+from sfmc_pipeline.settings import EXTRACT_DIR_ENV
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet
 from sfmc_pipeline.definitions import build_resources
 from sfmc_pipeline.defs.assets.crm import sync_errors_path
@@ -17,7 +19,6 @@ from sfmc_pipeline.defs.automation import failure_alerts as alerts
 from sfmc_pipeline.governance.masking import Masker, mask_emails_in_text, mask_value
 from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,
-    copy_sample,
     edited_config,
     flow_assets,
     local_resources,
@@ -27,12 +28,24 @@ from sfmc_pipeline_tests.flow_fixtures import (
     sync_metadata,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.tiny_sample import tiny_profiles, write_tiny_sample
 
-# The first row of the sample's Contacts.csv (a Contact), and the Email of its row 860 (quarantined).
+# A Contact of the samples below, and the Email of a profile quarantined for it (with a negative OrderCount).
 CONTACT_ID, FIRST, LAST, EMAIL = "003hYSuNtIaG79bQVC", "Thomas", "Flores", "thomas.flores@mail.example.com"
 BAD_EMAIL = "no-at-sign.example.com"
 # Valid, 86 characters: fits SFMC's 254 but not Salesforce's Email field (80): rejected STRING_TOO_LONG.
 LONG_EMAIL = "thomas.flores.with.a.long.address@department-of-marketing.region-north.mail.example.com"
+
+
+def _sample(folder, email: str = EMAIL, quarantined: bool = False):
+    """The tiny sample whose first profile is the Contact above with ``email``; with ``quarantined``, one more
+    profile whose Email is BAD_EMAIL and whose OrderCount is -3."""
+    profiles = tiny_profiles()
+    profiles[0].update(SubscriberKey=CONTACT_ID, FirstName=FIRST, LastName=LAST, Email=email)
+    if quarantined:
+        bad = tiny_profiles(len(profiles) + 1)[-1]
+        profiles.append({**bad, "Email": BAD_EMAIL, "OrderCount": "-3"})
+    return write_tiny_sample(folder, contacts=profiles)
 
 
 def _config(tmp_path, show: bool):
@@ -141,7 +154,8 @@ def test_show_personal_data_returns_everything_unchanged(tmp_path):
 def test_dataset_preview_and_quarantine_in_metadata_and_logs(tmp_path, show):
     config = _config(tmp_path, show)
     instance = dg.DagsterInstance.ephemeral()
-    result = materialize(flow_assets(config), local_resources(tmp_path / "storage"), selection=["contacts"],
+    sample = _sample(tmp_path / "sample", quarantined=True)
+    result = materialize(flow_assets(config), local_resources(tmp_path / "storage", sample), selection=["contacts"],
                          instance=instance)
     assert result.success, step_failures(result)
     meta = asset_metadata(result, "contacts")
@@ -171,9 +185,7 @@ def test_dataset_preview_and_quarantine_in_metadata_and_logs(tmp_path, show):
 @pytest.mark.parametrize("show", [False, True], ids=["masked", "shown"])
 def test_sync_sample_payloads_and_failures(tmp_path, show):
     config = _config(tmp_path, show)
-    sample = copy_sample(tmp_path / "sample")
-    contacts = sample / "Contacts.csv"
-    contacts.write_text(contacts.read_text(encoding="utf-8").replace(EMAIL, LONG_EMAIL, 1), encoding="utf-8")
+    sample = _sample(tmp_path / "sample", email=LONG_EMAIL)
     storage = tmp_path / "storage"
     assets, resources = flow_assets(config), local_resources(storage, sample)
 
@@ -215,9 +227,12 @@ def test_sync_sample_payloads_and_failures(tmp_path, show):
 
 @pytest.fixture()
 def sample_org(fake_salesforce, monkeypatch, tmp_path):
-    """The fake org holding the sample's records and status fields, with the SALESFORCE_* variables pointing at it."""
-    org = seed_sample_org(fake_salesforce)
-    for name, value in {"SALESFORCE_LOGIN_URL": org.base_url, "SALESFORCE_CLIENT_ID": org.client_id,
+    """The fake org holding the records and status fields of a small sample (``_sample``), which the embedded default
+    reads, with the SALESFORCE_* variables pointing at it."""
+    sample = _sample(tmp_path / "sample")
+    org = seed_sample_org(fake_salesforce, sample=sample)
+    for name, value in {EXTRACT_DIR_ENV: str(sample),
+                        "SALESFORCE_LOGIN_URL": org.base_url, "SALESFORCE_CLIENT_ID": org.client_id,
                         "SALESFORCE_CLIENT_SECRET": org.client_secret, "SALESFORCE_USERNAME": org.username,
                         "SALESFORCE_PASSWORD": org.password, "SALESFORCE_SECURITY_TOKEN": org.security_token,
                         "SFMC_PIPELINE_STORAGE": str(tmp_path / "storage")}.items():
@@ -228,7 +243,10 @@ def sample_org(fake_salesforce, monkeypatch, tmp_path):
 @pytest.mark.parametrize("show", [False, True], ids=["masked", "shown"])
 def test_an_email_in_a_salesforce_error_is_masked_in_the_step_error_and_the_alert(sample_org, tmp_path, monkeypatch,
                                                                                  show):
-    config = _config(tmp_path, show)
+    def edit(raw):  # the small sample's 18 Contacts go through a Bulk API 2.0 job too, its 6 Leads do not
+        raw["governance"]["masking"]["show_personal_data"] = show
+        raw["sync"]["bulk_threshold"] = 10
+    config = edited_config(tmp_path, edit)
     sample_org.fail_next_bulk_job(f"InvalidBatch : invalid email address: {EMAIL}")  # the Contacts' Bulk job
     instance = dg.DagsterInstance.ephemeral()
     result = materialize(flow_assets(config), build_resources(), instance=instance)

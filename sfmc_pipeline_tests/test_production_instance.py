@@ -2,7 +2,8 @@
 as the instance (unchanged), the ``[production]`` extra installed and the documented variables set (the
 database's five ``DAGSTER_PG_*``, its port included, and ``SFMC_PIPELINE_STORAGE``), the documented
 commands start the daemon and the webserver, and ``dagster job launch`` queues the whole pipeline,
-which the daemon runs to success, writing where ``SFMC_PIPELINE_STORAGE`` says."""
+which the daemon runs to success, writing where ``SFMC_PIPELINE_STORAGE`` says. The run reads the tiny sample
+(``tiny_sample.py``, through SFMC_PIPELINE_EXTRACT_DIR): the full sample's smoke runs are elsewhere."""
 
 import os
 import socket
@@ -10,7 +11,7 @@ import socket
 import dagster as dg
 import requests
 
-from sfmc_pipeline.settings import REPO_ROOT
+from sfmc_pipeline.settings import EXTRACT_DIR_ENV, REPO_ROOT
 from sfmc_pipeline_tests.dagster_processes import (
     DagsterProcesses,
     instance_home,
@@ -18,6 +19,7 @@ from sfmc_pipeline_tests.dagster_processes import (
     wait_for,
 )
 from sfmc_pipeline_tests.postgres_fixtures import postgres  # noqa: F401 - the fixture
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 PRODUCTION_INSTANCE = REPO_ROOT / "deploy" / "dagster.production.yaml"
 
@@ -41,7 +43,8 @@ def test_the_production_example_runs_the_pipeline_through_the_queue_on_postgres(
     home = instance_home(tmp_path / "home", PRODUCTION_INSTANCE)
     storage = tmp_path / "storage"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SFMC_", "SALESFORCE_", "DAGSTER_"))}
-    env.update(postgres.env(), DAGSTER_HOME=str(home), SFMC_PIPELINE_STORAGE=str(storage))
+    env.update(postgres.env(), DAGSTER_HOME=str(home), SFMC_PIPELINE_STORAGE=str(storage),
+               **{EXTRACT_DIR_ENV: str(write_tiny_sample(tmp_path / "sample"))})
     for name, value in postgres.env().items():
         monkeypatch.setenv(name, value)  # for this test's own view of the instance
     processes = DagsterProcesses(tmp_path / "logs", env)

@@ -5,7 +5,7 @@ run B fails at once with ``StorageBusy`` naming run A, its job and its step, and
 level) reads, sends and writes nothing, whichever job either run belongs to (``__ASSET_JOB``
 included); steps of the same run share the lease; a holder killed with SIGKILL holds no lock once
 its run is marked finished; and two syncs started together on the same storage never send a
-record twice."""
+record twice. The runs read the tiny sample (``tiny_sample.py``)."""
 
 import collections
 import os
@@ -38,9 +38,16 @@ from sfmc_pipeline_tests.flow_fixtures import (
     seed_sample_org,
     step_failures,
 )
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 from sfmc_pipeline_tests.ui_location import ui_location_name
 
 UPSTREAM = dg.AssetSelection.groups("sfmc_datasets", "segments")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """The tiny sample, read (never changed) by the runs of this module."""
+    return write_tiny_sample(tmp_path_factory.mktemp("tiny") / "sample")
 SYNC_CONTACTS = [dg.AssetKey(["salesforce", "contacts"])]
 HOLDER = (
     "import sys\n"
@@ -206,8 +213,9 @@ HOLDER_JOB = "hold_job"
 
 
 @pytest.mark.parametrize("holder, intruder", [(HOLDER_JOB, ASSET_JOB), (ASSET_JOB, HOLDER_JOB)])
-def test_another_run_is_refused_while_the_holder_is_between_its_steps_whichever_job(tmp_path, holder, intruder):
-    resources = local_resources(tmp_path)
+def test_another_run_is_refused_while_the_holder_is_between_its_steps_whichever_job(tmp_path, tiny, holder,
+                                                                                     intruder):
+    resources = local_resources(tmp_path, tiny)
     between, release, seen = threading.Event(), threading.Event(), {}
 
     @dg.asset(deps=[dg.AssetKey("contacts")])
@@ -270,8 +278,8 @@ def _sent(result) -> int:
     return asset_metadata(result, SYNC_CONTACTS[0].to_user_string())["records_sent"]
 
 
-def test_a_sync_or_dataset_step_of_another_run_writes_nothing_while_the_lease_is_held(tmp_path):
-    resources = local_resources(tmp_path)
+def test_a_sync_or_dataset_step_of_another_run_writes_nothing_while_the_lease_is_held(tmp_path, tiny):
+    resources = local_resources(tmp_path, tiny)
     assert _materialize(resources, UPSTREAM).success
     store = DatasetStore(tmp_path)
     dataset = store.dataset_path("contacts")
@@ -306,16 +314,16 @@ def test_a_refused_dataset_step_reads_nothing_from_sfmc(tmp_path, fake_sfmc):
 
 
 @pytest.fixture()
-def sample_org(fake_salesforce):
-    """The fake org holding the sample's Contacts and the shipped status fields."""
-    return seed_sample_org(fake_salesforce, objects=("Contact",))
+def sample_org(fake_salesforce, tiny):
+    """The fake org holding the tiny sample's Contacts and the shipped status fields."""
+    return seed_sample_org(fake_salesforce, objects=("Contact",), sample=tiny)
 
 
-def test_two_concurrent_syncs_never_send_a_record_twice(sample_org, tmp_path):
+def test_two_concurrent_syncs_never_send_a_record_twice(sample_org, tiny, tmp_path):
     salesforce = SalesforceResource(login_url=sample_org.base_url, client_id=sample_org.client_id,
                                     client_secret=sample_org.client_secret, username=sample_org.username,
                                     password=sample_org.password, security_token=sample_org.security_token)
-    resources = {**local_resources(tmp_path), "salesforce": salesforce}
+    resources = {**local_resources(tmp_path, tiny), "salesforce": salesforce}
     assert _materialize(resources, UPSTREAM).success
     start, results = threading.Barrier(2, timeout=30), {}
 

@@ -16,6 +16,7 @@ from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.segments.state import SegmentStateStore
 from sfmc_pipeline.segments.statuses import compute_statuses
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
+from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
 D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (1, 2, 3, 4))
 
@@ -125,7 +126,7 @@ def test_end_to_end_on_the_embedded_default(tmp_path):
 
 def test_bad_as_of_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("SFMC_PIPELINE_AS_OF", "20/11/2026")
-    result = _materialize(tmp_path)
+    result = _materialize(tmp_path / "storage", sample_dir=str(write_tiny_sample(tmp_path / "sample")))
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "SFMC_PIPELINE_AS_OF '20/11/2026' is not a date; use YYYY-MM-DD" in failure.event_specific_data.error.message

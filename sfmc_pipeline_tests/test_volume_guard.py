@@ -7,13 +7,13 @@ counts and names both overrides (run config ``accept_volume_change`` and the ext
 the CRM sync do not run and the CRM is untouched. Two steps within the limit that add up beyond it
 fail like one; an accepted drop starts a new window; a state file of the old single-count form keeps
 working. An empty first extract fails unless the extension allows it; ``accept_volume_change`` lets a
-drop through with a WARN check; a per-extension ``max_row_drop`` raises the limit."""
+drop through with a WARN check; a per-extension ``max_row_drop`` raises the limit. The runs read a sample of
+120 valid profiles built like the tiny sample (``tiny_sample.py``)."""
 
 import csv
 import datetime as dt
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -30,7 +30,6 @@ from sfmc_pipeline_tests.flow_fixtures import (
 from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,
     check_evaluations,
-    copy_sample,
     ledger_rows,
     local_crm_records,
     local_resources,
@@ -39,7 +38,7 @@ from sfmc_pipeline_tests.flow_fixtures import (
     step_failures,
 )
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
-from sfmc_pipeline_tests.shipped_sample import SHIPPED_SAMPLE
+from sfmc_pipeline_tests.tiny_sample import tiny_profiles, write_tiny_sample
 
 ACCEPT = {"ops": {"contacts": {"config": {"accept_volume_change": True}}}}
 ACCEPT_HINT = "`ops: {contacts: {config: {accept_volume_change: true}}}`"
@@ -57,9 +56,17 @@ def _contacts_asset(config=CONFIG, clock=None):
     return [build_dataset_asset(config.extension("contacts"), config, **({"clock": clock} if clock else {}))]
 
 
+PROFILES = 120  # all valid: the shares kept below give whole row counts (e.g. 0.72 -> 86, a drop of 28%)
+
+
+def _write_sample(folder: Path) -> Path:
+    """The sample of PROFILES profiles at ``folder``, written afresh (its Contacts.csv complete again)."""
+    return write_tiny_sample(folder, contacts=tiny_profiles(PROFILES))
+
+
 @pytest.fixture()
 def sample(tmp_path) -> Path:
-    return copy_sample(tmp_path / "sample")
+    return _write_sample(tmp_path / "sample")
 
 
 @pytest.fixture()
@@ -170,7 +177,7 @@ def test_a_drop_beyond_the_limit_fails_and_one_within_it_passes(sample, storage)
     assert ACCEPT_HINT in message and "`max_row_drop`" in message
     assert _contents(*kept) == kept and len(kept) == 2
 
-    shutil.copy(SHIPPED_SAMPLE / "Contacts.csv", sample / "Contacts.csv")
+    _write_sample(sample)
     _keep_contacts(sample, 0.85)
     within = _run(_contacts_asset(), sample, storage)
     assert within.success
@@ -246,7 +253,7 @@ def test_two_steps_within_the_limit_are_caught_like_one_against_the_window(sampl
     assert first_step.success
     step = _rows_valid(first_step)
 
-    shutil.copy(SHIPPED_SAMPLE / "Contacts.csv", sample / "Contacts.csv")
+    _write_sample(sample)
     _keep_contacts(sample, 0.72)  # another 15% fewer than the last run, 28% fewer than two days ago
     clock.now += dt.timedelta(days=1)
     second_step = _run(assets, sample, storage)
@@ -272,7 +279,7 @@ def test_counts_older_than_the_window_no_longer_count(sample, storage):
     clock.now += dt.timedelta(days=1)
     _keep_contacts(sample, 0.85)
     step = _rows_valid(_run(assets, sample, storage))
-    shutil.copy(SHIPPED_SAMPLE / "Contacts.csv", sample / "Contacts.csv")
+    _write_sample(sample)
     _keep_contacts(sample, 0.72)
     clock.now += dt.timedelta(days=7, hours=1)  # the full count is 8 days old: the last success is the reference
     passed = _run(assets, sample, storage)
@@ -283,10 +290,10 @@ def test_counts_older_than_the_window_no_longer_count(sample, storage):
 
 def test_a_state_file_of_the_old_single_count_form_keeps_working(sample, storage):
     _count_file(storage).parent.mkdir(parents=True)
-    _count_file(storage).write_text(json.dumps({"rows_valid": 4000, "run_id": "an-older-run",
+    _count_file(storage).write_text(json.dumps({"rows_valid": 160, "run_id": "an-older-run",
                                                 "materialized_at": "2026-11-19T08:00:00+00:00"}))
-    refused = _run(_contacts_asset(), sample, storage)  # 2,999 valid rows: 25% below 4,000
-    assert "against 4,000 at the last successful materialization, a drop of 25%" in _failure(refused, "contacts")
+    refused = _run(_contacts_asset(), sample, storage)  # 120 valid rows: 25% below 160
+    assert "against 160 at the last successful materialization, a drop of 25%" in _failure(refused, "contacts")
     accepted = _run(_contacts_asset(), sample, storage, run_config=ACCEPT)
     assert accepted.success
     state = json.loads(_count_file(storage).read_text())
