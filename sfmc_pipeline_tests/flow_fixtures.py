@@ -14,7 +14,7 @@ import yaml
 
 from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.pipeline import PipelineConfig
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.defs.assets.crm import build_crm_assets, ledger_path, local_db_path
 from sfmc_pipeline.defs.assets.datasets import build_dataset_assets

@@ -3,7 +3,6 @@ project's Dagster instance settings (run queue, API pools)."""
 
 import datetime as dt
 import shutil
-
 import subprocess
 
 import dagster as dg

@@ -29,10 +29,10 @@ from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger, encode
 from sfmc_pipeline.errors import ApiError
 from sfmc_pipeline.http import RetrySettings
+from sfmc_pipeline.salesforce.api_errors import RequestLimitExceeded
 from sfmc_pipeline.salesforce.bulk_api import parse_error
 from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX
 from sfmc_pipeline.salesforce.records import RecordError
-from sfmc_pipeline.salesforce.api_errors import RequestLimitExceeded
 from sfmc_pipeline.salesforce.rest import SalesforceClient
 from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer, fake_id
 

@@ -9,8 +9,8 @@ a WARN line naming the date Salesforce ends it and the way out (local-mode prefl
 from __future__ import annotations
 
 import csv
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -14,7 +14,7 @@ from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.config.governance import GovernanceConfig
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.crm.reconciliation import reconcile
 from sfmc_pipeline.salesforce.rest import SalesforceClient

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig
+from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.datasets.incremental import (
     IncrementalState,
     config_fingerprint,

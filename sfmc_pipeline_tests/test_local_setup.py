@@ -10,8 +10,8 @@ import sqlite3
 import pytest
 
 from sfmc_pipeline.cli import main
-from sfmc_pipeline.crm.local_setup import prepare_local_target
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.setup import prepare_local_target
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline_tests.crm_fixtures import cid, members, profiles, run

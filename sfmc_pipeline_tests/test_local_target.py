@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX, LEAD_PREFIX, is_valid_id, to_18
 from sfmc_pipeline.salesforce.records import (
     MAX_RECORDS_PER_REQUEST,

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.settings import EXTRACT_DIR_ENV
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet
 from sfmc_pipeline.definitions import build_resources
 from sfmc_pipeline.defs.assets.crm import sync_errors_path
 from sfmc_pipeline.defs.automation import failure_alerts as alerts
 from sfmc_pipeline.governance.masking import Masker, mask_emails_in_text, mask_value
+from sfmc_pipeline.settings import EXTRACT_DIR_ENV
 from sfmc_pipeline_tests.flow_fixtures import (
     asset_metadata,
     edited_config,

@@ -16,7 +16,7 @@ import yaml
 from sfmc_pipeline.config import PipelineConfigError
 from sfmc_pipeline.config.loader import parse_pipeline_config
 from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.defs.assets.crm import ledger_path, local_db_path
 from sfmc_pipeline.salesforce.ids import to_18

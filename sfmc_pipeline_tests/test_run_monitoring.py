@@ -16,8 +16,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.settings import ALERT_WEBHOOK_ENV
-from sfmc_pipeline.settings import REPO_ROOT
+from sfmc_pipeline.settings import ALERT_WEBHOOK_ENV, REPO_ROOT
 from sfmc_pipeline_tests.alert_receiver import receiver  # noqa: F401 - the fixture
 from sfmc_pipeline_tests.dagster_processes import (
     DagsterProcesses,

@@ -33,13 +33,13 @@ from sfmc_pipeline.http import SALESFORCE_DOMAINS, RetrySettings, instance_base_
 from sfmc_pipeline.salesforce.api_errors import RequestLimitExceeded
 from sfmc_pipeline.salesforce.ids import CONTACT_PREFIX, LEAD_PREFIX
 from sfmc_pipeline.salesforce.jwt_bearer import default_audience
+from sfmc_pipeline.salesforce.login_url import salesforce_base_url
 from sfmc_pipeline.salesforce.records import (
     MAX_RECORDS_PER_REQUEST,
     ApiUsage,
     RecordError,
     RecordResult,
 )
-from sfmc_pipeline.salesforce.login_url import salesforce_base_url
 from sfmc_pipeline.salesforce.rest import SalesforceClient, json_body
 from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer, fake_id
 

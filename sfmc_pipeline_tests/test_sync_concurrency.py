@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.http import RetrySettings
 from sfmc_pipeline.salesforce.rest import SalesforceClient
 from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer

@@ -21,8 +21,8 @@ from sfmc_pipeline.cli.check_report import (
 )
 from sfmc_pipeline.config import PipelineConfig
 from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
-from sfmc_pipeline.crm.local_setup import prepare_local_target
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.setup import prepare_local_target
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination
 from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT
 from sfmc_pipeline.datasets.storage import DatasetStore

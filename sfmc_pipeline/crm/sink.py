@@ -17,8 +17,8 @@ from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.bulk.job_store import BulkJobStore
 from sfmc_pipeline.crm.bulk.writer import BulkWriter
 from sfmc_pipeline.crm.ledger import SyncLedger
-from sfmc_pipeline.crm.local_setup import prepare_local_target
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.setup import prepare_local_target
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.outcome import SyncOutcome
 from sfmc_pipeline.crm.reconciliation import Reconciliation, reconcile
 from sfmc_pipeline.crm.sync import DestinationSync

@@ -12,7 +12,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.http import RetrySettings
 from sfmc_pipeline.salesforce.login_url import salesforce_base_url

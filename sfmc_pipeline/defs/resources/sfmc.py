@@ -17,7 +17,12 @@ from pydantic import Field
 
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.http import RetrySettings
-from sfmc_pipeline.settings import EXTRACT_DIR_ENV, SFMC_CREDENTIAL_ENV, extract_dir, sample_data_dir
+from sfmc_pipeline.settings import (
+    EXTRACT_DIR_ENV,
+    SFMC_CREDENTIAL_ENV,
+    extract_dir,
+    sample_data_dir,
+)
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 from sfmc_pipeline.sfmc.source import DataExtensionSource

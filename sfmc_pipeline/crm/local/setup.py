@@ -14,7 +14,7 @@ import pandas as pd
 
 from sfmc_pipeline.config.data_extensions import ColumnConfig
 from sfmc_pipeline.config.destinations import DestinationConfig
-from sfmc_pipeline.crm.local_target import LocalCrmTarget
+from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES
 from sfmc_pipeline.salesforce.rules import (

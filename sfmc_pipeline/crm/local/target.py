@@ -1,4 +1,4 @@
-"""A local, embedded CRM target: Salesforce Contacts and Leads kept in a SQLite file (``local_store.py``).
+"""A local, embedded CRM target: Salesforce Contacts and Leads kept in a SQLite file (``store.py``).
 
 Without Salesforce credentials the CRM sink writes here instead, so a newcomer can watch the whole flow
 work end to end. ``LocalCrmTarget`` implements the same ``CrmTarget`` protocol as the Salesforce client
@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from sfmc_pipeline.crm.local_record_checks import (
+from sfmc_pipeline.crm.local.record_checks import (
     check_count,
     check_update,
     check_upsert,
@@ -22,7 +22,7 @@ from sfmc_pipeline.crm.local_record_checks import (
     record_type,
     well_formed,
 )
-from sfmc_pipeline.crm.local_store import (
+from sfmc_pipeline.crm.local.store import (
     DEFAULT_STATUS_FIELD_LENGTH,
     LocalStore,
     find_field,
@@ -48,7 +48,7 @@ class LocalCrmTarget:
     * ``update`` and ``upsert`` take at most 200 records (more is a ``ValueError``, like the HTTP 400), never
       roll back valid records because of invalid ones (``allOrNone`` false), and return one ``RecordResult``
       per record, in request order; a failed record carries the Salesforce ``statusCode``/message/fields and
-      no id (``local_record_checks.py``). Other request-level problems (more than 10 same-type chunks, a value
+      no id (``local/record_checks.py``). Other request-level problems (more than 10 same-type chunks, a value
       that is not a JSON scalar, an unusable external-id field) raise ``ValueError``; an object that was never
       set up with ``ensure_object`` raises ``KeyError`` everywhere (``describe`` included). ``decimal.Decimal``
       values are stored as their exact text (``format(d, "f")``: all digits, no exponent).

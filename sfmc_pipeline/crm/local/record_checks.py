@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from sfmc_pipeline.crm.local_store import LocalField, LocalStore, as_text, find_field
+from sfmc_pipeline.crm.local.store import LocalField, LocalStore, as_text, find_field
 from sfmc_pipeline.salesforce.ids import to_18, valid_id_mask
 from sfmc_pipeline.salesforce.records import (
     MAX_RECORDS_PER_REQUEST,
