@@ -38,21 +38,22 @@ def sfmc_resource() -> SfmcResource:
 def check_sfmc(report: Report, pipeline: PipelineConfig | None) -> None:
     extensions = pipeline.data_extensions if pipeline is not None else None
     skip_fix = f"fix the SFMC line above; {AGAIN}"
+    page_size = (pipeline.settings if pipeline is not None else PipelineSettings()).page_size
+    source = folder = None
     try:
         resource = sfmc_resource()
         mode = resource.mode
-        folder = resource.sample_folder() if mode == "embedded" else None
+        if mode == "embedded":  # the folder a run would read (an extract folder that is not one fails here)
+            source = resource.get_source(page_size=page_size)
+            folder = source.sample_dir
     except ConfigurationError as exc:
         report.error("SFMC", exc,
                      f"set all of {', '.join(SFMC_REQUIRED_ENV)} to read from SFMC, or none for the sample data")
         _skip_extensions(report, extensions, "the SFMC settings are not usable", skip_fix)
         return
-    page_size = (pipeline.settings if pipeline is not None else PipelineSettings()).page_size
-    source = None
     try:
         if mode == "embedded":
-            source = resource.get_source(page_size=page_size)
-            chosen = f" ({settings.EXTRACT_DIR_ENV})" if settings.extract_dir() else ""
+            chosen = f" ({source.setting})" if source.setting else ""
             report.ok("SFMC", f"embedded mode (none of {', '.join(SFMC_REQUIRED_ENV)} set): extracts in "
                       f"{folder}{chosen}")
         else:

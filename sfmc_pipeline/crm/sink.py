@@ -74,7 +74,7 @@ def sync_destination(target: CrmTarget, pipeline: PipelineConfig, dest: Destinat
 
 
 def reconcile_sync(sync: DestinationSync, target: CrmTarget, dest: DestinationConfig, pipeline: PipelineConfig,
-               ledger: SyncLedger, outcome: SyncOutcome, run_id: str) -> Reconciliation:
+                   ledger: SyncLedger, outcome: SyncOutcome, run_id: str) -> Reconciliation:
     """Read the CRM back after ``sync`` ran; records it no longer has are marked gone (standing failures)."""
     desired = outcome.desired
     check = reconcile(
