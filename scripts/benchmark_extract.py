@@ -125,7 +125,7 @@ def _peak_rss_bytes() -> int:
 def measure(mode: str, auth_base_uri: str, concurrency: int, page_size: int, conn) -> None:
     import requests
 
-    from sfmc_pipeline.config import load_pipeline_config
+    from sfmc_pipeline.config.loader import load_pipeline_config
     from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
     from sfmc_pipeline.sfmc.rest_source import SfmcRestSource
 

@@ -31,7 +31,7 @@ JOB = "sfmc_pipeline_job"
 MULTIPROCESS_DEFS = '''
 import dagster as dg
 from sfmc_pipeline import settings
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.definitions import build_definitions
 
 defs = build_definitions(load_pipeline_config(settings.config_path()), executor=dg.multiprocess_executor)

@@ -71,12 +71,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
 
-from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.data_extensions import (  # noqa: E402
     ColumnConfig,
     DataExtensionConfig,
     SfmcType,
 )
+from sfmc_pipeline.config.loader import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.datasets.conversion import pandas_dtype  # noqa: E402
 from sfmc_pipeline.segments.evaluate import PROFILE_KEY, SegmentEvaluator  # noqa: E402
 from sfmc_pipeline.segments.rules import (  # noqa: E402

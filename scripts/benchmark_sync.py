@@ -86,8 +86,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
 
-from sfmc_pipeline.config import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings  # noqa: E402
+from sfmc_pipeline.config.loader import load_pipeline_config  # noqa: E402
 from sfmc_pipeline.crm.bulk.job_store import BulkJobStore  # noqa: E402
 from sfmc_pipeline.crm.bulk.writer import BulkWriter  # noqa: E402
 from sfmc_pipeline.crm.ledger import SyncLedger  # noqa: E402

@@ -304,7 +304,7 @@ def old_count_changed(previous, current) -> int:
 def child(args) -> None:
     import pandas as pd
 
-    from sfmc_pipeline.config import load_pipeline_config
+    from sfmc_pipeline.config.loader import load_pipeline_config
     from sfmc_pipeline.datasets.incremental import (
         FULL,
         Previous,

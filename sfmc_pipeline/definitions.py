@@ -10,7 +10,8 @@ from __future__ import annotations
 import dagster as dg
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.config import PipelineConfig, load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.assets.crm import build_crm_assets
 from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
 from sfmc_pipeline.defs.assets.segments import build_segment_assets

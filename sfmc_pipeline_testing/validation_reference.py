@@ -19,7 +19,11 @@ import pandera.pandas as pa
 import pyarrow as arrow
 import pyarrow.compute as pc
 
-from sfmc_pipeline.config.data_extensions import ColumnConfig, DataExtensionConfig, SfmcType
+from sfmc_pipeline.config.data_extensions import (
+    ColumnConfig,
+    DataExtensionConfig,
+    SfmcType,
+)
 from sfmc_pipeline.datasets.conversion import pandas_dtype
 from sfmc_pipeline.datasets.schemas import EMAIL_PATTERN, describe_failure
 from sfmc_pipeline.salesforce.ids import is_valid_id, to_18

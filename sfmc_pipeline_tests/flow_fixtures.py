@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pandas as pd
 
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.salesforce.ids import to_18
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH

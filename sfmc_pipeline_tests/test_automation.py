@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.config import PipelineConfigError, load_pipeline_config
 from sfmc_pipeline.config.automation import ScheduleConfig
+from sfmc_pipeline.config.loader import PipelineConfigError, load_pipeline_config
 from sfmc_pipeline.definitions import build_definitions
 from sfmc_pipeline.defs.automation.downstream import AUTOMATION_SENSOR_NAME
 from sfmc_pipeline.defs.automation.schedule import SCHEDULE_NAME, longest_gap

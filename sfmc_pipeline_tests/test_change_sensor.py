@@ -128,7 +128,7 @@ def _daemon_location(tmp_path, config_path, fake_sfmc, monkeypatch):
     monkeypatch.setenv("SFMC_AUTH_BASE_URI", fake_sfmc.auth_base_uri)
     module = tmp_path / "location.py"
     module.write_text(
-        "from sfmc_pipeline.config import load_pipeline_config\n"
+        "from sfmc_pipeline.config.loader import load_pipeline_config\n"
         "from sfmc_pipeline.definitions import build_definitions\n"
         f"defs = build_definitions(load_pipeline_config({str(config_path)!r}))\n",
         encoding="utf-8",

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig, SfmcType
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.conversion import convert_frame, pandas_dtype
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract, validate_pages

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import requests
 
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.defs.assets.datasets import build_dataset_asset
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource

@@ -6,8 +6,11 @@ import copy
 import pytest
 import yaml
 
-from sfmc_pipeline.config import PipelineConfigError, load_pipeline_config
-from sfmc_pipeline.config.loader import parse_pipeline_config
+from sfmc_pipeline.config.loader import (
+    PipelineConfigError,
+    load_pipeline_config,
+    parse_pipeline_config,
+)
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 
 

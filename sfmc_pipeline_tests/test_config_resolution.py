@@ -14,9 +14,8 @@ import zoneinfo
 import pytest
 import yaml
 
-from sfmc_pipeline.config import PipelineConfigError
 from sfmc_pipeline.config.destinations import custom_field_name
-from sfmc_pipeline.config.loader import parse_pipeline_config
+from sfmc_pipeline.config.loader import PipelineConfigError, parse_pipeline_config
 from sfmc_pipeline.segments.evaluation_date import resolve_as_of
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 

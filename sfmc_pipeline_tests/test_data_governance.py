@@ -10,7 +10,7 @@ import pytest
 
 from sfmc_pipeline.cli import connection_check
 from sfmc_pipeline.cli.check_report import Report
-from sfmc_pipeline.config import PipelineConfigError
+from sfmc_pipeline.config.loader import PipelineConfigError
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.definitions import build_definitions

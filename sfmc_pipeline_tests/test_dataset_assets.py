@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.storage import DatasetStore, atomic_path
 from sfmc_pipeline.definitions import build_resources
 from sfmc_pipeline.defs.assets.datasets import build_dataset_assets

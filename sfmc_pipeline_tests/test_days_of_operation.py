@@ -99,7 +99,7 @@ KILLED_SYNC = """
 import datetime as dt, os, sys
 import dagster as dg
 from sfmc_pipeline.defs.assets.crm import build_crm_assets
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 

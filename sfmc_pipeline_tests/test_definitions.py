@@ -5,7 +5,7 @@ lineage (datasets -> segments -> salesforce)."""
 
 import dagster as dg
 
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 
 

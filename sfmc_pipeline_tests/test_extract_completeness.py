@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.defs.assets import failures
 from sfmc_pipeline.defs.assets.datasets import build_dataset_asset

@@ -13,8 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from sfmc_pipeline.config import PipelineConfigError
-from sfmc_pipeline.config.loader import parse_pipeline_config
+from sfmc_pipeline.config.loader import PipelineConfigError, parse_pipeline_config
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.datasets.storage import DatasetStore

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sfmc_pipeline.config import PipelineConfigError
-from sfmc_pipeline.config.loader import parse_pipeline_config
+from sfmc_pipeline.config.loader import PipelineConfigError, parse_pipeline_config
 from sfmc_pipeline.segments.evaluate import SegmentEvaluator, calendar_days
 from sfmc_pipeline.segments.rules import parse_rule
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH

@@ -14,8 +14,8 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.errors import ApiError, ConfigurationError
 from sfmc_pipeline.http import RetrySettings, normalize_base_url

@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from sfmc_pipeline.config import load_pipeline_config
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.errors import ApiError
 from sfmc_pipeline.http import RetrySettings
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH

@@ -4,8 +4,8 @@ quarantined with its original values and a reason in plain words; nothing is dro
 import pandas as pd
 import pytest
 
-from sfmc_pipeline.config import load_pipeline_config
 from sfmc_pipeline.config.data_extensions import DataExtensionConfig
+from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.salesforce.ids import is_valid_id, to_18, valid_id_mask
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH

@@ -19,8 +19,8 @@ from sfmc_pipeline.cli.check_report import (
     Report,
     split_advice,
 )
-from sfmc_pipeline.config import PipelineConfig
 from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.local.setup import prepare_local_target
 from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError, preflight_destination

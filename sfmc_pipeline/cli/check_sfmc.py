@@ -17,8 +17,8 @@ from sfmc_pipeline.cli.check_report import (
     TIMEOUT_SECONDS,
     Report,
 )
-from sfmc_pipeline.config import PipelineConfig
 from sfmc_pipeline.config.data_extensions import PipelineSettings
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.errors import ConfigurationError
 

@@ -7,11 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from sfmc_pipeline import settings
-from sfmc_pipeline.config import (
-    PipelineConfig,
-    PipelineConfigError,
-    load_pipeline_config,
-)
+from sfmc_pipeline.config.loader import PipelineConfigError, load_pipeline_config
+from sfmc_pipeline.config.pipeline import PipelineConfig
 
 
 def chosen_config(config_path: Path | None) -> Path:

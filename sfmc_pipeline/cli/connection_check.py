@@ -17,11 +17,8 @@ from sfmc_pipeline.cli.check_report import AGAIN, Report, flatten, split_advice
 from sfmc_pipeline.cli.check_salesforce import check_salesforce
 from sfmc_pipeline.cli.check_sfmc import check_sfmc
 from sfmc_pipeline.cli.config_file import chosen_config
-from sfmc_pipeline.config import (
-    PipelineConfig,
-    PipelineConfigError,
-    load_pipeline_config,
-)
+from sfmc_pipeline.config.loader import PipelineConfigError, load_pipeline_config
+from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.governance.lineage import destination_flows
 from sfmc_pipeline.governance.policies import split

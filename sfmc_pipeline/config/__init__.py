@@ -1,18 +1,2 @@
-"""The user's declarative pipeline config (``pipeline.yaml``): models and loader."""
-
-from sfmc_pipeline.config.data_extensions import (
-    ColumnConfig,
-    DataExtensionConfig,
-    SfmcType,
-)
-from sfmc_pipeline.config.loader import PipelineConfigError, load_pipeline_config
-from sfmc_pipeline.config.pipeline import PipelineConfig
-
-__all__ = [
-    "ColumnConfig",
-    "DataExtensionConfig",
-    "PipelineConfig",
-    "PipelineConfigError",
-    "SfmcType",
-    "load_pipeline_config",
-]
+"""The declarative pipeline config (``pipeline.yaml``): one module per section, ``loader`` to read a file,
+``checks`` for the rules that span sections."""
