@@ -16,7 +16,7 @@ from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.segments.compile import local_midnight
 from sfmc_pipeline.segments.engine import evaluate_members
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator
+from sfmc_pipeline_testing.segment_reference import SegmentEvaluator
 from sfmc_pipeline.segments.rules import parse_rule
 from sfmc_pipeline_tests.segment_fixtures import AS_OF, CONFIG, activity, contact, engagement, typed
 from sfmc_pipeline_tests.test_segment_rules import ZONE_RULES, _sfmc_time

@@ -31,7 +31,7 @@ from sfmc_pipeline.crm.vectors import (
     text,
 )
 from sfmc_pipeline.salesforce.rules import TEXT_FIELD_TYPES, field_values, truncated
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+from sfmc_pipeline.segments.columns import PROFILE_KEY
 
 
 @dataclass

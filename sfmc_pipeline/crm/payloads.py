@@ -33,7 +33,7 @@ from sfmc_pipeline.crm.vectors import (
 )
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES
 from sfmc_pipeline.salesforce.rules import REQUIRED_FIELDS
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+from sfmc_pipeline.segments.columns import PROFILE_KEY
 
 DESIRED_COLUMNS = ["record_id", PROFILE_KEY, "field", "kind", "column", "value"]
 STATUS, ATTRIBUTE = "status", "attribute"

@@ -18,10 +18,9 @@ import ibis
 import ibis.expr.datatypes as idt
 import ibis.expr.types as ir
 
+from sfmc_pipeline.segments.columns import PROFILE_KEY, SEGMENT
 from sfmc_pipeline.segments.rules import AllOf, AnyOf, Compare, HasRelated, Not, Rule
 
-PROFILE_KEY = "profile_key"  # as segments/evaluate.py names it in the memberships
-SEGMENT = "segment"
 _UTC = dt.timezone.utc
 
 

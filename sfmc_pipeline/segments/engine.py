@@ -1,55 +1,152 @@
-"""Run the compiled segment plan on an embedded DuckDB over the storage's parquet datasets.
+"""The engine the segment step runs on: an Ibis connection over the storage's parquet datasets.
 
-The connection runs in UTC (the plan's instants are UTC), under a memory limit, spilling to
-``state/engine-spill`` in the storage: a larger org is slower, not killed. Only the columns the
-rules read are scanned (DuckDB pushes the projection and the filters into the parquet scan).
+DuckDB (embedded, the default) runs in UTC (the plan's instants are UTC), under a memory limit,
+spilling to ``state/engine-spill`` in the storage: a larger org is slower, not killed. Spark is chosen
+with ``evaluation.engine: spark``. Only the columns the rules read are scanned; results are written
+as parquet by the engine, and only small results (counts, samples) reach Python.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import ibis
+import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from sfmc_pipeline.datasets.storage import DatasetStore
-from sfmc_pipeline.segments.compile import PROFILE_KEY, SEGMENT, RuleCompiler
+from sfmc_pipeline.config.segments import EvaluationConfig
+from sfmc_pipeline.datasets.storage import DatasetStore, StorageError, as_pandas, atomic_path
+from sfmc_pipeline.segments.columns import PROFILE_KEY, SEGMENT
+from sfmc_pipeline.segments.compile import RuleCompiler
 from sfmc_pipeline.segments.rules import Rule, related_datasets
 
-DEFAULT_MEMORY_LIMIT = "2GB"
+DEFAULT_MEMORY_LIMIT = EvaluationConfig.model_fields["memory_limit"].default
 
 
-def connect_duckdb(store: DatasetStore, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None):
-    """An Ibis DuckDB connection in UTC, with the memory limit and the spill directory in the storage."""
-    spill = store.state_path("engine-spill")
-    spill.mkdir(parents=True, exist_ok=True)
+def connect_duckdb(store: DatasetStore | None, *, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+                   threads: int | None = None):
+    """An Ibis DuckDB connection in UTC, with the memory limit and (given a storage) its spill directory."""
     con = ibis.duckdb.connect()
     con.raw_sql("SET TimeZone = 'UTC'")
     con.raw_sql(f"SET memory_limit = '{memory_limit}'")
-    con.raw_sql(f"SET temp_directory = '{spill}'")
+    if store is not None:
+        spill = store.state_path("engine-spill")
+        spill.mkdir(parents=True, exist_ok=True)
+        con.raw_sql(f"SET temp_directory = '{spill}'")
     con.raw_sql("SET preserve_insertion_order = false")
     if threads:
         con.raw_sql(f"SET threads = {int(threads)}")
     return con
 
 
+class SegmentEngine:
+    """The storage's datasets as engine tables, and writing results back as parquet datasets."""
+
+    def __init__(self, con, store: DatasetStore | None):
+        self.con = con
+        self.store = store
+
+    @classmethod
+    def open(cls, store: DatasetStore, evaluation: EvaluationConfig) -> "SegmentEngine":
+        if evaluation.engine == "spark":
+            from sfmc_pipeline.segments.spark import connect_spark  # pyspark is an optional extra
+
+            return cls(connect_spark(store, master=evaluation.spark_master or "local[*]"), store)
+        return cls(connect_duckdb(store, memory_limit=evaluation.memory_limit), store)
+
+    @classmethod
+    def in_memory(cls) -> "SegmentEngine":
+        """A DuckDB engine for frames held in memory (segment examples, small checks)."""
+        return cls(connect_duckdb(None), None)
+
+    @property
+    def backend(self) -> str:
+        return self.con.name
+
+    def close(self) -> None:
+        disconnect = getattr(self.con, "disconnect", None)
+        if disconnect is not None:
+            disconnect()
+
+    def __enter__(self) -> "SegmentEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def dataset(self, name: str) -> ir.Table:
+        path = self.store.dataset_path(name)
+        if not path.exists():
+            raise StorageError(f"Dataset {name!r} has not been materialized yet ({path} does not exist); "
+                               f"materialize the asset {name!r} first.")
+        return self.parquet(path)
+
+    def parquet(self, path: Path) -> ir.Table:
+        return self.con.read_parquet(path)
+
+    @staticmethod
+    def frame(frame: pd.DataFrame) -> ir.Table:
+        """An in-memory frame as a table any engine reads."""
+        return ibis.memtable(pa.Table.from_pandas(frame, preserve_index=False))
+
+    def to_pandas(self, rows: ir.Table) -> pd.DataFrame:
+        """A small result (counts, samples) as pandas, strings as arrow strings."""
+        return as_pandas(self.con.to_pyarrow(rows))
+
+    def value(self, scalar: ir.Scalar) -> Any:
+        return self.con.to_pyarrow(scalar).as_py()
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def write(self, rows: ir.Table, target: Path) -> Path:
+        """Write ``rows`` as one parquet file, atomically (an interrupted write leaves the old file)."""
+        with atomic_path(target) as tmp:
+            if self.backend == "duckdb":  # DuckDB streams the query into the file itself
+                self.con.to_parquet(rows, tmp)
+            else:
+                batches = self.con.to_pyarrow_batches(rows)
+                with pq.ParquetWriter(tmp, batches.schema) as writer:
+                    for batch in batches:
+                        writer.write_batch(batch)
+        return target
+
+
 def compiler_for(con, store: DatasetStore, profile_dataset: str, segments: list[tuple[str, Rule]], *, key: str,
                  as_of: dt.date, timezone: str) -> RuleCompiler:
+    """The rule compiler over the storage's datasets: the profiles and every related dataset a rule reads."""
+    engine = SegmentEngine(con, store)
     used = sorted(set().union(*(related_datasets(rule) for _, rule in segments))) if segments else []
-    profiles = con.read_parquet(store.dataset_path(profile_dataset))
-    related = {name: con.read_parquet(store.dataset_path(name)) for name in used}
-    return RuleCompiler(profiles, related, key=key, as_of=as_of, timezone=timezone, backend=con.name)
+    return RuleCompiler(engine.dataset(profile_dataset), {name: engine.dataset(name) for name in used}, key=key,
+                        as_of=as_of, timezone=timezone, backend=con.name)
+
+
+def evaluate_frames(profiles: pd.DataFrame, related: Mapping[str, pd.DataFrame], segments: Iterable[tuple[str, Rule]],
+                    *, key: str, as_of: dt.date, timezone: str = "UTC") -> pd.DataFrame:
+    """``profile_key, segment`` members of every segment over frames in memory, ordered by segment then key."""
+    segments = list(segments)
+    with SegmentEngine.in_memory() as engine:
+        compiler = RuleCompiler(engine.frame(profiles), {name: engine.frame(frame) for name, frame in related.items()},
+                                key=key, as_of=as_of, timezone=timezone, backend=engine.backend)
+        return _strings(engine.con.to_pyarrow(compiler.members(segments)))
 
 
 def evaluate_members(store: DatasetStore, profile_dataset: str, segments: Iterable[tuple[str, Rule]], *, key: str,
                      as_of: dt.date, timezone: str = "UTC", con=None) -> pd.DataFrame:
-    """``profile_key, segment`` members of every segment, as ``SegmentEvaluator.members`` gives them."""
+    """``profile_key, segment`` members of every segment over the stored datasets, as a frame (tests, small
+    storages; the segment asset writes them with ``SegmentEngine.write`` instead)."""
     segments = list(segments)
     con = con or connect_duckdb(store)
     plan = compiler_for(con, store, profile_dataset, segments, key=key, as_of=as_of, timezone=timezone)
-    table = con.to_pyarrow(plan.members(segments))
+    return _strings(con.to_pyarrow(plan.members(segments)))
+
+
+def _strings(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame({
         name: pd.Series(pd.arrays.ArrowStringArray(table[name].cast(pa.string()).combine_chunks()))
         for name in (PROFILE_KEY, SEGMENT)

@@ -1,37 +1,90 @@
-"""Membership statuses against the previous evaluation.
+"""Membership statuses against the previous evaluation, as engine plans over the membership datasets.
 
 - ``realized``: in the segment now, not before (or first evaluation);
 - ``existing``: in before and now;
 - ``exited``: in before, not now (including a profile that disappeared or became invalid).
-A profile out before and out now has no row; re-entering is ``realized`` again.
+A profile out before and out now has no row; re-entering is ``realized`` again. Held profiles (their
+row quarantined) keep their previous memberships: they are carried into the current ones.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
+import ibis
+import ibis.expr.types as ir
 import pandas as pd
 
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+from sfmc_pipeline.segments.columns import (
+    AS_OF,
+    HELD,
+    MEMBERSHIP_COLUMNS,
+    PROFILE_KEY,
+    SEGMENT,
+    STATUS,
+    STATUSES,
+)
 
-STATUSES = ("realized", "existing", "exited")
-
-
-def compute_statuses(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
-    """``current``/``previous``: ``profile_key, segment`` members. Returns one row per
-    (profile, segment) with a status, sorted by segment then key."""
-    pairs = [PROFILE_KEY, "segment"]
-    now = current[pairs].astype("string")
-    before = (previous[pairs] if previous is not None else now.iloc[0:0]).astype("string")
-    merged = now.merge(before, on=pairs, how="outer", indicator=True)
-    status = merged["_merge"].map({"left_only": "realized", "both": "existing", "right_only": "exited"})
-    out = merged[pairs].assign(status=status.astype("string"))
-    return out.sort_values(["segment", PROFILE_KEY], ignore_index=True)
+_NOW, _BEFORE = 1, 2  # bits: in the current members, in the previous members
 
 
-def status_counts(statuses: pd.DataFrame, segments: list[str]) -> pd.DataFrame:
-    """Per segment: members (realized + existing) and each status count, zeros included."""
-    counts = (
-        statuses.groupby(["segment", "status"], observed=True).size().unstack(fill_value=0)
+def members_only(table: ir.Table) -> ir.Table:
+    """``profile_key, segment`` of a membership table, as strings."""
+    return table.select(**{c: table[c].cast("string") for c in MEMBERSHIP_COLUMNS})
+
+
+def with_held(members: ir.Table, previous: ir.Table | None, held: ir.Table | None) -> ir.Table:
+    """``members`` plus the previous memberships of held profiles (``held``: a ``profile_key`` table)."""
+    if previous is None or held is None:
+        return members_only(members)
+    carried = members_only(previous).semi_join(held, PROFILE_KEY)
+    return ibis.union(members_only(members), carried, distinct=False)
+
+
+def status_plan(current: ir.Table, previous: ir.Table | None, held: ir.Table | None, as_of: dt.date) -> ir.Table:
+    """One row per (profile, segment) in ``current`` or ``previous`` with its status, whether the profile is
+    held, and the evaluation date; ordered by segment then key."""
+    tagged = members_only(current).mutate(_in=ibis.literal(_NOW, "int8"))
+    if previous is not None:
+        tagged = ibis.union(tagged, members_only(previous).mutate(_in=ibis.literal(_BEFORE, "int8")), distinct=False)
+    pairs = tagged.group_by(MEMBERSHIP_COLUMNS).aggregate(_in=tagged["_in"].bit_or())
+    now = (pairs["_in"] & _NOW) == _NOW
+    before = (pairs["_in"] & _BEFORE) == _BEFORE
+    status = ibis.cases((now & before, "existing"), (now, "realized"), else_="exited")
+    is_held = pairs[PROFILE_KEY].isin(held[PROFILE_KEY]) if held is not None else ibis.literal(False)
+    out = pairs.select(
+        PROFILE_KEY, SEGMENT, **{STATUS: status, HELD: is_held.fill_null(False),
+                                 AS_OF: ibis.literal(dt.datetime.combine(as_of, dt.time()), "timestamp")},
+    )
+    return out.order_by([SEGMENT, PROFILE_KEY])
+
+
+def consistency_problems(statuses: ir.Table, current: ir.Table, previous: ir.Table | None) -> dict[str, ir.Scalar]:
+    """Counts that must all be zero for statuses of ``current`` against ``previous``, each computed with
+    its own join rather than the status plan's aggregation."""
+    in_now = statuses.filter(statuses[STATUS].isin(["realized", "existing"])).select(MEMBERSHIP_COLUMNS)
+    exited = statuses.filter(statuses[STATUS] == "exited").select(MEMBERSHIP_COLUMNS)
+    current = members_only(current)
+    before = members_only(previous) if previous is not None else current.limit(0)
+    repeated = statuses.group_by(MEMBERSHIP_COLUMNS).aggregate(n=statuses.count()).filter(lambda t: t.n > 1)
+    repeated_now = current.group_by(MEMBERSHIP_COLUMNS).aggregate(n=current.count()).filter(lambda t: t.n > 1)
+    return {
+        "duplicate (profile, segment) rows": repeated.count(),
+        "duplicate current memberships": repeated_now.count(),
+        "current members without realized/existing": current.anti_join(in_now, MEMBERSHIP_COLUMNS).count(),
+        "realized/existing that are not current members": in_now.anti_join(current, MEMBERSHIP_COLUMNS).count(),
+        "exited that were not previous members": exited.anti_join(before, MEMBERSHIP_COLUMNS).count(),
+        "exited that are still members": exited.semi_join(current, MEMBERSHIP_COLUMNS).count(),
+    }
+
+
+def status_counts(counts: pd.DataFrame, segments: list[str]) -> pd.DataFrame:
+    """Per segment: members (realized + existing) and each status count, zeros included. ``counts``: one row
+    per (segment, status) with its count ``n``."""
+    table = (
+        counts.pivot_table(index=SEGMENT, columns=STATUS, values="n", aggfunc="sum", fill_value=0, observed=True)
         .reindex(index=segments, columns=list(STATUSES), fill_value=0)
     )
-    counts.insert(0, "members", counts["realized"] + counts["existing"])
-    return counts.astype("int64")
+    table.columns.name = None
+    table.insert(0, "members", table["realized"] + table["existing"])
+    return table.astype("int64")
