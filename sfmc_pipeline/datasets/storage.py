@@ -83,17 +83,25 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
 def read_parquet(path: Path) -> pd.DataFrame:
     """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals).
     A file that is not a readable parquet file is a ``StorageError`` naming it and the fix."""
-    fix = "Delete it and materialize the asset that writes it again."
     if path.is_dir():
-        raise StorageError(f"{path} is a directory, not a parquet file written by this pipeline. {fix}")
+        raise StorageError(f"{path} is a directory, not a parquet file written by this pipeline. {_REWRITE}")
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise StorageError(
-            f"{path} cannot be read as parquet ({type(exc).__name__}: {exc}); it was damaged or written by "
-            f"something else. {fix}"
-        ) from None
+        raise unreadable_parquet(path, exc) from None
     return as_pandas(table)
+
+
+_REWRITE = "Delete it and materialize the asset that writes it again."
+
+
+def unreadable_parquet(path: Path, exc: Exception) -> StorageError:
+    """The error for a dataset file a reader (pyarrow, the segment engine) could not read as parquet."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return StorageError(
+        f"{path} cannot be read as parquet ({type(exc).__name__}: {reason}); it was damaged or written by "
+        f"something else. {_REWRITE}"
+    )
 
 
 def iter_parquet(path: Path, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sfmc_pipeline.config.segments import EvaluationConfig
-from sfmc_pipeline.datasets.storage import DatasetStore, StorageError, as_pandas, atomic_path
+from sfmc_pipeline.datasets.storage import (
+    DatasetStore,
+    StorageError,
+    as_pandas,
+    atomic_path,
+    unreadable_parquet,
+)
 from sfmc_pipeline.segments.columns import PROFILE_KEY, SEGMENT
 from sfmc_pipeline.segments.compile import RuleCompiler
 from sfmc_pipeline.segments.rules import Rule, related_datasets
@@ -88,7 +94,10 @@ class SegmentEngine:
         return self.parquet(path)
 
     def parquet(self, path: Path) -> ir.Table:
-        return self.con.read_parquet(path)
+        try:
+            return self.con.read_parquet(path)
+        except Exception as exc:  # the backend's own error type: DuckDB's, Spark's
+            raise unreadable_parquet(path, exc) from None
 
     @staticmethod
     def frame(frame: pd.DataFrame) -> ir.Table:
