@@ -6,7 +6,6 @@ default UTC), and a bad rule is rejected at load with the segment, the path and 
 import copy
 import datetime as dt
 
-import pandas as pd
 import pytest
 import yaml
 

@@ -152,3 +152,25 @@ def test_evaluation_date_precedence(monkeypatch):
     assert resolve_as_of(run_config=None, **kwargs)[0] == configured
     assert resolve_as_of(run_config=None, configured=None, sample_anchor=anchor, today=today)[0] == anchor
     assert resolve_as_of(run_config=None, configured=None, sample_anchor=None, today=today) == (today, "today (UTC)")
+
+
+def test_a_membership_listed_twice_fails_the_blocking_check_and_commits_nothing(tmp_path):
+    """A memberships file that lists a (profile, segment) twice (written by something else, or a bug) would give
+    that profile two statuses: the blocking check fails, the statuses dataset and the baseline stay as they were."""
+    sample = str(write_tiny_sample(tmp_path / "sample"))
+    assert _materialize(tmp_path / "storage", sample_dir=sample).success
+    store = DatasetStore(tmp_path / "storage")
+    before_statuses = store.dataset_path("segment_statuses").read_bytes()
+    before_state = SegmentStateStore(store).load()
+    members = store.read_dataset("segment_memberships")
+    store.write_dataset("segment_memberships", pd.concat([members, members.head(1)], ignore_index=True))
+    assets = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG)]
+    result = dg.materialize(assets, selection=["segment_statuses"], raise_on_error=False, resources={
+        "sfmc": SfmcResource(sample_dir=sample), "storage": StorageResource(base_dir=str(store.base_dir))})
+    assert not result.success
+    check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                 and e.event_specific_data.check_name == "statuses_consistent")
+    assert not check.passed
+    assert check.metadata["current memberships minus realized and existing rows"].value == 1
+    assert store.dataset_path("segment_statuses").read_bytes() == before_statuses
+    assert SegmentStateStore(store).load() == before_state

@@ -59,19 +59,17 @@ class RuleCompiler:
         self.backend = backend
 
     def members(self, segments: Iterable[tuple[str, Rule]]) -> ir.Table:
-        """``profile_key, segment`` for every profile in every segment, sorted by segment (in the given
-        order) then key, as ``SegmentEvaluator.members``."""
+        """``profile_key, segment`` for every profile in every segment, in no particular order (sorting
+        tens of millions of rows would cost more than the rules)."""
         parts = []
-        for order, (name, rule) in enumerate(segments):
+        for name, rule in segments:
             selected = self.profiles.filter(self.predicate(rule, self.profiles))
             parts.append(selected.select(
-                **{PROFILE_KEY: selected[self.key].cast("string"), SEGMENT: ibis.literal(name, "string"),
-                   "_order": ibis.literal(order, "int32")}
+                **{PROFILE_KEY: selected[self.key].cast("string"), SEGMENT: ibis.literal(name, "string")}
             ))
         if not parts:
             return ibis.memtable({PROFILE_KEY: [], SEGMENT: []}, schema={PROFILE_KEY: "string", SEGMENT: "string"})
-        union = parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
-        return union.order_by(["_order", PROFILE_KEY]).drop("_order")
+        return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
 
     def predicate(self, rule: Rule, table: ir.Table, *, negated: bool = False) -> ir.BooleanValue:
         """A boolean over ``table``'s rows for a filter. Outside ``not`` a null acts as false in a filter,

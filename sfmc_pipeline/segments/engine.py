@@ -137,22 +137,30 @@ def compiler_for(con, store: DatasetStore, profile_dataset: str, segments: list[
 
 def evaluate_frames(profiles: pd.DataFrame, related: Mapping[str, pd.DataFrame], segments: Iterable[tuple[str, Rule]],
                     *, key: str, as_of: dt.date, timezone: str = "UTC") -> pd.DataFrame:
-    """``profile_key, segment`` members of every segment over frames in memory, ordered by segment then key."""
+    """``profile_key, segment`` members of every segment over frames in memory, in the segments' order then
+    by key."""
     segments = list(segments)
     with SegmentEngine.in_memory() as engine:
         compiler = RuleCompiler(engine.frame(profiles), {name: engine.frame(frame) for name, frame in related.items()},
                                 key=key, as_of=as_of, timezone=timezone, backend=engine.backend)
-        return _strings(engine.con.to_pyarrow(compiler.members(segments)))
+        return _strings(engine.con.to_pyarrow(_ordered(compiler.members(segments), segments)))
 
 
 def evaluate_members(store: DatasetStore, profile_dataset: str, segments: Iterable[tuple[str, Rule]], *, key: str,
                      as_of: dt.date, timezone: str = "UTC", con=None) -> pd.DataFrame:
-    """``profile_key, segment`` members of every segment over the stored datasets, as a frame (tests, small
-    storages; the segment asset writes them with ``SegmentEngine.write`` instead)."""
+    """``profile_key, segment`` members of every segment over the stored datasets, as a frame in the segments'
+    order then by key (tests, small storages; the segment asset writes them with ``SegmentEngine.write``)."""
     segments = list(segments)
     con = con or connect_duckdb(store)
     plan = compiler_for(con, store, profile_dataset, segments, key=key, as_of=as_of, timezone=timezone)
-    return _strings(con.to_pyarrow(plan.members(segments)))
+    return _strings(con.to_pyarrow(_ordered(plan.members(segments), segments)))
+
+
+def _ordered(members: ir.Table, segments: list[tuple[str, Rule]]) -> ir.Table:
+    if not segments:
+        return members
+    position = ibis.cases(*((members[SEGMENT] == name, i) for i, (name, _) in enumerate(segments)), else_=len(segments))
+    return members.order_by([position, members[PROFILE_KEY]])
 
 
 def _strings(table: pa.Table) -> pd.DataFrame:

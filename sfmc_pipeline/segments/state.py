@@ -17,7 +17,7 @@ from pathlib import Path
 import ibis.expr.types as ir
 
 from sfmc_pipeline.datasets.storage import DatasetStore, write_json
-from sfmc_pipeline.segments.columns import MEMBERSHIP_COLUMNS, PROFILE_KEY
+from sfmc_pipeline.segments.columns import PROFILE_KEY
 from sfmc_pipeline.segments.engine import SegmentEngine
 from sfmc_pipeline.segments.statuses import members_only
 
@@ -68,7 +68,11 @@ class SegmentStateStore:
             return False
         before = self.members(engine, latest)
         now = members_only(current)
-        return all(engine.value(diff.count()) == 0 for diff in (now.difference(before), before.difference(now)))
+        # neither side lists a pair twice (the statuses check holds the current ones to that), so the same
+        # number of pairs and none of the current ones missing from the latest means the same pairs
+        if engine.value(now.count()) != engine.value(before.count()):
+            return False
+        return engine.value(now.difference(before, distinct=False).count()) == 0
 
     def commit(self, engine: SegmentEngine, as_of: dt.date, run_id: str, current: ir.Table, *,
                is_repeat: bool) -> Evaluation:
@@ -83,7 +87,7 @@ class SegmentStateStore:
             members_file=f"members-{run_id}.parquet",
             committed_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
-        engine.write(members_only(current).order_by(MEMBERSHIP_COLUMNS[::-1]), self.members_path(evaluation))
+        engine.write(members_only(current), self.members_path(evaluation))
         write_json({"latest": asdict(evaluation), "previous": asdict(latest) if latest else None}, self.index_path)
         keep = {evaluation.members_file} | ({latest.members_file} if latest else set())
         for stale in self.dir.glob("members-*.parquet"):

@@ -8,6 +8,7 @@ from typing import Callable
 
 import dagster as dg
 import ibis.expr.types as ir
+import pandas as pd
 
 from sfmc_pipeline.segments.columns import PROFILE_KEY
 from sfmc_pipeline.segments.engine import SegmentEngine
@@ -15,10 +16,13 @@ from sfmc_pipeline.segments.memberships import key_table
 from sfmc_pipeline.segments.statuses import consistency_problems, members_only
 
 
-def status_checks(engine: SegmentEngine, statuses: ir.Table, current: ir.Table, previous: ir.Table | None,
+def status_checks(engine: SegmentEngine, counts: pd.DataFrame, current: ir.Table, previous: ir.Table | None,
                   profiles: ir.Table, key: str, held: set[str],
                   shown_keys: Callable[[list], list[str]]) -> list[dg.AssetCheckResult]:
-    problems = {name: int(engine.value(count)) for name, count in consistency_problems(statuses, current, previous).items()}
+    """``counts``: the written statuses per (segment, status), with their count ``n``."""
+    rows = {name: int(engine.value(table.count())) if table is not None else 0
+            for name, table in (("current", current), ("previous", previous))}
+    problems = consistency_problems(counts, rows["current"], rows["previous"])
     consistency = dg.AssetCheckResult(check_name="statuses_consistent", passed=not any(problems.values()),
                                       metadata=problems)
     return [consistency, valid_profiles_check(engine, current, profiles, key, held, shown_keys)]

@@ -161,8 +161,8 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
                 "statuses_consistent",
                 asset=STATUSES,
                 blocking=True,
-                description="One status per (profile, segment); exited only for previous members; "
-                "realized/existing exactly the current members.",
+                description="Every current membership has exactly one realized or existing row, every previous "
+                "one exactly one existing or exited row.",
             ),
             dg.AssetCheckSpec(
                 "members_are_valid_profiles",
@@ -193,14 +193,14 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             pending = path.with_name(f".{path.stem}.pending.parquet")  # becomes the dataset once the checks pass
             engine.write(status_plan(current, previous, held_table, as_of), pending)
             statuses = engine.parquet(pending)
-            checks = status_checks(engine, statuses, current, previous, engine.dataset(profile_asset), key, held,
+            by_status = engine.to_pandas(statuses.group_by([SEGMENT, STATUS]).aggregate(n=statuses.count()))
+            checks = status_checks(engine, by_status, current, previous, engine.dataset(profile_asset), key, held,
                                    shown_keys)
             if not all(c.passed for c in checks):
                 pending.unlink(missing_ok=True)
                 yield from checks
                 raise dg.Failure("Segment statuses failed a consistency check; the evaluation was not committed.")
-            counts = status_counts(engine.to_pandas(statuses.group_by([SEGMENT, STATUS]).aggregate(n=statuses.count())),
-                                   names)
+            counts = status_counts(by_status, names)
             held_memberships = int(engine.value(statuses.filter(statuses[HELD]).count()))
             os.replace(pending, path)
             if dry_run:
