@@ -74,9 +74,10 @@ class SegmentEngine:
         return self.con.name
 
     def close(self) -> None:
-        disconnect = getattr(self.con, "disconnect", None)
-        if disconnect is not None:
-            disconnect()
+        """Close an embedded DuckDB; a Spark session stays up for the next step of the process (starting one
+        takes seconds), and ends with the process."""
+        if self.backend == "duckdb":
+            self.con.disconnect()
 
     def __enter__(self) -> "SegmentEngine":
         return self
