@@ -69,8 +69,8 @@ def _require_spark():
     return ibis, SparkSession
 
 
-def spark_settings(store: DatasetStore, *, master: str, driver_memory: str,
-                   shuffle_partitions: int | None) -> dict[str, str]:
+def spark_settings(store: DatasetStore, *, master: str, driver_memory: str, shuffle_partitions: int | None,
+                   java_options: str = "") -> dict[str, str]:
     """The session's settings: UTC, the storage's directories, no web UI, Arrow for the results."""
     base = store.state_path(SPARK_STATE)
     scratch, warehouse = base / "scratch", base / "warehouse"
@@ -78,7 +78,7 @@ def spark_settings(store: DatasetStore, *, master: str, driver_memory: str,
         folder.mkdir(parents=True, exist_ok=True)
     log_settings = base / "log4j2.properties"
     log_settings.write_text(_LOG_SETTINGS)
-    java_options = f"-Djava.io.tmpdir={scratch} -Dlog4j2.configurationFile={log_settings.as_uri()}"
+    java_options = f"-Djava.io.tmpdir={scratch} -Dlog4j2.configurationFile={log_settings.as_uri()} {java_options}".strip()
     settings = {
         "spark.master": master,
         "spark.app.name": "sfmc-pipeline segments",
@@ -99,14 +99,14 @@ def spark_settings(store: DatasetStore, *, master: str, driver_memory: str,
 
 
 def connect_spark(store: DatasetStore, *, master: str = DEFAULT_MASTER, driver_memory: str = DEFAULT_DRIVER_MEMORY,
-                  shuffle_partitions: int | None = None, config: Mapping[str, str] | None = None):
+                  shuffle_partitions: int | None = None, java_options: str = "", config: Mapping[str, str] | None = None):
     """An Ibis PySpark connection in UTC over a Spark session (``master``: ``local[2]``, ``local[*]`` or a
     cluster such as ``spark://host:7077``) whose scratch and warehouse directories are in the storage.
-    ``config`` adds or overrides Spark settings. Raises ``ConfigurationError`` naming the fix when PySpark
+    ``java_options`` are added to the JVM's options; ``config`` adds or overrides Spark settings. Raises ``ConfigurationError`` naming the fix when PySpark
     or Java is missing or the session does not start."""
     ibis, SparkSession = _require_spark()
-    settings = spark_settings(store, master=master, driver_memory=driver_memory,
-                              shuffle_partitions=shuffle_partitions) | dict(config or {})
+    settings = spark_settings(store, master=master, driver_memory=driver_memory, shuffle_partitions=shuffle_partitions,
+                              java_options=java_options) | dict(config or {})
     builder = SparkSession.builder
     for name, value in settings.items():
         builder = builder.config(name, value)
