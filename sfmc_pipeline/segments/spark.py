@@ -73,12 +73,18 @@ def spark_settings(store: DatasetStore, *, master: str, driver_memory: str, shuf
                    java_options: str = "") -> dict[str, str]:
     """The session's settings: UTC, the storage's directories, no web UI, Arrow for the results."""
     base = store.state_path(SPARK_STATE)
-    scratch, warehouse = base / "scratch", base / "warehouse"
-    for folder in (scratch, warehouse):
-        folder.mkdir(parents=True, exist_ok=True)
-    log_settings = base / "log4j2.properties"
-    log_settings.write_text(_LOG_SETTINGS)
-    java_options = f"-Djava.io.tmpdir={scratch} -Dlog4j2.configurationFile={log_settings.as_uri()} {java_options}".strip()
+    scratch, warehouse, log_settings = base / "scratch", base / "warehouse", base / "log4j2.properties"
+    try:
+        for folder in (scratch, warehouse):
+            folder.mkdir(parents=True, exist_ok=True)
+        log_settings.write_text(_LOG_SETTINGS)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot prepare Spark's directories in the storage ({base}: {exc.strerror or exc}); make the storage "
+            f"directory writable."
+        ) from None
+    java_options = " ".join(
+        [f"-Djava.io.tmpdir={scratch}", f"-Dlog4j2.configurationFile={log_settings.as_uri()}", *java_options.split()])
     settings = {
         "spark.master": master,
         "spark.app.name": "sfmc-pipeline segments",
@@ -86,8 +92,7 @@ def spark_settings(store: DatasetStore, *, master: str, driver_memory: str, shuf
         "spark.local.dir": str(scratch),  # shuffle files and spills
         "spark.sql.warehouse.dir": str(warehouse),
         "spark.driver.memory": driver_memory,
-        "spark.driver.extraJavaOptions": java_options,
-        "spark.executor.extraJavaOptions": java_options,
+        "spark.driver.extraJavaOptions": java_options,  # local mode: the executors run in the driver's JVM
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",  # results to Python through Arrow
@@ -99,11 +104,13 @@ def spark_settings(store: DatasetStore, *, master: str, driver_memory: str, shuf
 
 
 def connect_spark(store: DatasetStore, *, master: str = DEFAULT_MASTER, driver_memory: str = DEFAULT_DRIVER_MEMORY,
-                  shuffle_partitions: int | None = None, java_options: str = "", config: Mapping[str, str] | None = None):
+                  shuffle_partitions: int | None = None, java_options: str = "",
+                  config: Mapping[str, str] | None = None):
     """An Ibis PySpark connection in UTC over a Spark session (``master``: ``local[2]``, ``local[*]`` or a
     cluster such as ``spark://host:7077``) whose scratch and warehouse directories are in the storage.
-    ``java_options`` are added to the JVM's options; ``config`` adds or overrides Spark settings. Raises ``ConfigurationError`` naming the fix when PySpark
-    or Java is missing or the session does not start."""
+    ``java_options`` are added to the driver JVM's options; ``config`` adds or overrides Spark settings.
+    Raises ``ConfigurationError`` naming the fix when PySpark or Java is missing or the session does not
+    start."""
     ibis, SparkSession = _require_spark()
     settings = spark_settings(store, master=master, driver_memory=driver_memory, shuffle_partitions=shuffle_partitions,
                               java_options=java_options) | dict(config or {})
