@@ -26,8 +26,6 @@ from sfmc_pipeline_tests.test_segment_engine import (  # noqa: F401 (tiny_store:
 )
 from sfmc_pipeline_tests.tiny_sample import ANCHOR
 
-pytestmark = pytest.mark.spark
-
 # Settings for small test data: one shuffle partition (no sampling job for the ORDER BY), interpreted
 # expressions instead of generated code (compiling code for ~40 union branches costs more than running
 # them on a few thousand rows) and the JVM's quick compiler only (a short-lived JVM: start and first query
@@ -75,6 +73,7 @@ def _edges_and_generated(tmp_path) -> DatasetStore:
     return _store(tmp_path, frames)
 
 
+@pytest.mark.spark
 def test_spark_gives_the_reference_memberships(spark, tiny_store, tmp_path):
     """The shipped segments on the tiny sample; every rule of test_segment_engine.py (shipped segments, every
     operator, `not` over nulls, decimals, date lists, has_related, latest_is_after) on the edge cases with
