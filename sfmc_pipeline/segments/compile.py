@@ -34,10 +34,17 @@ def _spark_local_time(instant: idt.Timestamp(timezone="UTC"), zone: str) -> idt.
     """Spark: the wall-clock time in ``zone`` of an instant (the session runs in UTC)."""
 
 
+@ibis.udf.scalar.builtin(name="convert_timezone")
+def _snowflake_local_time(zone: str, instant: idt.Timestamp(timezone="UTC")) -> idt.Timestamp(timezone="UTC"):
+    """Snowflake: the instant as a TIMESTAMP_TZ in ``zone`` (its date is the local day), whatever the
+    session's TIMEZONE, for a TIMESTAMP_TZ or TIMESTAMP_LTZ column."""
+
+
 # backend name -> the wall-clock time in a zone of a UTC instant column (the one dialect-specific piece)
 LOCAL_TIME = {
     "duckdb": lambda instant, zone: _duckdb_local_time(zone, instant),
     "pyspark": lambda instant, zone: _spark_local_time(instant, zone),
+    "snowflake": lambda instant, zone: _snowflake_local_time(zone, instant),
 }
 
 
