@@ -11,14 +11,13 @@ import datetime as dt
 import sys
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.segments.compile import RuleCompiler
 from sfmc_pipeline.segments.engine import evaluate_members
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator
+from sfmc_pipeline_testing.segment_reference import SegmentEvaluator
 from sfmc_pipeline.segments.spark import connect_spark
 from sfmc_pipeline_tests.segment_fixtures import AS_OF
 from sfmc_pipeline_tests.test_segment_engine import (  # noqa: F401 (tiny_store: a fixture)

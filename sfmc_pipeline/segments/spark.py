@@ -57,14 +57,14 @@ def _require_spark():
         from pyspark.sql import SparkSession
     except ImportError as exc:
         raise ConfigurationError(
-            f"segments.engine: spark needs PySpark and Ibis's PySpark backend, which are not installed ({exc}). "
-            f"Install them with {INSTALL_SPARK} (or use segments.engine: duckdb)."
+            f"evaluation.engine: spark needs PySpark and Ibis's PySpark backend, which are not installed ({exc}). "
+            f"Install them with {INSTALL_SPARK} (or use evaluation.engine: duckdb)."
         ) from None
     if java_executable() is None:
         where = f"JAVA_HOME={os.environ['JAVA_HOME']} has no bin/java" if os.environ.get("JAVA_HOME") else (
             "no `java` on PATH")
         raise ConfigurationError(
-            f"segments.engine: spark needs Java, and {where}: {INSTALL_JAVA} (or use segments.engine: duckdb)."
+            f"evaluation.engine: spark needs Java, and {where}: {INSTALL_JAVA} (or use evaluation.engine: duckdb)."
         )
     return ibis, SparkSession
 
@@ -121,7 +121,7 @@ def connect_spark(store: DatasetStore, *, master: str = DEFAULT_MASTER, driver_m
         session = builder.getOrCreate()
     except Exception as exc:  # the JVM did not start: PySparkRuntimeError JAVA_GATEWAY_EXITED and the like
         raise ConfigurationError(
-            f"segments.engine: spark could not start a Spark session (master {master!r}, java "
+            f"evaluation.engine: spark could not start a Spark session (master {master!r}, java "
             f"{java_executable()}): {exc}. Check that Java 17 or 21 runs (`java -version`) or {INSTALL_JAVA}, and "
             f"that {store.state_path(SPARK_STATE)} is writable."
         ) from None

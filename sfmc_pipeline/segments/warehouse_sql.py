@@ -2,8 +2,8 @@
 
 ``sql_for(pipeline, "snowflake")`` builds the same plan the engines run (``segments/compile.py``) on
 unbound tables named after the datasets, typed as the datasets land (``datasets/conversion.py``), and
-prints it in the warehouse's dialect: ``profile_key, segment`` of every configured segment, ordered by
-segment then key. The warehouse reads the datasets where it can reach them (e.g. Snowflake external
+prints it in the warehouse's dialect: ``profile_key, segment`` of every configured segment (unordered).
+The warehouse reads the datasets where it can reach them (e.g. Snowflake external
 tables over a stage holding the parquet files; see docs/segment-engines.md).
 """
 
