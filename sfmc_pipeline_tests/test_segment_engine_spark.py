@@ -8,22 +8,28 @@ Spark costs a JVM start and a per-query planning time, so the plans run in ONE t
 case could start a Spark session on each worker."""
 
 import datetime as dt
+import shutil
 import sys
 
+import dagster as dg
 import pandas as pd
 import pytest
 
 from sfmc_pipeline.datasets.storage import DatasetStore
+from sfmc_pipeline.defs.assets.datasets import build_dataset_assets
+from sfmc_pipeline.defs.assets.segments import build_segment_assets
+from sfmc_pipeline.defs.resources.sfmc import SfmcResource
+from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.segments.compile import RuleCompiler
 from sfmc_pipeline.segments.engine import evaluate_members
 from sfmc_pipeline_testing.segment_reference import SegmentEvaluator
 from sfmc_pipeline.segments.spark import connect_spark
-from sfmc_pipeline_tests.segment_fixtures import AS_OF
+from sfmc_pipeline_tests.segment_fixtures import AS_OF, CONFIG
 from sfmc_pipeline_tests.test_segment_engine import (  # noqa: F401 (tiny_store: a fixture)
     ALL_RULES, KEY, RELATED, SHIPPED, _edge_frames, _generated_frames, _store, tiny_store,
 )
-from sfmc_pipeline_tests.tiny_sample import ANCHOR
+from sfmc_pipeline_tests.tiny_sample import ANCHOR, write_tiny_sample
 
 # Settings for small test data: one shuffle partition (no sampling job for the ORDER BY), interpreted
 # expressions instead of generated code (compiling code for ~40 union branches costs more than running
@@ -108,3 +114,40 @@ def test_connect_spark_names_the_install_command_without_pyspark(tmp_path, monke
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # `from pyspark.sql import ...` raises ImportError
     with pytest.raises(ConfigurationError, match=r'pip install -e "\.\[spark\]"'):
         connect_spark(DatasetStore(tmp_path / "storage"))
+
+
+def _runs(config, days, storage) -> list[pd.DataFrame]:
+    """The dataset and segment assets run on ``storage`` for each (sample folder, evaluation date) of ``days``;
+    the statuses after each run."""
+    assets = [*build_dataset_assets(config), *build_segment_assets(config)]
+    statuses = []
+    for sample, as_of in days:
+        resources = {"sfmc": SfmcResource(sample_dir=str(sample)), "storage": StorageResource(base_dir=str(storage))}
+        result = dg.materialize(assets, resources=resources, raise_on_error=False,
+                                run_config={"ops": {"segment_memberships": {"config": {"as_of": as_of.isoformat()}}}})
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        frame = DatasetStore(storage).read_dataset("segment_statuses")
+        statuses.append(frame[["profile_key", "segment", "status", "held"]].sort_values(["segment", "profile_key"],
+                                                                                          ignore_index=True))
+    return statuses
+
+
+@pytest.mark.spark
+def test_the_segment_assets_give_the_same_statuses_on_spark_as_on_duckdb(spark, tmp_path):
+    """evaluation.engine: spark runs both segment assets (memberships, statuses against the previous evaluation,
+    held profiles, the checks) on Spark: over two evaluations they write what DuckDB writes."""
+    sample = write_tiny_sample(tmp_path / "sample")
+    broken = shutil.copytree(sample, tmp_path / "broken")
+    contacts = broken / f"{CONFIG.extension('contacts').key}.csv"
+    rows = contacts.read_text().splitlines()
+    assert ",new," in rows[1]  # a new customer (in new_customer) ...
+    rows[1] = rows[1].replace("@", " at ", 1)  # ... whose email is malformed the second day: held
+    contacts.write_text("\n".join(rows) + "\n")
+    days = [(sample, ANCHOR), (broken, ANCHOR + dt.timedelta(days=14))]
+    on_spark = CONFIG.model_copy(update={"evaluation": CONFIG.evaluation.model_copy(update={"engine": "spark"})})
+    runs = {name: _runs(config, days, tmp_path / name) for name, config in (("duckdb", CONFIG), ("spark", on_spark))}
+    for duck, spark_statuses in zip(runs["duckdb"], runs["spark"]):
+        pd.testing.assert_frame_equal(spark_statuses, duck)
+    first, later = runs["duckdb"]
+    assert set(first["status"]) == {"realized"} and {"existing", "exited"} <= set(later["status"])
+    assert later["held"].any()

@@ -25,9 +25,6 @@ from sfmc_pipeline.segments.columns import (
     STATUSES,
 )
 
-_NOW, _BEFORE = 1, 2  # bits: in the current members, in the previous members
-
-
 def members_only(table: ir.Table) -> ir.Table:
     """``profile_key, segment`` of a membership table, as strings."""
     return table.select(**{c: table[c].cast("string") for c in MEMBERSHIP_COLUMNS})
@@ -44,12 +41,12 @@ def with_held(members: ir.Table, previous: ir.Table | None, held: ir.Table | Non
 def status_plan(current: ir.Table, previous: ir.Table | None, held: ir.Table | None, as_of: dt.date) -> ir.Table:
     """One row per (profile, segment) in ``current`` or ``previous`` with its status, whether the profile is
     held, and the evaluation date, in no particular order."""
-    tagged = members_only(current).mutate(_in=ibis.literal(_NOW, "int8"))
+    tagged = members_only(current).mutate(_now=ibis.literal(1, "int8"), _before=ibis.literal(0, "int8"))
     if previous is not None:
-        tagged = ibis.union(tagged, members_only(previous).mutate(_in=ibis.literal(_BEFORE, "int8")), distinct=False)
-    pairs = tagged.group_by(MEMBERSHIP_COLUMNS).aggregate(_in=tagged["_in"].bit_or())
-    now = (pairs["_in"] & _NOW) == _NOW
-    before = (pairs["_in"] & _BEFORE) == _BEFORE
+        earlier = members_only(previous).mutate(_now=ibis.literal(0, "int8"), _before=ibis.literal(1, "int8"))
+        tagged = ibis.union(tagged, earlier, distinct=False)
+    pairs = tagged.group_by(MEMBERSHIP_COLUMNS).aggregate(_now=tagged["_now"].max(), _before=tagged["_before"].max())
+    now, before = pairs["_now"] == 1, pairs["_before"] == 1
     status = ibis.cases((now & before, "existing"), (now, "realized"), else_="exited")
     is_held = pairs[PROFILE_KEY].isin(held[PROFILE_KEY]) if held is not None else ibis.literal(False)
     return pairs.select(

@@ -190,7 +190,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             baseline, is_repeat = state.baseline_for(engine, as_of, current)
             previous = state.members(engine, baseline)
             path = store.dataset_path(STATUSES)
-            pending = path.with_name(f".{path.stem}.pending.parquet")  # becomes the dataset once the checks pass
+            pending = store.state_path("segments") / "statuses-pending.parquet"  # the dataset once the checks pass
             engine.write(status_plan(current, previous, held_table, as_of), pending)
             statuses = engine.parquet(pending)
             by_status = engine.to_pandas(statuses.group_by([SEGMENT, STATUS]).aggregate(n=statuses.count()))
