@@ -15,7 +15,7 @@ import pytest
 from sfmc_pipeline.datasets.storage import DatasetStore
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.segments.compile import local_midnight
-from sfmc_pipeline.segments.engine import evaluate_members
+from sfmc_pipeline.segments.engine import compiler_for, connect_duckdb, evaluate_members
 from sfmc_pipeline.segments.evaluate import SegmentEvaluator
 from sfmc_pipeline.segments.rules import parse_rule
 from sfmc_pipeline_tests.segment_fixtures import AS_OF, CONFIG, activity, contact, engagement, typed
@@ -104,6 +104,17 @@ def tiny_store(tmp_path_factory) -> DatasetStore:
 def test_tiny_sample_memberships_match(tiny_store, timezone):
     members = _assert_same(tiny_store, ALL_RULES, as_of=ANCHOR, timezone=timezone)
     assert set(members["segment"]) >= {name for name, _ in SHIPPED}  # every shipped segment has members
+
+
+def test_unordered_plan_has_the_same_members(tiny_store):
+    """``members(ordered=False)`` (no sort of the whole output: for a plan written to parquet) gives the
+    same rows as the ordered plan, duplicates included."""
+    con = connect_duckdb(tiny_store)
+    compiler = compiler_for(con, tiny_store, "contacts", ALL_RULES, key=KEY, as_of=ANCHOR, timezone="UTC")
+    ordered = con.to_pyarrow(compiler.members(ALL_RULES)).to_pylist()
+    unordered = con.to_pyarrow(compiler.members(ALL_RULES, ordered=False)).to_pylist()
+    key = lambda row: (row["segment"], row["profile_key"])  # noqa: E731
+    assert sorted(unordered, key=key) == sorted(ordered, key=key) and len(ordered) > 100
 
 
 def _edge_frames() -> dict[str, pd.DataFrame]:
