@@ -219,6 +219,7 @@ def run_step(args: argparse.Namespace) -> int:
     store = DatasetStore(args.storage)
     out = Path(args.out)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu_start = _cpu_s()
     start = time.perf_counter()
     extra: dict = {}
     if args.step in ("product", "product-unordered"):
@@ -229,9 +230,15 @@ def run_step(args: argparse.Namespace) -> int:
     else:
         extra = spark_members(store, config, AS_OF, out, driver_memory=args.spark_memory)
     wall = time.perf_counter() - start
+    cpu = _cpu_s() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(RESULT_PREFIX + json.dumps({"wall_s": wall, "peak_mib": peak, "start_peak_mib": rss_start, **extra}))
+    print(RESULT_PREFIX + json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_mib": peak, "start_peak_mib": rss_start, **extra}))
     return 0
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,14 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     best = {e: min(r["wall_s"] for r in runs[e]) for e in engines}
     peak = {e: max(r["peak_mib"] for r in runs[e]) for e in engines}
-    print("| engine | wall (best) | all runs | peak RSS | input rows/s | vs baseline |")
-    print("|---|---:|---|---:|---:|---:|")
+    cpu = {e: min(r["cpu_s"] for r in runs[e]) for e in engines}
+    print("| engine | wall (best) | all runs | CPU (best) | peak RSS | input rows/s | vs baseline (wall, CPU) |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for e in engines:
         rss = f"{peak[e]:,.0f} MiB"
         if e == "spark":
             rss = f"{peak[e]:,.0f} MiB Python + {max(r['jvm_peak_mib'] for r in runs[e]):,.0f} MiB JVM"
-        print(f"| {e} | {best[e]:.2f} s | {', '.join(format(r['wall_s'], '.2f') for r in runs[e])} | {rss} | "
-              f"{size.input_rows / best[e]:,.0f} | {best[e] / best['baseline']:.2f}x |")
+        print(f"| {e} | {best[e]:.2f} s | {', '.join(format(r['wall_s'], '.2f') for r in runs[e])} | {cpu[e]:.1f} s | "
+              f"{rss} | {size.input_rows / best[e]:,.0f} | {best[e] / best['baseline']:.2f}x, {cpu[e] / cpu['baseline']:.2f}x |")
+    print("(CPU: user + system time of the step's process; Spark's JVM is not in it. Wall times vary with the"
+          " machine's other work, CPU times much less.)")
     if args.spark:
         print(f"(spark: session start {min(r['session_s'] for r in runs['spark']):.1f} s included in its wall time)")
     print()
