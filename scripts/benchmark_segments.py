@@ -17,6 +17,8 @@
      and spill directory as the product, ``COPY ... TO`` parquet;
    - ``product``: the product's compiled plan on DuckDB (``product_members``: the one call to switch to
      the product's final entry point);
+   - ``product-unordered`` (when ``RuleCompiler.members`` takes ``ordered``): the same plan without its
+     final sort by segment and key;
    - ``spark`` (``--spark``): the same compiled plan on PySpark in local mode (time reported, no target;
      the peak RSS of the JVM is read from ``/proc`` as it is a separate process).
    Wall time is the step's own (connect, plan, run, parquet written), not the interpreter's start.
