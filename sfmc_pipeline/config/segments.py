@@ -49,9 +49,9 @@ class EvaluationConfig(StrictModel):
         "disk) or spark (a Spark cluster, or local mode; needs the spark extra and Java). See docs/segment-engines.md.",
     )
     memory_limit: str = Field(
-        default="2GB",
+        default="1GB",
         description="DuckDB: the memory the segment step may use before it spills to state/engine-spill in the "
-        "storage (e.g. 2GB, 512MB).",
+        "storage (e.g. 1GB, 4GB, 512MB). The step's process peaks somewhat above it.",
     )
     spark_master: str | None = Field(
         default=None,
