@@ -10,7 +10,7 @@ are. The rules as users see them: docs/crm-sync.md, "What is written". Everythin
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -62,6 +62,11 @@ class DesiredState:
     members: dict[str, set[str]] = field(default_factory=dict)  # segment -> records in it now (not held)
     held_records: set[str] = field(default_factory=set)
     confirmed_entries: pd.DataFrame | None = None  # ``confirmed_entries`` of the ledger rows it was built from
+
+    def summary(self) -> DesiredState:
+        """The same state without its frames (statuses, attributes, ledger entries): the counts, members and held
+        records what comes after the send reads, not the per-(record, field) values it no longer needs."""
+        return replace(self, statuses=self.statuses.iloc[0:0], attributes=[], confirmed_entries=None)
 
     @property
     def values(self) -> pd.DataFrame:

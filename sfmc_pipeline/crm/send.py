@@ -91,13 +91,16 @@ class Sender:
         comes back. ``changes``: the diff (owners, ledger texts); ``status_names``: the API names of the status
         fields; ``pending_before``: records the plan already left pending (for the log line)."""
         self._changes, self._screen, self._status_names = changes, screen, status_names
-        if self.bulk is not None and len(to_send) >= self.settings.bulk_threshold:
-            bulk_records, composite = self.bulk.partition(to_send)
-            self.result.min_requests = -(-len(composite) // MAX_RECORDS_PER_REQUEST)
-            if bulk_records:
-                composite += self.send_bulk(bulk_records)
-            to_send = composite
-        self.send_collections(to_send, pending_before)
+        try:
+            if self.bulk is not None and len(to_send) >= self.settings.bulk_threshold:
+                bulk_records, composite = self.bulk.partition(to_send)
+                self.result.min_requests = -(-len(composite) // MAX_RECORDS_PER_REQUEST)
+                if bulk_records:
+                    composite += self.send_bulk(bulk_records)
+                to_send = composite
+            self.send_collections(to_send, pending_before)
+        finally:
+            self._changes = None  # the change set's per-record values: not held past the send
         return self.result
 
     # ------------------------------------------------------------------ Bulk API 2.0
