@@ -165,9 +165,11 @@ def run_phase(directory: Path, phase: str, stages: bool) -> dict:
     start = time.perf_counter()
     reset_peak_rss()
     statuses = read_parquet(directory / "segment_statuses.parquet")  # what the asset reads (store.read_dataset)
-    profiles = read_parquet(directory / "profiles.parquet")
+    columns = sink.profile_columns(pipeline, dest) if hasattr(sink, "profile_columns") else None  # as the asset
+    profiles = read_parquet(directory / "profiles.parquet", columns) if columns else read_parquet(
+        directory / "profiles.parquet")
     frames = {"statuses frame": statuses.memory_usage(deep=True).sum() / MIB,
-              "profiles frame (all columns)": profiles.memory_usage(deep=True).sum() / MIB}
+              f"profiles frame ({len(profiles.columns)} columns)": profiles.memory_usage(deep=True).sum() / MIB}
     after_read = current_rss_mib() - baseline
     target = LocalCrmTarget(directory / "local_crm.sqlite")
     result = sink.sync_destination(
