@@ -43,10 +43,10 @@ class Source:
     """One part of the written values, as the change set reads it: Arrow columns (``record_id``, ``field``,
     ``encoded``) and ``values(rows)``, the Python values of the rows at those positions."""
 
-    record_id: pa.Array
-    owner: pa.Array  # the row's profile key
-    field: pa.Array
-    encoded: pa.Array
+    record_id: pa.ChunkedArray
+    owner: pa.ChunkedArray  # the row's profile key
+    field: pa.ChunkedArray
+    encoded: pa.ChunkedArray
     values: Callable[[np.ndarray], list]
 
 
@@ -71,11 +71,17 @@ class ChangedRows:
 
     def _last_owners(self) -> pa.Array:
         """Each record's profile key: that of its last row over all parts (changed or not)."""
-        if not len(self.record_ids):
-            return pa.array([], pa.large_string())
-        ids = pa.concat_arrays([s.record_id for s in self.sources])[::-1]
-        owners = pa.concat_arrays([s.owner for s in self.sources])[::-1]
-        return owners.take(pc.index_in(self.record_ids, value_set=ids))
+        owners = pa.nulls(len(self.record_ids), pa.large_string())
+        missing = pa.array(np.ones(len(self.record_ids), dtype=bool))
+        for source in reversed(self.sources):  # the last part first; in a part, its last row
+            if not len(source.record_id) or not pc.any(missing).as_py():
+                continue
+            backwards = pa.array(np.arange(len(source.record_id) - 1, -1, -1))
+            at = pc.index_in(self.record_ids, value_set=source.record_id.take(backwards).combine_chunks())
+            found = pc.and_(missing, pc.is_valid(at))
+            owners = pc.if_else(found, source.owner.take(backwards).combine_chunks().take(at.fill_null(0)), owners)
+            missing = pc.and_(missing, pc.invert(found))
+        return owners
 
     def __len__(self) -> int:
         return len(self.record_ids)

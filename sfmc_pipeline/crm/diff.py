@@ -32,6 +32,7 @@ from sfmc_pipeline.crm.preflight import ResolvedFields
 from sfmc_pipeline.crm.vectors import (
     TEXT,
     arrow,
+    chunks,
     json_texts,
     map_small,
     sorted_rows,
@@ -149,7 +150,8 @@ def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFr
     changed_statuses = statuses[["record_id", "field", "value"]].drop_duplicates(["record_id", "field"], keep="last")
     sources = [_source(part) for part in parts]
     chosen = [rows] + [np.flatnonzero(changed) for changed in changed_rows[1:]]
-    ids = pa.concat_arrays([source.record_id.take(pa.array(at, pa.int64())) for source, at in zip(sources, chosen)])
+    ids = pa.chunked_array([source.record_id.take(pa.array(at, pa.int64())) for source, at in zip(sources, chosen)],
+                           pa.large_string()).combine_chunks()
     order = pc.array_sort_indices(ids, order="ascending").to_numpy(zero_copy_only=False)  # stable
     part = np.concatenate([np.full(len(at), i, dtype=np.int16) for i, at in enumerate(chosen)])[order]
     row = np.concatenate(chosen).astype(np.int64)[order]
@@ -173,10 +175,10 @@ def _source(part: WrittenPart) -> Source:
         objects = frame["value"].to_numpy()
         values = lambda rows: objects[rows].tolist()  # noqa: E731
     else:
-        strings = arrow(frame["value"])
+        strings = chunks(frame["value"])
         values = lambda rows: strings.take(pa.array(rows, pa.int64())).to_pylist()  # noqa: E731
-    return Source(arrow(frame["record_id"]), arrow(frame[PROFILE_KEY]), arrow(frame["field"]),
-                  arrow(frame["encoded"]), values)
+    return Source(chunks(frame["record_id"]), chunks(frame[PROFILE_KEY]), chunks(frame["field"]),
+                  chunks(frame["encoded"]), values)
 
 
 @contextmanager

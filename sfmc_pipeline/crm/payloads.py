@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from sfmc_pipeline.config.destinations import DestinationConfig
@@ -59,7 +60,7 @@ class DesiredState:
     held: int  # records of held profiles (row quarantined), left as they are
     null_attributes: int  # attribute values left as they are because the source value is null
     cleared: Counter = field(default_factory=Counter)  # (field, segment) -> records cleared of an unmapped segment
-    members: dict[str, set[str]] = field(default_factory=dict)  # segment -> records in it now (not held)
+    members: dict[str, pa.Array] = field(default_factory=dict)  # segment -> records in it now (not held), unique
     held_records: set[str] = field(default_factory=set)
     confirmed_entries: pd.DataFrame | None = None  # ``confirmed_entries`` of the ledger rows it was built from
 
@@ -136,7 +137,7 @@ def build_desired_state(
     attributes, null_attributes = _attribute_values(dest, profiles, record_ids, profile_key)
 
     current = rows[rows["status"].isin(list(IN_SEGMENT)).to_numpy()]
-    members = {segment: set(arrow(current.loc[(current["segment"] == segment).to_numpy(), "record_id"]).to_pylist())
+    members = {segment: pc.unique(arrow(current.loc[(current["segment"] == segment).to_numpy(), "record_id"]))
                for segment in dest.segments}
     return DesiredState(
         statuses=pd.concat([status_values[STATUS_COLUMNS], clears[STATUS_COLUMNS]], ignore_index=True),
