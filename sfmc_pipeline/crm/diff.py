@@ -195,8 +195,8 @@ def collector_paused():
 
 
 class LedgerValues:
-    """The confirmed texts of one ledger read, by field: each field's (record ids, values) is picked
-    out once (on the dictionary codes of the field column) and shared by every part's diff."""
+    """The confirmed texts of one ledger read, by field: a field's (record ids, values) is picked out (on the
+    dictionary codes of the field column) when a part's diff needs it, and not kept (one field's copy at a time)."""
 
     def __init__(self, confirmed: pd.DataFrame):
         self._fields = arrow(confirmed["field"]).dictionary_encode() if len(confirmed) else None
@@ -204,17 +204,14 @@ class LedgerValues:
         self._values = arrow(confirmed["value"]) if len(confirmed) else None
         self._codes = {} if self._fields is None else {
             name: code for code, name in enumerate(self._fields.dictionary.to_pylist())}
-        self._by_field: dict[str, tuple[pa.Array, pa.Array]] = {}
 
     def of(self, name: str) -> tuple[pa.Array, pa.Array] | None:
         """(record ids, confirmed texts) of ``name``, or None when the ledger has none."""
         code = self._codes.get(name)
         if code is None:
             return None
-        if name not in self._by_field:
-            rows = pc.equal(self._fields.indices, pa.scalar(code, self._fields.indices.type)).fill_null(False)
-            self._by_field[name] = (self._ids.filter(rows), self._values.filter(rows))
-        return self._by_field[name]
+        rows = pc.equal(self._fields.indices, pa.scalar(code, self._fields.indices.type)).fill_null(False)
+        return self._ids.filter(rows), self._values.filter(rows)
 
     def differs(self, frame: pd.DataFrame) -> np.ndarray:
         """True for each row of ``frame`` (``record_id, field, encoded``) whose (record, field) the
