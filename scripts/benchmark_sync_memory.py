@@ -1,7 +1,7 @@
 """Memory of the CRM sync at scale: a first sync and an unchanged re-run of N records, each in a fresh process.
 
     python scripts/benchmark_sync_memory.py --records 1000000
-    python scripts/benchmark_sync_memory.py --records 1000000 --records 5000000 --stages
+    python scripts/benchmark_sync_memory.py --records 1000000 --records 5000000 --stages --max-rss-gib 8
 
 What is measured. The sync asset's own call (``crm.sink.sync_destination``) against the local target (the
 SQLite CRM a newcomer writes to, ``crm/local/``), with the contacts destination of ``pipeline.yaml`` (three
@@ -17,7 +17,8 @@ Per phase: wall time, RSS after the imports (the baseline), peak RSS, and bytes 
 records: everything the phase holds for the sync, the datasets it reads included. The issue's target: under
 1 KB per record at 1M records. With ``--stages`` the child also prints, for each step of the sync, the peak RSS
 reached during it and the RSS held after it (above the baseline), Arrow's allocated bytes, and the size of the
-input frames (``memory_usage(deep=True)``): where the memory goes.
+input frames (``memory_usage(deep=True)``): where the memory goes. ``--max-rss-gib`` stops a phase whose RSS
+passes a ceiling (on a shared machine), and says so.
 """
 
 from __future__ import annotations
@@ -195,11 +196,38 @@ def run_phase(directory: Path, phase: str, stages: bool) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def child(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"child {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+class TooLarge(Exception):
+    """A phase's RSS passed ``--max-rss-gib``: it was stopped (the machine is shared)."""
+
+
+def child(args: list[str], max_rss_gib: float | None = None) -> dict:
+    """Run this script with ``args`` in a child process; with ``max_rss_gib``, stop it when its RSS passes that."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, __file__, *args], stdout=out, stderr=err, text=True)
+        largest = 0.0
+        while process.poll() is None:
+            try:
+                largest = max(largest, _rss_gib(process.pid))
+            except OSError:
+                pass
+            if max_rss_gib is not None and largest > max_rss_gib:
+                process.kill()
+                process.wait()
+                raise TooLarge(f"stopped at {largest:.1f} GiB RSS (--max-rss-gib {max_rss_gib:g})")
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode:
+        raise SystemExit(f"child {' '.join(args)} failed ({process.returncode}):\n{stderr[-4000:]}")
+    return json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {}
+
+
+def _rss_gib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
 
 
 def report(records: int, result: dict, stages: bool) -> None:
@@ -223,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, action="append", help="records per run (repeatable; default 1,000,000)")
     parser.add_argument("--segments", type=int, default=3, help="segments per profile (default 3)")
     parser.add_argument("--stages", action="store_true", help="print where the memory goes, step by step")
+    parser.add_argument("--max-rss-gib", type=float, help="stop a phase whose RSS passes this (a shared machine)")
     parser.add_argument("--workdir", type=Path, help="keep the inputs, ledger and local CRM here (default: a temp dir)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)  # child: run one phase in --workdir
     parser.add_argument("--write-inputs", action="store_true", help=argparse.SUPPRESS)
@@ -248,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{records:,} records (inputs written in {time.perf_counter() - start:.0f} s)")
             for phase in PHASES:
                 extra = ["--stages"] if args.stages else []
-                report(records, child(["--phase", phase, "--workdir", str(directory), *extra]), args.stages)
+                try:
+                    result = child(["--phase", phase, "--workdir", str(directory), *extra], args.max_rss_gib)
+                except TooLarge as exc:
+                    print(f"  {phase:17s} {exc}; the phases after it are not run")
+                    break
+                report(records, result, args.stages)
             shutil.rmtree(directory, ignore_errors=True)
     finally:
         if args.workdir is None:
