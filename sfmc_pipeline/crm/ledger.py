@@ -162,8 +162,13 @@ class SyncLedger:
         if kind is not None:
             where, params = where + " AND kind = ?", (*params, kind)
         pages = [page.select(wanted) for page in self._pages(where, params, wanted)]
-        table = pa.concat_tables(pages) if pages else _table([[]] * len(CONFIRMED_COLUMNS)).select(wanted)
-        return pd.DataFrame({c: pd.Series(table[c].combine_chunks(), dtype="str") for c in wanted})
+        if not pages:
+            pages = [_table([[]] * len(CONFIRMED_COLUMNS)).select(wanted)]
+        columns = {}
+        for name in wanted:  # one column at a time, each page's copy let go of once joined (a large ledger)
+            columns[name] = pd.Series(pa.chunked_array([page[name] for page in pages]).combine_chunks(), dtype="str")
+            pages = [page.drop_columns([name]) for page in pages]
+        return pd.DataFrame(columns)
 
     def _pages(self, where: str, params: tuple, wanted: list[str]):
         """The rows in key order, ``READ_PAGE_ROWS`` at a time (from the key after the last one read), so a
