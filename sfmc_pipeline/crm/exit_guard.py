@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Mapping
 
 import pandas as pd
-import pyarrow as pa
 
 from sfmc_pipeline.crm.status_format import EXITED, IN_SEGMENT
-from sfmc_pipeline.crm.vectors import arrow, isin, parse_entries, text
+from sfmc_pipeline.crm.vectors import isin, parse_entries, text
 from sfmc_pipeline.errors import ConfigurationError
 
 GUARD_COLUMNS = ["segment", "confirmed_members", "exits", "exit_share", "entries", "members_after", "window_peak",
@@ -60,7 +59,8 @@ def exit_guard(
         known = joins.merge(members.astype(object), on=["record_id", "segment"], how="left", indicator=True)
         joins = known.loc[(known["_merge"] == "left_only").to_numpy(), ["record_id", "segment"]]
     counted_members = members.groupby("segment").size()
-    counted_exits, counted_joins = _distinct_records(exits), _distinct_records(joins)
+    counted_exits = exits.groupby("segment")["record_id"].nunique() if len(exits) else pd.Series(dtype=int)
+    counted_joins = joins.groupby("segment")["record_id"].nunique() if len(joins) else pd.Series(dtype=int)
     rows = []
     for segment, limit in sorted(limits.items()):
         n_members, n_exits = int(counted_members.get(segment, 0)), int(counted_exits.get(segment, 0))
@@ -73,16 +73,6 @@ def exit_guard(
         rows.append((segment, n_members, n_exits, round(share, 6), n_joins, after, peak, round(loss, 6), limit,
                      tripped))
     return pd.DataFrame(rows, columns=GUARD_COLUMNS)
-
-
-def _distinct_records(rows: pd.DataFrame) -> dict[str, int]:
-    """segment -> distinct records (``rows.groupby("segment")["record_id"].nunique()``, counted in Arrow)."""
-    if not len(rows):
-        return {}
-    table = pa.table({"segment": arrow(rows["segment"]), "record_id": arrow(rows["record_id"])})
-    counts = table.group_by("segment").aggregate([("record_id", "count_distinct")]).to_pydict()
-    return {segment: n for segment, n in zip(counts["segment"], counts["record_id_count_distinct"])
-            if segment is not None}
 
 
 def _sent_statuses(to_send: list[tuple[str, dict]] | pd.DataFrame, status_fields: set[str]) -> pd.DataFrame:
