@@ -152,11 +152,11 @@ def _macros(size: OrgSize) -> list[str]:
         # number: DuckDB's multi-argument hash combines hashes weakly, draws of two salts would correlate)
         f"CREATE MACRO u(i, salt) AS (hash(i::BIGINT * 1048576 + (hash(salt) % 1048576)::BIGINT, {seed}) >> 11)::DOUBLE"
         " / 9007199254740992.0",
-        f"CREATE MACRO pick(pool, i, salt) AS pool[1 + floor(u(i, salt) * len(pool))::INTEGER]",
+        "CREATE MACRO pick(pool, i, salt) AS pool[1 + floor(u(i, salt) * len(pool))::INTEGER]",
         # profile j's key: 003 / 00Q (20 %) + a 12-digit number (a permutation: profiles not in key order) + xYz
         f"CREATE MACRO pnum(j) AS (j * {_coprime_step(n)} + 12345) % {n}",
-        f"CREATE MACRO pkey(j) AS (CASE WHEN u(j, 'prefix') < 0.2 THEN '00Q' ELSE '003' END) "
-        f"|| lpad(pnum(j)::VARCHAR, 12, '0') || 'xYz'",
+        "CREATE MACRO pkey(j) AS (CASE WHEN u(j, 'prefix') < 0.2 THEN '00Q' ELSE '003' END) "
+        "|| lpad(pnum(j)::VARCHAR, 12, '0') || 'xYz'",
         # an orphan key (of no profile: the top of the number space), one per profile position
         "CREATE MACRO okey(j) AS '003' || lpad((999999999999 - j)::VARCHAR, 12, '0') || 'xYz'",
         f"CREATE MACRO related_key(j, i) AS CASE WHEN u(i, 'orphan') < {ORPHAN_SHARE} THEN okey(j) ELSE pkey(j) END",
