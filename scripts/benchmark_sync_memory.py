@@ -166,7 +166,7 @@ def run_phase(directory: Path, phase: str, stages: bool) -> dict:
     start = time.perf_counter()
     reset_peak_rss()
     statuses = read_parquet(directory / "segment_statuses.parquet",  # what the asset reads (store.read_dataset)
-                            getattr(sink, "STATUS_COLUMNS", None))
+                            getattr(sink, "SYNCED_STATUS_COLUMNS", None))
     columns = sink.profile_columns(pipeline, dest) if hasattr(sink, "profile_columns") else None  # as the asset
     profiles = read_parquet(directory / "profiles.parquet", columns) if columns else read_parquet(
         directory / "profiles.parquet")

@@ -1,5 +1,5 @@
 """Contract: the compiled segment plan (``segments/compile.py``) run on DuckDB over the stored parquet
-datasets gives exactly the memberships of the pandas evaluator (``segments/evaluate.py``), in the same
+datasets gives exactly the memberships of the pandas evaluator the product used before (``sfmc_pipeline_testing/segment_reference.py``), in the same
 order: on the tiny sample, on the edge cases of ``test_segment_rules.py`` (date boundaries, nulls,
 ``not``, decimals, lists, calendar days in several time zones) and on a generated dataset with nulls,
 orphans and timestamps around day boundaries and daylight-saving changes."""

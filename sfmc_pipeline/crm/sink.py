@@ -26,10 +26,10 @@ from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.governance.policies import Allowed
 from sfmc_pipeline.salesforce.records import CrmTarget
 from sfmc_pipeline.salesforce.rest import SalesforceClient
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+from sfmc_pipeline.segments.columns import HELD, PROFILE_KEY, SEGMENT, STATUS
 
 
-STATUS_COLUMNS = [PROFILE_KEY, "segment", "status", "held"]  # what the sync reads of the segment statuses
+SYNCED_STATUS_COLUMNS = [PROFILE_KEY, SEGMENT, STATUS, HELD]  # what the sync reads of the segment statuses
 RECONCILED_COLUMNS = ["record_id", "field", "kind", "crm_id", "value"]  # of the status rows: what it reads
 
 

@@ -1,8 +1,8 @@
 """The segment rule tree compiled to one relational plan (an Ibis expression) that any Ibis backend runs.
 
 Each comparison is a filter (two-valued: a comparison on a null is false, so ``not`` of it is true, as in
-``segments/evaluate.py``); ``has_related`` is a semi-join on the profile key; ``latest_is_after`` a
-group-by and a join. Calendar-day windows are computed once, in Python, as UTC instants of local
+the evaluator it replaced, kept as the tests' reference); ``has_related`` is a semi-join on the profile
+key; ``latest_is_after`` a group-by and a join. Calendar-day windows are computed once, in Python, as UTC instants of local
 midnights in the evaluation timezone, so date rules filter the raw timestamps; only ``latest_is_after``
 needs a per-row calendar day, through the backend's own time-zone function (``LOCAL_TIME``).
 """
