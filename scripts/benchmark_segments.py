@@ -1,542 +1,490 @@
-"""Benchmark the vectorised segment evaluation against a naive per-profile implementation.
+"""Benchmark the segment step on a synthetic org: the product's compiled plan next to a hand-written query.
 
-    python scripts/benchmark_segments.py \
-        [--contacts 1000000 --engagement 5000000 --activities 10000000 --naive-sample 2000 --seed 7]
+    python scripts/benchmark_segments.py --profiles 10000000 --related-per-profile 5 [--spark] [--repeat 2]
 
-What it does, in one process:
+1. **Synthetic org** (``scripts/bench_segment_org.py``): ``--profiles`` contacts and about
+   ``--related-per-profile`` related rows each (one third ``campaign_engagement``, two thirds
+   ``activities``), written under ``--storage`` (default ``/tmp/sfmc-pipeline-bench/<size>-seed<seed>``)
+   as ``datasets/<name>.parquet`` exactly as the landing writes a validated dataset (columns, arrow
+   types, pandas metadata: checked after writing). DuckDB generates the rows with SQL and streams them
+   into the parquet writer, so generation stays in bounded memory at 10M / 100M. A folder that already
+   holds the same size and seed (``bench-org.json``) is reused. Not part of any measurement.
 
-1. **Synthetic data** (timed separately, not part of the measurement). The configured columns
-   of ``contacts``, ``campaign_engagement`` and ``activities`` (``pipeline.yaml``) are generated
-   directly with numpy (``np.random.default_rng(seed)``, vectorised) and pyarrow string
-   kernels, with exactly the dtypes the validated datasets have
-   (``sfmc_pipeline.datasets.conversion.pandas_dtype``): no CSV, no conversion, no validation.
-   Keys are 18-character ids (``003``/``00Q`` + 12-digit number + ``xYz``; checksums are not
-   valid, the evaluator does not check them). Related rows take the key of a random profile,
-   about 0.5 % are orphans (keys of no profile). Values are spread so that every shipped
-   segment is non-empty: the sample data's lifecycle stages and order counts; purchase,
-   engagement and activity dates over the last ~400 days before ``as_of`` = 2026-11-20
-   (purchases weighted towards the last 30 days, activities towards the last 60 days);
-   responses, activity types, ``OfferClicks <= Clicks``, campaign ids unique per subscriber.
-   About 1 % of buyers have no LastPurchaseDate (exercises ``is_null``). A configured column
-   this script does not know gets a constant/null filler of the right dtype (printed as a note).
+2. **Measured, each step in a fresh child process** (its peak RSS, ``ru_maxrss`` of the child, belongs
+   to that step alone), each writing the memberships (``profile_key, segment``) to a parquet file:
+   - ``baseline``: a hand-written DuckDB query of the 9 shipped rules (``BASELINE_SQL``, written once by
+     hand from ``pipeline.yaml``; calendar days in the configured timezone), same memory limit, threads
+     and spill directory as the product, ``COPY ... TO`` parquet;
+   - ``product``: what the ``segment_memberships`` asset does (``segments.memberships.write_memberships``
+     on ``SegmentEngine``): the compiled plan on DuckDB written as parquet, then the member counts and the
+     orphan counts of the asset's metadata;
+   - ``plan``: the compiled plan alone, written as parquet (the like-for-like comparison with the query);
+   - ``spark`` (``--spark``): the compiled plan on PySpark in local mode (``segments.spark.connect_spark``;
+     time reported, no target; the peak RSS of the JVM is read from ``/proc``: a separate process).
+   Wall time is the step's own (connect, plan, run, parquet written), not the interpreter's start.
+   Memberships of every engine must be identical (DuckDB ``EXCEPT ALL`` in both directions): the script
+   prints OK, or the differences and exits with status 1.
 
-2. **Measured: vectorised evaluation.** ``SegmentEvaluator(...)`` + ``.members(catalogue)`` for
-   the whole shipped catalogue (``config.segments``) at ``as_of`` -- this is the headline
-   figure, measured cold (first evaluation in the process). Then a second evaluation at
-   ``as_of - 1 day`` (the "previous" members; timed and shown, not in the headline) and
-   ``compute_statuses(members, previous)``, so that realized / existing / exited are all
-   non-trivial. Wall times with ``time.perf_counter``; input rows/s = (contacts + engagement +
-   activities) / evaluation seconds. Peak memory is ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
-   (KiB on Linux); the script first tries to reset the process's RSS high-water mark
-   (``/proc/self/clear_refs``) after generating the data so the peak belongs to the measured
-   phase; if that is not possible the output says the peak includes generation.
-
-3. **Naive baseline.** The obvious per-profile way: for each of ``--naive-sample`` random
-   profiles, filter each related DataFrame with boolean indexing
-   (``df[df.SubscriberKey == key]``, once per profile and dataset), turn the rows into plain
-   Python values and interpret the rule tree (Compare / AllOf / AnyOf / Not / HasRelated) with
-   the semantics of ``sfmc_pipeline/segments/evaluate.py`` (null comparisons are false, UTC
-   calendar days, ``within_last_days``: ``as_of - N <= day <= as_of``, ``older_than_days``:
-   ``day < as_of - N``, ``latest_is_after``). Its time is extrapolated linearly to all
-   profiles and compared with the vectorised evaluation time (membership only, statuses
-   excluded, as the naive code computes membership only). The naive memberships of the sampled
-   profiles must equal the vectorised ones: the script prints OK, or the mismatches and exits
-   with status 1.
-
-4. **Report**: one line per figure, a per-segment markdown table, and the machine facts.
-
-The defaults (1M contacts, 5M engagement rows, 10M activities) are the size of the figures in
-docs/performance.md; the peak RSS line of the output says the memory they need.
+3. **Report**: per engine wall time, peak RSS, input rows/s, the ratio product / baseline, the issue's
+   targets (10M profiles / 60M rows: at most 1.5x the baseline's time and under 2 GiB; 10M / 110M:
+   under 4 GiB) as met / not met, per-segment member counts, the parquet scans of both plans
+   (``EXPLAIN``: the columns each scan projects and the filters pushed into it), machine facts.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import operator
+import json
 import os
 import platform
+import resource
+import shutil
+import subprocess
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_memory import current_rss_mib, peak_rss_mib, reset_peak_rss, total_memory  # noqa: E402  (scripts/)
+import bench_segment_org as org  # noqa: E402  (scripts/)
+from bench_memory import total_memory  # noqa: E402  (scripts/)
 
-from sfmc_pipeline.config.data_extensions import (  # noqa: E402
-    ColumnConfig,
-    DataExtensionConfig,
-    SfmcType,
-)
 from sfmc_pipeline.config.loader import load_pipeline_config  # noqa: E402
-from sfmc_pipeline.datasets.conversion import pandas_dtype  # noqa: E402
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY, SegmentEvaluator  # noqa: E402
-from sfmc_pipeline.segments.rules import (  # noqa: E402
-    AllOf,
-    AnyOf,
-    Compare,
-    HasRelated,
-    Not,
-    Rule,
-    related_datasets,
+from sfmc_pipeline.datasets.storage import DatasetStore  # noqa: E402
+from sfmc_pipeline.segments.engine import (  # noqa: E402
+    DEFAULT_MEMORY_LIMIT,
+    SegmentEngine,
+    compiler_for,
+    connect_duckdb,
 )
-from sfmc_pipeline.segments.statuses import compute_statuses, status_counts  # noqa: E402
+from sfmc_pipeline.segments.memberships import write_memberships  # noqa: E402
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH  # noqa: E402
 
 AS_OF = dt.date(2026, 11, 20)
-ORPHAN_SHARE = 0.005
-DAY_US = 86_400 * 1_000_000
-# Microseconds since the epoch of as_of 00:00 UTC: day offset d = UTC calendar day as_of - d.
-AS_OF_US = (AS_OF - dt.date(1970, 1, 1)).days * DAY_US
-
-STAGES = ["new", "repeat", "loyal", "inactive"]
-STAGE_SHARES = [0.30, 0.35, 0.15, 0.20]
-ORDER_RANGES = {"new": (0, 1), "repeat": (2, 9), "loyal": (10, 40), "inactive": (1, 6)}
-RESPONSES = ["positive", "negative", "none"]
-RESPONSE_SHARES = [0.06, 0.04, 0.30]  # the remaining 60 % are empty
-ACTIVITY_TYPES = ["web_visit", "form_submit", "email_open", "email_click"]
-ACTIVITY_SHARES = [0.50, 0.12, 0.26, 0.12]
-FIRST_NAMES = ["Anna", "Ben", "Chloé", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kai", "Léa"]
-LAST_NAMES = ["Smith", "Müller", "García", "O'Brien", "Nguyen", "Rossi", "Kowalski", "Dubois", "Khan", "Jensen"]
-COMPANIES = ["Acme Corp", "Globex", "Initech", "Umbrella, Inc.", "Stark Industries", "Wayne Enterprises"]
-PAGES = ["/", "/pricing", "/products/a", "/products/b", "/blog/launch", "/cart", "/contact", "/docs"]
-FORMS = ["newsletter_signup", "demo_request", "contact_us", "webinar_registration"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Typed column builders (exact dtypes of conversion.pandas_dtype)
-# ----------------------------------------------------------------------------------------------
-
-
-def text(values: pa.Array) -> pd.Series:
-    return pd.Series(pd.array(values, dtype=pd.StringDtype()))
-
-
-def pick(pool: list[str], index: np.ndarray, null: np.ndarray | None = None) -> pd.Series:
-    """Text column: ``pool[index]``, null where ``null``."""
-    return text(pick_arrow(pool, index, null))
-
-
-def pick_arrow(pool: list[str], index: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
-    return pa.array(pool, pa.string()).take(pa.array(index, mask=null))
-
-
-def numbered(prefix: str, numbers: np.ndarray, width: int, suffix: str = "") -> pa.Array:
-    """``prefix + zero-padded number + suffix`` for every number (vectorised in Arrow)."""
-    digits = pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width, "0")
-    return pc.binary_join_element_wise(prefix, digits, suffix, "")
-
-
-def whole(values: np.ndarray) -> pd.Series:
-    return pd.Series(pd.array(values.astype(np.int64), dtype="Int64"))
-
-
-def decimal(cents: np.ndarray, column: ColumnConfig) -> pd.Series:
-    """Decimal column from non-negative integers in units of 10**-scale (decimal128 buffers)."""
-    raw = np.zeros((len(cents), 2), dtype=np.int64)  # little-endian 128-bit: low word, high word
-    raw[:, 0] = cents
-    arr = pa.Array.from_buffers(pa.decimal128(column.precision, column.scale), len(cents), [None, pa.py_buffer(raw)])
-    return pd.Series(pd.arrays.ArrowExtensionArray(arr))
-
-
-def timestamps(micros: np.ndarray, null: np.ndarray | None = None) -> pd.Series:
-    """Date column (datetime64[us, UTC]) from microseconds since the epoch."""
-    values = micros.astype("datetime64[us]")
-    if null is not None:
-        values[null] = np.datetime64("NaT")
-    return pd.Series(values).dt.tz_localize("UTC")
-
-
-def days_ago(rng: np.random.Generator, days: np.ndarray) -> np.ndarray:
-    """Microseconds of a random time on UTC day ``as_of - days``."""
-    return AS_OF_US - days.astype(np.int64) * DAY_US + rng.integers(0, DAY_US, len(days))
-
-
-def filler(column: ColumnConfig, n: int) -> pd.Series:
-    """A column the generator does not know: null when nullable, else a constant."""
-    dtype = pandas_dtype(column)
-    if column.nullable:
-        return pd.Series(pd.array([None] * n, dtype=dtype)) if n else pd.Series([], dtype=dtype)
-    constant: Any = {
-        SfmcType.NUMBER: 0, SfmcType.DECIMAL: Decimal(0), SfmcType.BOOLEAN: False,
-        SfmcType.DATE: pd.Timestamp(AS_OF, tz="UTC"),
-    }.get(column.type, (column.allowed_values or ["x"])[0])
-    return pd.Series([constant] * n).astype(dtype)
-
-
-def assemble(ext: DataExtensionConfig, columns: dict[str, pd.Series], n: int, notes: list[str]) -> pd.DataFrame:
-    """The configured columns in configured order; dtypes checked against ``pandas_dtype``."""
-    out = {}
-    for column in ext.columns:
-        if column.name in columns:
-            series = columns[column.name]
-        else:
-            notes.append(f"{ext.asset}.{column.name}: not generated by this script, filled with a constant/null")
-            series = filler(column, n)
-        expected = pandas_dtype(column)
-        if series.dtype != expected:
-            raise AssertionError(f"{ext.asset}.{column.name}: generated {series.dtype}, datasets have {expected}")
-        out[column.name] = series.reset_index(drop=True)
-    return pd.DataFrame(out)
-
-
-# ----------------------------------------------------------------------------------------------
-# Synthetic datasets
-# ----------------------------------------------------------------------------------------------
-
-
-def owners_with_orphans(rng: np.random.Generator, n_profiles: int, n_rows: int) -> np.ndarray:
-    """Profile position of each related row; orphans get ids >= n_profiles (keys of no profile)."""
-    owners = rng.integers(0, n_profiles, n_rows)
-    orphan = rng.random(n_rows) < ORPHAN_SHARE
-    owners[orphan] = n_profiles + rng.integers(0, max(1, n_profiles // 100), int(orphan.sum()))
-    return owners
-
-
-def related_keys(profile_keys: pa.Array, owners: np.ndarray, n_profiles: int) -> pd.Series:
-    orphan = owners >= n_profiles
-    taken = profile_keys.take(pa.array(np.where(orphan, 0, owners)))
-    orphan_keys = numbered("003", (1_000_000_000_000 - 1) - (owners - n_profiles), 12, "xYz")  # top of the number space
-    return text(pc.if_else(pa.array(orphan), orphan_keys, taken))
-
-
-def rank_within_owner(owners: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... for the rows of each owner (in row order)."""
-    order = np.argsort(owners, kind="stable")
-    sorted_owners = owners[order]
-    starts = np.r_[True, sorted_owners[1:] != sorted_owners[:-1]]
-    positions = np.arange(len(owners))
-    rank_sorted = positions - np.maximum.accumulate(np.where(starts, positions, 0))
-    rank = np.empty_like(rank_sorted)
-    rank[order] = rank_sorted
-    return rank
-
-
-def make_contacts(rng: np.random.Generator, n: int, ext: DataExtensionConfig) -> tuple[dict[str, pd.Series], pa.Array]:
-    numbers = rng.permutation(n)  # unique key numbers, profiles not in key order
-    prefix = pick_arrow(["003", "00Q"], (rng.random(n) < 0.2).astype(np.int64))
-    keys = pc.binary_join_element_wise(prefix, pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), 12, "0"), "xYz", "")
-
-    stage = rng.choice(len(STAGES), n, p=STAGE_SHARES)
-    orders = np.zeros(n, dtype=np.int64)
-    for i, name in enumerate(STAGES):
-        lo, hi = ORDER_RANGES[name]
-        hit = stage == i
-        orders[hit] = rng.integers(lo, hi + 1, int(hit.sum()))
-    inactive = stage == STAGES.index("inactive")
-    # Buyers' last purchases: ~45 % within 30 days, the rest over the last 400 days; inactive
-    # customers ~90 % more than 180 days ago (up to 720).
-    purchase_days = np.where(rng.random(n) < 0.45, rng.integers(0, 31, n), rng.integers(0, 401, n))
-    long_ago = inactive & (rng.random(n) < 0.9)
-    purchase_days[long_ago] = rng.integers(181, 721, int(long_ago.sum()))
-    no_purchase_date = (orders == 0) | (rng.random(n) < 0.01)
-    created_days = np.where(orders == 0, rng.integers(0, 181, n), purchase_days + rng.integers(1, 1000, n))
-
-    spend_cents = orders * rng.integers(1_500, 25_001, n)
-    columns = {
-        "SubscriberKey": text(keys),
-        "FirstName": pick(FIRST_NAMES, rng.integers(0, len(FIRST_NAMES), n), rng.random(n) < 0.03),
-        "LastName": pick(LAST_NAMES, rng.integers(0, len(LAST_NAMES), n)),
-        "Email": text(numbered("user", numbers, 1, "@example.com")),
-        "Company": pick(COMPANIES, rng.integers(0, len(COMPANIES), n), rng.random(n) < 0.5),
-        "LifecycleStage": pick(STAGES, stage, rng.random(n) < 0.05),
-        "OrderCount": whole(orders),
-        "TotalSpend": decimal(spend_cents, ext.column("TotalSpend")),
-        "LastPurchaseDate": timestamps(days_ago(rng, purchase_days), no_purchase_date),
-        "CreatedDate": timestamps(days_ago(rng, created_days)),
-    }
-    return columns, keys
-
-
-def make_engagement(rng: np.random.Generator, rows: int, profile_keys: pa.Array, n_profiles: int) -> dict[str, pd.Series]:
-    owners = owners_with_orphans(rng, n_profiles, rows)
-    rank = rank_within_owner(owners)
-    n_campaigns = max(200, int(rank.max()) + 1 if rows else 0)
-    campaign_days = np.sort(rng.choice(401, n_campaigns, replace=n_campaigns > 401))[::-1]  # oldest first
-    campaign_send = days_ago(rng, campaign_days)
-    campaign_ids = [f"CMP-{i + 1:04d}" for i in range(n_campaigns)]
-    campaign = (rng.integers(0, n_campaigns, n_profiles + n_profiles // 100 + 1)[owners] + rank) % n_campaigns
-
-    opened = rng.random(rows) < 0.35
-    opens = np.where(opened, rng.integers(1, 9, rows), 0)
-    clicks = np.where(opened & (rng.random(rows) < 0.5), rng.integers(1, 11, rows), 0)
-    offer_clicks = np.floor(rng.random(rows) * (clicks + 1)).astype(np.int64)  # 0 <= offer <= clicks
-    response_draw = rng.choice(len(RESPONSES) + 1, rows, p=RESPONSE_SHARES + [1 - sum(RESPONSE_SHARES)])
-    send = campaign_send[campaign]
-    lag = (rng.exponential(2.0, rows) * DAY_US).astype(np.int64)
-    engaged = np.minimum(send + lag, AS_OF_US + DAY_US - 1)  # not after the end of as_of
-
-    return {
-        "SubscriberKey": related_keys(profile_keys, owners, n_profiles),
-        "CampaignId": pick(campaign_ids, campaign),
-        "SendDate": timestamps(send),
-        "Opens": whole(opens),
-        "Clicks": whole(clicks),
-        "OfferClicks": whole(offer_clicks),
-        "Response": pick(RESPONSES, np.minimum(response_draw, len(RESPONSES) - 1), response_draw == len(RESPONSES)),
-        "LastEngagedDate": timestamps(engaged, ~opened),
-    }
-
-
-def make_activities(rng: np.random.Generator, rows: int, profile_keys: pa.Array, n_profiles: int) -> dict[str, pd.Series]:
-    owners = owners_with_orphans(rng, n_profiles, rows)
-    kind = rng.choice(len(ACTIVITY_TYPES), rows, p=ACTIVITY_SHARES)
-    recent = rng.random(rows) < 0.5
-    days = np.where(recent, rng.integers(0, 61, rows), rng.integers(0, 401, rows))
-    # Detail: a URL for web visits, a form name for form submits, a campaign id for email events.
-    urls = [f"https://www.example.com{p}" for p in PAGES]
-    campaigns = [f"CMP-{i + 1:04d}" for i in range(40)]
-    pools = [urls, FORMS, campaigns, campaigns]
-    offsets = np.cumsum([0] + [len(p) for p in pools[:-1]])
-    sizes = np.array([len(p) for p in pools])
-    detail_index = offsets[kind] + (rng.random(rows) * sizes[kind]).astype(np.int64)
-
-    return {
-        "ActivityId": text(numbered("a0000000-0000-4000-8000-", np.arange(rows), 12)),  # 36 chars, unique
-        "SubscriberKey": related_keys(profile_keys, owners, n_profiles),
-        "ActivityType": pick(ACTIVITY_TYPES, kind),
-        "OccurredAt": timestamps(days_ago(rng, days)),
-        "Detail": pick(sum(pools, []), detail_index, rng.random(rows) < 0.05),
-    }
-
-
-def generate(config, args, rng: np.random.Generator, notes: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    contacts_ext = config.extension(config.profiles.dataset)
-    columns, keys = make_contacts(rng, args.contacts, contacts_ext)
-    contacts = assemble(contacts_ext, columns, args.contacts, notes)
-    related = {
-        "campaign_engagement": assemble(
-            config.extension("campaign_engagement"),
-            make_engagement(rng, args.engagement, keys, args.contacts), args.engagement, notes,
-        ),
-        "activities": assemble(
-            config.extension("activities"),
-            make_activities(rng, args.activities, keys, args.contacts), args.activities, notes,
-        ),
-    }
-    return contacts, related
-
-
-# ----------------------------------------------------------------------------------------------
-# Naive per-profile evaluator (plain Python values; semantics of segments/evaluate.py)
-# ----------------------------------------------------------------------------------------------
-
-PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
-    "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
+DEFAULT_STORAGE_ROOT = Path("/tmp/sfmc-pipeline-bench")
+RESULT_PREFIX = "STEP-RESULT "
+GIB = 2**30
+TARGETS = {  # (profiles, related per profile) -> (max time ratio to the baseline, max peak RSS in GiB)
+    (10_000_000, 5.0): (1.5, 2.0),
+    (10_000_000, 10.0): (None, 4.0),
 }
 
 
-def plain(value: Any) -> Any:
-    """A pandas/numpy scalar as a plain Python value (None for any null)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def utc_day(value: dt.datetime) -> dt.date:
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc)
-    return value.date()
-
-
-def naive_compare(rule: Compare, value: Any, as_of: dt.date) -> bool:
-    op = rule.op
-    if op == "is_null":
-        return value is None
-    if op == "not_null":
-        return value is not None
-    if value is None:
-        return False  # a comparison on a null value is false
-    targets = rule.value if op in ("in", "not_in") else [rule.value]
-    if isinstance(value, dt.datetime):  # Date column: compare UTC calendar days
-        value = utc_day(value)
-        if op == "within_last_days":
-            return as_of - dt.timedelta(days=rule.value) <= value <= as_of
-        if op == "older_than_days":
-            return value < as_of - dt.timedelta(days=rule.value)
-        targets = [dt.date.fromisoformat(str(t)) for t in targets]
-    if op == "in":
-        return value in targets
-    if op == "not_in":
-        return value not in targets
-    return bool(PY_OPS[op](value, targets[0]))
-
-
-def naive_matches(rule: Rule, row: dict, profile: dict, related_rows: dict[str, list[dict]], as_of: dt.date) -> bool:
-    """``row``: the record the comparisons look at (the profile, or a related row inside has_related)."""
-    if isinstance(rule, AllOf):
-        return all(naive_matches(r, row, profile, related_rows, as_of) for r in rule.rules)
-    if isinstance(rule, AnyOf):
-        return any(naive_matches(r, row, profile, related_rows, as_of) for r in rule.rules)
-    if isinstance(rule, Not):
-        return not naive_matches(rule.rule, row, profile, related_rows, as_of)
-    if isinstance(rule, HasRelated):
-        matching = [
-            r for r in related_rows[rule.dataset]
-            if rule.where is None or naive_matches(rule.where, r, profile, related_rows, as_of)
-        ]
-        if rule.latest_is_after is None:
-            return bool(matching)
-        days = [utc_day(r[rule.latest_is_after.column]) for r in matching if r[rule.latest_is_after.column] is not None]
-        if not days:
-            return False
-        own = profile[rule.latest_is_after.profile_column]
-        return own is None or utc_day(own) < max(days)  # a null profile date counts as earlier
-    return naive_compare(rule, row[rule.column], as_of)
-
-
-def naive_members(
-    profiles: pd.DataFrame, related: dict[str, pd.DataFrame], key: str,
-    positions: np.ndarray, catalogue: list[tuple[str, Rule]], as_of: dt.date,
-) -> set[tuple[str, str]]:
-    """What a user would write: per profile, filter the related frames, evaluate every rule."""
-    datasets = sorted(set().union(*(related_datasets(rule) for _, rule in catalogue)))
-    members = set()
-    for position in positions:
-        profile = {c: plain(v) for c, v in profiles.iloc[int(position)].items()}
-        profile_key = profile[key]
-        related_rows = {}
-        for name in datasets:
-            frame = related[name]
-            rows = frame[frame[key] == profile_key]
-            related_rows[name] = [{c: plain(v) for c, v in r.items()} for r in rows.to_dict("records")]
-        for segment, rule in catalogue:
-            if naive_matches(rule, profile, profile, related_rows, as_of):
-                members.add((profile_key, segment))
-    return members
-
-
 # ----------------------------------------------------------------------------------------------
-# Measurement helpers and report
+# The measured steps (each runs in its own child process)
 # ----------------------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+def segments_of(config) -> list[tuple[str, object]]:
+    return [(s.name, s.rule) for s in config.segments]
+
+
+def product_members(store: DatasetStore, config, as_of: dt.date, out: Path, *, memory_limit: str,
+                    threads: int | None, plan_only: bool = False) -> None:
+    """The ``segment_memberships`` asset's work on DuckDB: the memberships written to ``out``, then (unless
+    ``plan_only``) the member and orphan counts of its metadata."""
+    evaluation = config.evaluation.model_copy(update={"memory_limit": memory_limit})
+    engine = SegmentEngine(connect_duckdb(store, memory_limit=evaluation.memory_limit, threads=threads), store)
+    if plan_only:
+        segments = segments_of(config)
+        compiler = compiler_for(engine.con, store, config.profiles.dataset, segments, key=config.profiles.key,
+                                as_of=as_of, timezone=config.evaluation.timezone)
+        engine.write(compiler.members(segments), out)
+    else:
+        write_memberships(engine, config, as_of, set(), out)
+    engine.close()
+
+
+def spark_members(store: DatasetStore, config, as_of: dt.date, out: Path, *, driver_memory: str) -> dict:
+    """The compiled plan on PySpark in local mode (the product's ``connect_spark``), written to ``out``."""
+    from sfmc_pipeline.segments.spark import connect_spark
+
     start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
+    con = connect_spark(store, master=f"local[{os.cpu_count()}]", driver_memory=driver_memory)
+    session_s = time.perf_counter() - start
+    segments = segments_of(config)
+    compiler = compiler_for(con, store, config.profiles.dataset, segments, key=config.profiles.key, as_of=as_of,
+                            timezone=config.evaluation.timezone)
+    SegmentEngine(con, store).write(compiler.members(segments), out)
+    jvm_peak = sum(_peak_rss_kib(pid) for pid in _descendants(os.getpid())) / 1024
+    con.disconnect()
+    return {"session_s": session_s, "jvm_peak_mib": jvm_peak}
 
 
-def evaluate(contacts, related, key, as_of, catalogue) -> tuple[pd.DataFrame, SegmentEvaluator]:
-    evaluator = SegmentEvaluator(contacts, related, key=key, as_of=as_of)
-    return evaluator.members(catalogue), evaluator
+# Hand-written, once, from pipeline.yaml's 9 segments (read the rules there). The session runs in the
+# configured timezone, so DATE -> TIMESTAMPTZ is a local midnight and TIMESTAMPTZ -> DATE a local day.
+# NOT MATERIALIZED: DuckDB would otherwise materialize a CTE read several times (every column, unfiltered).
+BASELINE_SEGMENTS = ["new_customer", "repeat_buyer", "loyal_customer", "inactive_customer", "offer_clickers",
+                     "positive_responders", "negative_responders", "visited_no_purchase", "form_submitters"]
+BASELINE_SQL = """
+WITH contacts AS NOT MATERIALIZED (SELECT * FROM read_parquet('{contacts}')),
+     engagement AS NOT MATERIALIZED (SELECT * FROM read_parquet('{campaign_engagement}')),
+     activities AS NOT MATERIALIZED (SELECT * FROM read_parquet('{activities}'))
+SELECT SubscriberKey AS profile_key, 'new_customer' AS segment FROM contacts WHERE LifecycleStage = 'new'
+UNION ALL
+SELECT SubscriberKey, 'repeat_buyer' FROM contacts WHERE LifecycleStage = 'repeat'
+UNION ALL
+SELECT SubscriberKey, 'loyal_customer' FROM contacts WHERE LifecycleStage = 'loyal' OR OrderCount >= 10
+UNION ALL
+SELECT SubscriberKey, 'inactive_customer' FROM contacts
+WHERE OrderCount >= 1 AND (LastPurchaseDate IS NULL OR LastPurchaseDate < (DATE '{as_of}' - 180)::TIMESTAMPTZ)
+UNION ALL
+SELECT SubscriberKey, 'offer_clickers' FROM contacts WHERE SubscriberKey IN (
+    SELECT SubscriberKey FROM engagement WHERE OfferClicks > 0
+    AND LastEngagedDate >= (DATE '{as_of}' - 30)::TIMESTAMPTZ AND LastEngagedDate < (DATE '{as_of}' + 1)::TIMESTAMPTZ)
+UNION ALL
+SELECT SubscriberKey, 'positive_responders' FROM contacts WHERE SubscriberKey IN (
+    SELECT SubscriberKey FROM engagement WHERE Response = 'positive'
+    AND SendDate >= (DATE '{as_of}' - 90)::TIMESTAMPTZ AND SendDate < (DATE '{as_of}' + 1)::TIMESTAMPTZ)
+UNION ALL
+SELECT SubscriberKey, 'negative_responders' FROM contacts WHERE SubscriberKey IN (
+    SELECT SubscriberKey FROM engagement WHERE Response = 'negative'
+    AND SendDate >= (DATE '{as_of}' - 90)::TIMESTAMPTZ AND SendDate < (DATE '{as_of}' + 1)::TIMESTAMPTZ)
+UNION ALL
+SELECT c.SubscriberKey, 'visited_no_purchase' FROM contacts c JOIN (
+    SELECT SubscriberKey, max(OccurredAt) AS latest FROM activities WHERE ActivityType = 'web_visit'
+    AND OccurredAt >= (DATE '{as_of}' - 7)::TIMESTAMPTZ AND OccurredAt < (DATE '{as_of}' + 1)::TIMESTAMPTZ
+    GROUP BY SubscriberKey) v ON v.SubscriberKey = c.SubscriberKey
+WHERE c.LastPurchaseDate IS NULL OR c.LastPurchaseDate::DATE < v.latest::DATE
+UNION ALL
+SELECT SubscriberKey, 'form_submitters' FROM contacts WHERE SubscriberKey IN (
+    SELECT SubscriberKey FROM activities WHERE ActivityType = 'form_submit'
+    AND OccurredAt >= (DATE '{as_of}' - 14)::TIMESTAMPTZ AND OccurredAt < (DATE '{as_of}' + 1)::TIMESTAMPTZ)
+"""
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(frame.columns))) + "|"
-    rows = [
-        "| " + " | ".join(f"{v:,}" if isinstance(v, (int, np.integer)) else str(v) for v in row) + " |"
-        for row in frame.itertuples(index=False)
-    ]
-    return "\n".join([header, rule, *rows])
+def baseline_connection(store: DatasetStore, config, *, memory_limit: str, threads: int | None):
+    import duckdb
+
+    spill = store.state_path("engine-spill")
+    spill.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"SET TimeZone = '{config.evaluation.timezone}'")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET temp_directory = '{spill}'")
+    con.execute("SET preserve_insertion_order = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--contacts", type=int, default=1_000_000, help="profiles (default 1,000,000)")
-    parser.add_argument("--engagement", type=int, default=5_000_000, help="campaign_engagement rows (default 5,000,000)")
-    parser.add_argument("--activities", type=int, default=10_000_000, help="activities rows (default 10,000,000)")
-    parser.add_argument("--naive-sample", type=int, default=2000, help="profiles evaluated the naive way (default 2000)")
-    parser.add_argument("--seed", type=int, default=7, help="numpy seed (default 7)")
-    args = parser.parse_args(argv)
-    if args.contacts < 1 or args.engagement < 0 or args.activities < 0 or args.naive_sample < 1:
-        parser.error("need --contacts >= 1, --naive-sample >= 1 and non-negative row counts")
-    return args
+def baseline_query(store: DatasetStore, as_of: dt.date) -> str:
+    paths = {name: store.dataset_path(name) for name in org.DATASETS}
+    return BASELINE_SQL.format(as_of=as_of.isoformat(), **paths)
+
+
+def baseline_members(store: DatasetStore, config, as_of: dt.date, out: Path, *, memory_limit: str,
+                     threads: int | None) -> None:
+    con = baseline_connection(store, config, memory_limit=memory_limit, threads=threads)
+    con.execute(f"COPY ({baseline_query(store, as_of)}) TO '{out}' (FORMAT parquet)")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def _peak_rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_step(args: argparse.Namespace) -> int:
+    """Child process: run one step, print its figures as one JSON line."""
+    config = load_pipeline_config(DEFAULT_CONFIG_PATH)
+    store = DatasetStore(args.storage)
+    out = Path(args.out)
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu_start = _cpu_s()
+    start = time.perf_counter()
+    extra: dict = {}
+    if args.step in ("product", "plan"):
+        product_members(store, config, AS_OF, out, memory_limit=args.memory_limit, threads=args.threads,
+                        plan_only=args.step == "plan")
+    elif args.step == "baseline":
+        baseline_members(store, config, AS_OF, out, memory_limit=args.memory_limit, threads=args.threads)
+    else:
+        extra = spark_members(store, config, AS_OF, out, driver_memory=args.spark_memory)
+    wall = time.perf_counter() - start
+    cpu = _cpu_s() - cpu_start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(RESULT_PREFIX + json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_mib": peak, "start_peak_mib": rss_start, **extra}))
+    return 0
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ----------------------------------------------------------------------------------------------
+# The parent: data, child processes, checks, report
+# ----------------------------------------------------------------------------------------------
+
+
+def spawn(step: str, args: argparse.Namespace, out: Path) -> dict:
+    if out.is_dir():
+        shutil.rmtree(out)
+    out.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--step", step, "--storage", str(args.storage), "--out", str(out),
+               "--memory-limit", args.memory_limit, "--spark-memory", args.spark_memory]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    log = out.parent / f"{step}.log"
+    with open(log, "w") as errors:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    results = [line for line in output.splitlines() if line.startswith(RESULT_PREFIX)]
+    if code != 0 or not results:  # reported as a failed run (e.g. DuckDB's out of memory), the others still run
+        errors = [line for line in log.read_text().splitlines() if "Error" in line or "Exception" in line]
+        return {"failed": (errors or [f"exit status {code}, see {log}"])[-1][:300], "peak_mib": usage.ru_maxrss / 1024}
+    figures = json.loads(results[-1][len(RESULT_PREFIX):])
+    figures["wait4_peak_mib"] = usage.ru_maxrss / 1024  # the child and the descendants it waited for
+    return figures
+
+
+def output_glob(out: Path) -> str:
+    return str(out / "*.parquet") if out.is_dir() else str(out)
+
+
+def compare(con, outputs: dict[str, Path], reference: str) -> list[str]:
+    """Differences of every engine's memberships with ``reference``'s (EXCEPT ALL both ways)."""
+    problems = []
+    base = f"SELECT profile_key::VARCHAR AS k, segment::VARCHAR AS s FROM read_parquet('{output_glob(outputs[reference])}')"
+    for engine, out in outputs.items():
+        if engine == reference:
+            continue
+        other = f"SELECT profile_key::VARCHAR AS k, segment::VARCHAR AS s FROM read_parquet('{output_glob(out)}')"
+        for label, query in ((f"{engine} only", f"{other} EXCEPT ALL {base}"), (f"{reference} only", f"{base} EXCEPT ALL {other}")):
+            missing = con.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+            if missing:
+                sample = con.execute(f"SELECT * FROM ({query}) LIMIT 5").fetchall()
+                problems.append(f"{label} ({engine} vs {reference}): {missing:,} rows, e.g. {sample}")
+    return problems
+
+
+def member_counts(con, out: Path) -> dict[str, int]:
+    rows = con.execute(f"SELECT segment, count(*) FROM read_parquet('{output_glob(out)}') GROUP BY segment").fetchall()
+    return dict(rows)
+
+
+def explain_scans(raw_con, sql: str, columns_by_dataset: dict[str, list[str]], rows: dict[str, int]) -> list[str]:
+    """One line per parquet scan of ``sql``'s physical plan: the dataset (by the columns it reads, else
+    by an unfiltered scan's estimated cardinality: the file's rows), projected columns, filters."""
+    plan = json.loads(raw_con.execute(f"EXPLAIN (FORMAT json) {sql}").fetchall()[0][1])
+    lines, root = [], plan[0]["name"] if plan else "?"
+
+    def walk(node):
+        info = node.get("extra_info", {})
+        if "PARQUET" in node.get("name", "") or info.get("Function") == "READ_PARQUET":
+            projected = _as_list(info.get("Projections"))
+            filters = _as_list(info.get("Filters"))
+            referenced = set(projected) | {c for f in filters for cs in columns_by_dataset.values() for c in cs if c in f}
+            owners = [n for n, cs in columns_by_dataset.items() if referenced <= set(cs)] or ["?"]
+            if len(owners) > 1 and not filters:
+                owners = [n for n in owners if str(rows[n]) == str(info.get("Estimated Cardinality"))] or owners
+            lines.append(f"  scan {'|'.join(owners):<40} projects {', '.join(projected) or '-'}; "
+                         f"filters: {' AND '.join(filters) if filters else 'none'}")
+        for child in node.get("children", []):
+            walk(child)
+
+    for node in plan:
+        walk(node)
+    return [f"  plan root: {root.strip()}", *lines]
+
+
+def _as_list(value) -> list[str]:
+    if not value:
+        return []
+    return [v.strip() for v in (value if isinstance(value, list) else value.split("\n")) if v.strip()]
+
+
+def machine_facts(with_spark: bool) -> str:
+    import duckdb
+    import ibis
+    import pandas as pd
+    import pyarrow as pa
+
+    versions = [f"Python {platform.python_version()}", f"duckdb {duckdb.__version__}", f"ibis {ibis.__version__}",
+                f"pyarrow {pa.__version__}", f"pandas {pd.__version__}"]
+    if with_spark:
+        import pyspark
+
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+        versions += [f"pyspark {pyspark.__version__}", java[0] if java else "java ?"]
+    return f"{os.cpu_count()} cores, {total_memory()} RAM, {platform.system()} {platform.machine()}; " + ", ".join(versions)
+
+
+def default_storage(args: argparse.Namespace) -> Path:
+    related = f"{args.related_per_profile:g}"
+    return DEFAULT_STORAGE_ROOT / f"p{args.profiles}-r{related}-seed{args.seed}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.step:
+        return run_step(args)
     config = load_pipeline_config(DEFAULT_CONFIG_PATH)
-    key = config.profiles.key
-    catalogue = [(s.name, s.rule) for s in config.segments]
-    names = [name for name, _ in catalogue]
-    rng = np.random.default_rng(args.seed)
-    notes: list[str] = []
-    input_rows = args.contacts + args.engagement + args.activities
+    names = [name for name, _ in segments_of(config)]
+    if names != BASELINE_SEGMENTS:
+        raise SystemExit(f"pipeline.yaml's segments {names} are not the 9 the hand-written baseline knows "
+                         f"({BASELINE_SEGMENTS}): update BASELINE_SQL in {__file__} or use the shipped pipeline.yaml.")
+    args.storage = Path(args.storage or default_storage(args))
+    args.storage.mkdir(parents=True, exist_ok=True)
+    size = org.OrgSize.of(args.profiles, args.related_per_profile, args.seed, AS_OF)
+    reused, generation_s = org.ensure_org(args.storage, size, config)
+    schema_problems = org.check_schemas(args.storage, config)
+    if args.generate_only:
+        print(f"{'reused' if reused else f'generated in {generation_s:.0f} s'}: {args.storage}; schemas: "
+              f"{'OK' if not schema_problems else '; '.join(schema_problems)}")
+        return 1 if schema_problems else 0
+    store = DatasetStore(args.storage)
+    results_dir = args.storage / "bench-out"
+    results_dir.mkdir(exist_ok=True)
+    load_before = os.getloadavg()
 
-    # 1. Synthetic data (not measured as evaluation).
-    (contacts, related), generation_s = timed(lambda: generate(config, args, rng, notes))
-    input_mib = sum(f.memory_usage(deep=True).sum() for f in [contacts, *related.values()]) / 2**20
-    rss_before, generation_peak_mib = current_rss_mib(), peak_rss_mib()
-    peak_reset = reset_peak_rss()
+    engines = ["baseline", "product", "plan"] + (["spark"] if args.spark else [])
+    outputs = {e: results_dir / (f"{e}-members" if e == "spark" else f"{e}-members.parquet") for e in engines}
+    runs: dict[str, list[dict]] = {e: [] for e in engines}
+    for _ in range(args.repeat):
+        for engine in engines:
+            run = spawn(engine, args, outputs[engine])
+            runs[engine].append(run)
+            done = f"FAILED: {run['failed']}" if "failed" in run else f"{run['wall_s']:.2f} s"
+            print(f"  ran {engine}: {done}, peak RSS {run['peak_mib']:,.0f} MiB", flush=True)
+    load_after = os.getloadavg()
 
-    # 2. Measured: evaluation at as_of (cold), previous evaluation at as_of - 1 day, statuses.
-    (members, evaluator), evaluation_s = timed(lambda: evaluate(contacts, related, key, AS_OF, catalogue))
-    previous_as_of = AS_OF - dt.timedelta(days=1)
-    (previous, _), previous_s = timed(lambda: evaluate(contacts, related, key, previous_as_of, catalogue))
-    statuses, statuses_s = timed(lambda: compute_statuses(members, previous))
-    peak_mib = peak_rss_mib()
-    counts = status_counts(statuses, names)
-    orphans = {name: evaluator.orphans(name) for name in related}
+    import duckdb
 
-    # 3. Naive baseline on a random sample of profiles, and the correctness check.
-    sample = np.sort(rng.choice(args.contacts, min(args.naive_sample, args.contacts), replace=False))
-    naive, naive_s = timed(lambda: naive_members(contacts, related, key, sample, catalogue, AS_OF))
-    naive_extrapolated_s = naive_s / len(sample) * args.contacts
-    sample_keys = contacts[key].iloc[sample].astype("string")
-    in_sample = members[members[PROFILE_KEY].isin(sample_keys)]
-    vectorised = set(zip(in_sample[PROFILE_KEY].astype(str), in_sample["segment"].astype(str)))
-    only_naive, only_vectorised = sorted(naive - vectorised), sorted(vectorised - naive)
+    failed = {e: next(r["failed"] for r in runs[e] if "failed" in r) for e in engines if any("failed" in r for r in runs[e])}
+    ok = [e for e in engines if e not in failed]
+    runs = {e: [r for r in runs[e] if "failed" not in r] for e in ok}
+    check = duckdb.connect()
+    differences = compare(check, {e: outputs[e] for e in ok}, "baseline") if "baseline" in ok else []
+    counts = {e: member_counts(check, outputs[e]) for e in ok}
+    columns = {name: [c.name for c in config.extension(name).columns] for name in org.DATASETS}
+    explain_con = connect_duckdb(store)
+    segments = segments_of(config)
+    plan = compiler_for(explain_con, store, config.profiles.dataset, segments, key=config.profiles.key, as_of=AS_OF,
+                        timezone=config.evaluation.timezone).members(segments)
+    rows = {"contacts": size.profiles, "campaign_engagement": size.engagement, "activities": size.activities}
+    product_scans = explain_scans(explain_con.con, str(explain_con.compile(plan)), columns, rows)
+    baseline_con = baseline_connection(store, config, memory_limit=args.memory_limit, threads=args.threads)
+    baseline_scans = explain_scans(baseline_con, baseline_query(store, AS_OF), columns, rows)
 
-    # 4. Report.
-    sizes = f"{args.contacts:,} contacts, {args.engagement:,} campaign_engagement rows, {args.activities:,} activities rows"
-    print(f"Segment evaluation benchmark: {len(catalogue)} segments, as_of {AS_OF} (previous {previous_as_of}), seed {args.seed}")
-    print(f"input:                        {sizes} ({input_rows:,} rows, {input_mib:,.0f} MiB in memory)")
-    print("orphan related rows:          " + ", ".join(f"{k} {v:,}" for k, v in orphans.items()))
-    print(f"data generation:              {generation_s:.2f} s (numpy/pyarrow, not part of the measurement)")
-    print(f"evaluation (as_of, cold):     {evaluation_s:.2f} s  (SegmentEvaluator + members, whole catalogue)")
-    print(f"input rows/s:                 {input_rows / evaluation_s:,.0f}")
-    print(f"member rows produced:         {len(members):,}")
-    print(f"second evaluation (as_of-1):  {previous_s:.2f} s  ({len(previous):,} member rows)")
-    print(f"compute_statuses:             {statuses_s:.2f} s  ({len(statuses):,} status rows)")
-    print(f"evaluation + statuses:        {evaluation_s + statuses_s:.2f} s")
-    peak_note = "since data generation" if peak_reset else "process peak, INCLUDES data generation"
-    print(f"RSS with the data loaded:     {rss_before:,.0f} MiB (peak during generation {generation_peak_mib:,.0f} MiB)")
-    print(f"peak RSS (ru_maxrss):         {peak_mib:,.0f} MiB ({peak_note}, through both evaluations and statuses)")
-    print(f"naive baseline:               {naive_s:.2f} s for {len(sample):,} profiles "
-          f"({naive_s / len(sample) * 1000:.1f} ms/profile, df[df.{key} == key] per profile and dataset)")
-    print(f"naive extrapolated:           {naive_extrapolated_s:,.0f} s ({naive_extrapolated_s / 3600:.1f} h) for {args.contacts:,} profiles")
-    print(f"speed-up:                     {naive_extrapolated_s / evaluation_s:,.0f}x (naive extrapolated / vectorised evaluation)")
-    check = "OK" if not (only_naive or only_vectorised) else f"MISMATCH ({len(only_naive) + len(only_vectorised)})"
-    print(f"naive == vectorised:          {check} on {len(sample):,} sampled profiles, {len(vectorised):,} memberships")
-    for note in notes:
-        print(f"note: {note}")
-
-    sampled = pd.Series([segment for _, segment in vectorised], dtype=object).value_counts()
-    table = counts.reset_index().rename(columns={"index": "segment"})
-    table["sample members"] = [int(sampled.get(name, 0)) for name in table["segment"]]
+    # Report
+    print(f"Segment step benchmark: {len(names)} segments of pipeline.yaml, as_of {AS_OF}, timezone "
+          f"{config.evaluation.timezone}, seed {args.seed}, {args.repeat} run(s) per engine, each in a fresh process")
+    print(f"org: {size.profiles:,} profiles, {size.engagement:,} campaign_engagement rows, {size.activities:,} activities "
+          f"rows = {size.input_rows:,} input rows ({_gib(_folder_bytes(args.storage / 'datasets')):.2f} GiB of parquet) "
+          f"in {args.storage}")
+    print(f"data: {'reused (bench-org.json)' if reused else f'generated in {generation_s:.0f} s'}; schemas as the landing "
+          f"writes them: {'OK' if not schema_problems else '; '.join(schema_problems)}")
+    print(f"memory limit {args.memory_limit}, threads {args.threads or 'DuckDB default (all cores)'}; "
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (the machine is shared)")
     print()
-    print(markdown(table))
+    best = {e: min(r["wall_s"] for r in runs[e]) for e in ok}
+    peak = {e: max(r["peak_mib"] for r in runs[e]) for e in ok}
+    cpu = {e: min(r["cpu_s"] for r in runs[e]) for e in ok}
+    base_wall, base_cpu = best.get("baseline", float("nan")), cpu.get("baseline", float("nan"))
+    print("| engine | wall (best) | all runs | CPU (best) | peak RSS | input rows/s | vs baseline (wall, CPU) |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for e in failed:
+        print(f"| {e} | failed | {failed[e]} | | | | |")
+    for e in ok:
+        rss = f"{peak[e]:,.0f} MiB"
+        if e == "spark":
+            rss = f"{peak[e]:,.0f} MiB Python + {max(r['jvm_peak_mib'] for r in runs[e]):,.0f} MiB JVM"
+        print(f"| {e} | {best[e]:.2f} s | {', '.join(format(r['wall_s'], '.2f') for r in runs[e])} | {cpu[e]:.1f} s | "
+              f"{rss} | {size.input_rows / best[e]:,.0f} | {best[e] / base_wall:.2f}x, {cpu[e] / base_cpu:.2f}x |")
+    print("(CPU: user + system time of the step's process; Spark's JVM is not in it. Wall times vary with the"
+          " machine's other work, CPU times much less.)")
+    if "spark" in ok:
+        print(f"(spark: session start {min(r['session_s'] for r in runs['spark']):.1f} s included in its wall time)")
     print()
-    print(
-        f"machine: {os.cpu_count()} cores, {total_memory()} RAM, {platform.system()} {platform.machine()}; "
-        f"Python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}, pyarrow {pa.__version__}"
-    )
+    target = TARGETS.get((size.profiles, float(args.related_per_profile)))
+    for e in (e for e in engines if e.startswith("product")):
+        if e in failed:
+            print(f"target: {e} completes: NOT MET ({failed[e]})")
+            continue
+        ratio, rss_gib = best[e] / base_wall, peak[e] * 2**20 / GIB
+        if target:
+            max_ratio, max_gib = target
+            if max_ratio:
+                print(f"target: {e} <= {max_ratio}x baseline time: {ratio:.2f}x -> {'met' if ratio <= max_ratio else 'NOT MET'}")
+            print(f"target: {e} peak RSS < {max_gib:g} GiB: {rss_gib:.2f} GiB -> {'met' if rss_gib < max_gib else 'NOT MET'}")
+        else:
+            print(f"{e}: {ratio:.2f}x the baseline's time, peak RSS {rss_gib:.2f} GiB (issue 17's targets are set at "
+                  f"10M profiles / 60M rows: <= 1.5x, < 2 GiB, and 10M / 110M: < 4 GiB)")
+    print()
+    print("| segment | " + " | ".join(ok) + " |")
+    print("|---|" + "---:|" * len(ok))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{counts[e].get(name, 0):,}" for e in ok) + " |")
+    print("| total | " + " | ".join(f"{sum(counts[e].values()):,}" for e in ok) + " |")
+    print()
+    print("parquet scans of the product's plan (DuckDB EXPLAIN: projected columns, filters pushed into the scan):")
+    print("\n".join(product_scans))
+    print("parquet scans of the baseline query:")
+    print("\n".join(baseline_scans))
+    print()
+    print(f"machine: {machine_facts(args.spark)}")
+    print(f"date: {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; command: python scripts/benchmark_segments.py "
+          + " ".join(argv if argv is not None else sys.argv[1:]))
+    verdict = "OK" if not differences else "DIFFERENT"
+    print(f"memberships identical across {', '.join(ok)}: {verdict}" + (f" ({', '.join(failed)} failed)" if failed else ""))
+    for line in differences:
+        print(f"  {line}")
+    return 1 if differences or schema_problems or failed else 0
 
-    if only_naive or only_vectorised:
-        print("\nMismatches (key, segment):", file=sys.stderr)
-        for pair in only_naive[:20]:
-            print(f"  naive only:      {pair}", file=sys.stderr)
-        for pair in only_vectorised[:20]:
-            print(f"  vectorised only: {pair}", file=sys.stderr)
-        return 1
-    return 0
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.parquet"))
+
+
+def _gib(n: float) -> float:
+    return n / GIB
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profiles", type=int, default=1_000_000, help="profiles (contacts) (default 1,000,000)")
+    parser.add_argument("--related-per-profile", type=float, default=5.0,
+                        help="related rows per profile, 1/3 campaign_engagement, 2/3 activities (default 5)")
+    parser.add_argument("--seed", type=int, default=7, help="data seed (default 7)")
+    parser.add_argument("--storage", help=f"folder of the synthetic org (default {DEFAULT_STORAGE_ROOT}/<size>-seed<seed>)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per engine, alternating (default 1; best time shown)")
+    parser.add_argument("--spark", action="store_true", help="also run the plan on PySpark local mode (needs .[spark], Java)")
+    parser.add_argument("--spark-memory", default="2g", help="spark.driver.memory (default 2g)")
+    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT,
+                        help=f"DuckDB memory_limit of both DuckDB steps (default the product's, {DEFAULT_MEMORY_LIMIT})")
+    parser.add_argument("--threads", type=int, help="DuckDB threads of both DuckDB steps (default all cores)")
+    parser.add_argument("--generate-only", action="store_true", help="generate (or reuse) the org, measure nothing")
+    parser.add_argument("--step", choices=["product", "plan", "baseline", "spark"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.profiles < 1 or args.related_per_profile < 0 or args.repeat < 1:
+        parser.error("need --profiles >= 1, --related-per-profile >= 0 and --repeat >= 1")
+    return args
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import pandas as pd
 from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.salesforce.ids import to_18
+from sfmc_pipeline.segments.engine import SegmentEngine, evaluate_frames
+from sfmc_pipeline.segments.memberships import orphan_rows
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
@@ -48,3 +50,23 @@ def engagement(n: int, campaign: str, **fields) -> dict:
 def activity(n: int, activity_id: int, activity_type: str, offset: int, time: str = "12:00:00 PM") -> dict:
     return {"ActivityId": f"00000000-0000-4000-8000-{activity_id:012d}", "SubscriberKey": key(n),
             "ActivityType": activity_type, "OccurredAt": day(offset, time)}
+
+
+class Evaluated:
+    """The product's segment engine over small frames, as the rule tests ask it: which profile keys a rule
+    selects, and how many related rows are orphans."""
+
+    def __init__(self, profiles: pd.DataFrame, related: dict[str, pd.DataFrame], *, key: str, as_of: dt.date,
+                 timezone: str = "UTC"):
+        self.profiles, self.related, self.key, self.as_of, self.timezone = profiles, related, key, as_of, timezone
+
+    def selected(self, rule) -> set[str]:
+        members = evaluate_frames(self.profiles, self.related, [("s", rule)], key=self.key, as_of=self.as_of,
+                                  timezone=self.timezone)
+        return set(members["profile_key"])
+
+    def orphans(self, dataset: str) -> int:
+        with SegmentEngine.in_memory() as engine:
+            profiles = engine.frame(self.profiles)
+            valid = profiles.select(profile_key=profiles[self.key].cast("string"))
+            return int(engine.value(orphan_rows(engine.frame(self.related[dataset]), self.key, valid, set())))

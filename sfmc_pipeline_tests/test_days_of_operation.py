@@ -30,9 +30,9 @@ from sfmc_pipeline.defs.assets.segments import build_segment_assets
 from sfmc_pipeline.defs.resources.salesforce import SalesforceResource
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator
 from sfmc_pipeline.sfmc.source import align_columns
 from sfmc_pipeline_testing.salesforce_server import FakeSalesforceServer
+from sfmc_pipeline_testing.segment_reference import SegmentEvaluator
 from sfmc_pipeline_testing.sfmc_server import format_sfmc_value
 from sfmc_pipeline_tests.flow_fixtures import edited_config, step_failures
 from sfmc_pipeline_tests.org_simulation import SimulatedOrg

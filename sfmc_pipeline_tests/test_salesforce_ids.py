@@ -11,11 +11,11 @@ from sfmc_pipeline.config.data_extensions import DataExtensionConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.salesforce.ids import to_18, to_18_series, valid_id_mask
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator
 from sfmc_pipeline.segments.rules import HasRelated
 from sfmc_pipeline_tests.segment_fixtures import (
     AS_OF,
     CONFIG,
+    Evaluated,
     activity,
     contact,
     engagement,
@@ -140,7 +140,7 @@ def _related(profile_key: str, asset: str, related_key: str):
         "activities": [{**activity(1, 1, "form_submit", 3), "SubscriberKey": related_key}],
     }
     related = {name: typed(name, rows[name] if name == asset else []) for name in rows}
-    return SegmentEvaluator(profiles, related, key="SubscriberKey", as_of=AS_OF)
+    return Evaluated(profiles, related, key="SubscriberKey", as_of=AS_OF)
 
 
 @pytest.mark.parametrize(
@@ -154,8 +154,7 @@ def _related(profile_key: str, asset: str, related_key: str):
 @pytest.mark.parametrize("asset", ["campaign_engagement", "activities"])
 def test_has_related_joins_the_two_forms_of_an_id(asset, profile_key, related_key):
     evaluator = _related(profile_key, asset, related_key)
-    mask = evaluator.evaluate(HasRelated(dataset=asset))
-    assert evaluator.profiles["SubscriberKey"][mask].tolist() == [key(1)]
+    assert evaluator.selected(HasRelated(dataset=asset)) == {key(1)}
     assert evaluator.orphans(asset) == 0
 
 
@@ -168,5 +167,4 @@ def test_has_related_joins_the_two_forms_of_an_id(asset, profile_key, related_ke
 )
 def test_shipped_segments_select_a_profile_whose_related_rows_use_the_15_character_form(segment, asset):
     evaluator = _related(key(1), asset, key(1)[:15])
-    mask = evaluator.evaluate(CONFIG.segment(segment).rule)
-    assert evaluator.profiles["SubscriberKey"][mask].tolist() == [key(1)]
+    assert evaluator.selected(CONFIG.segment(segment).rule) == {key(1)}

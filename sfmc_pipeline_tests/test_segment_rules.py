@@ -6,18 +6,16 @@ default UTC), and a bad rule is rejected at load with the segment, the path and 
 import copy
 import datetime as dt
 
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
 from sfmc_pipeline.config.loader import PipelineConfigError, parse_pipeline_config
-from sfmc_pipeline.segments.evaluate import SegmentEvaluator, calendar_days
 from sfmc_pipeline.segments.rules import parse_rule
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 from sfmc_pipeline_tests.segment_fixtures import (
     AS_OF,
     CONFIG,
+    Evaluated,
     activity,
     contact,
     day,
@@ -33,16 +31,15 @@ def _c(n, **fields):
 
 def _run(segment, contacts, **related):
     clean = [{k: v for k, v in c.items() if k != "n"} for c in contacts]
-    evaluator = SegmentEvaluator(
+    evaluator = Evaluated(
         typed("contacts", clean),
         {"campaign_engagement": typed("campaign_engagement", related.get("engagements", [])),
          "activities": typed("activities", related.get("activities", []))},
         key="SubscriberKey",
         as_of=AS_OF,
     )
-    mask = evaluator.evaluate(CONFIG.segment(segment).rule)
     by_key = {key(c["n"]): c["n"] for c in contacts}
-    return {by_key[k] for k in evaluator.profiles["SubscriberKey"][mask]}, evaluator
+    return {by_key[k] for k in evaluator.selected(CONFIG.segment(segment).rule)}, evaluator
 
 
 @pytest.mark.parametrize(
@@ -229,10 +226,10 @@ def test_decimal_and_list_operators():
 
     frame = typed("contacts", [contact(1, TotalSpend="15.00"), contact(2, TotalSpend="15.50"),
                                contact(3, LifecycleStage="loyal")])
-    evaluator = SegmentEvaluator(frame, {}, key="SubscriberKey", as_of=AS_OF)
+    evaluator = Evaluated(frame, {}, key="SubscriberKey", as_of=AS_OF)
 
     def picked(rule):
-        return set(evaluator.profiles["SubscriberKey"][evaluator.evaluate(parse_rule(rule))])
+        return evaluator.selected(parse_rule(rule))
 
     assert picked({"column": "TotalSpend", "op": "in", "value": [0, 15]}) == {key(1), key(3)}  # exact decimals
     assert picked({"column": "TotalSpend", "op": "gt", "value": 15.25}) == {key(2)}
@@ -272,9 +269,8 @@ def _in_zone(where, occurred_utc, as_of, timezone: dict, purchase_utc=None):
     visit = {"ActivityId": "00000000-0000-4000-8000-000000000001", "SubscriberKey": key(1),
              "ActivityType": "web_visit", "OccurredAt": _sfmc_time(occurred_utc)}
     profiles, related = typed("contacts", [contact(1, **fields)]), {"activities": typed("activities", [visit])}
-    evaluator = SegmentEvaluator(profiles, related,
-                                 key="SubscriberKey", as_of=dt.date.fromisoformat(as_of), **timezone)
-    return bool(evaluator.evaluate(parse_rule(rule))[0])
+    evaluator = Evaluated(profiles, related, key="SubscriberKey", as_of=dt.date.fromisoformat(as_of), **timezone)
+    return key(1) in evaluator.selected(parse_rule(rule))
 
 
 @pytest.mark.parametrize(
@@ -316,12 +312,3 @@ def test_calendar_day_rules_count_days_in_the_evaluation_timezone(
     assert _in_zone(where, occurred_utc, as_of, {"timezone": timezone}, purchase_utc) is expected
     if timezone == "UTC":  # and UTC is the default
         assert _in_zone(where, occurred_utc, as_of, {}, purchase_utc) is expected
-
-
-def test_calendar_days_of_aware_naive_and_missing_values():
-    aware = pd.Series(pd.to_datetime(["2026-11-20T03:00Z", None], utc=True))
-    assert calendar_days(aware, "America/Los_Angeles").tolist()[0] == dt.date(2026, 11, 19)
-    assert np.isnat(calendar_days(aware, "America/Los_Angeles")[1])
-    naive = pd.Series(pd.to_datetime(["2026-11-20T03:00"]))  # naive values are UTC
-    assert calendar_days(naive, "America/Los_Angeles").tolist() == [dt.date(2026, 11, 19)]
-    assert calendar_days(naive).tolist() == [dt.date(2026, 11, 20)]

@@ -14,7 +14,8 @@ from sfmc_pipeline.defs.assets.segments import build_segment_assets
 from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.segments.state import SegmentStateStore
-from sfmc_pipeline.segments.statuses import compute_statuses
+from sfmc_pipeline.segments.engine import SegmentEngine
+from sfmc_pipeline.segments.statuses import status_plan
 from sfmc_pipeline_tests.segment_fixtures import CONFIG
 from sfmc_pipeline_tests.tiny_sample import write_tiny_sample
 
@@ -30,10 +31,12 @@ def _statuses(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 
 def _evaluate(state: SegmentStateStore, as_of: dt.date, members: pd.DataFrame, run_id: str, commit=True):
-    baseline, _ = state.baseline_for(as_of, members)
-    statuses = compute_statuses(members, state.members(baseline))
-    if commit:
-        state.commit(as_of, run_id, members)
+    with SegmentEngine.in_memory() as engine:
+        current = engine.frame(members)
+        baseline, is_repeat = state.baseline_for(engine, as_of, current)
+        statuses = engine.to_pandas(status_plan(current, state.members(engine, baseline), None, as_of))
+        if commit:
+            state.commit(engine, as_of, run_id, current, is_repeat=is_repeat)
     return _statuses(statuses)
 
 
@@ -52,7 +55,10 @@ def test_transitions_over_evaluations(tmp_path):
 
 
 def test_segments_are_tracked_independently():
-    statuses = compute_statuses(_members(("a", "s1"), ("a", "s2")), _members(("a", "s1"), ("a", "s3")))
+    with SegmentEngine.in_memory() as engine:
+        plan = status_plan(engine.frame(_members(("a", "s1"), ("a", "s2"))),
+                           engine.frame(_members(("a", "s1"), ("a", "s3"))), None, D1)
+        statuses = engine.to_pandas(plan)
     assert _statuses(statuses) == {("a", "s1"): "existing", ("a", "s2"): "realized", ("a", "s3"): "exited"}
 
 
@@ -146,3 +152,25 @@ def test_evaluation_date_precedence(monkeypatch):
     assert resolve_as_of(run_config=None, **kwargs)[0] == configured
     assert resolve_as_of(run_config=None, configured=None, sample_anchor=anchor, today=today)[0] == anchor
     assert resolve_as_of(run_config=None, configured=None, sample_anchor=None, today=today) == (today, "today (UTC)")
+
+
+def test_a_membership_listed_twice_fails_the_blocking_check_and_commits_nothing(tmp_path):
+    """A memberships file that lists a (profile, segment) twice (written by something else, or a bug) would give
+    that profile two statuses: the blocking check fails, the statuses dataset and the baseline stay as they were."""
+    sample = str(write_tiny_sample(tmp_path / "sample"))
+    assert _materialize(tmp_path / "storage", sample_dir=sample).success
+    store = DatasetStore(tmp_path / "storage")
+    before_statuses = store.dataset_path("segment_statuses").read_bytes()
+    before_state = SegmentStateStore(store).load()
+    members = store.read_dataset("segment_memberships")
+    store.write_dataset("segment_memberships", pd.concat([members, members.head(1)], ignore_index=True))
+    assets = [*build_dataset_assets(CONFIG), *build_segment_assets(CONFIG)]
+    result = dg.materialize(assets, selection=["segment_statuses"], raise_on_error=False, resources={
+        "sfmc": SfmcResource(sample_dir=sample), "storage": StorageResource(base_dir=str(store.base_dir))})
+    assert not result.success
+    check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                 and e.event_specific_data.check_name == "statuses_consistent")
+    assert not check.passed
+    assert check.metadata["current memberships minus realized and existing rows"].value == 1
+    assert store.dataset_path("segment_statuses").read_bytes() == before_statuses
+    assert SegmentStateStore(store).load() == before_state

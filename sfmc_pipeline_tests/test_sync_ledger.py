@@ -10,6 +10,7 @@ from contextlib import closing
 import pandas as pd
 import pandas.testing as pdt
 
+from sfmc_pipeline.crm import ledger as ledger_module
 from sfmc_pipeline.crm.ledger import CONFIRMED_COLUMNS, Confirmed, SyncLedger
 
 TARGET = "salesforce:00D000000000001EAA"
@@ -68,6 +69,25 @@ def test_every_read_equals_what_sqlite_holds_through_writes_from_two_connections
     finally:
         a.close()
         b.close()
+
+
+def test_a_read_in_pages_gives_every_row_once_in_key_order_and_only_the_kind_asked_for(tmp_path, monkeypatch):
+    """A large ledger is read a page at a time (bounded memory): with pages of 7 rows, the rows of 30 records
+    (several pages, a record's fields split over two pages, separators and nulls in values) read exactly what
+    SQLite holds; a read of one kind gives exactly that kind's rows, and a read of some columns those columns."""
+    monkeypatch.setattr(ledger_module, "READ_PAGE_ROWS", 7)
+    path = tmp_path / "ledger.sqlite"
+    values = ["realized:a", None, "x\x1fy", "\x1e", "ünï"]
+    rows = [row(f"003{n:015d}", fld, values[(n + i) % len(values)], kind="status" if i < 2 else "attribute")
+            for n in range(30) for i, fld in enumerate(["Seg_A__c", "Seg_B__c", "Email"])]
+    with closing(SyncLedger(path, TARGET)) as ledger:
+        ledger.record("Contact", "contacts", "run-1", rows)
+        assert_reads_match(ledger, path)
+        everything = in_sqlite(path)
+        statuses = everything[everything["kind"] == "status"].reset_index(drop=True)
+        pdt.assert_frame_equal(ledger.confirmed("Contact", "contacts", kind="status"), statuses)
+        pdt.assert_frame_equal(ledger.confirmed("Contact", kind="status", columns=["record_id", "value"]),
+                               statuses[["record_id", "value"]])
 
 
 def test_snapshots_an_earlier_version_kept_beside_the_ledger_are_removed(tmp_path):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sfmc_pipeline.config.field_rules import (
     StrictModel,
@@ -18,6 +18,7 @@ from sfmc_pipeline.config.field_rules import (
 from sfmc_pipeline.segments.rules import RuleError, parse_rule
 
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 
 
 class ProfilesConfig(StrictModel):
@@ -41,6 +42,38 @@ class EvaluationConfig(StrictModel):
         description="IANA time zone in which calendar-day rules count days (within_last_days, older_than_days, "
         "latest_is_after) and in which 'today' and Date values sent to Salesforce date fields are taken.",
     )
+
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="What runs the segment rules: duckdb (embedded, default: one machine, larger orgs spill to "
+        "disk) or spark (a Spark cluster, or local mode; needs the spark extra and Java). See docs/segment-engines.md.",
+    )
+    memory_limit: str = Field(
+        default="1GB",
+        description="DuckDB: the memory the segment step may use before it spills to state/engine-spill in the "
+        "storage (e.g. 1GB, 4GB, 512MB). The step's process peaks somewhat above it.",
+    )
+    spark_master: str | None = Field(
+        default=None,
+        description="Spark: the master URL (local[*], spark://host:7077, yarn); only with engine: spark. "
+        "Default local[*].",
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if not MEMORY_SIZE.match(value.strip()):
+            raise ValueError(f"{value!r} is not a memory size; use a number and a unit, e.g. 2GB or 512MB")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _spark_master_with_spark(self) -> "EvaluationConfig":
+        if self.spark_master is not None and self.engine != "spark":
+            raise ValueError(
+                f"spark_master is set ({self.spark_master!r}) but engine is {self.engine!r}; set engine: spark "
+                "to run segments on Spark, or remove spark_master"
+            )
+        return self
 
     @field_validator("as_of", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """The change set, column-wise: the values as they will be written (status fields first, then one part
 per attribute; typed and cut to the field's length when the destination opts in), diffed against
-the texts the ledger confirmed, then made into one ``{field: value}`` dict per changed record.
+the texts the ledger confirmed. The changed rows stay (part, row) references sorted by record; the
+``{field: value}`` dict of a changed record is made a batch at a time when it is read (``change_rows.py``).
 Everything stays in Arrow columns until a record is about to be sent (``vectors.py``)."""
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ import pyarrow.compute as pc
 
 from sfmc_pipeline.config.data_extensions import ColumnConfig
 from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.crm.change_rows import (
+    ChangedRows,
+    RecordFields,
+    RecordOwners,
+    RecordTexts,
+    Source,
+)
 from sfmc_pipeline.crm.ledger import encode
 from sfmc_pipeline.crm.ledger_hashing import KeyedHasher
 from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS, DesiredState
@@ -24,14 +32,14 @@ from sfmc_pipeline.crm.preflight import ResolvedFields
 from sfmc_pipeline.crm.vectors import (
     TEXT,
     arrow,
-    isin,
+    chunks,
     json_texts,
     map_small,
     sorted_rows,
     text,
 )
 from sfmc_pipeline.salesforce.rules import TEXT_FIELD_TYPES, field_values, truncated
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+from sfmc_pipeline.segments.columns import PROFILE_KEY
 
 
 @dataclass
@@ -115,13 +123,14 @@ def written_values(fmt: ValueFormat, statuses: pd.DataFrame, desired: DesiredSta
 
 @dataclass
 class Changes:
-    """What differs from the ledger. ``records``: record -> its fields to send, by record id;
-    ``encoded``: record -> the ledger texts of those values, in field order; ``owners``: record -> profile
-    key; ``statuses``: the changed status values (``record_id, field, value``)."""
+    """What differs from the ledger. ``records``: record -> its fields to send, in record-id order (made a batch at
+    a time as they are read, ``change_rows.py``); ``encoded``: record -> the ledger texts of those values, in field
+    order; ``owners``: record -> profile key; ``statuses``: the changed status values (``record_id, field,
+    value``)."""
 
-    records: dict[str, dict]
-    encoded: dict[str, tuple]
-    owners: dict[str, str]
+    records: RecordFields
+    encoded: Mapping[str, tuple]
+    owners: Mapping[str, str | None]
     statuses: pd.DataFrame
 
 
@@ -132,29 +141,44 @@ def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFr
     (a later value for the same field wins); an upsert's records always carry their key."""
     ledger = LedgerValues(confirmed)
     changed_rows = [ledger.differs(part.frame) for part in parts]
-    statuses = parts[0].frame[changed_rows[0]]
-    if len(statuses) > 1:
-        statuses = sorted_rows(statuses, ["record_id", "clearing", PROFILE_KEY, "field"])
+    status_frame = parts[0].frame
+    rows = np.flatnonzero(changed_rows[0])
+    if len(rows) > 1:  # the changed status rows by (record, clearing, profile, field)
+        rows = rows[sorted_rows(status_frame.iloc[rows].reset_index(drop=True),
+                                ["record_id", "clearing", PROFILE_KEY, "field"]).index.to_numpy()]
+    statuses = status_frame.iloc[rows]
     changed_statuses = statuses[["record_id", "field", "value"]].drop_duplicates(["record_id", "field"], keep="last")
-    ids, names, texts = [arrow(statuses["record_id"])], [arrow(statuses["field"])], [arrow(statuses["encoded"])]
-    values = arrow(statuses["value"]).to_pylist()
-    for part, rows in zip(parts[1:], changed_rows[1:]):
-        frame = part.frame[rows]
-        ids.append(arrow(frame["record_id"]))
-        names.append(arrow(frame["field"]))
-        texts.append(arrow(frame["encoded"]))
-        values.extend(part.python_values(rows))
-    changes, encoded = by_record(pa.concat_arrays(ids), pa.concat_arrays(names), values, pa.concat_arrays(texts))
+    sources = [_source(part) for part in parts]
+    chosen = [rows] + [np.flatnonzero(changed) for changed in changed_rows[1:]]
+    ids = pa.chunked_array([source.record_id.take(pa.array(at, pa.int64())) for source, at in zip(sources, chosen)],
+                           pa.large_string()).combine_chunks()
+    order = pc.array_sort_indices(ids, order="ascending").to_numpy(zero_copy_only=False)  # stable
+    part = np.concatenate([np.full(len(at), i, dtype=np.int16) for i, at in enumerate(chosen)])[order]
+    row = np.concatenate(chosen).astype(np.int64)[order]
+    key = None
     if dest.external_id is not None:  # upsert needs the key in every record, changed or not
         key_field = resolved.api_names[dest.external_id.field]
         key_values: dict[str, Any] = {}
-        for part in parts[1:]:
-            if len(part.frame) and part.frame["field"].iloc[0] == key_field:
-                key_values.update(zip(arrow(part.frame["record_id"]).to_pylist(),
-                                      part.python_values(np.ones(len(part.frame), dtype=bool))))
-        for rid, fields in changes.items():
-            fields.setdefault(key_field, key_values.get(rid, rid))
-    return Changes(changes, encoded, owners(parts, list(changes)) if changes else {}, changed_statuses)
+        for p in parts[1:]:
+            if len(p.frame) and p.frame["field"].iloc[0] == key_field:
+                key_values.update(zip(arrow(p.frame["record_id"]).to_pylist(),
+                                      p.python_values(np.ones(len(p.frame), dtype=bool))))
+        key = (key_field, key_values)
+    records = RecordFields(ChangedRows(sources, part, row, ids.take(pa.array(order)), key))
+    return Changes(records, RecordTexts(records), RecordOwners(records), changed_statuses)
+
+
+def _source(part: WrittenPart) -> Source:
+    """``part`` as the change set reads it (zero-copy Arrow views of its columns)."""
+    frame = part.frame
+    if part.typed:
+        objects = frame["value"].to_numpy()
+        values = lambda rows: objects[rows].tolist()  # noqa: E731
+    else:
+        strings = chunks(frame["value"])
+        values = lambda rows: strings.take(pa.array(rows, pa.int64())).to_pylist()  # noqa: E731
+    return Source(chunks(frame["record_id"]), chunks(frame[PROFILE_KEY]), chunks(frame["field"]),
+                  chunks(frame["encoded"]), values)
 
 
 @contextmanager
@@ -170,55 +194,9 @@ def collector_paused():
             gc.enable()
 
 
-def by_record(ids: pa.Array, names: pa.Array, values: list, texts: pa.Array
-               ) -> tuple[dict[str, dict], dict[str, tuple]]:
-    """``({record_id: {field: value}}, {record_id: ledger texts, in the order of the fields}})`` from
-    rows in the order their fields should take, the records in record-id order: one stable sort,
-    then one ``dict(zip(...))`` per record rather than a dict operation per row (when every record
-    has the same fields in the same order, as in a first sync, straight from the columns)."""
-    if not len(ids):
-        return {}, {}
-    order = pc.array_sort_indices(ids, order="ascending")  # stable
-    ids = ids.take(order)
-    starts = np.flatnonzero(np.concatenate([[True], pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
-                                            .to_numpy(zero_copy_only=False).astype(bool)]))
-    record_ids = ids.take(pa.array(starts)).to_pylist()
-    at = order.to_numpy(zero_copy_only=False)
-    fields = names.take(order).to_pylist()
-    typed = np.asarray(values, dtype=object)[at].tolist()
-    encoded = texts.take(order).to_pylist()
-    width = len(fields) // len(record_ids)
-    if width * len(record_ids) == len(fields) and np.all(np.diff(starts) == width):
-        grid = np.asarray(fields, dtype=object).reshape(-1, width)
-        if (grid == grid[0]).all() and len(set(grid[0])) == width:  # the same fields, once each, everywhere
-            header = list(grid[0])
-            rows = zip(*(typed[i::width] for i in range(width)))
-            changes = dict(zip(record_ids, (dict(zip(header, row)) for row in rows)))
-            return changes, dict(zip(record_ids, zip(*(encoded[i::width] for i in range(width)))))
-    ends = np.append(starts[1:], len(fields))
-    changes, encodings = {}, {}
-    for rid, a, b in zip(record_ids, starts.tolist(), ends.tolist()):
-        record = changes[rid] = dict(zip(fields[a:b], typed[a:b]))
-        if len(record) == b - a:
-            encodings[rid] = tuple(encoded[a:b])
-        else:  # a field given twice: the last value (and its text) wins, at the field's first place
-            texts_of = dict(zip(fields[a:b], encoded[a:b]))
-            encodings[rid] = tuple(texts_of[name] for name in record)
-    return changes, encodings
-
-
-def owners(parts: list[WrittenPart], record_ids: list[str]) -> dict[str, str]:
-    """record -> the profile key of its last row over all parts (what ``dict(zip(...))`` over every
-    row gives), for the given records."""
-    wanted = pa.array(record_ids, pa.large_string())
-    frames = [p.frame.loc[isin(p.frame["record_id"], wanted), ["record_id", PROFILE_KEY]] for p in parts]
-    rows = pd.concat(frames, ignore_index=True).drop_duplicates("record_id", keep="last")
-    return dict(zip(arrow(rows["record_id"]).to_pylist(), arrow(rows[PROFILE_KEY]).to_pylist()))
-
-
 class LedgerValues:
-    """The confirmed texts of one ledger read, by field: each field's (record ids, values) is picked
-    out once (on the dictionary codes of the field column) and shared by every part's diff."""
+    """The confirmed texts of one ledger read, by field: a field's (record ids, values) is picked out (on the
+    dictionary codes of the field column) when a part's diff needs it, and not kept (one field's copy at a time)."""
 
     def __init__(self, confirmed: pd.DataFrame):
         self._fields = arrow(confirmed["field"]).dictionary_encode() if len(confirmed) else None
@@ -226,17 +204,14 @@ class LedgerValues:
         self._values = arrow(confirmed["value"]) if len(confirmed) else None
         self._codes = {} if self._fields is None else {
             name: code for code, name in enumerate(self._fields.dictionary.to_pylist())}
-        self._by_field: dict[str, tuple[pa.Array, pa.Array]] = {}
 
     def of(self, name: str) -> tuple[pa.Array, pa.Array] | None:
         """(record ids, confirmed texts) of ``name``, or None when the ledger has none."""
         code = self._codes.get(name)
         if code is None:
             return None
-        if name not in self._by_field:
-            rows = pc.equal(self._fields.indices, pa.scalar(code, self._fields.indices.type)).fill_null(False)
-            self._by_field[name] = (self._ids.filter(rows), self._values.filter(rows))
-        return self._by_field[name]
+        rows = pc.equal(self._fields.indices, pa.scalar(code, self._fields.indices.type)).fill_null(False)
+        return self._ids.filter(rows), self._values.filter(rows)
 
     def differs(self, frame: pd.DataFrame) -> np.ndarray:
         """True for each row of ``frame`` (``record_id, field, encoded``) whose (record, field) the

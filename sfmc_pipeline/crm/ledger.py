@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS {name} (
 _COLUMN_LIST = "target, object, record_id, field, kind, destination, profile_key, crm_id, value, run_id, written_at"
 CONFIRMED_COLUMNS = ["record_id", "field", "kind", "destination", "profile_key", "crm_id", "value"]
 _NULLABLE = ("profile_key", "crm_id", "value")
+READ_PAGE_ROWS = 500_000  # ledger rows read at once (bounded text per read, below SQLite's string limit)
 _UNIT, _NULL = "\x1f", "\x1e"  # separator and null marker of the bulk read (checked, see ``_read``)
 
 
@@ -147,35 +148,58 @@ class SyncLedger:
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def confirmed(self, sobject: str, destination: str | None = None, *,
-                  columns: list[str] | None = None) -> pd.DataFrame:
+                  columns: list[str] | None = None, kind: str | None = None) -> pd.DataFrame:
         """``CONFIRMED_COLUMNS`` (value as JSON text; or only ``columns``) confirmed on this target for
-        ``sobject`` (and ``destination``, when given), in key order (record, field); ``str`` columns,
+        ``sobject`` (and ``destination``, ``kind``, when given), in key order (record, field); ``str`` columns,
         NaN for null (what ``pd.read_sql_query`` gives)."""
         wanted = list(columns or CONFIRMED_COLUMNS)
         unknown = set(wanted) - set(CONFIRMED_COLUMNS)
         if unknown:
             raise ValueError(f"no ledger column {sorted(unknown)}; columns are {CONFIRMED_COLUMNS}")
-        where, params = "WHERE target = ? AND object = ?", (self.target, sobject)
+        where, params = "target = ? AND object = ?", (self.target, sobject)
         if destination is not None:
             where, params = where + " AND destination = ?", (*params, destination)
-        table = self._read(where, params)
-        return pd.DataFrame({c: pd.Series(table[c].combine_chunks(), dtype="str") for c in wanted})
+        if kind is not None:
+            where, params = where + " AND kind = ?", (*params, kind)
+        pages = [page.select(wanted) for page in self._pages(where, params, wanted)]
+        if not pages:
+            pages = [_table([[]] * len(CONFIRMED_COLUMNS)).select(wanted)]
+        columns = {}
+        for name in wanted:  # one column at a time, each page's copy let go of once joined (a large ledger)
+            columns[name] = pd.Series(pa.chunked_array([page[name] for page in pages]).combine_chunks(), dtype="str")
+            pages = [page.drop_columns([name]) for page in pages]
+        return pd.DataFrame(columns)
 
-    def _read(self, where: str, params: tuple) -> pa.Table:
-        """The rows as one ``group_concat`` per column (one pass over the key index, so in key order;
-        no Python object per value), split in Arrow; row by row when the text cannot be split back
+    def _pages(self, where: str, params: tuple, wanted: list[str]):
+        """The rows in key order, ``READ_PAGE_ROWS`` at a time (from the key after the last one read), so a
+        read holds one page's text at a time, whatever the ledger's size."""
+        after: tuple = ()
+        while True:
+            condition = f"{where} AND (record_id, field) > (?, ?)" if after else where
+            page = self._read(condition, (*params, *after), wanted)
+            if page.num_rows:
+                yield page
+            if page.num_rows < READ_PAGE_ROWS:
+                return
+            after = (page["record_id"][-1].as_py(), page["field"][-1].as_py())
+
+    def _read(self, where: str, params: tuple, wanted: list[str]) -> pa.Table:
+        """One page of rows as one ``group_concat`` per column (one pass over the key index, so in key
+        order; no Python object per value), split in Arrow; row by row when the text cannot be split back
         exactly: a value holding the separator (the parts do not add up) or the null marker (more
-        markers than nulls)."""
+        markers than nulls). ``wanted``: the columns needed (the keys are always read)."""
+        names = [c for c in CONFIRMED_COLUMNS if c in ("record_id", "field") or c in wanted]
         parts = [f"group_concat(coalesce({c}, char(30)), char(31))" if c in _NULLABLE else f"group_concat({c}, char(31))"
-                 for c in CONFIRMED_COLUMNS]
+                 for c in names]
         counts = [f"count({c})" for c in _NULLABLE]
-        query = f"SELECT count(*), {', '.join(counts)}, {', '.join(parts)} FROM confirmed_fields {where}"
+        query = (f"SELECT count(*), {', '.join(counts)}, {', '.join(parts)} FROM (SELECT {', '.join(CONFIRMED_COLUMNS)} "
+                 f"FROM confirmed_fields WHERE {where} ORDER BY record_id, field LIMIT {READ_PAGE_ROWS})")
         n, *rest = self._db.execute(query, params).fetchone()
         if not n:
             return _table([[]] * len(CONFIRMED_COLUMNS))
         present = dict(zip(_NULLABLE, rest[: len(_NULLABLE)]))
         columns = {}
-        for name, joined in zip(CONFIRMED_COLUMNS, rest[len(_NULLABLE):]):
+        for name, joined in zip(names, rest[len(_NULLABLE):]):
             values = pc.split_pattern(pa.array([joined], pa.large_string()), _UNIT).values
             if len(values) != n:
                 return self._read_row_by_row(where, params)
@@ -185,12 +209,14 @@ class SyncLedger:
                     return self._read_row_by_row(where, params)
                 values = pc.if_else(marked, pa.scalar(None, pa.large_string()), values)
             columns[name] = values
-        return pa.table(columns)
+        for name in CONFIRMED_COLUMNS:  # columns not read: nulls (never selected by the caller)
+            columns.setdefault(name, pa.nulls(n, pa.large_string()))
+        return pa.table({c: columns[c] for c in CONFIRMED_COLUMNS})
 
     def _read_row_by_row(self, where: str, params: tuple) -> pa.Table:
         cast = ", ".join(f"CAST({c} AS TEXT)" for c in CONFIRMED_COLUMNS)
-        rows = self._db.execute(f"SELECT {cast} FROM confirmed_fields {where} ORDER BY record_id, field",
-                                params).fetchall()
+        rows = self._db.execute(f"SELECT {cast} FROM confirmed_fields WHERE {where} ORDER BY record_id, field "
+                                f"LIMIT {READ_PAGE_ROWS}", params).fetchall()
         return _table([list(v) for v in zip(*rows)] if rows else [[]] * len(CONFIRMED_COLUMNS))
 
     def _write(self, sql: str, data: list[tuple]) -> int:

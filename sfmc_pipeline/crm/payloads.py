@@ -10,10 +10,11 @@ are. The rules as users see them: docs/crm-sync.md, "What is written". Everythin
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from sfmc_pipeline.config.destinations import DestinationConfig
@@ -33,7 +34,7 @@ from sfmc_pipeline.crm.vectors import (
 )
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES
 from sfmc_pipeline.salesforce.rules import REQUIRED_FIELDS
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+from sfmc_pipeline.segments.columns import PROFILE_KEY
 
 DESIRED_COLUMNS = ["record_id", PROFILE_KEY, "field", "kind", "column", "value"]
 STATUS, ATTRIBUTE = "status", "attribute"
@@ -59,9 +60,14 @@ class DesiredState:
     held: int  # records of held profiles (row quarantined), left as they are
     null_attributes: int  # attribute values left as they are because the source value is null
     cleared: Counter = field(default_factory=Counter)  # (field, segment) -> records cleared of an unmapped segment
-    members: dict[str, set[str]] = field(default_factory=dict)  # segment -> records in it now (not held)
+    members: dict[str, pa.Array] = field(default_factory=dict)  # segment -> records in it now (not held), unique
     held_records: set[str] = field(default_factory=set)
     confirmed_entries: pd.DataFrame | None = None  # ``confirmed_entries`` of the ledger rows it was built from
+
+    def summary(self) -> DesiredState:
+        """The same state without its frames (statuses, attributes, ledger entries): the counts, members and held
+        records what comes after the send reads, not the per-(record, field) values it no longer needs."""
+        return replace(self, statuses=self.statuses.iloc[0:0], attributes=[], confirmed_entries=None)
 
     @property
     def values(self) -> pd.DataFrame:
@@ -131,7 +137,7 @@ def build_desired_state(
     attributes, null_attributes = _attribute_values(dest, profiles, record_ids, profile_key)
 
     current = rows[rows["status"].isin(list(IN_SEGMENT)).to_numpy()]
-    members = {segment: set(arrow(current.loc[(current["segment"] == segment).to_numpy(), "record_id"]).to_pylist())
+    members = {segment: pc.unique(arrow(current.loc[(current["segment"] == segment).to_numpy(), "record_id"]))
                for segment in dest.segments}
     return DesiredState(
         statuses=pd.concat([status_values[STATUS_COLUMNS], clears[STATUS_COLUMNS]], ignore_index=True),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from sfmc_pipeline.crm.change_rows import ToSend
 from sfmc_pipeline.crm.diff import (
     Changes,
     ValueFormat,
@@ -43,7 +44,7 @@ class ChangeSet:
     sync-errors rows of the rejected records; ``unsettled``: rejected, held back or pending record ids."""
 
     changes: Changes
-    to_send: list[tuple[str, dict]]
+    to_send: ToSend | list[tuple[str, dict]]
     unchanged: int
     rejected: Counter = field(default_factory=Counter)
     held_back: Counter = field(default_factory=Counter)
@@ -81,14 +82,14 @@ class Planner:
         standing screen fingerprints attributes from them)."""
         parts = written_values(self.fmt, statuses, desired, resolved)
         parts_out[:] = parts
-        with collector_paused():  # a first sync makes a dict per record; no cycles to look for among them
+        with collector_paused():  # small containers per (record, field) row; no cycles to look for among them
             changes = diff(self.fmt.dest, parts, confirmed, resolved)
             result = ChangeSet(changes, [], unchanged=desired.considered - len(changes.records))
             self._hold_back_standing(changes, parts[0].frame, screen, result)
             to_send = self._checked(changes, parts, resolved, screen, result)
         if busy:
-            waiting = [rid for rid, _ in to_send if rid in busy]
-            to_send = [(rid, fields) for rid, fields in to_send if rid not in busy]
+            waiting = [rid for rid in to_send.record_ids() if rid in busy]
+            to_send = to_send.without(waiting)
             result.pending += len(waiting)
             result.unsettled.update(waiting)
         result.to_send = to_send
@@ -104,7 +105,7 @@ class Planner:
                                    .to_numpy(dtype=bool, na_value=False)]
         ready = changes.statuses
         if result.rejected or result.held_back:
-            ready = ready[isin(ready["record_id"], [rid for rid, _ in result.to_send])]
+            ready = ready[isin(ready["record_id"], result.to_send.record_ids())]
         return exit_guard(in_current_field, ready, set(status_fields.values()), self.exit_limits,
                           min_members=self.exit_guard_min_members, window_peaks=window_peaks)
 
@@ -117,12 +118,12 @@ class Planner:
             return
         considered = set(arrow(status_frame["record_id"]).filter(pa.array(isin(status_frame["record_id"], known)))
                          .to_pylist())
-        before = set(changes.records) & set(known)
+        before = {rid for rid in known if rid in changes.records}
         result.held_back = screen.hold_back(changes.records, changes.encoded, considered)
         result.unsettled.update(rid for rid in before if rid not in changes.records)
 
     def _checked(self, changes: Changes, parts: list[WrittenPart], resolved: ResolvedFields, screen: StandingScreen,
-                 result: ChangeSet) -> list[tuple[str, dict]]:
+                 result: ChangeSet) -> ToSend:
         """The records that pass the client-side checks, in order; the others are rejected with the
         code Salesforce would give. A column-wise screen finds the records that might fail; only those
         are judged by ``check_record`` (which decides), the rest cannot fail it."""
@@ -130,19 +131,17 @@ class Planner:
         check_ids = dest.operation == "update"
         suspects = suspect_records(dest.object, list(changes.records), ((p.frame, p.typed) for p in parts),
                                    resolved.info, check_id=check_ids)
-        ready = []
-        for rid, fields in changes.records.items():
-            error = None
-            if rid in suspects:
-                error = check_record(dest.object, rid, fields, resolved.info, check_id=check_ids)
-            if error is None:
-                ready.append((rid, fields))
-            else:
+        refused = []
+        for rid in sorted(rid for rid in suspects if rid in changes.records):  # in record-id order
+            fields = changes.records[rid]
+            error = check_record(dest.object, rid, fields, resolved.info, check_id=check_ids)
+            if error is not None:
+                refused.append(rid)
                 result.rejected[error.status_code] += 1
                 result.unsettled.add(rid)
                 result.errors.append(error_row(self.run_id, dest.name, dest.object, rid, fields, error, "rejected"))
                 screen.rejected(rid, fields, error, changes.encoded.get(rid, ()))
-        return ready
+        return ToSend(changes.records, refused)
 
 
 def profile_fingerprints(parts: list[WrittenPart], hasher: KeyedHasher, record_ids: list[str]) -> dict[str, str]:

@@ -13,11 +13,15 @@ import json
 import random
 from dataclasses import dataclass, field
 
+from collections.abc import Iterable, Mapping, Sequence
+
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sfmc_pipeline.crm.payloads import STATUS
 from sfmc_pipeline.crm.status_format import IN_SEGMENT, parse_entries
-from sfmc_pipeline.crm.vectors import isin
+from sfmc_pipeline.crm.vectors import arrow, isin
 from sfmc_pipeline.salesforce.records import CrmTarget
 
 # members: records in the segment now (failed, rejected, pending and held records aside); confirmed: members
@@ -62,7 +66,7 @@ def reconcile(
     target: CrmTarget,
     sobject: str,
     segment_fields: dict[str, str],
-    members: dict[str, set[str]],
+    members: Mapping[str, Iterable[str] | pa.Array],
     confirmed: pd.DataFrame,
     excluded: set[str],
     *,
@@ -70,15 +74,17 @@ def reconcile(
     seed: str,
     max_not_found_share: float = 1.0,
 ) -> Reconciliation:
-    """``segment_fields``: segment -> status field API name; ``members``: segment -> record ids in it now;
-    ``confirmed``: the destination's ledger rows; ``excluded``: failed, rejected, pending and held records;
+    """``segment_fields``: segment -> status field API name; ``members``: segment -> record ids in it now (a set
+    or an Arrow array); ``confirmed``: the destination's ledger rows; ``excluded``: failed, rejected, pending and
+    held records;
     ``max_not_found_share``: the share of records read back that may be absent from the CRM."""
     status_rows = confirmed[confirmed["kind"] == STATUS]
-    managed = (set(status_rows["record_id"]) | set().union(*members.values())) - excluded
-    checked = sorted(managed)
-    sampled = len(checked) > sample_size
-    if sampled:
-        checked = sorted(random.Random(seed).sample(checked, sample_size))
+    members = {segment: _ids(records) for segment, records in members.items()}
+    managed = pc.unique(pa.concat_arrays([arrow(status_rows["record_id"]).drop_null(), *members.values()]))
+    managed = managed.filter(pc.invert(pc.is_in(managed, value_set=_ids(excluded))))
+    managed = SortedIds(managed.take(pc.sort_indices(managed)))  # in key order, read one at a time (millions)
+    sampled = len(managed) > sample_size
+    checked = sorted(random.Random(seed).sample(managed, sample_size)) if sampled else list(managed)
     crm_ids = _crm_ids(status_rows, checked)
     fields = sorted(set(segment_fields.values()))
     before = target.api_requests
@@ -96,9 +102,11 @@ def reconcile(
                            "segment": entries["segment"].to_numpy(), "status": entries["status"].to_numpy()})
     in_crm = in_crm[in_crm["status"].isin(IN_SEGMENT)]
     checked_set = set(checked) - not_found
+    kept = pa.array(sorted(checked_set), pa.large_string())
     rows = []
     for segment, fld in sorted(segment_fields.items()):
-        now = members.get(segment, set()) & checked_set
+        in_segment = members.get(segment, kept[:0])
+        now = set(in_segment.filter(pc.is_in(in_segment, value_set=kept)).to_pylist())
         shown = set(in_crm.loc[(in_crm["segment"] == segment) & (in_crm["field"] == fld), "record_id"])
         rows.append((segment, fld, len(now), len(now & shown), len(now - shown), len(shown - now)))
     return Reconciliation(
@@ -106,6 +114,32 @@ def reconcile(
         sampled=sampled, drifted=drifted, not_found_records=not_found, api_requests=requests,
         max_not_found_share=max_not_found_share,
     )
+
+
+class SortedIds(Sequence):
+    """Record ids in an Arrow array as a sequence of ``str`` (``random.sample`` picks the same records from it as
+    from the list)."""
+
+    def __init__(self, ids: pa.Array):
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, at):
+        if isinstance(at, slice):
+            return self.ids[at].to_pylist()
+        return self.ids[at].as_py()
+
+    def __iter__(self):
+        return iter(self.ids.to_pylist())
+
+
+def _ids(records: Iterable[str] | pa.Array | pd.Series) -> pa.Array:
+    """Record ids (a set, a list, a column) as one Arrow array, without nulls."""
+    if isinstance(records, (set, frozenset)):
+        records = sorted(records)
+    return arrow(records).drop_null() if len(records) else pa.array([], pa.large_string())
 
 
 def _crm_ids(status_rows: pd.DataFrame, record_ids: list[str]) -> dict[str, str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
 from sfmc_pipeline.crm.bulk.results import (
@@ -59,6 +60,43 @@ class Sent:
     unsettled: set[str] = field(default_factory=set)  # failed or pending record ids
 
 
+class SendQueue:
+    """The records still to send, in order: those put back at the front (a refused batch), then the change set's
+    records, read as they are taken (a batch at a time, never all at once), then those added at the back (lock
+    retries)."""
+
+    def __init__(self, records: Iterable[tuple[str, dict]]):
+        self._front: deque = deque()
+        self._back: deque = deque()
+        self._rest = iter(records)
+        self._left = len(records)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._front) + self._left + len(self._back)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def popleft(self) -> tuple[str, dict]:
+        if self._front:
+            return self._front.popleft()
+        if self._left:
+            self._left -= 1
+            return next(self._rest)
+        return self._back.popleft()
+
+    def extend(self, records: Iterable[tuple[str, dict]]) -> None:
+        self._back.extend(records)
+
+    def extendleft(self, records: Iterable[tuple[str, dict]]) -> None:
+        self._front.extendleft(records)
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        yield from self._front
+        yield from islice(self._rest, self._left)
+        yield from self._back
+
+
 class Sender:
     """Sends one destination's change sets; ``result`` accumulates what happened over the run."""
 
@@ -85,19 +123,22 @@ class Sender:
         for message in recovered.messages:
             self.log(f"{self.dest.name}: {message}")
 
-    def send(self, to_send: list[tuple[str, dict]], changes: Changes, screen: StandingScreen,
+    def send(self, to_send: Sequence[tuple[str, dict]], changes: Changes, screen: StandingScreen,
              status_names: set[str], pending_before: int) -> Sent:
         """Every ``(record_id, fields)`` of ``to_send`` goes out and each per-record result is confirmed as it
         comes back. ``changes``: the diff (owners, ledger texts); ``status_names``: the API names of the status
         fields; ``pending_before``: records the plan already left pending (for the log line)."""
         self._changes, self._screen, self._status_names = changes, screen, status_names
-        if self.bulk is not None and len(to_send) >= self.settings.bulk_threshold:
-            bulk_records, composite = self.bulk.partition(to_send)
-            self.result.min_requests = -(-len(composite) // MAX_RECORDS_PER_REQUEST)
-            if bulk_records:
-                composite += self.send_bulk(bulk_records)
-            to_send = composite
-        self.send_collections(to_send, pending_before)
+        try:
+            if self.bulk is not None and len(to_send) >= self.settings.bulk_threshold:
+                bulk_records, composite = self.bulk.partition(to_send)
+                self.result.min_requests = -(-len(composite) // MAX_RECORDS_PER_REQUEST)
+                if bulk_records:
+                    composite += self.send_bulk(bulk_records)
+                to_send = composite
+            self.send_collections(to_send, pending_before)
+        finally:
+            self._changes = None  # the change set's per-record values: not held past the send
         return self.result
 
     # ------------------------------------------------------------------ Bulk API 2.0
@@ -151,7 +192,7 @@ class Sender:
             return max(1, int(self.settings.concurrent_requests))
         return 1
 
-    def send_collections(self, to_send: list[tuple[str, dict]], pending_before: int = 0) -> None:
+    def send_collections(self, to_send: Sequence[tuple[str, dict]], pending_before: int = 0) -> None:
         """sObject Collections batches of ``batch_size``, up to ``concurrency()`` in flight.
 
         Which batches go out when: the first batch goes alone (it logs in if needed and brings back the
@@ -161,7 +202,7 @@ class Sender:
         usage is checked. Results are handled here, in this thread, as they complete: counted,
         confirmed in the ledger (one transaction each) and lock failures queued for a re-send."""
         result = self.result
-        queue = deque(to_send)
+        queue = SendQueue(to_send)
         lock_attempts: Counter = Counter()
         limit = self.concurrency()
         result.concurrency = limit
@@ -188,7 +229,7 @@ class Sender:
             return True
         return False
 
-    def _send_sequentially(self, queue: deque, lock_attempts: Counter, batch_errors: list) -> None:
+    def _send_sequentially(self, queue: SendQueue, lock_attempts: Counter, batch_errors: list) -> None:
         size = self.settings.batch_size
         number = 0
         while queue:
@@ -207,7 +248,7 @@ class Sender:
             batch_errors.append((number, errors))
             queue.extend(retry)
 
-    def _send_concurrently(self, queue: deque, lock_attempts: Counter, batch_errors: list, limit: int) -> None:
+    def _send_concurrently(self, queue: SendQueue, lock_attempts: Counter, batch_errors: list, limit: int) -> None:
         result = self.result
         size = self.settings.batch_size
         in_flight: dict[Future, tuple[int, list]] = {}

@@ -20,11 +20,17 @@ from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.local.setup import prepare_local_target
 from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.outcome import SyncOutcome
+from sfmc_pipeline.crm.payloads import STATUS
 from sfmc_pipeline.crm.reconciliation import Reconciliation, reconcile
 from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.governance.policies import Allowed
 from sfmc_pipeline.salesforce.records import CrmTarget
 from sfmc_pipeline.salesforce.rest import SalesforceClient
+from sfmc_pipeline.segments.columns import HELD, PROFILE_KEY, SEGMENT, STATUS
+
+
+SYNCED_STATUS_COLUMNS = [PROFILE_KEY, SEGMENT, STATUS, HELD]  # what the sync reads of the segment statuses
+RECONCILED_COLUMNS = ["record_id", "field", "kind", "crm_id", "value"]  # of the status rows: what it reads
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ def sync_destination(target: CrmTarget, pipeline: PipelineConfig, dest: Destinat
                                                                   info))
             outcome = sync.run(statuses, profiles, dry_run=options.dry_run, accept_exits=options.accept_exits,
                                retry_standing=options.retry_standing, policy_exceptions=policy_exceptions)
+            outcome.desired = outcome.desired.summary()  # its frames are not read after the run (memory)
             sync_requests = target.api_requests
             check = reconcile_sync(sync, target, dest, pipeline, ledger, outcome, run_id)
             if check.drifted and not options.dry_run:
@@ -73,12 +80,22 @@ def sync_destination(target: CrmTarget, pipeline: PipelineConfig, dest: Destinat
     return SinkResult(outcome, check, sync_requests, label)
 
 
+def profile_columns(pipeline: PipelineConfig, dest: DestinationConfig) -> list[str]:
+    """The profile columns the sync of ``dest`` reads: the profile key, the record key and identity columns and
+    the mapped attributes (the sync asset reads only these from the profiles dataset)."""
+    names = [pipeline.profile_key, dest.key_column, dest.identity_column, *dest.attribute_map]
+    if dest.external_id is not None:
+        names.append(dest.external_id.column)
+    return list(dict.fromkeys(name for name in names if name))
+
+
 def reconcile_sync(sync: DestinationSync, target: CrmTarget, dest: DestinationConfig, pipeline: PipelineConfig,
                    ledger: SyncLedger, outcome: SyncOutcome, run_id: str) -> Reconciliation:
     """Read the CRM back after ``sync`` ran; records it no longer has are marked gone (standing failures)."""
     desired = outcome.desired
     check = reconcile(
-        target, dest.object, outcome.status_fields, desired.members, ledger.confirmed(dest.object, dest.name),
+        target, dest.object, outcome.status_fields, desired.members,
+        ledger.confirmed(dest.object, dest.name, columns=RECONCILED_COLUMNS, kind=STATUS),
         outcome.unsettled | desired.held_records | set(outcome.standing),  # gone or rejected: not drift
         sample_size=pipeline.sync.reconciliation_sample_size, seed=run_id,
         max_not_found_share=pipeline.sync.failure_threshold,

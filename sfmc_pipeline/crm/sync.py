@@ -133,6 +133,7 @@ class DestinationSync:
         window = ExitWindow(ledger, dest.object, dest.name)
         plan = planner.plan(desired, statuses_now, resolved, confirmed, base.status_fields, screen, busy,
                             window.peaks(now, self.guard_window_days), self._parts)
+        del confirmed, statuses_now  # the ledger's rows are not read again in this run (memory for the send)
 
         guard, min_members = plan.exit_guard, self.settings.exit_guard_min_members
         if plan.exit_guard_tripped and not accept_exits:

@@ -44,6 +44,17 @@ def arrow(values: Any) -> pa.Array:
     return array if array.type == pa.large_string() else array.cast(pa.large_string())
 
 
+def chunks(values: pd.Series) -> pa.ChunkedArray:
+    """A string column's Arrow chunks as they are (zero-copy for pandas' ``str`` dtype): no combined copy of a
+    column read in parts; otherwise ``arrow(values)``."""
+    array = values.array
+    if isinstance(values.dtype, pd.StringDtype) and hasattr(array, "__arrow_array__"):
+        chunked = array.__arrow_array__()
+        if isinstance(chunked, pa.ChunkedArray) and chunked.type == pa.large_string():
+            return chunked
+    return pa.chunked_array([arrow(values)], pa.large_string())
+
+
 def text(values: Any, index: pd.Index | None = None) -> pd.Series:
     """``values`` as a pandas ``str`` Series (zero-copy from Arrow)."""
     if isinstance(values, pd.Series) and values.dtype == TEXT:

@@ -80,20 +80,31 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
     return target
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
-    """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals).
-    A file that is not a readable parquet file is a ``StorageError`` naming it and the fix."""
-    fix = "Delete it and materialize the asset that writes it again."
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals); with
+    ``columns``, only those the file has (in the file's order). A file that is not a readable parquet file
+    is a ``StorageError`` naming it and the fix."""
     if path.is_dir():
-        raise StorageError(f"{path} is a directory, not a parquet file written by this pipeline. {fix}")
+        raise StorageError(f"{path} is a directory, not a parquet file written by this pipeline. {_REWRITE}")
     try:
-        table = pq.read_table(path)
+        if columns is not None:
+            columns = [name for name in pq.read_schema(path).names if name in set(columns)]
+        table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise StorageError(
-            f"{path} cannot be read as parquet ({type(exc).__name__}: {exc}); it was damaged or written by "
-            f"something else. {fix}"
-        ) from None
+        raise unreadable_parquet(path, exc) from None
     return as_pandas(table)
+
+
+_REWRITE = "Delete it and materialize the asset that writes it again."
+
+
+def unreadable_parquet(path: Path, exc: Exception) -> StorageError:
+    """The error for a dataset file a reader (pyarrow, the segment engine) could not read as parquet."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return StorageError(
+        f"{path} cannot be read as parquet ({type(exc).__name__}: {reason}); it was damaged or written by "
+        f"something else. {_REWRITE}"
+    )
 
 
 def iter_parquet(path: Path, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
@@ -211,11 +222,12 @@ class DatasetStore:
                 f"replaced. Make {path.parent} writable, or delete the file."
             ) from None
 
-    def read_dataset(self, name: str) -> pd.DataFrame:
+    def read_dataset(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """The dataset ``name`` (only ``columns``, those it has, when given)."""
         path = self.dataset_path(name)
         if not path.exists():
             raise StorageError(
                 f"Dataset {name!r} has not been materialized yet ({path} does not exist); "
                 f"materialize the asset {name!r} first."
             )
-        return read_parquet(path)
+        return read_parquet(path, columns)

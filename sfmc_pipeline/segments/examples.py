@@ -3,7 +3,7 @@ rules can be tested like code (``sfmc-pipeline test-segments``).
 
 An examples file (``segment_examples.yaml``; its header documents the format) gives each example an
 ``as_of``, a few rows per dataset as SFMC serves them, and the expected memberships. Examples run the
-pipeline's own validation and ``SegmentEvaluator``. ``load_examples`` checks the file against the
+pipeline's own validation and segment engine. ``load_examples`` checks the file against the
 pipeline config and raises ``ExamplesError`` listing every problem; ``run_example`` runs one.
 """
 
@@ -29,8 +29,9 @@ from sfmc_pipeline.config.loader import (
 from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.datasets.conversion import convert_frame
 from sfmc_pipeline.datasets.validation import validate_extract
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY, SegmentEvaluator
-from sfmc_pipeline.segments.rules import related_datasets
+from sfmc_pipeline.segments.columns import PROFILE_KEY
+from sfmc_pipeline.segments.engine import evaluate_frames
+from sfmc_pipeline.segments.memberships import used_datasets
 
 EXAMPLES_FILE = "segment_examples.yaml"
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -340,17 +341,12 @@ def typed_keys(values: Sequence[str | None], profile: DataExtensionConfig, key: 
     return [None if pd.isna(v) else str(v) for v in converted]
 
 
-def datasets_used(pipeline: PipelineConfig) -> list[str]:
-    """The related datasets the segment rules read (``has_related``)."""
-    return sorted(set().union(*(related_datasets(s.rule) for s in pipeline.segments)) if pipeline.segments else set())
-
-
 def run_example(example: SegmentExample, pipeline: PipelineConfig) -> ExampleOutcome:
     """Convert and validate the example's rows, evaluate every segment as of ``example.as_of`` and compare
     with the expectations."""
     profile = pipeline.profiles.dataset
     key = pipeline.profile_key
-    used = datasets_used(pipeline)
+    used = used_datasets(pipeline)
     valid: dict[str, pd.DataFrame] = {}
     quarantined: list[str] = []
     held: set[str] = set()
@@ -373,9 +369,9 @@ def run_example(example: SegmentExample, pipeline: PipelineConfig) -> ExampleOut
                 if asset == profile:
                     held.update(k for k in typed_keys([raw.at[number - 1, key]], ext, key) if k is not None)
             quarantined.append(f"{label} would be quarantined: {reasons}")
-    evaluator = SegmentEvaluator(valid[profile], {name: valid[name] for name in used}, key=key, as_of=example.as_of,
-                                 timezone=pipeline.evaluation.timezone, held_keys=held)
-    members = evaluator.members((s.name, s.rule) for s in pipeline.segments)
+    members = evaluate_frames(valid[profile], {name: valid[name] for name in used},
+                              ((s.name, s.rule) for s in pipeline.segments), key=key, as_of=example.as_of,
+                              timezone=pipeline.evaluation.timezone)
     actual: dict[str, set[str]] = {}
     for profile_key, segment in zip(members[PROFILE_KEY], members["segment"]):
         actual.setdefault(str(profile_key), set()).add(str(segment))

@@ -2,42 +2,33 @@
 
 ``evaluations.json`` names the latest committed evaluation and the one before it, each a members
 parquet file; it is replaced atomically after a successful evaluation only. Statuses compare against
-the latest, or the one before when a run repeats it exactly, so a re-run yields the same statuses.
-An ``as_of`` earlier than the latest is refused (``refuse_earlier``) unless a run accepts it.
+the latest, or the one before when a run repeats it exactly (same date, same members), so a re-run
+yields the same statuses. An ``as_of`` earlier than the latest is refused (``refuse_earlier``) unless a
+run accepts it. The members files are read and compared by the engine, never loaded whole.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-import pandas as pd
+import ibis.expr.types as ir
 
-from sfmc_pipeline.datasets.storage import (
-    DatasetStore,
-    read_parquet,
-    write_json,
-    write_parquet,
-)
-from sfmc_pipeline.segments.evaluate import MEMBERSHIP_COLUMNS, PROFILE_KEY
+from sfmc_pipeline.datasets.storage import DatasetStore, write_json
+from sfmc_pipeline.segments.columns import PROFILE_KEY
+from sfmc_pipeline.segments.engine import SegmentEngine
+from sfmc_pipeline.segments.statuses import members_only
 
 
 @dataclass(frozen=True)
 class Evaluation:
     as_of: str
     run_id: str
-    fingerprint: str
     members_file: str
     committed_at: str
-
-
-def fingerprint(as_of: dt.date, members: pd.DataFrame) -> str:
-    ordered = members[MEMBERSHIP_COLUMNS].sort_values(MEMBERSHIP_COLUMNS[::-1], ignore_index=True)
-    digest = hashlib.sha256(as_of.isoformat().encode())
-    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
+    fingerprint: str = ""  # written by earlier versions; a repeat is now found by comparing the members
 
 
 class SegmentStateStore:
@@ -52,36 +43,51 @@ class SegmentStateStore:
         data = json.loads(self.index_path.read_text(encoding="utf-8"))
         return tuple(Evaluation(**data[k]) if data.get(k) else None for k in ("latest", "previous"))  # type: ignore[return-value]
 
-    def baseline_for(self, as_of: dt.date, members: pd.DataFrame) -> tuple[Evaluation | None, bool]:
-        """``(baseline evaluation, is_repeat)`` for an evaluation of ``members`` at ``as_of``."""
+    def members_path(self, evaluation: Evaluation) -> Path:
+        return self.dir / evaluation.members_file
+
+    def members(self, engine: SegmentEngine, evaluation: Evaluation | None) -> ir.Table | None:
+        """The evaluation's ``profile_key, segment`` members as an engine table."""
+        if evaluation is None:
+            return None
+        members = engine.parquet(self.members_path(evaluation))
+        if PROFILE_KEY not in members.columns:  # written before the key column had its own name
+            members = members.rename({PROFILE_KEY: next(c for c in members.columns if c != "segment")})
+        return members_only(members)
+
+    def baseline_for(self, engine: SegmentEngine, as_of: dt.date, current: ir.Table) -> tuple[Evaluation | None, bool]:
+        """``(baseline evaluation, is_repeat)`` for an evaluation of ``current`` at ``as_of``."""
         latest, previous = self.load()
-        if latest is not None and latest.as_of == as_of.isoformat() and latest.fingerprint == fingerprint(as_of, members):
+        if latest is not None and self.is_repeat(engine, latest, as_of, current):
             return previous, True
         return latest, False
 
-    def members(self, evaluation: Evaluation | None) -> pd.DataFrame | None:
-        if evaluation is None:
-            return None
-        members = read_parquet(self.dir / evaluation.members_file)
-        if PROFILE_KEY not in members:  # written before the key column had its own name
-            members = members.rename(columns={c: PROFILE_KEY for c in members.columns if c != "segment"})
-        return members
+    def is_repeat(self, engine: SegmentEngine, latest: Evaluation, as_of: dt.date, current: ir.Table) -> bool:
+        """``current`` at ``as_of`` is exactly ``latest``: same date, same (profile, segment) pairs."""
+        if latest.as_of != as_of.isoformat():
+            return False
+        before = self.members(engine, latest)
+        now = members_only(current)
+        # neither side lists a pair twice (the statuses check holds the current ones to that), so the same
+        # number of pairs and none of the current ones missing from the latest means the same pairs
+        if engine.value(now.count()) != engine.value(before.count()):
+            return False
+        return engine.value(now.difference(before, distinct=False).count()) == 0
 
-    def commit(self, as_of: dt.date, run_id: str, members: pd.DataFrame) -> Evaluation:
-        """Record ``members`` as the latest successful evaluation (the old latest becomes previous).
-        A repeat of the latest evaluation changes nothing."""
-        latest, previous = self.load()
-        fp = fingerprint(as_of, members)
-        if latest is not None and latest.as_of == as_of.isoformat() and latest.fingerprint == fp:
+    def commit(self, engine: SegmentEngine, as_of: dt.date, run_id: str, current: ir.Table, *,
+               is_repeat: bool) -> Evaluation:
+        """Record ``current`` as the latest successful evaluation (the old latest becomes previous). A repeat
+        of the latest evaluation (``baseline_for`` said so) changes nothing."""
+        latest, _ = self.load()
+        if latest is not None and is_repeat:
             return latest
         evaluation = Evaluation(
             as_of=as_of.isoformat(),
             run_id=run_id,
-            fingerprint=fp,
             members_file=f"members-{run_id}.parquet",
             committed_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
-        write_parquet(members[MEMBERSHIP_COLUMNS], self.dir / evaluation.members_file)
+        engine.write(members_only(current), self.members_path(evaluation))
         write_json({"latest": asdict(evaluation), "previous": asdict(latest) if latest else None}, self.index_path)
         keep = {evaluation.members_file} | ({latest.members_file} if latest else set())
         for stale in self.dir.glob("members-*.parquet"):

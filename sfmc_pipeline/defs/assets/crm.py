@@ -14,7 +14,7 @@ from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.outcome import SyncOutcome
 from sfmc_pipeline.crm.reconciliation import Reconciliation
-from sfmc_pipeline.crm.sink import SyncOptions, sync_destination
+from sfmc_pipeline.crm.sink import SYNCED_STATUS_COLUMNS, SyncOptions, profile_columns, sync_destination
 from sfmc_pipeline.crm.sync_errors import ERROR_COLUMNS
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.defs.assets.dry_run import SYNC_KEY_PREFIX, is_dry_run
@@ -122,8 +122,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig, *,
         dry_run = config.dry_run or is_dry_run(context)  # a run with any dry sync sends nothing anywhere
         with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
             allowed = enforce(pipeline, dest)  # data-usage policies: refused before anything is read or requested
-            statuses = store.read_dataset(STATUSES)
-            profiles = store.read_dataset(profile_asset)
+            statuses = store.read_dataset(STATUSES, columns=SYNCED_STATUS_COLUMNS)
+            profiles = store.read_dataset(profile_asset, columns=profile_columns(pipeline, dest))
             mode = salesforce.mode
             target = salesforce.get_target(api_version=pipeline.sync.api_version, local_db=local_db_path(store))
             options = SyncOptions(dry_run=dry_run, accept_exits=config.accept_exits,

@@ -3,14 +3,15 @@ since the last successful evaluation (``segment_statuses``: realized / existing 
 
 import datetime as dt
 import json
+import os
 from typing import Optional
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.datasets.storage import DatasetStore, read_parquet, write_json
+from sfmc_pipeline.defs.assets.segment_checks import status_checks
 from sfmc_pipeline.defs.assets.dry_run import is_dry_run
 from sfmc_pipeline.defs.assets.failures import api_failures
 from sfmc_pipeline.defs.metadata import counts_table, markdown_table
@@ -18,16 +19,13 @@ from sfmc_pipeline.defs.resources.sfmc import SfmcResource
 from sfmc_pipeline.defs.resources.storage import StorageResource
 from sfmc_pipeline.governance.lineage import segment_sources
 from sfmc_pipeline.governance.masking import Masker
-from sfmc_pipeline.segments.evaluate import (
-    MEMBERSHIP_COLUMNS,
-    PROFILE_KEY,
-    SegmentEvaluator,
-)
+from sfmc_pipeline.segments.columns import HELD, SEGMENT, STATUS
+from sfmc_pipeline.segments.engine import SegmentEngine
 from sfmc_pipeline.segments.evaluation_date import resolve_as_of
-from sfmc_pipeline.segments.held import held_profile_keys, hold
-from sfmc_pipeline.segments.rules import related_datasets
+from sfmc_pipeline.segments.held import quarantined_profile_keys
+from sfmc_pipeline.segments.memberships import key_table, present_keys, used_datasets, write_memberships
 from sfmc_pipeline.segments.state import SegmentStateStore, refuse_earlier
-from sfmc_pipeline.segments.statuses import compute_statuses, status_counts
+from sfmc_pipeline.segments.statuses import status_counts, status_plan, with_held
 from sfmc_pipeline.sfmc.embedded_source import EmbeddedSampleSource
 
 GROUP = "segments"
@@ -50,12 +48,14 @@ def membership_meta_path(store: DatasetStore):
     return store.dataset_path(MEMBERSHIPS).with_suffix(".json")
 
 
-def read_held_keys(store: DatasetStore, pipeline: PipelineConfig, profiles: pd.DataFrame) -> set[str]:
-    """Profiles whose own row is in the profile dataset's quarantine (see ``segments.held``)."""
+def read_held_keys(engine: SegmentEngine, store: DatasetStore, pipeline: PipelineConfig) -> set[str]:
+    """Profiles whose own row is in the profile dataset's quarantine and that have no valid row (see
+    ``segments.held``)."""
     extension = pipeline.extension(pipeline.profiles.dataset)
     path = store.quarantine_path(extension.asset)
     quarantine = read_parquet(path) if path.exists() else None
-    return held_profile_keys(quarantine, profiles, extension, pipeline.profile_key)
+    keys = quarantined_profile_keys(quarantine, extension, pipeline.profile_key)
+    return keys - present_keys(engine, pipeline, keys)
 
 
 def segment_labels_metadata(pipeline: PipelineConfig) -> dict:
@@ -72,7 +72,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     profile_asset = pipeline.profiles.dataset
     key = pipeline.profile_key
     timezone = pipeline.evaluation.timezone
-    used = sorted(set().union(*(related_datasets(s.rule) for s in pipeline.segments)) if pipeline.segments else set())
+    used = used_datasets(pipeline)
     names = [s.name for s in pipeline.segments]
     masker = Masker.for_pipeline(pipeline)  # profile keys shown are masked when the key column identifies
 
@@ -82,7 +82,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     @dg.asset(
         name=MEMBERSHIPS,
         group_name=GROUP,
-        kinds={"pandas", "parquet"},
+        kinds={pipeline.evaluation.engine, "parquet"},
         deps=[dg.AssetKey(profile_asset), *(dg.AssetKey(d) for d in used)],
         description=(
             "One row per (profile, segment) that qualifies at this evaluation: the declarative rules "
@@ -109,28 +109,19 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
             accepted_earlier = refusal is not None
             if accepted_earlier:
                 context.log.warning(f"Evaluating an earlier date on purpose (accept_earlier_as_of): {refusal}")
-            profiles = store.read_dataset(profile_asset)
-            held = read_held_keys(store, pipeline, profiles)
-            evaluator = SegmentEvaluator(
-                profiles,
-                {name: store.read_dataset(name) for name in used},
-                key=key,
-                as_of=as_of,
-                timezone=timezone,
-                held_keys=held,
-            )
-            members = evaluator.members((s.name, s.rule) for s in pipeline.segments)
-            path = store.write_dataset(MEMBERSHIPS, members)
+            with SegmentEngine.open(store, pipeline.evaluation) as engine:
+                held = read_held_keys(engine, store, pipeline)
+                path = store.dataset_path(MEMBERSHIPS)
+                summary = write_memberships(engine, pipeline, as_of, held, path)
             write_json(
                 {"as_of": as_of.isoformat(), "as_of_source": as_of_source, "run_id": context.run.run_id,
                  "timezone": timezone, "accepted_earlier_as_of": accepted_earlier},
                 membership_meta_path(store),
             )
-        sizes = members.groupby("segment").size().reindex(names, fill_value=0)
-        orphans = {name: evaluator.orphans(name) for name in used}
+        sizes, orphans = summary.members, summary.orphans
         context.log.info(
-            f"Evaluated {len(names)} segments on {evaluator.profile_count} profiles as of {as_of} ({timezone}): "
-            + ", ".join(f"{name} {int(n)}" for name, n in sizes.items())
+            f"Evaluated {len(names)} segments on {summary.profiles} profiles as of {as_of} ({timezone}) with "
+            f"{pipeline.evaluation.engine}: " + ", ".join(f"{name} {n}" for name, n in sizes.items())
         )
         return dg.MaterializeResult(
             metadata={
@@ -138,18 +129,19 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
                 "as_of_source": as_of_source,
                 "accepted_earlier_as_of": accepted_earlier,
                 "timezone": timezone,
-                "profiles": evaluator.profile_count,
+                "engine": pipeline.evaluation.engine,
+                "profiles": summary.profiles,
                 "held_profiles": len(held),
-                "memberships": len(members),
-                **{f"members.{name}": int(n) for name, n in sizes.items()},
+                "memberships": summary.total,
+                **{f"members.{name}": n for name, n in sizes.items()},
                 **{f"orphans.{name}": n for name, n in orphans.items()},
                 "summary": dg.MetadataValue.md(
-                    markdown_table(sizes.rename("members").rename_axis("segment").reset_index(), max_rows=50)
+                    counts_table(list(sizes.items()), ["segment", "members"])
                     + "\n\nOrphan related rows (key not a valid profile, ignored): "
                     + (", ".join(f"{k}: {v}" for k, v in orphans.items()) or "none")
                 ),
                 "dataset_path": dg.MetadataValue.path(str(path)),
-                "dagster/row_count": len(members),
+                "dagster/row_count": summary.total,
             }
         )
 
@@ -169,8 +161,8 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
                 "statuses_consistent",
                 asset=STATUSES,
                 blocking=True,
-                description="One status per (profile, segment); exited only for previous members; "
-                "realized/existing exactly the current members.",
+                description="Every current membership has exactly one realized or existing row, every previous "
+                "one exactly one existing or exited row.",
             ),
             dg.AssetCheckSpec(
                 "members_are_valid_profiles",
@@ -183,35 +175,40 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
     )
     def segment_statuses(context: dg.AssetExecutionContext, storage: StorageResource):
         dry_run = is_dry_run(context)
-        with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
-            members = store.read_dataset(MEMBERSHIPS)
+        with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store, \
+                SegmentEngine.open(store, pipeline.evaluation) as engine:
             meta = json.loads(membership_meta_path(store).read_text(encoding="utf-8"))
             as_of = dt.date.fromisoformat(meta["as_of"])
-            profiles = store.read_dataset(profile_asset)
-            held = read_held_keys(store, pipeline, profiles)
             state = SegmentStateStore(store)
-            refusal = refuse_earlier(as_of, meta.get("as_of_source", "segment_memberships"), state.load()[0])
+            latest, _ = state.load()
+            refusal = refuse_earlier(as_of, meta.get("as_of_source", "segment_memberships"), latest)
             if refusal and not meta.get("accepted_earlier_as_of"):
                 raise dg.Failure(description=refusal, allow_retries=False)
-            current = hold(members, state.members(state.load()[0]), held)
-            baseline, is_repeat = state.baseline_for(as_of, current)
-            previous = state.members(baseline)
-            statuses = compute_statuses(current, previous)
-            statuses = statuses.assign(held=statuses[PROFILE_KEY].isin(held), as_of=pd.Timestamp(as_of))
-            checks = [
-                _consistency_check(statuses, current, previous),
-                _valid_profiles_check(current, profiles[key], held, shown_keys),
-            ]
+            held = read_held_keys(engine, store, pipeline)
+            held_table = key_table(held) if held else None
+            current = with_held(engine.dataset(MEMBERSHIPS), state.members(engine, latest), held_table)
+            baseline, is_repeat = state.baseline_for(engine, as_of, current)
+            previous = state.members(engine, baseline)
+            path = store.dataset_path(STATUSES)
+            pending = store.state_path("segments") / "statuses-pending.parquet"  # the dataset once the checks pass
+            engine.write(status_plan(current, previous, held_table, as_of), pending)
+            statuses = engine.parquet(pending)
+            by_status = engine.to_pandas(statuses.group_by([SEGMENT, STATUS]).aggregate(n=statuses.count()))
+            checks = status_checks(engine, by_status, current, previous, engine.dataset(profile_asset), key, held,
+                                   shown_keys)
             if not all(c.passed for c in checks):
+                pending.unlink(missing_ok=True)
                 yield from checks
                 raise dg.Failure("Segment statuses failed a consistency check; the evaluation was not committed.")
-            path = store.write_dataset(STATUSES, statuses)
+            counts = status_counts(by_status, names)
+            held_memberships = int(engine.value(statuses.filter(statuses[HELD]).count()))
+            os.replace(pending, path)
             if dry_run:
                 context.log.info("Dry run: the segment baseline was not advanced; the next real run compares with "
                                  "the same evaluation as this one")
-            else:
-                state.commit(as_of, meta["run_id"], current)  # only now does this evaluation become "previous"
-        counts = status_counts(statuses, names)
+            else:  # only now does this evaluation become "previous"
+                state.commit(engine, as_of, meta["run_id"], current, is_repeat=is_repeat)
+        rows = int(counts[["realized", "existing", "exited"]].to_numpy().sum())
         held_sample = shown_keys(sorted(held)[:10])
         context.log.info(
             f"Statuses as of {as_of}: " + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns)
@@ -226,7 +223,7 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
                 "baseline_advanced": not dry_run,
                 "held_profiles": len(held),
                 "held_profiles_sample": ", ".join(held_sample) or "none",
-                "held_memberships": int(statuses["held"].sum()),
+                "held_memberships": held_memberships,
                 **{f"{status}.total": int(counts[status].sum()) for status in counts.columns},
                 **{
                     f"{status}.{segment}": int(counts.loc[segment, status])
@@ -239,43 +236,9 @@ def build_segment_assets(pipeline: PipelineConfig) -> list[dg.AssetsDefinition]:
                        f", e.g. {', '.join(held_sample[:5])}" if held else "")
                 ),
                 "dataset_path": dg.MetadataValue.path(str(path)),
-                "dagster/row_count": len(statuses),
+                "dagster/row_count": rows,
             },
             check_results=checks,
         )
 
     return [segment_memberships, segment_statuses]
-
-
-def _consistency_check(statuses: pd.DataFrame, members: pd.DataFrame, previous: pd.DataFrame | None) -> dg.AssetCheckResult:
-    pairs = MEMBERSHIP_COLUMNS
-    duplicated = int(statuses.duplicated(pairs).sum())
-    current = set(map(tuple, members[pairs].itertuples(index=False)))
-    before = set(map(tuple, previous[pairs].itertuples(index=False))) if previous is not None else set()
-    by_status = {s: set(map(tuple, g[pairs].itertuples(index=False))) for s, g in statuses.groupby("status")}
-    in_now = by_status.get("realized", set()) | by_status.get("existing", set())
-    exited = by_status.get("exited", set())
-    problems = {
-        "duplicate (profile, segment) rows": duplicated,
-        "current members without realized/existing": len(current - in_now),
-        "realized/existing that are not current members": len(in_now - current),
-        "exited that were not previous members": len(exited - before),
-        "exited that are still members": len(exited & current),
-    }
-    return dg.AssetCheckResult(
-        check_name="statuses_consistent",
-        passed=not any(problems.values()),
-        metadata={name: count for name, count in problems.items()},
-    )
-
-
-def _valid_profiles_check(members: pd.DataFrame, profile_keys: pd.Series, held: set[str],
-                          shown_keys=lambda keys: list(keys)) -> dg.AssetCheckResult:
-    """Every current member is a valid profile, or a held one (its row quarantined, its statuses kept)."""
-    keys = members[PROFILE_KEY]
-    unknown = keys[~keys.isin(profile_keys) & ~keys.isin(held)]
-    return dg.AssetCheckResult(
-        check_name="members_are_valid_profiles",
-        passed=unknown.empty,
-        metadata={"unknown_members": len(unknown), "sample": ", ".join(shown_keys(unknown.head(5)))},
-    )

@@ -1,5 +1,7 @@
-"""Evaluate segment rules on the datasets, vectorised: every rule becomes a boolean mask over the
-profiles (or, inside ``has_related``, over the related rows); no per-row Python.
+"""The frozen reference for the segment engine: the pandas evaluator the product used before the rules
+were compiled to SQL (``sfmc_pipeline/segments/compile.py``). Tests compare the engine with it; it is not
+changed with the product. Every rule becomes a boolean mask over the profiles (or, inside
+``has_related``, over the related rows).
 
 A comparison on a null is false (``is_null`` tests nulls). Dates compare on calendar days in
 ``evaluation.timezone``. ``has_related`` matches rows whose join key is the profile's key; rows whose
@@ -30,7 +32,7 @@ _OPS = {
     "lte": lambda s, v: s <= v,
 }
 
-PROFILE_KEY = "profile_key"  # memberships and statuses name the profile by this column (the profiles.key value)
+PROFILE_KEY = "profile_key"
 MEMBERSHIP_COLUMNS = [PROFILE_KEY, "segment"]
 
 
