@@ -26,7 +26,7 @@ from sfmc_pipeline.crm.sync import DestinationSync
 from sfmc_pipeline.governance.policies import Allowed
 from sfmc_pipeline.salesforce.records import CrmTarget
 from sfmc_pipeline.salesforce.rest import SalesforceClient
-from sfmc_pipeline.segments.evaluate import PROFILE_KEY
+from sfmc_pipeline.segments.columns import PROFILE_KEY
 
 
 STATUS_COLUMNS = [PROFILE_KEY, "segment", "status", "held"]  # what the sync reads of the segment statuses
