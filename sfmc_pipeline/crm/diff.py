@@ -34,8 +34,9 @@ from sfmc_pipeline.crm.vectors import (
     arrow,
     chunks,
     json_texts,
+    key_codes,
     map_small,
-    sorted_rows,
+    sort_order,
     text,
 )
 from sfmc_pipeline.salesforce.rules import TEXT_FIELD_TYPES, field_values, truncated
@@ -143,11 +144,10 @@ def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFr
     changed_rows = [ledger.differs(part.frame) for part in parts]
     status_frame = parts[0].frame
     rows = np.flatnonzero(changed_rows[0])
-    if len(rows) > 1:  # the changed status rows by (record, clearing, profile, field)
-        rows = rows[sorted_rows(status_frame.iloc[rows].reset_index(drop=True),
-                                ["record_id", "clearing", PROFILE_KEY, "field"]).index.to_numpy()]
-    statuses = status_frame.iloc[rows]
-    changed_statuses = statuses[["record_id", "field", "value"]].drop_duplicates(["record_id", "field"], keep="last")
+    if len(rows) > 1:  # the changed status rows by (record, clearing, profile, field); only the keys are read
+        rows = rows[sort_order(status_frame, ["record_id", "clearing", PROFILE_KEY, "field"],
+                               None if len(rows) == len(status_frame) else rows)]
+    changed_statuses = _last_per_field(status_frame, rows)
     sources = [_source(part) for part in parts]
     chosen = [rows] + [np.flatnonzero(changed) for changed in changed_rows[1:]]
     ids = pa.chunked_array([source.record_id.take(pa.array(at, pa.int64())) for source, at in zip(sources, chosen)],
@@ -166,6 +166,14 @@ def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFr
         key = (key_field, key_values)
     records = RecordFields(ChangedRows(sources, part, row, ids.take(pa.array(order)), key))
     return Changes(records, RecordTexts(records), RecordOwners(records), changed_statuses)
+
+
+def _last_per_field(status_frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``record_id, field, value`` of ``rows`` (positions, in that order) but a (record, field) given again later
+    (``drop_duplicates(keep="last")`` on the rows), taken once from the frame (no copy of the rows first)."""
+    codes = key_codes([status_frame], ["record_id", "field"])[0][rows]
+    keep = ~pd.Series(codes).duplicated(keep="last").to_numpy()
+    return status_frame[["record_id", "field", "value"]].take(rows[keep])
 
 
 def _source(part: WrittenPart) -> Source:

@@ -38,7 +38,8 @@ from sfmc_pipeline.governance.policies import Allowed, enforce
 from sfmc_pipeline.salesforce.records import CrmTarget, RecordError
 
 NOT_FOUND = "NOT_FOUND"  # the code of a record the reconciliation found absent from the CRM
-LEDGER_COLUMNS = ["record_id", "field", "kind", "profile_key", "value"]  # what the diff reads (not crm_id)
+LEDGER_COLUMNS = ["record_id", "field", "kind", "profile_key", "value"]  # what the desired state and diff read
+DIFF_COLUMNS = ["record_id", "field", "value"]  # what the diff reads (``diff.LedgerValues``)
 
 
 class DestinationSync:
@@ -114,6 +115,7 @@ class DestinationSync:
         confirmed = ledger.confirmed(dest.object, dest.name, columns=LEDGER_COLUMNS)
         desired = build_desired_state(dest, statuses, profiles, confirmed, profile_key=self.profile_key)
         base.desired = desired
+        confirmed = confirmed[DIFF_COLUMNS]  # the diff's columns only: the others are let go of (a large ledger)
         base.considered, base.skipped, base.held = desired.considered, desired.skipped, desired.held
         base.null_attributes, base.cleared = desired.null_attributes, desired.cleared
         base.longest = longest(desired.statuses)
