@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -135,13 +135,16 @@ class Changes:
     statuses: pd.DataFrame
 
 
-def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFrame, resolved: ResolvedFields
+Confirmed = pd.DataFrame | Callable[[], Iterable[pd.DataFrame]]  # the ledger's rows, or its pages (read anew)
+
+
+def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: Confirmed, resolved: ResolvedFields
          ) -> Changes:
     """The values of ``parts`` the ledger has not confirmed as written. A record's fields come in the order
     of the parts: its status fields by (profile, field), its clears, then the attributes in mapping order
-    (a later value for the same field wins); an upsert's records always carry their key."""
-    ledger = LedgerValues(confirmed)
-    changed_rows = [ledger.differs(part.frame) for part in parts]
+    (a later value for the same field wins); an upsert's records always carry their key. ``confirmed``:
+    ``record_id, field, value`` of the ledger's rows, or a function that reads them a page at a time."""
+    changed_rows = _changed_rows(parts, confirmed)
     status_frame = parts[0].frame
     rows = np.flatnonzero(changed_rows[0])
     if len(rows) > 1:  # the changed status rows by (record, clearing, profile, field); only the keys are read
@@ -166,6 +169,21 @@ def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFr
         key = (key_field, key_values)
     records = RecordFields(ChangedRows(sources, part, row, ids.take(pa.array(order)), key))
     return Changes(records, RecordTexts(records), RecordOwners(records), changed_statuses)
+
+
+def _changed_rows(parts: list[WrittenPart], confirmed: Confirmed) -> list[np.ndarray]:
+    """Per part, True for each row the ledger has not confirmed with that text. Read in pages, a row is unchanged
+    when its page confirms it (a ``(record, field)`` is in one page): one page of the ledger held at a time."""
+    if isinstance(confirmed, pd.DataFrame):
+        ledger = LedgerValues(confirmed)
+        return [ledger.differs(part.frame) for part in parts]
+    changed = [np.ones(len(part.frame), dtype=bool) for part in parts]
+    for page in confirmed():
+        ledger = LedgerValues(page)
+        for rows, part in zip(changed, parts):
+            rows &= ledger.differs(part.frame)
+        del ledger, page
+    return changed
 
 
 def _last_per_field(status_frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
