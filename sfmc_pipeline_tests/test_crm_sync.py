@@ -329,3 +329,22 @@ def test_a_lost_exit_in_a_shared_field_without_the_suffix(org, client, tmp_path)
         profiles([a]), dest=dest, run_id="r1")
     run(client(), tmp_path, statuses((a, "new_customer", "existing")), profiles([a]), dest=dest, run_id="r2")
     assert org.records["Contact"][a]["crm_2_seg__c"] == "new_customer:existing;offer_clickers:exited"
+
+
+def test_the_diff_reads_the_ledger_in_pages_and_sends_only_what_changed(org, client, tmp_path, monkeypatch):
+    """A large ledger is diffed a page at a time (bounded memory): with pages of 4 rows (a record's fields split
+    over two pages), an unchanged re-run sends nothing and a changed status is sent for its record alone."""
+    from sfmc_pipeline.crm import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "READ_PAGE_ROWS", 4)
+    ids = [cid(i) for i in range(5)]
+    seed(org, ids)
+    first = [(rid, "new_customer", "realized") for rid in ids] + [(ids[3], "repeat_buyer", "realized")]
+    out = run(client(), tmp_path, statuses(*first), profiles(ids))
+    assert (out.considered, out.succeeded, out.failed_total) == (5, 5, 0)
+    again = run(client(), tmp_path, statuses(*first), profiles(ids), run_id="run-2")
+    assert (again.unchanged, again.to_send, again.sent) == (5, 0, 0)
+    changed = first[:-1] + [(ids[3], "repeat_buyer", "existing")]
+    third = run(client(), tmp_path, statuses(*changed), profiles(ids), run_id="run-3")
+    assert (third.unchanged, third.to_send, third.succeeded) == (4, 1, 1)
+    assert org.records["Contact"][ids[3]]["repeat_buyer__c"] == "repeat_buyer:existing"

@@ -88,6 +88,9 @@ def test_a_read_in_pages_gives_every_row_once_in_key_order_and_only_the_kind_ask
         pdt.assert_frame_equal(ledger.confirmed("Contact", "contacts", kind="status"), statuses)
         pdt.assert_frame_equal(ledger.confirmed("Contact", kind="status", columns=["record_id", "value"]),
                                statuses[["record_id", "value"]])
+        pages = list(ledger.confirmed_pages("Contact", "contacts", columns=["record_id", "field", "value"]))
+        assert [len(page) for page in pages] == [7] * 12 + [6]
+        pdt.assert_frame_equal(pd.concat(pages, ignore_index=True), everything[["record_id", "field", "value"]])
 
 
 def test_snapshots_an_earlier_version_kept_beside_the_ledger_are_removed(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,9 @@ from sfmc_pipeline.crm.vectors import (
     arrow,
     chunks,
     json_texts,
+    key_codes,
     map_small,
-    sorted_rows,
+    sort_order,
     text,
 )
 from sfmc_pipeline.salesforce.rules import TEXT_FIELD_TYPES, field_values, truncated
@@ -134,20 +135,22 @@ class Changes:
     statuses: pd.DataFrame
 
 
-def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFrame, resolved: ResolvedFields
+Confirmed = pd.DataFrame | Callable[[], Iterable[pd.DataFrame]]  # the ledger's rows, or its pages (read anew)
+
+
+def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: Confirmed, resolved: ResolvedFields
          ) -> Changes:
     """The values of ``parts`` the ledger has not confirmed as written. A record's fields come in the order
     of the parts: its status fields by (profile, field), its clears, then the attributes in mapping order
-    (a later value for the same field wins); an upsert's records always carry their key."""
-    ledger = LedgerValues(confirmed)
-    changed_rows = [ledger.differs(part.frame) for part in parts]
+    (a later value for the same field wins); an upsert's records always carry their key. ``confirmed``:
+    ``record_id, field, value`` of the ledger's rows, or a function that reads them a page at a time."""
+    changed_rows = _changed_rows(parts, confirmed)
     status_frame = parts[0].frame
     rows = np.flatnonzero(changed_rows[0])
-    if len(rows) > 1:  # the changed status rows by (record, clearing, profile, field)
-        rows = rows[sorted_rows(status_frame.iloc[rows].reset_index(drop=True),
-                                ["record_id", "clearing", PROFILE_KEY, "field"]).index.to_numpy()]
-    statuses = status_frame.iloc[rows]
-    changed_statuses = statuses[["record_id", "field", "value"]].drop_duplicates(["record_id", "field"], keep="last")
+    if len(rows) > 1:  # the changed status rows by (record, clearing, profile, field); only the keys are read
+        rows = rows[sort_order(status_frame, ["record_id", "clearing", PROFILE_KEY, "field"],
+                               None if len(rows) == len(status_frame) else rows)]
+    changed_statuses = _last_per_field(status_frame, rows)
     sources = [_source(part) for part in parts]
     chosen = [rows] + [np.flatnonzero(changed) for changed in changed_rows[1:]]
     ids = pa.chunked_array([source.record_id.take(pa.array(at, pa.int64())) for source, at in zip(sources, chosen)],
@@ -166,6 +169,29 @@ def diff(dest: DestinationConfig, parts: list[WrittenPart], confirmed: pd.DataFr
         key = (key_field, key_values)
     records = RecordFields(ChangedRows(sources, part, row, ids.take(pa.array(order)), key))
     return Changes(records, RecordTexts(records), RecordOwners(records), changed_statuses)
+
+
+def _changed_rows(parts: list[WrittenPart], confirmed: Confirmed) -> list[np.ndarray]:
+    """Per part, True for each row the ledger has not confirmed with that text. Read in pages, a row is unchanged
+    when its page confirms it (a ``(record, field)`` is in one page): one page of the ledger held at a time."""
+    if isinstance(confirmed, pd.DataFrame):
+        ledger = LedgerValues(confirmed)
+        return [ledger.differs(part.frame) for part in parts]
+    changed = [np.ones(len(part.frame), dtype=bool) for part in parts]
+    for page in confirmed():
+        ledger = LedgerValues(page)
+        for rows, part in zip(changed, parts):
+            rows &= ledger.differs(part.frame)
+        del ledger, page
+    return changed
+
+
+def _last_per_field(status_frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``record_id, field, value`` of ``rows`` (positions, in that order) but a (record, field) given again later
+    (``drop_duplicates(keep="last")`` on the rows), taken once from the frame (no copy of the rows first)."""
+    codes = key_codes([status_frame], ["record_id", "field"])[0][rows]
+    keep = ~pd.Series(codes).duplicated(keep="last").to_numpy()
+    return status_frame[["record_id", "field", "value"]].take(rows[keep])
 
 
 def _source(part: WrittenPart) -> Source:

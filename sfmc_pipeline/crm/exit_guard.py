@@ -48,15 +48,17 @@ def exit_guard(
     sent = _sent_statuses(to_send, status_fields)
     entries = parse_entries(sent["value"])
     at = entries.index.to_numpy()
-    written = pd.DataFrame({"record_id": text(sent["record_id"]).take(at).to_numpy(),
-                            "segment": entries["segment"].to_numpy(), "status": entries["status"].to_numpy()})
+    # ``str`` columns (Arrow), not objects: a first sync writes a status value per record and status field
+    written = pd.DataFrame({"record_id": text(sent["record_id"]).take(at).reset_index(drop=True),
+                            "segment": entries["segment"].reset_index(drop=True),
+                            "status": entries["status"].reset_index(drop=True)})
     exits = written.loc[(written["status"] == EXITED).to_numpy(dtype=bool, na_value=False), ["record_id", "segment"]]
     if len(exits):
         exits = exits[isin(exits["segment"], members["segment"].unique())]
-        exits = exits.merge(members.astype(object), on=["record_id", "segment"])
+        exits = exits.merge(members, on=["record_id", "segment"])
     joins = written.loc[written["status"].isin(list(IN_SEGMENT)).to_numpy(dtype=bool), ["record_id", "segment"]]
     if len(joins) and len(members):
-        known = joins.merge(members.astype(object), on=["record_id", "segment"], how="left", indicator=True)
+        known = joins.merge(members, on=["record_id", "segment"], how="left", indicator=True)
         joins = known.loc[(known["_merge"] == "left_only").to_numpy(), ["record_id", "segment"]]
     counted_members = members.groupby("segment").size()
     counted_exits = exits.groupby("segment")["record_id"].nunique() if len(exits) else pd.Series(dtype=int)

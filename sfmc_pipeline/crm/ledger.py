@@ -16,7 +16,7 @@ import shutil
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -152,6 +152,27 @@ class SyncLedger:
         """``CONFIRMED_COLUMNS`` (value as JSON text; or only ``columns``) confirmed on this target for
         ``sobject`` (and ``destination``, ``kind``, when given), in key order (record, field); ``str`` columns,
         NaN for null (what ``pd.read_sql_query`` gives)."""
+        wanted, where, params = self._selection(sobject, destination, columns, kind)
+        pages = [page.select(wanted) for page in self._pages(where, params, wanted)]
+        if not pages:
+            pages = [_table([[]] * len(CONFIRMED_COLUMNS)).select(wanted)]
+        columns = {}
+        for name in wanted:  # one column at a time, each page's copy let go of once joined (a large ledger)
+            columns[name] = pd.Series(pa.chunked_array([page[name] for page in pages]).combine_chunks(), dtype="str")
+            pages = [page.drop_columns([name]) for page in pages]
+        return pd.DataFrame(columns)
+
+    def confirmed_pages(self, sobject: str, destination: str | None = None, *, columns: list[str] | None = None,
+                        kind: str | None = None) -> Iterator[pd.DataFrame]:
+        """What ``confirmed`` returns, a page (``READ_PAGE_ROWS`` rows, key order) at a time: a pass over a large
+        ledger holds one page. A ``(record_id, field)`` is in exactly one page."""
+        wanted, where, params = self._selection(sobject, destination, columns, kind)
+        for page in self._pages(where, params, wanted):
+            yield pd.DataFrame({name: pd.Series(page[name], dtype="str") for name in wanted})
+
+    def _selection(self, sobject: str, destination: str | None, columns: list[str] | None, kind: str | None
+                   ) -> tuple[list[str], str, tuple]:
+        """The columns wanted, and the ``WHERE`` clause (and its parameters) of a read of ``confirmed``."""
         wanted = list(columns or CONFIRMED_COLUMNS)
         unknown = set(wanted) - set(CONFIRMED_COLUMNS)
         if unknown:
@@ -161,14 +182,7 @@ class SyncLedger:
             where, params = where + " AND destination = ?", (*params, destination)
         if kind is not None:
             where, params = where + " AND kind = ?", (*params, kind)
-        pages = [page.select(wanted) for page in self._pages(where, params, wanted)]
-        if not pages:
-            pages = [_table([[]] * len(CONFIRMED_COLUMNS)).select(wanted)]
-        columns = {}
-        for name in wanted:  # one column at a time, each page's copy let go of once joined (a large ledger)
-            columns[name] = pd.Series(pa.chunked_array([page[name] for page in pages]).combine_chunks(), dtype="str")
-            pages = [page.drop_columns([name]) for page in pages]
-        return pd.DataFrame(columns)
+        return wanted, where, params
 
     def _pages(self, where: str, params: tuple, wanted: list[str]):
         """The rows in key order, ``READ_PAGE_ROWS`` at a time (from the key after the last one read), so a

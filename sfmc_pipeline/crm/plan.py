@@ -20,6 +20,7 @@ import pyarrow as pa
 from sfmc_pipeline.crm.change_rows import ToSend
 from sfmc_pipeline.crm.diff import (
     Changes,
+    Confirmed,
     ValueFormat,
     WrittenPart,
     collector_paused,
@@ -73,11 +74,12 @@ class Planner:
     exit_limits: Mapping[str, float]
     exit_guard_min_members: int
 
-    def plan(self, desired: DesiredState, statuses: pd.DataFrame, resolved: ResolvedFields, confirmed: pd.DataFrame,
+    def plan(self, desired: DesiredState, statuses: pd.DataFrame, resolved: ResolvedFields, confirmed: Confirmed,
              status_fields: dict[str, str], screen: StandingScreen, busy: Mapping[str, str],
              window_peaks: Mapping[str, int], parts_out: list[WrittenPart]) -> ChangeSet:
         """``statuses``: the desired status values left to write (``desired.statuses`` without clears of
-        deleted fields); ``confirmed``: the ledger's confirmed values; ``status_fields``: segment -> API name;
+        deleted fields); ``confirmed``: the ledger's confirmed values (or their pages, ``diff``); ``status_fields``:
+        segment -> API name;
         ``busy``: records a Bulk job still processing may write; ``parts_out`` receives the written values (the
         standing screen fingerprints attributes from them)."""
         parts = written_values(self.fmt, statuses, desired, resolved)

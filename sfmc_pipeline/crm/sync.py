@@ -38,7 +38,8 @@ from sfmc_pipeline.governance.policies import Allowed, enforce
 from sfmc_pipeline.salesforce.records import CrmTarget, RecordError
 
 NOT_FOUND = "NOT_FOUND"  # the code of a record the reconciliation found absent from the CRM
-LEDGER_COLUMNS = ["record_id", "field", "kind", "profile_key", "value"]  # what the diff reads (not crm_id)
+LEDGER_COLUMNS = ["record_id", "field", "kind", "profile_key", "value"]  # what the desired state and diff read
+DIFF_COLUMNS = ["record_id", "field", "value"]  # what the diff reads (``diff.LedgerValues``)
 
 
 class DestinationSync:
@@ -114,6 +115,7 @@ class DestinationSync:
         confirmed = ledger.confirmed(dest.object, dest.name, columns=LEDGER_COLUMNS)
         desired = build_desired_state(dest, statuses, profiles, confirmed, profile_key=self.profile_key)
         base.desired = desired
+        del confirmed  # the diff reads the ledger again, a page at a time (a large ledger is never held twice)
         base.considered, base.skipped, base.held = desired.considered, desired.skipped, desired.held
         base.null_attributes, base.cleared = desired.null_attributes, desired.cleared
         base.longest = longest(desired.statuses)
@@ -131,9 +133,10 @@ class DestinationSync:
         fmt = ValueFormat(dest, self.columns, self.timezone, self.identifying, lambda: ledger.hasher)
         planner = Planner(fmt, self.run_id, self.exit_limits, self.settings.exit_guard_min_members)
         window = ExitWindow(ledger, dest.object, dest.name)
-        plan = planner.plan(desired, statuses_now, resolved, confirmed, base.status_fields, screen, busy,
+        pages = lambda: ledger.confirmed_pages(dest.object, dest.name, columns=DIFF_COLUMNS)  # noqa: E731
+        plan = planner.plan(desired, statuses_now, resolved, pages, base.status_fields, screen, busy,
                             window.peaks(now, self.guard_window_days), self._parts)
-        del confirmed, statuses_now  # the ledger's rows are not read again in this run (memory for the send)
+        del statuses_now  # memory for the send
 
         guard, min_members = plan.exit_guard, self.settings.exit_guard_min_members
         if plan.exit_guard_tripped and not accept_exits:

@@ -101,10 +101,18 @@ def joined(*columns: Any, sep: str = SEP) -> pa.Array:
 
 def sorted_rows(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """``frame.sort_values(by, kind="stable")`` (missing values last), sorted in Arrow."""
-    table = pa.table({f"k{i}": pa.array(frame[c].array) if not frame[c].dtype == bool else
-                      pa.array(frame[c].to_numpy()) for i, c in enumerate(by)})
+    return frame.take(sort_order(frame, by))
+
+
+def sort_order(frame: pd.DataFrame, by: list[str], rows: np.ndarray | None = None) -> np.ndarray:
+    """The positions that sort ``frame`` (or its ``rows``, positions) by ``by`` (stable, missing values last), as
+    ``sorted_rows`` would order them, without copying the frame's other columns."""
+    def column(c: str) -> pa.Array:
+        values = pa.array(frame[c].to_numpy()) if frame[c].dtype == bool else arrow(frame[c])
+        return values if rows is None else values.take(pa.array(rows, pa.int64()))
+    table = pa.table({f"k{i}": column(c) for i, c in enumerate(by)})
     order = pc.sort_indices(table, sort_keys=[(f"k{i}", "ascending", "at_end") for i in range(len(by))])
-    return frame.take(order.to_numpy())
+    return order.to_numpy()
 
 
 def key_codes(frames: list[pd.DataFrame], on: list[str]) -> list[np.ndarray]:
