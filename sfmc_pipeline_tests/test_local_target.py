@@ -161,6 +161,16 @@ def test_seed_normalises_15_char_ids_and_rejects_bad_rows(target):
         target.seed("Contact", [{"Id": C3, "Phone": "1"}])
 
 
+def test_seed_is_all_or_nothing_across_batches(target, monkeypatch):
+    monkeypatch.setattr("sfmc_pipeline.crm.local.store.SEED_BATCH", 2)
+    good = [{"Id": sf_id(CONTACT_PREFIX, n), "LastName": f"N{n}"} for n in range(10, 15)]
+    with pytest.raises(ValueError, match="no field"):
+        target.seed("Contact", [*good, {"Id": sf_id(CONTACT_PREFIX, 20), "Phone": "1"}])
+    assert set(rows_by_id(target, "Contact")) == {C1, C2}  # the batches before the bad row are rolled back
+    assert target.seed("Contact", iter(good)) == 5
+    assert [r["Id"] for r in target.read("Contact")][2:] == [g["Id"] for g in good]  # in the rows' order
+
+
 # ---------------------------------------------------------------------- update
 
 

@@ -8,12 +8,13 @@ for an update, seeds the sample's records. The sync asset and ``sfmc-pipeline ch
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import pandas as pd
 
 from sfmc_pipeline.config.data_extensions import ColumnConfig
 from sfmc_pipeline.config.destinations import DestinationConfig
+from sfmc_pipeline.crm.local.store import SEED_BATCH
 from sfmc_pipeline.crm.local.target import LocalCrmTarget
 from sfmc_pipeline.crm.preflight import PreflightError
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES
@@ -73,5 +74,11 @@ def _seed(target: LocalCrmTarget, dest: DestinationConfig, profiles: pd.DataFram
     records = pd.DataFrame({"Id": mine[dest.identity_column]})
     for field in REQUIRED_FIELDS[dest.object]:  # a record must have its required fields to exist
         records[field] = mine[column_of[field]] if field in column_of else "(unknown)"
-    target.seed(dest.object, (
-        {k: (None if pd.isna(v) else str(v)) for k, v in row.items()} for row in records.to_dict("records")))
+    target.seed(dest.object, _seed_rows(records))
+
+
+def _seed_rows(records: pd.DataFrame) -> Iterator[dict[str, str | None]]:
+    """The seed rows as ``{field: text or None}``, made ``SEED_BATCH`` at a time (not one list of every row)."""
+    for start in range(0, len(records), SEED_BATCH):
+        for row in records.iloc[start:start + SEED_BATCH].to_dict("records"):
+            yield {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}

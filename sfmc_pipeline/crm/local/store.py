@@ -8,6 +8,7 @@ Salesforce stores an empty string as null, so does this store. Every access hold
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sqlite3
@@ -31,6 +32,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _CREATED_ID_INFIX = "Lc"  # ids created by upserts: prefix + "Lc" + 10 base-62 digits (15 chars) + checksum
 _ID_CHUNK = 500  # ids per SELECT ... IN (...)
+SEED_BATCH = 10_000  # seed rows checked and inserted at a time
 
 
 @dataclass(frozen=True)
@@ -209,30 +211,21 @@ class LocalStore:
 
     def seed(self, sobject: str, rows: Iterable[Mapping[str, Any]]) -> int:
         """Insert the rows whose ``Id`` is not there yet and return how many were inserted. Keys are ``Id`` plus
-        field names of ``sobject`` (case-insensitive); existing rows are never overwritten."""
+        field names of ``sobject`` (case-insensitive); existing rows are never overwritten. All or nothing: the
+        rows are checked and inserted ``SEED_BATCH`` at a time in one transaction, rolled back if any row fails."""
         name = self.object_name(sobject)
         fields = self.fields(name)
         prefix = KEY_PREFIXES[name]
-        prepared: list[dict[str, str | None]] = []
-        for row in rows:
-            values: dict[str, str | None] = {}
-            for key, value in row.items():
-                fdef = find_field(fields, key)
-                if fdef is None:
-                    raise ValueError(f"{name} has no field {key!r} (known: {[f.name for f in fields]})")
-                values[fdef.name] = as_text(value)
-            record_id = _normalise_id(values.get("Id"), prefix)
-            if record_id is None:
-                raise ValueError(f"seed row {dict(row)!r} needs a well-formed {name} Id (prefix {prefix})")
-            values["Id"] = record_id
-            prepared.append(values)
         inserted = 0
         with self.transaction() as cur:
-            for values in prepared:
-                columns = ", ".join(_q(c) for c in values)
-                marks = ", ".join("?" for _ in values)
-                cur.execute(f"INSERT OR IGNORE INTO {_q(name)} ({columns}) VALUES ({marks})", list(values.values()))
-                inserted += cur.rowcount
+            for batch in _batches(rows, SEED_BATCH):
+                prepared = [_seed_values(name, fields, prefix, row) for row in batch]
+                for columns, run in itertools.groupby(prepared, key=tuple):
+                    names = ", ".join(_q(c) for c in columns)
+                    marks = ", ".join("?" for _ in columns)
+                    cur.executemany(f"INSERT OR IGNORE INTO {_q(name)} ({names}) VALUES ({marks})",
+                                    [list(values.values()) for values in run])
+                    inserted += cur.rowcount
         return inserted
 
     # ------------------------------------------------------------------ reads and writes
@@ -339,6 +332,27 @@ def _identifier(name: str, what: str = "name") -> str:
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
         raise ValueError(f"invalid {what} {name!r}: must match {_IDENTIFIER.pattern}")
     return name
+
+
+def _seed_values(name: str, fields: Sequence[LocalField], prefix: str, row: Mapping[str, Any]) -> dict[str, str | None]:
+    """One seed row as ``{field name: text}`` with its Id normalised to 18 characters, else ``ValueError``."""
+    values: dict[str, str | None] = {}
+    for key, value in row.items():
+        fdef = find_field(fields, key)
+        if fdef is None:
+            raise ValueError(f"{name} has no field {key!r} (known: {[f.name for f in fields]})")
+        values[fdef.name] = as_text(value)
+    record_id = _normalise_id(values.get("Id"), prefix)
+    if record_id is None:
+        raise ValueError(f"seed row {dict(row)!r} needs a well-formed {name} Id (prefix {prefix})")
+    values["Id"] = record_id
+    return values
+
+
+def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(rows)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def _q(name: str) -> str:
