@@ -84,8 +84,7 @@ def product_members(store: DatasetStore, config, as_of: dt.date, out: Path, *, m
                     threads: int | None, plan_only: bool = False) -> None:
     """The ``segment_memberships`` asset's work on DuckDB: the memberships written to ``out``, then (unless
     ``plan_only``) the member and orphan counts of its metadata."""
-    evaluation = config.evaluation.model_copy(update={"memory_limit": memory_limit})
-    engine = SegmentEngine(connect_duckdb(store, memory_limit=evaluation.memory_limit, threads=threads), store)
+    engine = SegmentEngine(connect_duckdb(store, memory_limit=memory_limit, threads=threads), store)
     if plan_only:
         segments = segments_of(config)
         compiler = compiler_for(engine.con, store, config.profiles.dataset, segments, key=config.profiles.key,

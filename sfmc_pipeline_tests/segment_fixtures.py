@@ -8,7 +8,7 @@ from sfmc_pipeline.config.loader import load_pipeline_config
 from sfmc_pipeline.datasets.validation import validate_extract
 from sfmc_pipeline.salesforce.ids import to_18
 from sfmc_pipeline.segments.engine import SegmentEngine, evaluate_frames
-from sfmc_pipeline.segments.memberships import orphan_rows
+from sfmc_pipeline.segments.memberships import profile_keys, unknown_keys
 from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
 
 CONFIG = load_pipeline_config(DEFAULT_CONFIG_PATH)
@@ -67,6 +67,6 @@ class Evaluated:
 
     def orphans(self, dataset: str) -> int:
         with SegmentEngine.in_memory() as engine:
-            profiles = engine.frame(self.profiles)
-            valid = profiles.select(profile_key=profiles[self.key].cast("string"))
-            return int(engine.value(orphan_rows(engine.frame(self.related[dataset]), self.key, valid, set())))
+            valid = profile_keys(engine.frame(self.profiles), self.key)
+            rows = profile_keys(engine.frame(self.related[dataset]), self.key)
+            return int(engine.value(unknown_keys(rows, valid, set()).count()))

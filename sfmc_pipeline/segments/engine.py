@@ -28,7 +28,7 @@ from sfmc_pipeline.datasets.storage import (
 )
 from sfmc_pipeline.segments.columns import PROFILE_KEY, SEGMENT
 from sfmc_pipeline.segments.compile import RuleCompiler
-from sfmc_pipeline.segments.rules import Rule, related_datasets
+from sfmc_pipeline.segments.rules import Rule, datasets_read
 
 DEFAULT_MEMORY_LIMIT = EvaluationConfig.model_fields["memory_limit"].default
 
@@ -131,9 +131,9 @@ def compiler_for(con, store: DatasetStore, profile_dataset: str, segments: list[
                  as_of: dt.date, timezone: str) -> RuleCompiler:
     """The rule compiler over the storage's datasets: the profiles and every related dataset a rule reads."""
     engine = SegmentEngine(con, store)
-    used = sorted(set().union(*(related_datasets(rule) for _, rule in segments))) if segments else []
-    return RuleCompiler(engine.dataset(profile_dataset), {name: engine.dataset(name) for name in used}, key=key,
-                        as_of=as_of, timezone=timezone, backend=con.name)
+    profiles = engine.dataset(profile_dataset)  # first: a missing or damaged profile dataset is named first
+    related = {name: engine.dataset(name) for name in datasets_read(rule for _, rule in segments)}
+    return RuleCompiler(profiles, related, key=key, as_of=as_of, timezone=timezone, backend=con.name)
 
 
 def evaluate_frames(profiles: pd.DataFrame, related: Mapping[str, pd.DataFrame], segments: Iterable[tuple[str, Rule]],

@@ -14,9 +14,8 @@ import pyarrow as pa
 
 from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.segments.columns import PROFILE_KEY, SEGMENT
-from sfmc_pipeline.segments.compile import RuleCompiler
-from sfmc_pipeline.segments.engine import SegmentEngine
-from sfmc_pipeline.segments.rules import related_datasets
+from sfmc_pipeline.segments.engine import SegmentEngine, compiler_for
+from sfmc_pipeline.segments.rules import datasets_read
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class MembershipSummary:
 
 def used_datasets(pipeline: PipelineConfig) -> list[str]:
     """The related datasets the segment rules read (``has_related``)."""
-    return sorted(set().union(*(related_datasets(s.rule) for s in pipeline.segments)) if pipeline.segments else set())
+    return datasets_read(s.rule for s in pipeline.segments)
 
 
 def key_table(keys: set[str]) -> ir.Table:
@@ -40,41 +39,42 @@ def key_table(keys: set[str]) -> ir.Table:
     return ibis.memtable(pa.table({PROFILE_KEY: pa.array(sorted(keys), type=pa.string())}))
 
 
+def profile_keys(table: ir.Table, key: str) -> ir.Table:
+    """``table``'s ``key`` column as a ``profile_key`` string table (what memberships call the profile)."""
+    return table.select(**{PROFILE_KEY: table[key].cast("string")})
+
+
+def unknown_keys(rows: ir.Table, valid: ir.Table, held: set[str]) -> ir.Table:
+    """The rows of ``rows`` (a ``profile_key`` column) whose key, null included, is neither one of ``valid``
+    nor a held profile's: orphan related rows, or members that are not profiles."""
+    rows = rows.anti_join(valid, PROFILE_KEY)
+    return rows.anti_join(key_table(held), PROFILE_KEY) if held else rows
+
+
 def write_memberships(engine: SegmentEngine, pipeline: PipelineConfig, as_of: dt.date, held: set[str],
                       target: Path) -> MembershipSummary:
     """Evaluate every segment of ``pipeline`` as of ``as_of`` and write ``profile_key, segment`` to ``target``."""
     key = pipeline.profile_key
-    profiles = engine.dataset(pipeline.profiles.dataset)
-    related = {name: engine.dataset(name) for name in used_datasets(pipeline)}
-    compiler = RuleCompiler(profiles, related, key=key, as_of=as_of, timezone=pipeline.evaluation.timezone,
-                            backend=engine.backend)
-    engine.write(compiler.members((s.name, s.rule) for s in pipeline.segments), target)
+    segments = [(s.name, s.rule) for s in pipeline.segments]
+    compiler = compiler_for(engine.con, engine.store, pipeline.profiles.dataset, segments, key=key, as_of=as_of,
+                            timezone=pipeline.evaluation.timezone)
+    engine.write(compiler.members(segments), target)
     written = engine.parquet(target)
     counts = engine.to_pandas(written.group_by(SEGMENT).aggregate(members=written.count()))
     per_segment = dict(zip(counts[SEGMENT].astype(str), counts["members"].astype(int)))
-    valid_keys = profiles.select(**{PROFILE_KEY: profiles[key].cast("string")})
-    orphans = {name: orphan_rows(table, key, valid_keys, held) for name, table in related.items()}
+    valid = profile_keys(compiler.profiles, key)
     return MembershipSummary(
-        profiles=int(engine.value(profiles.count())),
-        members={s.name: per_segment.get(s.name, 0) for s in pipeline.segments},
-        orphans={name: int(engine.value(count)) for name, count in orphans.items()},
+        profiles=int(engine.value(compiler.profiles.count())),
+        members={name: per_segment.get(name, 0) for name, _ in segments},
+        orphans={name: int(engine.value(unknown_keys(profile_keys(table, key), valid, held).count()))
+                 for name, table in compiler.related.items()},
     )
-
-
-def orphan_rows(related: ir.Table, key: str, valid_keys: ir.Table, held: set[str]) -> ir.Scalar:
-    """Related rows whose key (null included) is neither a valid profile nor a held one: they never match."""
-    rows = related.select(**{PROFILE_KEY: related[key].cast("string")})
-    rows = rows.anti_join(valid_keys, PROFILE_KEY)
-    if held:
-        rows = rows.anti_join(key_table(held), PROFILE_KEY)
-    return rows.count()
 
 
 def present_keys(engine: SegmentEngine, pipeline: PipelineConfig, keys: set[str]) -> set[str]:
     """Which of ``keys`` are keys of valid rows of the profile dataset."""
     if not keys:
         return set()
-    profiles = engine.dataset(pipeline.profiles.dataset)
-    valid = profiles.select(**{PROFILE_KEY: profiles[pipeline.profile_key].cast("string")})
+    valid = profile_keys(engine.dataset(pipeline.profiles.dataset), pipeline.profile_key)
     found = valid.semi_join(key_table(keys), PROFILE_KEY)
     return set(engine.to_pandas(found)[PROFILE_KEY].astype(str))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 from sfmc_pipeline.config.data_extensions import (
     ColumnConfig,
@@ -131,6 +131,11 @@ def _parse_related(raw: Any, path: str) -> HasRelated:
             raise RuleError(f"{path} > latest_is_after", "expected {column: <related date column>, profile_column: <profile date column>}")
         latest = LatestIsAfter(column=str(spec["column"]), profile_column=str(spec["profile_column"]))
     return HasRelated(dataset=str(raw["dataset"]), where=where, latest_is_after=latest)
+
+
+def datasets_read(rules: Iterable[Rule]) -> list[str]:
+    """Asset names of the related datasets any of ``rules`` reads, sorted."""
+    return sorted(set().union(*(related_datasets(rule) for rule in rules)))
 
 
 def related_datasets(rule: Rule) -> set[str]:

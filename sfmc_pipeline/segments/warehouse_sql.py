@@ -21,7 +21,7 @@ from sfmc_pipeline.datasets.conversion import pandas_dtype
 from sfmc_pipeline.errors import ConfigurationError
 from sfmc_pipeline.segments.compile import LOCAL_TIME, RuleCompiler
 from sfmc_pipeline.segments.evaluation_date import resolve_as_of
-from sfmc_pipeline.segments.rules import related_datasets
+from sfmc_pipeline.segments.rules import datasets_read
 
 WAREHOUSE_DIALECTS = ("snowflake",)  # the dialects with a LOCAL_TIME entry besides the engines run here
 
@@ -44,7 +44,7 @@ def unbound_compiler(pipeline: PipelineConfig, *, dialect: str, as_of: dt.date |
     if as_of is None:
         as_of, _ = resolve_as_of(run_config=None, configured=pipeline.evaluation.as_of, sample_anchor=None,
                                  timezone=pipeline.evaluation.timezone)
-    used = sorted(set().union(*(related_datasets(s.rule) for s in pipeline.segments)))
+    used = datasets_read(s.rule for s in pipeline.segments)
     catalog, _, schema_name = (database or "").rpartition(".")
 
     def table(name: str) -> ibis.Table:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from sfmc_pipeline.segments.columns import PROFILE_KEY
 from sfmc_pipeline.segments.engine import SegmentEngine
-from sfmc_pipeline.segments.memberships import key_table
+from sfmc_pipeline.segments.memberships import profile_keys, unknown_keys
 from sfmc_pipeline.segments.statuses import consistency_problems, members_only
 
 
@@ -31,10 +31,7 @@ def status_checks(engine: SegmentEngine, counts: pd.DataFrame, current: ir.Table
 def valid_profiles_check(engine: SegmentEngine, current: ir.Table, profiles: ir.Table, key: str, held: set[str],
                          shown_keys: Callable[[list], list[str]]) -> dg.AssetCheckResult:
     """Every current member is a valid profile, or a held one (its row quarantined, its statuses kept)."""
-    valid = profiles.select(**{PROFILE_KEY: profiles[key].cast("string")})
-    unknown = members_only(current).anti_join(valid, PROFILE_KEY)
-    if held:
-        unknown = unknown.anti_join(key_table(held), PROFILE_KEY)
+    unknown = unknown_keys(members_only(current), profile_keys(profiles, key), held)
     count = int(engine.value(unknown.count()))
     sample = engine.to_pandas(unknown.select(PROFILE_KEY).limit(5))[PROFILE_KEY].tolist() if count else []
     return dg.AssetCheckResult(
