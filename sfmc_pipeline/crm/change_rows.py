@@ -189,17 +189,21 @@ class RecordFields(MutableMapping):
         return self.rows.walk(self.removed.__contains__)
 
 
-class RecordTexts(Mapping):
-    """record -> the ledger texts of its fields (in field order), read from ``ChangedRows``."""
+class _RecordView(Mapping):
+    """record -> one value of it, read from ``ChangedRows`` (records removed from the change set have none)."""
 
     def __init__(self, records: RecordFields):
         self.records = records
 
-    def __getitem__(self, rid: str) -> tuple:
-        texts = None if rid in self.records.removed else self.records.rows.texts(rid)
-        if texts is None:
+    def _lookup(self, rid: str):
+        """The record's value, or ``MISSING``."""
+        raise NotImplementedError
+
+    def __getitem__(self, rid: str):
+        value = MISSING if rid in self.records.removed else self._lookup(rid)
+        if value is MISSING:
             raise KeyError(rid)
-        return texts
+        return value
 
     def __len__(self) -> int:
         return len(self.records)
@@ -208,23 +212,19 @@ class RecordTexts(Mapping):
         return iter(self.records)
 
 
-class RecordOwners(Mapping):
+class RecordTexts(_RecordView):
+    """record -> the ledger texts of its fields (in field order)."""
+
+    def _lookup(self, rid: str):
+        texts = self.records.rows.texts(rid)
+        return MISSING if texts is None else texts
+
+
+class RecordOwners(_RecordView):
     """record -> profile key of its last row over all parts (what ``dict(zip(...))`` over every row gives)."""
 
-    def __init__(self, records: RecordFields):
-        self.records = records
-
-    def __getitem__(self, rid: str) -> str | None:
-        owner = MISSING if rid in self.records.removed else self.records.rows.owner(rid)
-        if owner is MISSING:
-            raise KeyError(rid)
-        return owner
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.records)
+    def _lookup(self, rid: str):
+        return self.records.rows.owner(rid)
 
 
 class ToSend:
