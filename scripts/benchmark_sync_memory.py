@@ -139,7 +139,7 @@ def run_phase(directory: Path, phase: str, stages: bool) -> dict:
     import pandas as pd
 
     from sfmc_pipeline.config.loader import load_pipeline_config
-    from sfmc_pipeline.crm import diff, ledger, payloads, plan, reconciliation, send, sink, sync
+    from sfmc_pipeline.crm import diff, ledger, payloads, plan, ranged_plan, reconciliation, record_ranges, send, sink
     from sfmc_pipeline.crm.local.target import LocalCrmTarget
     from sfmc_pipeline.datasets.storage import read_parquet
     from sfmc_pipeline.settings import DEFAULT_CONFIG_PATH
@@ -151,13 +151,15 @@ def run_phase(directory: Path, phase: str, stages: bool) -> dict:
     if stages:
         for owner, name, label in [
             (sink, "prepare_local_target", "local target: fields and seeded records"),
-            (ledger.SyncLedger, "confirmed", "ledger read (confirmed)"),
-            (sync, "build_desired_state", "desired state (payloads)"),
-            (sync, "preflight_destination", "preflight"),
+            (record_ranges.RecordRanges, "split", "record ranges (ledger keys, profile -> record)"),
+            (ledger.SyncLedger, "confirmed", "ledger read of a range (confirmed)"),
+            (ranged_plan, "build_desired_state", "desired state of a range (payloads)"),
+            (ranged_plan, "run_preflight", "preflight"),
             (plan, "written_values", "written values (diff.written_values)"),
             (plan, "diff", "diff against the ledger"),
             (plan.Planner, "_checked", "client-side checks"),
-            (plan.Planner, "_exit_guard", "exit guard"),
+            (plan.Planner, "_guard_counts", "exit guard counts"),
+            (ranged_plan.RangedPlanner, "plan", "the whole plan (every range; spilled)"),
             (send.Sender, "send", "send (Collections batches + ledger commits)"),
             (sink, "reconcile", "reconciliation (read back)"),
         ]:
@@ -166,7 +168,7 @@ def run_phase(directory: Path, phase: str, stages: bool) -> dict:
     start = time.perf_counter()
     reset_peak_rss()
     statuses = read_parquet(directory / "segment_statuses.parquet",  # what the asset reads (store.read_dataset)
-                            getattr(sink, "SYNCED_STATUS_COLUMNS", None))
+                            sink.SYNCED_STATUS_COLUMNS, sink.SYNCED_STATUS_CATEGORIES)
     columns = sink.profile_columns(pipeline, dest) if hasattr(sink, "profile_columns") else None  # as the asset
     profiles = read_parquet(directory / "profiles.parquet", columns) if columns else read_parquet(
         directory / "profiles.parquet")
@@ -241,9 +243,18 @@ def report(records: int, result: dict, stages: bool) -> None:
     if stages:
         print(f"    inputs read: RSS +{result['after_read_mib']:,.0f} MiB; "
               + ", ".join(f"{k} {v:,.0f} MiB" for k, v in result["frames"].items()))
-        print("    step (MiB above the baseline)                       seconds  before    peak   after  arrow")
+        print("    step (MiB above the baseline; a step run per range: its calls,   calls seconds  before    peak   after  "
+              "arrow\n    total seconds, highest peak, last RSS held)")
+        steps: dict[str, list] = {}
         for label, seconds, before, peak, after, arrow in result["stages"]:
-            print(f"    {label:52s} {seconds:7.1f} {before:7.0f} {peak:7.0f} {after:7.0f} {arrow:6.0f}")
+            if label not in steps:
+                steps[label] = [0, 0.0, before, peak, after, arrow]
+            step = steps[label]
+            step[0] += 1
+            step[1] += seconds
+            step[3], step[4], step[5] = max(step[3], peak), after, arrow
+        for label, (calls, seconds, before, peak, after, arrow) in steps.items():
+            print(f"    {label:58s} {calls:5d} {seconds:7.1f} {before:7.0f} {peak:7.0f} {after:7.0f} {arrow:6.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,6 +153,12 @@ class SyncSettings(StrictModel):
         description="A destination's change set of at least this many records is written with Bulk API 2.0 "
         "(Salesforce's guidance: Bulk for more than 2,000 records); smaller ones through sObject Collections.",
     )
+    partition_records: int = Field(
+        default=100_000, ge=1,
+        description="Records a sync plans at once: a destination with more is planned in ranges of record Ids this "
+        "size (the desired state, the ledger and the diff of one range in memory at a time), so its memory stays "
+        "bounded whatever the org's size.",
+    )
     bulk_poll_timeout_seconds: int = Field(
         default=1800, ge=10,
         description="How long a sync waits for a Bulk API 2.0 job to finish before it stops and leaves the job to "

@@ -8,6 +8,7 @@ accepts the exits (``accept_exits``). The rule in full: docs/crm-sync.md, "Befor
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Mapping
 
 import pandas as pd
@@ -43,6 +44,14 @@ def exit_guard(
     each exit 40% are caught like one that exits 64%. Segments below ``min_members`` (over the window: at
     its peak) are not guarded: a handful of records may all leave on a normal day. Computed column-wise,
     since a first sync sends a status value per record and status field."""
+    return guard_table(guard_counts(confirmed_entries, to_send, status_fields), limits, min_members=min_members,
+                       window_peaks=window_peaks)
+
+
+def guard_counts(confirmed_entries: pd.DataFrame, to_send: list[tuple[str, dict]] | pd.DataFrame,
+                 status_fields: set[str]) -> Counter:
+    """``(segment, "members" | "exits" | "entries") -> records`` of ``exit_guard``'s inputs. Each count is of distinct
+    records, so the counts of disjoint sets of records (a sync planned a range of record ids at a time) add up."""
     members = confirmed_entries.loc[confirmed_entries["status"].isin(list(IN_SEGMENT)).to_numpy(dtype=bool),
                                     ["record_id", "segment"]].drop_duplicates()
     sent = _sent_statuses(to_send, status_fields)
@@ -60,13 +69,21 @@ def exit_guard(
     if len(joins) and len(members):
         known = joins.merge(members, on=["record_id", "segment"], how="left", indicator=True)
         joins = known.loc[(known["_merge"] == "left_only").to_numpy(), ["record_id", "segment"]]
-    counted_members = members.groupby("segment").size()
-    counted_exits = exits.groupby("segment")["record_id"].nunique() if len(exits) else pd.Series(dtype=int)
-    counted_joins = joins.groupby("segment")["record_id"].nunique() if len(joins) else pd.Series(dtype=int)
+    counts: Counter = Counter()
+    for name, rows in (("members", members), ("exits", exits), ("entries", joins)):
+        if len(rows):
+            counts.update({(segment, name): int(n) for segment, n in rows.groupby("segment")["record_id"].nunique()
+                           .items()})
+    return counts
+
+
+def guard_table(counts: Counter, limits: Mapping[str, float], *, min_members: int = 1,
+                window_peaks: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """The guard's verdict per segment in ``limits`` from ``guard_counts`` (summed over the ranges of a sync)."""
     rows = []
     for segment, limit in sorted(limits.items()):
-        n_members, n_exits = int(counted_members.get(segment, 0)), int(counted_exits.get(segment, 0))
-        n_joins = int(counted_joins.get(segment, 0))
+        n_members, n_exits = counts[(segment, "members")], counts[(segment, "exits")]
+        n_joins = counts[(segment, "entries")]
         share = n_exits / n_members if n_members else 0.0
         after = n_members - n_exits + n_joins
         peak = max(int((window_peaks or {}).get(segment, 0)), n_members)

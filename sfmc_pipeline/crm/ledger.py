@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS {name} (
 _COLUMN_LIST = "target, object, record_id, field, kind, destination, profile_key, crm_id, value, run_id, written_at"
 CONFIRMED_COLUMNS = ["record_id", "field", "kind", "destination", "profile_key", "crm_id", "value"]
 _NULLABLE = ("profile_key", "crm_id", "value")
+RecordRange = tuple[str | None, str | None]  # record ids first <= id < stop (None: unbounded on that side)
 READ_PAGE_ROWS = 500_000  # ledger rows read at once (bounded text per read, below SQLite's string limit)
 _UNIT, _NULL = "\x1f", "\x1e"  # separator and null marker of the bulk read (checked, see ``_read``)
 
@@ -148,11 +149,13 @@ class SyncLedger:
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def confirmed(self, sobject: str, destination: str | None = None, *,
-                  columns: list[str] | None = None, kind: str | None = None) -> pd.DataFrame:
+                  columns: list[str] | None = None, kind: str | None = None,
+                  records: RecordRange | None = None) -> pd.DataFrame:
         """``CONFIRMED_COLUMNS`` (value as JSON text; or only ``columns``) confirmed on this target for
-        ``sobject`` (and ``destination``, ``kind``, when given), in key order (record, field); ``str`` columns,
-        NaN for null (what ``pd.read_sql_query`` gives)."""
-        wanted, where, params = self._selection(sobject, destination, columns, kind)
+        ``sobject`` (and ``destination``, ``kind``, ``records`` when given), in key order (record, field); ``str``
+        columns, NaN for null (what ``pd.read_sql_query`` gives). ``records``: ``(first, stop)``, the record ids
+        ``first <= id < stop`` (None: unbounded on that side)."""
+        wanted, where, params = self._selection(sobject, destination, columns, kind, records)
         pages = [page.select(wanted) for page in self._pages(where, params, wanted)]
         if not pages:
             pages = [_table([[]] * len(CONFIRMED_COLUMNS)).select(wanted)]
@@ -163,15 +166,15 @@ class SyncLedger:
         return pd.DataFrame(columns)
 
     def confirmed_pages(self, sobject: str, destination: str | None = None, *, columns: list[str] | None = None,
-                        kind: str | None = None) -> Iterator[pd.DataFrame]:
+                        kind: str | None = None, records: RecordRange | None = None) -> Iterator[pd.DataFrame]:
         """What ``confirmed`` returns, a page (``READ_PAGE_ROWS`` rows, key order) at a time: a pass over a large
         ledger holds one page. A ``(record_id, field)`` is in exactly one page."""
-        wanted, where, params = self._selection(sobject, destination, columns, kind)
+        wanted, where, params = self._selection(sobject, destination, columns, kind, records)
         for page in self._pages(where, params, wanted):
             yield pd.DataFrame({name: pd.Series(page[name], dtype="str") for name in wanted})
 
-    def _selection(self, sobject: str, destination: str | None, columns: list[str] | None, kind: str | None
-                   ) -> tuple[list[str], str, tuple]:
+    def _selection(self, sobject: str, destination: str | None, columns: list[str] | None, kind: str | None,
+                   records: RecordRange | None = None) -> tuple[list[str], str, tuple]:
         """The columns wanted, and the ``WHERE`` clause (and its parameters) of a read of ``confirmed``."""
         wanted = list(columns or CONFIRMED_COLUMNS)
         unknown = set(wanted) - set(CONFIRMED_COLUMNS)
@@ -182,6 +185,11 @@ class SyncLedger:
             where, params = where + " AND destination = ?", (*params, destination)
         if kind is not None:
             where, params = where + " AND kind = ?", (*params, kind)
+        first, stop = records or (None, None)
+        if first is not None:  # a range of the key: one ordered pass over that part of the index
+            where, params = where + " AND record_id >= ?", (*params, first)
+        if stop is not None:
+            where, params = where + " AND record_id < ?", (*params, stop)
         return wanted, where, params
 
     def _pages(self, where: str, params: tuple, wanted: list[str]):

@@ -57,6 +57,7 @@ class SyncOutcome:
     usage: ApiUsage | None = None
     desired: DesiredState | None = None
     status_fields: dict[str, str] = field(default_factory=dict)  # segment -> status field API name in the CRM
+    ranges: int = 1  # ranges of record ids the plan was made in (``sync.partition_records`` records each)
 
     @property
     def failed_total(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -82,10 +83,22 @@ class DesiredState:
         return pd.concat(parts, ignore_index=True)
 
 
-def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.DataFrame, profile_key: str) -> pd.Series:
-    """profile key -> record key (``str``): from the profiles, else from the ledger (profiles that left)."""
+def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.DataFrame | Iterable[pd.DataFrame],
+                profile_key: str) -> pd.Series:
+    """profile key -> record key (``str``): from the profiles, else from the ledger (profiles that left: the first
+    record in key order). ``confirmed``: the ledger's ``profile_key, record_id`` rows in key order, or its pages."""
     current = profiles[list(dict.fromkeys([profile_key, dest.key_column]))].dropna()
     mapping = text(current[dest.key_column].astype(str), index=pd.Index(current[profile_key].astype(str)))
+    pages = [confirmed] if isinstance(confirmed, pd.DataFrame) else confirmed
+    earlier = [_earlier_keys(page, mapping.index) for page in pages]
+    if len(earlier) > 1:  # a profile's first record is in the first page that has it
+        together = pd.concat(earlier)
+        earlier = [together[~together.index.duplicated()]]
+    return pd.concat([mapping, *earlier])
+
+
+def _earlier_keys(confirmed: pd.DataFrame, current: pd.Index) -> pd.Series:
+    """profile key -> its first record in ``confirmed`` (key order), for profiles not in ``current``."""
     known = confirmed[[PROFILE_KEY, "record_id"]]
     if len(known) > 1:  # a row with the same record and profile as the row before is never a profile's first
         ids, owners = arrow(known["record_id"]), arrow(known[PROFILE_KEY])
@@ -93,15 +106,17 @@ def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.D
                          pc.equal(owners.slice(1), owners.slice(0, len(owners) - 1))).fill_null(False)
         known = known[np.concatenate([[True], ~repeat.to_numpy(zero_copy_only=False).astype(bool)])]
     known = known.dropna()
-    known = known[~isin(known[PROFILE_KEY].astype(str), mapping.index)].drop_duplicates(PROFILE_KEY)
-    earlier = text(known["record_id"], index=pd.Index(known[PROFILE_KEY].astype(str)))
-    return pd.concat([mapping, earlier])
+    known = known[~isin(known[PROFILE_KEY].astype(str), current)].drop_duplicates(PROFILE_KEY)
+    return text(known["record_id"], index=pd.Index(known[PROFILE_KEY].astype(str)))
 
 
 def build_desired_state(
-    dest: DestinationConfig, statuses: pd.DataFrame, profiles: pd.DataFrame, confirmed: pd.DataFrame, *, profile_key: str
+    dest: DestinationConfig, statuses: pd.DataFrame, profiles: pd.DataFrame, confirmed: pd.DataFrame, *, profile_key: str,
+    mentioned: pd.DataFrame | None = None,
 ) -> DesiredState:
-    """``statuses``: ``profile_key, segment, status[, held]``; ``confirmed``: this destination's ledger rows.
+    """``statuses``: ``profile_key, segment, status[, held]``; ``confirmed``: this destination's ledger rows;
+    ``mentioned``: ``profile_key, segment`` of other statuses of profiles ``confirmed`` names (a sync planned a range
+    of records at a time: statuses of those profiles' records in other ranges), which only stop an exit.
 
     Records are keyed by the destination's key column (the Salesforce Id for updates, the external id for
     upserts), looked up from the profiles, else from the ledger, so the exit of a profile no longer in the
@@ -118,7 +133,7 @@ def build_desired_state(
         held_records = {rid for rid in keys.reindex(list(held_profiles)).dropna() if rid.startswith(prefix)}
 
     in_crm = confirmed_entries(confirmed)
-    exits = _lost_exits(in_crm, mapped, field_of)
+    exits = _lost_exits(in_crm, mapped if mentioned is None else pd.concat([mapped, mentioned]), field_of)
     wanted = mapped[~mapped[PROFILE_KEY].astype(str).isin(list(held_profiles))] if held_profiles else mapped
     wanted = pd.DataFrame({
         PROFILE_KEY: wanted[PROFILE_KEY].astype(str), "segment": wanted["segment"].astype(str),

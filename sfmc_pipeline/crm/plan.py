@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping
+from itertools import islice
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sfmc_pipeline.crm.change_rows import ToSend
+from sfmc_pipeline.crm.change_rows import BATCH, ToSend
 from sfmc_pipeline.crm.diff import (
     Changes,
     Confirmed,
@@ -27,7 +28,7 @@ from sfmc_pipeline.crm.diff import (
     diff,
     written_values,
 )
-from sfmc_pipeline.crm.exit_guard import exit_guard
+from sfmc_pipeline.crm.exit_guard import guard_counts, guard_table
 from sfmc_pipeline.crm.ledger_hashing import KeyedHasher
 from sfmc_pipeline.crm.payloads import DesiredState
 from sfmc_pipeline.crm.preflight import ResolvedFields
@@ -52,7 +53,8 @@ class ChangeSet:
     pending: int = 0
     errors: list[dict] = field(default_factory=list)
     unsettled: set[str] = field(default_factory=set)
-    exit_guard: pd.DataFrame | None = None
+    guard_counts: Counter = field(default_factory=Counter)  # ``exit_guard.guard_counts`` of what is ready to send
+    exit_guard: pd.DataFrame | None = None  # the guard's verdict (``exit_guard.guard_table``), set by the sync
 
     @property
     def min_requests(self) -> int:
@@ -76,7 +78,7 @@ class Planner:
 
     def plan(self, desired: DesiredState, statuses: pd.DataFrame, resolved: ResolvedFields, confirmed: Confirmed,
              status_fields: dict[str, str], screen: StandingScreen, busy: Mapping[str, str],
-             window_peaks: Mapping[str, int], parts_out: list[WrittenPart]) -> ChangeSet:
+             parts_out: list[WrittenPart]) -> ChangeSet:
         """``statuses``: the desired status values left to write (``desired.statuses`` without clears of
         deleted fields); ``confirmed``: the ledger's confirmed values (or their pages, ``diff``); ``status_fields``:
         segment -> API name;
@@ -95,21 +97,27 @@ class Planner:
             result.pending += len(waiting)
             result.unsettled.update(waiting)
         result.to_send = to_send
-        result.exit_guard = self._exit_guard(desired, changes, result, status_fields, window_peaks)
+        result.guard_counts = self._guard_counts(desired, changes, result, status_fields)
         return result
 
-    def _exit_guard(self, desired: DesiredState, changes: Changes, result: ChangeSet, status_fields: dict[str, str],
-                    window_peaks: Mapping[str, int]) -> pd.DataFrame:
+    def guard(self, counts: Counter, window_peaks: Mapping[str, int]) -> pd.DataFrame:
+        """The exit guard's verdict on ``counts`` (of every range of the sync) against the window's peaks."""
+        return guard_table(counts, self.exit_limits, min_members=self.exit_guard_min_members,
+                           window_peaks=window_peaks)
+
+    def _guard_counts(self, desired: DesiredState, changes: Changes, result: ChangeSet, status_fields: dict[str, str]
+                      ) -> Counter:
+        """What the exit guard counts of this plan: the confirmed members, and the statuses ready to send (not
+        those of records rejected, held back or waiting for a Bulk job)."""
         dest = self.fmt.dest
         entries = desired.confirmed_entries
         current_field = {segment: fld.lower() for segment, fld in dest.segments.items()}
         in_current_field = entries[(entries["field_key"] == map_small(entries["segment"], current_field))
                                    .to_numpy(dtype=bool, na_value=False)]
         ready = changes.statuses
-        if result.rejected or result.held_back:
+        if result.rejected or result.held_back or result.pending:
             ready = ready[isin(ready["record_id"], result.to_send.record_ids())]
-        return exit_guard(in_current_field, ready, set(status_fields.values()), self.exit_limits,
-                          min_members=self.exit_guard_min_members, window_peaks=window_peaks)
+        return guard_counts(in_current_field, ready, set(status_fields.values()))
 
     def _hold_back_standing(self, changes: Changes, status_frame: pd.DataFrame, screen: StandingScreen,
                             result: ChangeSet) -> None:
@@ -160,23 +168,28 @@ def profile_fingerprints(parts: list[WrittenPart], hasher: KeyedHasher, record_i
     return {rid: hasher.fingerprint(found) for rid, found in pairs.items()}
 
 
-def dry_run_counts(to_send: list[tuple[str, dict]], status_fields: set[str]) -> tuple[Counter, list[dict]]:
+def dry_run_counts(to_send: Iterable[tuple[str, dict]], status_fields: set[str]) -> tuple[Counter, list[dict]]:
     """What a dry run would write: ``(field, status or "attribute" or "cleared") -> records``, and sample
-    payloads. ``status_fields``: the API names of the destination's status fields."""
+    payloads. ``status_fields``: the API names of the destination's status fields. Counted ``BATCH`` records at a
+    time."""
     planned: Counter = Counter()
-    statuses = []
-    for rid, fields in to_send:
-        for name, value in fields.items():
-            if name not in status_fields:
-                planned[(name, "attribute")] += 1
-            elif value is None:
-                planned[(name, "cleared")] += 1
-            else:
-                statuses.append((name, value))
-    entries = parse_entries(pd.Series([value for _, value in statuses], dtype=object))
-    names = [statuses[i][0] for i in entries.index]
-    planned.update(zip(names, entries["status"].astype(object).where(entries["status"].notna(), None)))
-    return planned, [{"Id": rid, **fields} for rid, fields in to_send[:5]]
+    samples: list[dict] = []
+    records = iter(to_send)
+    while batch := list(islice(records, BATCH)):
+        statuses = []
+        for rid, fields in batch:
+            for name, value in fields.items():
+                if name not in status_fields:
+                    planned[(name, "attribute")] += 1
+                elif value is None:
+                    planned[(name, "cleared")] += 1
+                else:
+                    statuses.append((name, value))
+        entries = parse_entries(pd.Series([value for _, value in statuses], dtype=object))
+        names = [statuses[i][0] for i in entries.index]
+        planned.update(zip(names, entries["status"].astype(object).where(entries["status"].notna(), None)))
+        samples += [{"Id": rid, **fields} for rid, fields in batch[: 5 - len(samples)]]
+    return planned, samples
 
 
 def deleted_field_rows(dest_status_fields: Mapping[str, object] | set[str], statuses: pd.DataFrame, describe

@@ -13,7 +13,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -67,7 +67,7 @@ def reconcile(
     sobject: str,
     segment_fields: dict[str, str],
     members: Mapping[str, Iterable[str] | pa.Array],
-    confirmed: pd.DataFrame,
+    confirmed: pd.DataFrame | Callable[[], Iterable[pd.DataFrame]],
     excluded: set[str],
     *,
     sample_size: int,
@@ -75,16 +75,22 @@ def reconcile(
     max_not_found_share: float = 1.0,
 ) -> Reconciliation:
     """``segment_fields``: segment -> status field API name; ``members``: segment -> record ids in it now (a set
-    or an Arrow array); ``confirmed``: the destination's ledger rows; ``excluded``: failed, rejected, pending and
-    held records;
+    or an Arrow array); ``confirmed``: the destination's ledger rows, or a function that reads its status rows a
+    page at a time (the ids of every managed record are gathered, then only the rows of the records read back);
+    ``excluded``: failed, rejected, pending and held records;
     ``max_not_found_share``: the share of records read back that may be absent from the CRM."""
-    status_rows = confirmed[confirmed["kind"] == STATUS]
+    pages: Callable[[], Iterable[pd.DataFrame]] = (lambda: [confirmed]) if isinstance(confirmed, pd.DataFrame) \
+        else confirmed
     members = {segment: _ids(records) for segment, records in members.items()}
-    managed = pc.unique(pa.concat_arrays([arrow(status_rows["record_id"]).drop_null(), *members.values()]))
+    ledger_ids = [pc.unique(arrow(page.loc[page["kind"] == STATUS, "record_id"]).drop_null()) for page in pages()]
+    every = [*ledger_ids, *members.values()]
+    managed = pc.unique(pa.concat_arrays(every)) if every else pa.array([], pa.large_string())
+    del ledger_ids, every
     managed = managed.filter(pc.invert(pc.is_in(managed, value_set=_ids(excluded))))
     managed = SortedIds(managed.take(pc.sort_indices(managed)))  # in key order, read one at a time (millions)
     sampled = len(managed) > sample_size
     checked = sorted(random.Random(seed).sample(managed, sample_size)) if sampled else list(managed)
+    status_rows = _status_rows(pages, checked)
     crm_ids = _crm_ids(status_rows, checked)
     fields = sorted(set(segment_fields.values()))
     before = target.api_requests
@@ -140,6 +146,15 @@ def _ids(records: Iterable[str] | pa.Array | pd.Series) -> pa.Array:
     if isinstance(records, (set, frozenset)):
         records = sorted(records)
     return arrow(records).drop_null() if len(records) else pa.array([], pa.large_string())
+
+
+def _status_rows(pages: Callable[[], Iterable[pd.DataFrame]], record_ids: list[str]) -> pd.DataFrame:
+    """The ledger's status rows of ``record_ids`` (those read back), in key order."""
+    wanted = pa.array(record_ids, pa.large_string())
+    chosen = [page[(page["kind"] == STATUS).to_numpy(dtype=bool) & isin(page["record_id"], wanted)]
+              for page in pages()]
+    return pd.concat(chosen, ignore_index=True) if chosen else pd.DataFrame(
+        {c: pd.Series([], dtype="str") for c in ("record_id", "field", "kind", "crm_id", "value")})
 
 
 def _crm_ids(status_rows: pd.DataFrame, record_ids: list[str]) -> dict[str, str]:

@@ -131,11 +131,7 @@ class Sender:
         self._changes, self._screen, self._status_names = changes, screen, status_names
         try:
             if self.bulk is not None and len(to_send) >= self.settings.bulk_threshold:
-                bulk_records, composite = self.bulk.partition(to_send)
-                self.result.min_requests = -(-len(composite) // MAX_RECORDS_PER_REQUEST)
-                if bulk_records:
-                    composite += self.send_bulk(bulk_records)
-                to_send = composite
+                to_send = self._send_bulk_parts(to_send)
             self.send_collections(to_send, pending_before)
         finally:
             self._changes = None  # the change set's per-record values: not held past the send
@@ -143,18 +139,40 @@ class Sender:
 
     # ------------------------------------------------------------------ Bulk API 2.0
 
-    def send_bulk(self, records: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    def _send_bulk_parts(self, to_send: Iterable[tuple[str, dict]]) -> list[tuple[str, dict]]:
+        """A large change set through Bulk API 2.0, ``sync.partition_records`` records at a time (each part one or
+        more jobs, its CSV made from that part only); returns the records for sObject Collections: those Bulk cannot
+        carry, and its lock failures."""
+        composite: list[tuple[str, dict]] = []
+        bulk_requests = 0
+        records = iter(to_send)
+        while part := list(islice(records, self.settings.partition_records)):
+            if self.result.stopped:  # an earlier part stopped (daily usage, poll timeout): the rest waits
+                for rid, _ in [*part, *records]:
+                    self.result.pending += 1
+                    self.result.unsettled.add(rid)
+                break
+            bulk_records, others = self.bulk.partition(part)
+            del part
+            composite += others
+            if bulk_records:
+                locked, least = self.send_bulk(bulk_records)
+                composite += locked
+                bulk_requests += least
+        self.result.min_requests = bulk_requests + -(-len(composite) // MAX_RECORDS_PER_REQUEST)
+        return composite
+
+    def send_bulk(self, records: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], int]:
         """One Bulk API 2.0 write; its results are counted like Collections results and its successes
         confirmed in the ledger (by the writer, job by job). Returns the records that hit
-        ``UNABLE_TO_LOCK_ROW``, to be re-sent through Collections in this run."""
+        ``UNABLE_TO_LOCK_ROW``, to be re-sent through Collections in this run, and the fewest requests the write
+        needed."""
         try:
             outcome = self.bulk.write(records, owners=self._changes.owners, status_fields=self._status_names)
         except BulkJobFailed as exc:
             self._count_bulk(exc.outcome, sent=len(records))
             raise
-        locked = self._count_bulk(outcome, sent=len(records))
-        self.result.min_requests += outcome.min_requests
-        return locked
+        return self._count_bulk(outcome, sent=len(records)), outcome.min_requests
 
     def _count_bulk(self, outcome: BulkOutcome, *, sent: int) -> list[tuple[str, dict]]:
         result = self.result

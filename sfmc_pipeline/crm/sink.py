@@ -30,6 +30,7 @@ from sfmc_pipeline.segments.columns import HELD, PROFILE_KEY, SEGMENT, STATUS
 
 
 SYNCED_STATUS_COLUMNS = [PROFILE_KEY, SEGMENT, STATUS, HELD]  # what the sync reads of the segment statuses
+SYNCED_STATUS_CATEGORIES = [SEGMENT, STATUS]  # read as categoricals: a few distinct values over millions of rows
 RECONCILED_COLUMNS = ["record_id", "field", "kind", "crm_id", "value"]  # of the status rows: what it reads
 
 
@@ -95,7 +96,7 @@ def reconcile_sync(sync: DestinationSync, target: CrmTarget, dest: DestinationCo
     desired = outcome.desired
     check = reconcile(
         target, dest.object, outcome.status_fields, desired.members,
-        ledger.confirmed(dest.object, dest.name, columns=RECONCILED_COLUMNS, kind=STATUS),
+        lambda: ledger.confirmed_pages(dest.object, dest.name, columns=RECONCILED_COLUMNS, kind=STATUS),
         outcome.unsettled | desired.held_records | set(outcome.standing),  # gone or rejected: not drift
         sample_size=pipeline.sync.reconciliation_sample_size, seed=run_id,
         max_not_found_share=pipeline.sync.failure_threshold,

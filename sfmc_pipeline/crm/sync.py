@@ -1,9 +1,10 @@
 """Push segment statuses and mapped attributes to one destination, exactly once per change.
 
 In order: data-usage policies (a refused destination makes no request); Bulk jobs an earlier run left
-are settled; the desired state (``payloads.py``) and the preflight against the object's describe
-(``preflight.py``); the plan (``plan.py``: diff against the ledger, standing failures, client-side
-checks, exit guard); then, unless it is a dry run or the exit guard trips, the send (``send.py``).
+are settled; the plan, a range of record ids at a time for a large destination (``ranged_plan.py``: per range
+the desired state, ``payloads.py``, the preflight against the object's describe, ``preflight.py``, and the plan,
+``plan.py``: diff against the ledger, standing failures, client-side checks, the exit guard's counts); the exit
+guard's verdict on the whole; then, unless it is a dry run or the guard trips, the send (``send.py``).
 The result is a ``SyncOutcome`` (``outcome.py``).
 """
 
@@ -18,19 +19,13 @@ from sfmc_pipeline.config.data_extensions import ColumnConfig
 from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
 from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.bulk.writer import BulkWriter
-from sfmc_pipeline.crm.diff import ValueFormat, WrittenPart, longest
+from sfmc_pipeline.crm.diff import ValueFormat
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped, explain
 from sfmc_pipeline.crm.exit_window import ExitWindow
 from sfmc_pipeline.crm.ledger import SyncLedger
 from sfmc_pipeline.crm.outcome import SyncOutcome, build_outcome
-from sfmc_pipeline.crm.payloads import build_desired_state
-from sfmc_pipeline.crm.plan import (
-    Planner,
-    deleted_field_rows,
-    dry_run_counts,
-    profile_fingerprints,
-)
-from sfmc_pipeline.crm.preflight import preflight_destination
+from sfmc_pipeline.crm.plan import Planner, dry_run_counts
+from sfmc_pipeline.crm.ranged_plan import RangedPlanner
 from sfmc_pipeline.crm.send import Sender
 from sfmc_pipeline.crm.standing_failures import StandingFailures, StandingScreen
 from sfmc_pipeline.governance.lineage import identifying_fields
@@ -38,8 +33,6 @@ from sfmc_pipeline.governance.policies import Allowed, enforce
 from sfmc_pipeline.salesforce.records import CrmTarget, RecordError
 
 NOT_FOUND = "NOT_FOUND"  # the code of a record the reconciliation found absent from the CRM
-LEDGER_COLUMNS = ["record_id", "field", "kind", "profile_key", "value"]  # what the desired state and diff read
-DIFF_COLUMNS = ["record_id", "field", "value"]  # what the diff reads (``diff.LedgerValues``)
 
 
 class DestinationSync:
@@ -75,7 +68,7 @@ class DestinationSync:
         self.log, self.bulk, self.guard_window_days, self.clock = log, bulk, guard_window_days, clock
         self.identifying = frozenset(f.lower() for f in identifying)
         self.sender = Sender(dest, settings, target, ledger, run_id=run_id, log=log, bulk=bulk)
-        self._parts: list[WrittenPart] = []  # the values as they will be written (for fingerprints of attributes)
+        self._planner: RangedPlanner | None = None  # the run's plan (fingerprints of attributes, for standing failures)
         self._screen: StandingScreen | None = None
 
     @classmethod
@@ -107,36 +100,37 @@ class DestinationSync:
         ledger.protect(dest.object, dest.name, self.identifying)  # before anything is confirmed or read
         self._screen = screen = StandingScreen(
             StandingFailures(ledger, dest.object, dest.name), lambda: ledger.hasher, self.run_id, now, dry_run=dry_run,
-            retry=retry_standing, profile_fingerprints=lambda ids: profile_fingerprints(self._parts, ledger.hasher, ids))
+            retry=retry_standing, profile_fingerprints=lambda ids: self._planner.fingerprints(ids))
         busy: dict[str, str] = {}
         if self.bulk is not None and not dry_run:
             self.sender.recover_bulk()  # settles jobs an earlier run left, before the ledger is read
             busy = self.bulk.in_flight()  # records a job still processing may write: not sent again
-        confirmed = ledger.confirmed(dest.object, dest.name, columns=LEDGER_COLUMNS)
-        desired = build_desired_state(dest, statuses, profiles, confirmed, profile_key=self.profile_key)
-        base.desired = desired
-        del confirmed  # the diff reads the ledger again, a page at a time (a large ledger is never held twice)
-        base.considered, base.skipped, base.held = desired.considered, desired.skipped, desired.held
-        base.null_attributes, base.cleared = desired.null_attributes, desired.cleared
-        base.longest = longest(desired.statuses)
-
-        describe, resolved = preflight_destination(self.target, dest, base.longest, self.columns)
-        base.status_fields = {segment: resolved.api_names[fld] for segment, fld in dest.segments.items()}
-        status_names = set(base.status_fields.values())
-        statuses_now = desired.statuses
-        deleted = deleted_field_rows(dest.status_fields, statuses_now, describe)
-        if deleted is not None:  # forget what the ledger knew about status fields the org no longer has
-            if not dry_run:
-                rows = statuses_now[deleted]
-                ledger.forget(dest.object, zip(rows["record_id"], rows["field"]))
-            statuses_now = statuses_now[~deleted]
         fmt = ValueFormat(dest, self.columns, self.timezone, self.identifying, lambda: ledger.hasher)
         planner = Planner(fmt, self.run_id, self.exit_limits, self.settings.exit_guard_min_members)
+        self._planner = ranged = RangedPlanner(dest, self.target, ledger, planner, self.columns,
+                                               profile_key=self.profile_key,
+                                               partition_records=self.settings.partition_records,
+                                               spill_dir=ledger.path.parent / "sync-spill")
+        try:
+            return self._planned_run(ranged, base, statuses, profiles, screen, busy, now, dry_run=dry_run,
+                                     accept_exits=accept_exits)
+        finally:
+            ranged.close()
+
+    def _planned_run(self, ranged: RangedPlanner, base: SyncOutcome, statuses: pd.DataFrame, profiles: pd.DataFrame,
+                     screen: StandingScreen, busy: dict[str, str], now: dt.datetime, *, dry_run: bool,
+                     accept_exits: bool) -> SyncOutcome:
+        """Plan every range, judge the whole change set (exit guard), then send it (or count it, in a dry run)."""
+        dest, ledger = self.dest, self.ledger
+        planned = ranged.plan(statuses, profiles, screen, busy, dry_run=dry_run)
+        plan, desired = planned.plan, planned.desired
+        base.desired, base.longest, base.status_fields = desired, planned.longest, planned.status_fields
+        base.ranges = planned.ranges
+        base.considered, base.skipped, base.held = desired.considered, desired.skipped, desired.held
+        base.null_attributes, base.cleared = desired.null_attributes, desired.cleared
+        status_names = set(base.status_fields.values())
         window = ExitWindow(ledger, dest.object, dest.name)
-        pages = lambda: ledger.confirmed_pages(dest.object, dest.name, columns=DIFF_COLUMNS)  # noqa: E731
-        plan = planner.plan(desired, statuses_now, resolved, pages, base.status_fields, screen, busy,
-                            window.peaks(now, self.guard_window_days), self._parts)
-        del statuses_now  # memory for the send
+        plan.exit_guard = ranged.planner.guard(plan.guard_counts, window.peaks(now, self.guard_window_days))
 
         guard, min_members = plan.exit_guard, self.settings.exit_guard_min_members
         if plan.exit_guard_tripped and not accept_exits:

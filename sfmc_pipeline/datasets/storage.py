@@ -80,16 +80,17 @@ def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
     return target
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def read_parquet(path: Path, columns: list[str] | None = None, categories: list[str] | None = None) -> pd.DataFrame:
     """Read a dataset back with the dtypes it was written with (decimals stay exact arrow decimals); with
-    ``columns``, only those the file has (in the file's order). A file that is not a readable parquet file
+    ``columns``, only those the file has (in the file's order); ``categories``: text columns of few distinct values
+    read as pandas categoricals (a code per row instead of a string). A file that is not a readable parquet file
     is a ``StorageError`` naming it and the fix."""
     if path.is_dir():
         raise StorageError(f"{path} is a directory, not a parquet file written by this pipeline. {_REWRITE}")
     try:
         if columns is not None:
             columns = [name for name in pq.read_schema(path).names if name in set(columns)]
-        table = pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns, read_dictionary=categories)
     except (pa.ArrowException, OSError) as exc:
         raise unreadable_parquet(path, exc) from None
     return as_pandas(table)
@@ -222,12 +223,13 @@ class DatasetStore:
                 f"replaced. Make {path.parent} writable, or delete the file."
             ) from None
 
-    def read_dataset(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """The dataset ``name`` (only ``columns``, those it has, when given)."""
+    def read_dataset(self, name: str, columns: list[str] | None = None, categories: list[str] | None = None
+                     ) -> pd.DataFrame:
+        """The dataset ``name`` (only ``columns``, those it has, when given; ``categories``: ``read_parquet``)."""
         path = self.dataset_path(name)
         if not path.exists():
             raise StorageError(
                 f"Dataset {name!r} has not been materialized yet ({path} does not exist); "
                 f"materialize the asset {name!r} first."
             )
-        return read_parquet(path, columns)
+        return read_parquet(path, columns, categories)

@@ -14,7 +14,13 @@ from sfmc_pipeline.config.pipeline import PipelineConfig
 from sfmc_pipeline.crm.exit_guard import ExitGuardTripped
 from sfmc_pipeline.crm.outcome import SyncOutcome
 from sfmc_pipeline.crm.reconciliation import Reconciliation
-from sfmc_pipeline.crm.sink import SYNCED_STATUS_COLUMNS, SyncOptions, profile_columns, sync_destination
+from sfmc_pipeline.crm.sink import (
+    SYNCED_STATUS_CATEGORIES,
+    SYNCED_STATUS_COLUMNS,
+    SyncOptions,
+    profile_columns,
+    sync_destination,
+)
 from sfmc_pipeline.crm.sync_errors import ERROR_COLUMNS
 from sfmc_pipeline.datasets.storage import DatasetStore, write_parquet
 from sfmc_pipeline.defs.assets.dry_run import SYNC_KEY_PREFIX, is_dry_run
@@ -122,7 +128,8 @@ def build_sync_asset(dest: DestinationConfig, pipeline: PipelineConfig, *,
         dry_run = config.dry_run or is_dry_run(context)  # a run with any dry sync sends nothing anywhere
         with api_failures(context.retry_number, mask=masker.text), storage.writing(context) as store:
             allowed = enforce(pipeline, dest)  # data-usage policies: refused before anything is read or requested
-            statuses = store.read_dataset(STATUSES, columns=SYNCED_STATUS_COLUMNS)
+            statuses = store.read_dataset(STATUSES, columns=SYNCED_STATUS_COLUMNS,
+                                          categories=SYNCED_STATUS_CATEGORIES)
             profiles = store.read_dataset(profile_asset, columns=profile_columns(pipeline, dest))
             mode = salesforce.mode
             target = salesforce.get_target(api_version=pipeline.sync.api_version, local_db=local_db_path(store))
@@ -196,6 +203,7 @@ def _metadata(mode, label, dest, pipeline, outcome: SyncOutcome, sync_requests: 
         "records_rejected": outcome.rejected_total,
         "records_skipped": outcome.skipped,
         "records_pending": outcome.pending,
+        "record_ranges_planned": outcome.ranges,
         "profiles_held": outcome.held,
         "null_attributes_left_as_they_are": outcome.null_attributes,
         "api_requests": sync_requests,
