@@ -90,7 +90,8 @@ def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.D
     current = profiles[list(dict.fromkeys([profile_key, dest.key_column]))].dropna()
     mapping = text(current[dest.key_column].astype(str), index=pd.Index(current[profile_key].astype(str)))
     pages = [confirmed] if isinstance(confirmed, pd.DataFrame) else confirmed
-    earlier = [_earlier_keys(page, mapping.index) for page in pages]
+    current = mapping.index.unique()  # its hash table is built once, for every page
+    earlier = [_earlier_keys(page, current) for page in pages]
     if len(earlier) > 1:  # a profile's first record is in the first page that has it
         together = pd.concat(earlier)
         earlier = [together[~together.index.duplicated()]]
@@ -98,7 +99,7 @@ def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.D
 
 
 def _earlier_keys(confirmed: pd.DataFrame, current: pd.Index) -> pd.Series:
-    """profile key -> its first record in ``confirmed`` (key order), for profiles not in ``current``."""
+    """profile key -> its first record in ``confirmed`` (key order), for profiles not in ``current`` (unique)."""
     known = confirmed[[PROFILE_KEY, "record_id"]]
     if len(known) > 1:  # a row with the same record and profile as the row before is never a profile's first
         ids, owners = arrow(known["record_id"]), arrow(known[PROFILE_KEY])
@@ -106,7 +107,7 @@ def _earlier_keys(confirmed: pd.DataFrame, current: pd.Index) -> pd.Series:
                          pc.equal(owners.slice(1), owners.slice(0, len(owners) - 1))).fill_null(False)
         known = known[np.concatenate([[True], ~repeat.to_numpy(zero_copy_only=False).astype(bool)])]
     known = known.dropna()
-    known = known[~isin(known[PROFILE_KEY].astype(str), current)].drop_duplicates(PROFILE_KEY)
+    known = known[current.get_indexer(known[PROFILE_KEY].astype(str)) < 0].drop_duplicates(PROFILE_KEY)
     return text(known["record_id"], index=pd.Index(known[PROFILE_KEY].astype(str)))
 
 

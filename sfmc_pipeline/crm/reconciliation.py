@@ -82,10 +82,7 @@ def reconcile(
     pages: Callable[[], Iterable[pd.DataFrame]] = (lambda: [confirmed]) if isinstance(confirmed, pd.DataFrame) \
         else confirmed
     members = {segment: _ids(records) for segment, records in members.items()}
-    ledger_ids = [pc.unique(arrow(page.loc[page["kind"] == STATUS, "record_id"]).drop_null()) for page in pages()]
-    every = [*ledger_ids, *members.values()]
-    managed = pc.unique(pa.concat_arrays(every)) if every else pa.array([], pa.large_string())
-    del ledger_ids, every
+    managed = _managed(pages, members.values())
     managed = managed.filter(pc.invert(pc.is_in(managed, value_set=_ids(excluded))))
     managed = SortedIds(managed.take(pc.sort_indices(managed)))  # in key order, read one at a time (millions)
     sampled = len(managed) > sample_size
@@ -146,6 +143,21 @@ def _ids(records: Iterable[str] | pa.Array | pd.Series) -> pa.Array:
     if isinstance(records, (set, frozenset)):
         records = sorted(records)
     return arrow(records).drop_null() if len(records) else pa.array([], pa.large_string())
+
+
+def _managed(pages: Callable[[], Iterable[pd.DataFrame]], members: Iterable[pa.Array]) -> pa.Array:
+    """The distinct record ids of the ledger's status rows and of the segments' members, unsorted: the ledger's ids
+    (one per record, its pages in key order), then each segment's members it does not already hold (a first sync's
+    members are all in the ledger: no copy of millions of members is made to find that out)."""
+    ids = [pc.unique(arrow(page.loc[(page["kind"] == STATUS).to_numpy(dtype=bool), "record_id"]).drop_null())
+           for page in pages()]
+    managed = pc.unique(pa.concat_arrays(ids)) if ids else pa.array([], pa.large_string())
+    del ids
+    for segment_members in members:
+        new = segment_members.filter(pc.invert(pc.is_in(segment_members, value_set=managed)))
+        if len(new):
+            managed = pa.concat_arrays([managed, pc.unique(new)])
+    return managed
 
 
 def _status_rows(pages: Callable[[], Iterable[pd.DataFrame]], record_ids: list[str]) -> pd.DataFrame:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from sfmc_pipeline.config.destinations import DestinationConfig
 from sfmc_pipeline.crm.ledger import RecordRange, SyncLedger
 from sfmc_pipeline.crm.payloads import record_keys
-from sfmc_pipeline.crm.vectors import arrow, isin, lookup
+from sfmc_pipeline.crm.vectors import arrow, isin, positions
 from sfmc_pipeline.segments.columns import PROFILE_KEY, SEGMENT
 
 
@@ -51,7 +51,10 @@ class RecordRanges:
         if len(self) == 1:
             self._status_range = self._profile_range = None
             return
-        self._status_range = self.range_of(lookup(statuses[PROFILE_KEY].astype(str), keys.index, keys))
+        key_range = self.range_of(keys)  # per profile, then per status row (no record id string per status row)
+        at = positions(statuses[PROFILE_KEY].astype(str), keys.index)
+        self._status_range = np.where(at >= 0, key_range[np.maximum(at, 0)], 0).astype(np.int32)
+        del key_range, at
         key_column = profiles[dest.key_column]
         ranges = self.range_of(key_column.astype(str))
         ranges[key_column.isna().to_numpy()] = -1  # no record: never read (``record_keys`` drops them)
