@@ -25,6 +25,13 @@ MISSING = object()  # not a changed record
 RECENT_BATCHES = 4  # batches whose texts and owners stay at hand (the send confirms records soon after making them)
 
 
+def batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
+    """``items`` as lists of ``size`` (the last one shorter), taken as they are read."""
+    rest = iter(items)
+    while batch := list(islice(rest, size)):
+        yield batch
+
+
 class _Sorted:
     """An Arrow string array as a sorted sequence of ``str`` for ``bisect`` (one value made per probe)."""
 

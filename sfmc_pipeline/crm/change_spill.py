@@ -17,7 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from sfmc_pipeline.crm.change_rows import BATCH, RECENT_BATCHES
+from sfmc_pipeline.crm.change_rows import RECENT_BATCHES, batches
 
 Planned = tuple[str, dict, tuple, Any]  # record id, fields to send, their ledger texts, profile key
 
@@ -42,13 +42,7 @@ class ChangeSpill:
 
     def add(self, records: Iterable[Planned]) -> None:
         """Append ``records`` (record ids above every id added before)."""
-        batch: list[Planned] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == BATCH:
-                self._write(batch)
-                batch = []
-        if batch:
+        for batch in batches(records):
             self._write(batch)
 
     def _write(self, batch: list[Planned]) -> None:

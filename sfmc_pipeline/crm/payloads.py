@@ -90,8 +90,8 @@ def record_keys(dest: DestinationConfig, profiles: pd.DataFrame, confirmed: pd.D
     current = profiles[list(dict.fromkeys([profile_key, dest.key_column]))].dropna()
     mapping = text(current[dest.key_column].astype(str), index=pd.Index(current[profile_key].astype(str)))
     pages = [confirmed] if isinstance(confirmed, pd.DataFrame) else confirmed
-    current = mapping.index.unique()  # its hash table is built once, for every page
-    earlier = [_earlier_keys(page, current) for page in pages]
+    present = mapping.index.unique()  # its hash table is built once, for every page
+    earlier = [_earlier_keys(page, present) for page in pages]
     if len(earlier) > 1:  # a profile's first record is in the first page that has it
         together = pd.concat(earlier)
         earlier = [together[~together.index.duplicated()]]

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sfmc_pipeline.crm.change_rows import BATCH, ToSend
+from sfmc_pipeline.crm.change_rows import ToSend, batches
 from sfmc_pipeline.crm.diff import (
     Changes,
     Confirmed,
@@ -170,12 +169,11 @@ def profile_fingerprints(parts: list[WrittenPart], hasher: KeyedHasher, record_i
 
 def dry_run_counts(to_send: Iterable[tuple[str, dict]], status_fields: set[str]) -> tuple[Counter, list[dict]]:
     """What a dry run would write: ``(field, status or "attribute" or "cleared") -> records``, and sample
-    payloads. ``status_fields``: the API names of the destination's status fields. Counted ``BATCH`` records at a
+    payloads. ``status_fields``: the API names of the destination's status fields. Counted a batch of records at a
     time."""
     planned: Counter = Counter()
     samples: list[dict] = []
-    records = iter(to_send)
-    while batch := list(islice(records, BATCH)):
+    for batch in batches(to_send):
         statuses = []
         for rid, fields in batch:
             for name, value in fields.items():

@@ -76,11 +76,7 @@ class RangedPlanner:
         try:
             for index in ranges:
                 records = ranges.records(index)
-                confirmed = ledger.confirmed(dest.object, dest.name, columns=LEDGER_COLUMNS, records=records)
-                inputs = ranges.inputs(index, confirmed)
-                desired = build_desired_state(dest, inputs.statuses, inputs.profiles, confirmed,
-                                              profile_key=self.profile_key, mentioned=inputs.mentioned)
-                del confirmed, inputs  # the diff reads the ledger again, a page at a time
+                desired = self._desired(index)  # the diff reads the ledger again, a page at a time
                 lengths = longest(desired.statuses)
                 if describe is None:
                     describe = self.target.describe(dest.object)
@@ -120,22 +116,24 @@ class RangedPlanner:
         hasher = self.ledger.hasher
         if self._planning or self.ranges is None or len(self.ranges) == 1:
             return profile_fingerprints(self.parts, hasher, record_ids)
+        by_range: dict[int, list[str]] = {}
+        for rid, index in zip(record_ids, self.ranges.range_of(record_ids).tolist()):
+            by_range.setdefault(index, []).append(rid)
         found: dict[str, str] = {}
-        where = self.ranges.range_of(record_ids)
-        for index in sorted(set(where.tolist())):
-            chosen = [rid for rid, at in zip(record_ids, where.tolist()) if at == index]
-            found.update(profile_fingerprints(self._written(index), hasher, chosen))
+        for index, chosen in sorted(by_range.items()):
+            desired = self._desired(index)  # the range's written values, made again
+            parts = written_values(self.fmt, desired.statuses, desired, self._resolved)
+            found.update(profile_fingerprints(parts, hasher, chosen))
         return found
 
-    def _written(self, index: int) -> list[WrittenPart]:
-        """The written values of range ``index``, made again from the inputs and the ledger."""
-        ranges, dest = self.ranges, self.dest
+    def _desired(self, index: int) -> DesiredState:
+        """The desired state of range ``index``, from its inputs and its part of the ledger."""
+        dest = self.dest
         confirmed = self.ledger.confirmed(dest.object, dest.name, columns=LEDGER_COLUMNS,
-                                          records=ranges.records(index))
-        inputs = ranges.inputs(index, confirmed)
-        desired = build_desired_state(dest, inputs.statuses, inputs.profiles, confirmed,
-                                      profile_key=self.profile_key, mentioned=inputs.mentioned)
-        return written_values(self.fmt, desired.statuses, desired, self._resolved)
+                                          records=self.ranges.records(index))
+        inputs = self.ranges.inputs(index, confirmed)
+        return build_desired_state(dest, inputs.statuses, inputs.profiles, confirmed, profile_key=self.profile_key,
+                                   mentioned=inputs.mentioned)
 
     def close(self) -> None:
         """Remove the spill (the planned records on disk)."""

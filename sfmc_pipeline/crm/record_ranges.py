@@ -31,8 +31,6 @@ class RangeInputs:
     """The inputs of one range: ``statuses`` of the profiles whose record is in it, ``profiles`` whose record key is
     in it, and ``mentioned`` (``profile_key, segment``) statuses of other ranges' profiles its ledger rows name."""
 
-    index: int
-    records: RecordRange
     statuses: pd.DataFrame
     profiles: pd.DataFrame
     mentioned: pd.DataFrame | None = None
@@ -103,10 +101,10 @@ class RecordRanges:
     def inputs(self, index: int, confirmed: pd.DataFrame) -> RangeInputs:
         """Range ``index``'s inputs; ``confirmed``: the ledger's rows of the range (``profile_key`` read)."""
         if len(self) == 1:
-            return RangeInputs(0, (None, None), self.statuses, self.profiles)
+            return RangeInputs(self.statuses, self.profiles)
         statuses = self.statuses.iloc[np.flatnonzero(self._status_range == index)]
         profiles = self.profiles.iloc[np.flatnonzero(self._profile_range == index)]
-        return RangeInputs(index, self.records(index), statuses, profiles, self._mentioned(index, confirmed))
+        return RangeInputs(statuses, profiles, self._mentioned(index, confirmed))
 
     def _mentioned(self, index: int, confirmed: pd.DataFrame) -> pd.DataFrame | None:
         """``profile_key, segment`` of the statuses, in other ranges, of profiles the range's ledger rows name."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sfmc_pipeline.config.destinations import DestinationConfig, SyncSettings
@@ -22,6 +22,7 @@ from sfmc_pipeline.crm.bulk.results import (
     BulkOutcome,
 )
 from sfmc_pipeline.crm.bulk.writer import BulkWriter
+from sfmc_pipeline.crm.change_rows import batches
 from sfmc_pipeline.crm.diff import Changes
 from sfmc_pipeline.crm.ledger import Confirmed, SyncLedger
 from sfmc_pipeline.crm.payloads import ATTRIBUTE, STATUS
@@ -145,10 +146,10 @@ class Sender:
         carry, and its lock failures."""
         composite: list[tuple[str, dict]] = []
         bulk_requests = 0
-        records = iter(to_send)
-        while part := list(islice(records, self.settings.partition_records)):
+        parts = batches(to_send, self.settings.partition_records)
+        for part in parts:
             if self.result.stopped:  # an earlier part stopped (daily usage, poll timeout): the rest waits
-                for rid, _ in [*part, *records]:
+                for rid, _ in chain(part, chain.from_iterable(parts)):
                     self.result.pending += 1
                     self.result.unsettled.add(rid)
                 break

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from sfmc_pipeline.crm.change_rows import batches
 from sfmc_pipeline.salesforce.ids import KEY_PREFIXES, is_valid_id, to_18
 from sfmc_pipeline.salesforce.records import FieldInfo
 from sfmc_pipeline.salesforce.rules import STANDARD_FIELDS
@@ -218,7 +219,7 @@ class LocalStore:
         prefix = KEY_PREFIXES[name]
         inserted = 0
         with self.transaction() as cur:
-            for batch in _batches(rows, SEED_BATCH):
+            for batch in batches(rows, SEED_BATCH):
                 prepared = [_seed_values(name, fields, prefix, row) for row in batch]
                 for columns, run in itertools.groupby(prepared, key=tuple):
                     names = ", ".join(_q(c) for c in columns)
@@ -347,12 +348,6 @@ def _seed_values(name: str, fields: Sequence[LocalField], prefix: str, row: Mapp
         raise ValueError(f"seed row {dict(row)!r} needs a well-formed {name} Id (prefix {prefix})")
     values["Id"] = record_id
     return values
-
-
-def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(rows)
-    while batch := list(itertools.islice(it, size)):
-        yield batch
 
 
 def _q(name: str) -> str:
